@@ -1,0 +1,42 @@
+# meshd — see README.md. Everything here needs only Go (and root for the
+# network-namespace tests, which skip with a message otherwise).
+GO        ?= go
+BIN       := bin
+BINARIES  := meshd sentry
+PKGS      := ./...
+TEST_TIMEOUT ?= 25m
+
+.PHONY: all build test vet race bench fuzz soak demo clean
+
+all: build
+
+build:
+	@mkdir -p $(BIN)
+	@for b in $(BINARIES); do \
+	  if [ -d cmd/$$b ]; then $(GO) build -o $(BIN)/$$b ./cmd/$$b || exit 1; fi; \
+	done
+
+vet:
+	$(GO) vet $(PKGS)
+	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { gofmt -l $$(git ls-files '*.go'); echo "gofmt needed"; exit 1; }
+
+# What CI runs (.ci/run). Unit tests, end-to-end tests against real processes
+# on loopback, all with the race detector.
+test: vet
+	$(GO) test -race -count=1 -timeout $(TEST_TIMEOUT) $(PKGS)
+
+bench: build
+	./tests/bench/run.sh
+
+FUZZTIME ?= 30s
+fuzz:
+	./tests/fuzz.sh $(FUZZTIME)
+
+soak: build
+	./tests/soak.sh
+
+demo: build
+	./examples/demo/run.sh
+
+clean:
+	rm -rf $(BIN)
