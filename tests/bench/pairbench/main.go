@@ -1,0 +1,585 @@
+// Command pairbench measures what a meshd sidecar pair adds to a call, side by
+// side with a direct call, in one run on one machine.
+//
+// Load shape (the anchor harness of shared/research/anchor-bench.md): fortio
+// v1.68.2, 16 connections, 1 KiB POST (HTTP) or 1 KiB ping payload (gRPC),
+// a fixed 1000 req/s with -uniform for 30 s, then the maximum rate for 20 s,
+// each preceded by a discarded 3 s warm-up.
+//
+// Variants: direct (fortio → app) and meshd (fortio → sidecar A → mTLS →
+// sidecar B → app), for HTTP and for gRPC unary. For the meshd variants it
+// reads the CPU time (utime+stime) of both sidecars before and after each
+// window and samples VmRSS/RssAnon of each sidecar twice a second.
+//
+// It writes a Markdown table to stdout and the full results as JSON.
+package main
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+)
+
+type config struct {
+	bin, fortio, out  string
+	fixedDur, maxDur  time.Duration
+	warm              time.Duration
+	qps, conns, size  int
+	skipGRPC, skipMax bool
+}
+
+func main() {
+	var c config
+	flag.StringVar(&c.bin, "bin", "bin", "directory holding meshd and sentry")
+	flag.StringVar(&c.fortio, "fortio", ".cache/bin/fortio", "fortio v1.68.2 binary")
+	flag.StringVar(&c.out, "out", "tests/bench/results", "directory for the JSON results")
+	flag.DurationVar(&c.fixedDur, "fixed", 30*time.Second, "duration of the fixed-rate window")
+	flag.DurationVar(&c.maxDur, "max", 20*time.Second, "duration of the max-rate window")
+	flag.DurationVar(&c.warm, "warmup", 3*time.Second, "discarded warm-up before each window")
+	flag.IntVar(&c.qps, "qps", 1000, "fixed rate")
+	flag.IntVar(&c.conns, "c", 16, "connections")
+	flag.IntVar(&c.size, "payload", 1024, "payload bytes")
+	flag.BoolVar(&c.skipGRPC, "skip-grpc", false, "HTTP only")
+	flag.BoolVar(&c.skipMax, "skip-max", false, "fixed rate only")
+	flag.Parse()
+	if err := run(c); err != nil {
+		fmt.Fprintln(os.Stderr, "pairbench:", err)
+		os.Exit(1)
+	}
+}
+
+// result is one measured window.
+type result struct {
+	Protocol    string  `json:"protocol"`
+	Variant     string  `json:"variant"`
+	Mode        string  `json:"mode"`
+	QPS         float64 `json:"qps"`
+	Requests    int64   `json:"requests"`
+	Errors      int64   `json:"errors"`
+	P50ms       float64 `json:"p50_ms"`
+	P90ms       float64 `json:"p90_ms"`
+	P99ms       float64 `json:"p99_ms"`
+	P999ms      float64 `json:"p99_9_ms"`
+	MaxMs       float64 `json:"max_ms"`
+	PairCPUSec  float64 `json:"pair_cpu_seconds,omitempty"`
+	PairCPUUsRq float64 `json:"pair_cpu_us_per_request,omitempty"`
+}
+
+type memory struct {
+	VmRSSMB   float64 `json:"vmrss_mb"`
+	RssAnonMB float64 `json:"rssanon_mb"`
+}
+
+type report struct {
+	Date     string            `json:"date"`
+	Host     string            `json:"host"`
+	CPUs     int               `json:"cpus"`
+	Shape    string            `json:"load_shape"`
+	Results  []result          `json:"results"`
+	Added    []added           `json:"added_vs_direct"`
+	Memory   map[string]memory `json:"sidecar_memory_max"`
+	Versions map[string]string `json:"versions"`
+}
+
+type added struct {
+	Protocol string  `json:"protocol"`
+	P50ms    float64 `json:"added_p50_ms"`
+	P90ms    float64 `json:"added_p90_ms"`
+	P99ms    float64 `json:"added_p99_ms"`
+	P999ms   float64 `json:"added_p99_9_ms"`
+}
+
+func run(c config) error {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	for _, p := range []string{filepath.Join(c.bin, "meshd"), filepath.Join(c.bin, "sentry"), c.fortio} {
+		if _, err := os.Stat(p); err != nil {
+			return fmt.Errorf("missing %s (run make build; tests/bench/run.sh installs fortio): %w", p, err)
+		}
+	}
+	dir, err := os.MkdirTemp("", "pairbench-")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(dir)
+	m := &mesh{dir: dir, bin: c.bin, fortio: c.fortio}
+	defer m.stopAll()
+	if err := m.start(ctx); err != nil {
+		return err
+	}
+
+	rep := report{
+		Date: time.Now().UTC().Format(time.RFC3339), CPUs: numCPU(),
+		Shape: fmt.Sprintf("fortio, %d connections, %d B payload, fixed %d req/s -uniform for %s, max rate for %s, %s warm-up discarded",
+			c.conns, c.size, c.qps, c.fixedDur, c.maxDur, c.warm),
+		Memory:   map[string]memory{},
+		Versions: map[string]string{"fortio": "1.68.2"},
+	}
+	rep.Host, _ = os.Hostname()
+	sampler := newMemSampler(map[string]int{"sidecar-a": m.pid("a"), "sidecar-b": m.pid("b"), "sidecar-bg": m.pid("bg")})
+	go sampler.run(ctx)
+
+	protos := []string{"http"}
+	if !c.skipGRPC {
+		protos = append(protos, "grpc")
+	}
+	modes := []string{"fixed"}
+	if !c.skipMax {
+		modes = append(modes, "max")
+	}
+	for _, proto := range protos {
+		for _, mode := range modes {
+			for _, variant := range []string{"direct", "meshd"} {
+				r, err := m.load(ctx, c, proto, mode, variant)
+				if err != nil {
+					return err
+				}
+				fmt.Fprintf(os.Stderr, "%-4s %-5s %-6s qps=%.0f p50=%.3fms p99=%.3fms errors=%d\n",
+					proto, mode, variant, r.QPS, r.P50ms, r.P99ms, r.Errors)
+				rep.Results = append(rep.Results, r)
+			}
+		}
+	}
+	rep.Memory = sampler.max()
+	for _, proto := range protos {
+		var d, s *result
+		for i := range rep.Results {
+			r := &rep.Results[i]
+			if r.Protocol == proto && r.Mode == "fixed" {
+				if r.Variant == "direct" {
+					d = r
+				} else {
+					s = r
+				}
+			}
+		}
+		if d != nil && s != nil {
+			rep.Added = append(rep.Added, added{proto, s.P50ms - d.P50ms, s.P90ms - d.P90ms, s.P99ms - d.P99ms, s.P999ms - d.P999ms})
+		}
+	}
+	printTable(rep)
+	if err := os.MkdirAll(c.out, 0o755); err != nil {
+		return err
+	}
+	path := filepath.Join(c.out, "pairbench-"+time.Now().UTC().Format("20060102-150405")+".json")
+	b, _ := json.MarshalIndent(rep, "", "  ")
+	if err := os.WriteFile(path, b, 0o644); err != nil {
+		return err
+	}
+	fmt.Printf("\nJSON: %s\n", path)
+	for _, r := range rep.Results {
+		if r.Errors > 0 {
+			return fmt.Errorf("%s %s %s: %d failed requests", r.Protocol, r.Mode, r.Variant, r.Errors)
+		}
+	}
+	return nil
+}
+
+func printTable(rep report) {
+	fmt.Printf("\n## meshd pair vs direct (%s; %d CPUs)\n\n", rep.Shape, rep.CPUs)
+	fmt.Println("| protocol | mode | variant | req/s | p50 ms | p90 ms | p99 ms | p99.9 ms | errors | pair CPU µs/req |")
+	fmt.Println("|---|---|---|---|---|---|---|---|---|---|")
+	for _, r := range rep.Results {
+		cpu := "–"
+		if r.PairCPUUsRq > 0 {
+			cpu = fmt.Sprintf("%.0f", r.PairCPUUsRq)
+		}
+		fmt.Printf("| %s | %s | %s | %.0f | %.3f | %.3f | %.3f | %.3f | %d | %s |\n",
+			r.Protocol, r.Mode, r.Variant, r.QPS, r.P50ms, r.P90ms, r.P99ms, r.P999ms, r.Errors, cpu)
+	}
+	fmt.Println("\n| added by the pair at the fixed rate | p50 ms | p90 ms | p99 ms | p99.9 ms |")
+	fmt.Println("|---|---|---|---|---|")
+	for _, a := range rep.Added {
+		fmt.Printf("| meshd %s | %+.3f | %+.3f | %+.3f | %+.3f |\n", a.Protocol, a.P50ms, a.P90ms, a.P99ms, a.P999ms)
+	}
+	fmt.Println("| daprd mTLS (anchor-bench.md) | +0.84 | +2.65 | +8.3 | +14.0 |")
+	fmt.Println("| nginx mTLS pair (anchor-bench.md) | +0.21 | +0.27 | +0.74 | +0.5 |")
+	fmt.Println("\n| sidecar | max VmRSS MB | max RssAnon MB |")
+	fmt.Println("|---|---|---|")
+	for _, k := range []string{"sidecar-a", "sidecar-b", "sidecar-bg"} {
+		if mem, ok := rep.Memory[k]; ok {
+			fmt.Printf("| %s | %.1f | %.1f |\n", k, mem.VmRSSMB, mem.RssAnonMB)
+		}
+	}
+	fmt.Println("| daprd (anchor-bench.md) | 109–113 | 30–33 |")
+	fmt.Println("| nginx, master+2 workers (anchor-bench.md) | 27–27.5 | 8.1–8.6 |")
+}
+
+// mesh is sentry, three sidecars and a fortio app, all on loopback.
+type mesh struct {
+	dir, bin, fortio string
+	mu               sync.Mutex
+	procs            map[string]*exec.Cmd
+	ports            map[string]int
+}
+
+func (m *mesh) pid(name string) int {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if p, ok := m.procs[name]; ok && p.Process != nil {
+		return p.Process.Pid
+	}
+	return 0
+}
+
+func freePort() (int, error) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return 0, err
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port, nil
+}
+
+func (m *mesh) allocPorts(names ...string) error {
+	for _, n := range names {
+		p, err := freePort()
+		if err != nil {
+			return err
+		}
+		m.ports[n] = p
+	}
+	return nil
+}
+
+func (m *mesh) spawn(name, bin string, args ...string) error {
+	logf, err := os.Create(filepath.Join(m.dir, name+".log"))
+	if err != nil {
+		return err
+	}
+	cmd := exec.Command(bin, args...)
+	cmd.Stdout, cmd.Stderr = logf, logf
+	if err := cmd.Start(); err != nil {
+		return fmt.Errorf("start %s: %w", name, err)
+	}
+	m.mu.Lock()
+	m.procs[name] = cmd
+	m.mu.Unlock()
+	return nil
+}
+
+func (m *mesh) stopAll() {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	for _, p := range m.procs {
+		if p.Process != nil {
+			_ = p.Process.Signal(os.Interrupt)
+		}
+	}
+	for _, p := range m.procs {
+		done := make(chan struct{})
+		go func() { _ = p.Wait(); close(done) }()
+		select {
+		case <-done:
+		case <-time.After(5 * time.Second):
+			_ = p.Process.Kill()
+		}
+	}
+}
+
+func (m *mesh) logTail(name string) string {
+	b, _ := os.ReadFile(filepath.Join(m.dir, name+".log"))
+	if len(b) > 2000 {
+		b = b[len(b)-2000:]
+	}
+	return string(b)
+}
+
+func waitHTTP(ctx context.Context, url string, want int, d time.Duration) error {
+	ctx, cancel := context.WithTimeout(ctx, d)
+	defer cancel()
+	for {
+		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+		resp, err := http.DefaultClient.Do(req)
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == want {
+				return nil
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("%s did not answer %d in %s (last error %v)", url, want, d, err)
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+}
+
+func (m *mesh) start(ctx context.Context) error {
+	m.procs, m.ports = map[string]*exec.Cmd{}, map[string]int{}
+	if err := m.allocPorts("sentry", "sentry-health", "app-http", "app-grpc",
+		"a-http", "a-grpc", "a-int", "a-met", "b-http", "b-grpc", "b-int", "b-met",
+		"bg-http", "bg-grpc", "bg-int", "bg-met"); err != nil {
+		return err
+	}
+	p := m.ports
+	sentryDir := filepath.Join(m.dir, "sentry")
+	sentry := filepath.Join(m.bin, "sentry")
+	if err := m.spawn("sentry", sentry, "--data-dir", sentryDir,
+		"--listen", fmt.Sprintf("127.0.0.1:%d", p["sentry"]),
+		"--health-listen", fmt.Sprintf("127.0.0.1:%d", p["sentry-health"])); err != nil {
+		return err
+	}
+	if err := waitHTTP(ctx, fmt.Sprintf("http://127.0.0.1:%d/healthz", p["sentry-health"]), 200, 20*time.Second); err != nil {
+		return fmt.Errorf("sentry: %w\n%s", err, m.logTail("sentry"))
+	}
+	if err := m.spawn("app", m.fortio, "server", "-http-port", fmt.Sprintf("127.0.0.1:%d", p["app-http"]),
+		"-grpc-port", fmt.Sprintf("127.0.0.1:%d", p["app-grpc"]), "-redirect-port", "disabled", "-loglevel", "Warning"); err != nil {
+		return err
+	}
+	static := fmt.Sprintf("apps:\n  - appId: a\n    addresses: [\"127.0.0.1:%d\"]\n  - appId: b\n    addresses: [\"127.0.0.1:%d\"]\n  - appId: bg\n    addresses: [\"127.0.0.1:%d\"]\n",
+		p["a-int"], p["b-int"], p["bg-int"])
+	staticFile := filepath.Join(m.dir, "static.yaml")
+	if err := os.WriteFile(staticFile, []byte(static), 0o644); err != nil {
+		return err
+	}
+	for _, sc := range []struct{ id, proto, appPort string }{
+		{"a", "", ""}, {"b", "http", strconv.Itoa(p["app-http"])}, {"bg", "grpc", strconv.Itoa(p["app-grpc"])},
+	} {
+		tok, err := exec.CommandContext(ctx, sentry, "token", "create", "--data-dir", sentryDir,
+			"--app-id", sc.id, "--namespace", "default", "--ttl", "1h").Output()
+		if err != nil {
+			return fmt.Errorf("token for %s: %w", sc.id, err)
+		}
+		tokFile := filepath.Join(m.dir, sc.id+".token")
+		if err := os.WriteFile(tokFile, tok, 0o600); err != nil {
+			return err
+		}
+		args := []string{"--app-id", sc.id, "--namespace", "default",
+			"--http-port", strconv.Itoa(p[sc.id+"-http"]), "--grpc-port", strconv.Itoa(p[sc.id+"-grpc"]),
+			"--internal-port", strconv.Itoa(p[sc.id+"-int"]), "--metrics-port", strconv.Itoa(p[sc.id+"-met"]),
+			"--listen-address", "127.0.0.1",
+			"--sentry-address", fmt.Sprintf("127.0.0.1:%d", p["sentry"]),
+			"--trust-anchors-file", filepath.Join(sentryDir, "bundle.pem"),
+			"--token-file", tokFile, "--resolver", "static", "--resolver-config", staticFile,
+			"--log-level", "warn"}
+		if sc.appPort != "" {
+			args = append(args, "--app-port", sc.appPort, "--app-protocol", sc.proto)
+		}
+		if err := m.spawn(sc.id, filepath.Join(m.bin, "meshd"), args...); err != nil {
+			return err
+		}
+	}
+	for _, id := range []string{"a", "b", "bg"} {
+		if err := waitHTTP(ctx, fmt.Sprintf("http://127.0.0.1:%d/v1.0/healthz", p[id+"-http"]), 204, 20*time.Second); err != nil {
+			return fmt.Errorf("sidecar %s: %w\n%s", id, err, m.logTail(id))
+		}
+	}
+	// One call through the pair proves the path before measuring.
+	url := fmt.Sprintf("http://127.0.0.1:%d/v1.0/invoke/b/method/echo", p["a-http"])
+	if err := waitHTTP(ctx, url, 200, 10*time.Second); err != nil {
+		return fmt.Errorf("first call through the pair: %w\n%s\n%s", err, m.logTail("a"), m.logTail("b"))
+	}
+	return nil
+}
+
+type fortioJSON struct {
+	ActualQPS         float64
+	DurationHistogram struct {
+		Count       int64
+		Max         float64
+		Percentiles []struct{ Percentile, Value float64 }
+	}
+	ErrorsDurationHistogram struct{ Count int64 }
+	RetCodes                map[string]int64
+}
+
+func (m *mesh) load(ctx context.Context, c config, proto, mode, variant string) (result, error) {
+	p := m.ports
+	var target []string
+	switch {
+	case proto == "http" && variant == "direct":
+		target = []string{fmt.Sprintf("http://127.0.0.1:%d/echo", p["app-http"])}
+	case proto == "http":
+		target = []string{fmt.Sprintf("http://127.0.0.1:%d/v1.0/invoke/b/method/echo", p["a-http"])}
+	case proto == "grpc" && variant == "direct":
+		target = []string{"-grpc", "-ping", fmt.Sprintf("127.0.0.1:%d", p["app-grpc"])}
+	default:
+		target = []string{"-grpc", "-ping", "-H", "dapr-app-id:bg", fmt.Sprintf("127.0.0.1:%d", p["a-grpc"])}
+	}
+	qps, dur := strconv.Itoa(c.qps), c.fixedDur
+	if mode == "max" {
+		qps, dur = "0", c.maxDur
+	}
+	base := []string{"load", "-c", strconv.Itoa(c.conns), "-qps", qps, "-payload-size", strconv.Itoa(c.size),
+		"-p", "50,90,99,99.9", "-r", "0.00001", "-loglevel", "Error"}
+	if mode == "fixed" {
+		base = append(base, "-uniform")
+	}
+	// Warm-up, discarded.
+	warm := append(append([]string{}, base...), "-t", c.warm.String())
+	if out, err := exec.CommandContext(ctx, m.fortio, append(warm, target...)...).CombinedOutput(); err != nil {
+		return result{}, fmt.Errorf("warm-up %s %s: %w\n%s", proto, variant, err, out)
+	}
+	jsonPath := filepath.Join(m.dir, fmt.Sprintf("%s-%s-%s.json", proto, mode, variant))
+	args := append(append([]string{}, base...), "-t", dur.String(), "-json", jsonPath)
+	cpuBefore := m.pairCPU(proto)
+	if out, err := exec.CommandContext(ctx, m.fortio, append(args, target...)...).CombinedOutput(); err != nil {
+		return result{}, fmt.Errorf("load %s %s %s: %w\n%s", proto, mode, variant, err, out)
+	}
+	cpuAfter := m.pairCPU(proto)
+	b, err := os.ReadFile(jsonPath)
+	if err != nil {
+		return result{}, err
+	}
+	var fj fortioJSON
+	if err := json.Unmarshal(b, &fj); err != nil {
+		return result{}, fmt.Errorf("fortio JSON: %w", err)
+	}
+	r := result{Protocol: proto, Variant: variant, Mode: mode, QPS: fj.ActualQPS,
+		Requests: fj.DurationHistogram.Count, Errors: fj.ErrorsDurationHistogram.Count, MaxMs: fj.DurationHistogram.Max * 1e3}
+	if proto == "http" {
+		// fortio counts non-2xx as successes in the histogram; take them from RetCodes.
+		var ok int64
+		for code, n := range fj.RetCodes {
+			if code == "200" {
+				ok += n
+			}
+		}
+		r.Errors = r.Requests - ok
+	}
+	for _, pc := range fj.DurationHistogram.Percentiles {
+		switch pc.Percentile {
+		case 50:
+			r.P50ms = pc.Value * 1e3
+		case 90:
+			r.P90ms = pc.Value * 1e3
+		case 99:
+			r.P99ms = pc.Value * 1e3
+		case 99.9:
+			r.P999ms = pc.Value * 1e3
+		}
+	}
+	if variant == "meshd" {
+		r.PairCPUSec = cpuAfter - cpuBefore
+		if r.Requests > 0 {
+			r.PairCPUUsRq = r.PairCPUSec / float64(r.Requests) * 1e6
+		}
+	}
+	return r, nil
+}
+
+// pairCPU is utime+stime in seconds of the two sidecars on the path.
+func (m *mesh) pairCPU(proto string) float64 {
+	callee := "b"
+	if proto == "grpc" {
+		callee = "bg"
+	}
+	return cpuSeconds(m.pid("a")) + cpuSeconds(m.pid(callee))
+}
+
+func cpuSeconds(pid int) float64 {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0
+	}
+	s := string(b)
+	// Fields after the ")" that ends the command name: state is field 3;
+	// utime and stime are fields 14 and 15.
+	i := strings.LastIndexByte(s, ')')
+	if i < 0 {
+		return 0
+	}
+	f := strings.Fields(s[i+1:])
+	if len(f) < 13 {
+		return 0
+	}
+	ut, _ := strconv.ParseFloat(f[11], 64)
+	st, _ := strconv.ParseFloat(f[12], 64)
+	return (ut + st) / 100 // USER_HZ is 100 on Linux
+}
+
+type memSampler struct {
+	pids map[string]int
+	mu   sync.Mutex
+	peak map[string]memory
+}
+
+func newMemSampler(pids map[string]int) *memSampler {
+	return &memSampler{pids: pids, peak: map[string]memory{}}
+}
+
+func (s *memSampler) run(ctx context.Context) {
+	t := time.NewTicker(500 * time.Millisecond)
+	defer t.Stop()
+	for {
+		for name, pid := range s.pids {
+			rss, anon, err := readStatus(pid)
+			if err != nil {
+				continue
+			}
+			s.mu.Lock()
+			p := s.peak[name]
+			p.VmRSSMB = max(p.VmRSSMB, rss)
+			p.RssAnonMB = max(p.RssAnonMB, anon)
+			s.peak[name] = p
+			s.mu.Unlock()
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
+
+func (s *memSampler) max() map[string]memory {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := make(map[string]memory, len(s.peak))
+	for k, v := range s.peak {
+		out[k] = v
+	}
+	return out
+}
+
+func readStatus(pid int) (rssMB, anonMB float64, err error) {
+	f, err := os.Open(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return 0, 0, err
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	found := 0
+	for sc.Scan() {
+		line := sc.Text()
+		for _, k := range []string{"VmRSS:", "RssAnon:"} {
+			if rest, ok := strings.CutPrefix(line, k); ok {
+				fs := strings.Fields(rest)
+				if len(fs) > 0 {
+					kb, _ := strconv.ParseFloat(fs[0], 64)
+					if k == "VmRSS:" {
+						rssMB = kb / 1024
+					} else {
+						anonMB = kb / 1024
+					}
+					found++
+				}
+			}
+		}
+	}
+	if found < 2 {
+		return 0, 0, errors.New("status fields not found")
+	}
+	return rssMB, anonMB, nil
+}
+
+func numCPU() int {
+	b, err := os.ReadFile("/proc/cpuinfo")
+	if err != nil {
+		return 0
+	}
+	return strings.Count(string(b), "processor\t:")
+}
