@@ -11,6 +11,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"path/filepath"
 )
 
 // PEM block types.
@@ -41,10 +42,36 @@ func NewCSR(key crypto.Signer) ([]byte, error) {
 	return pem.EncodeToMemory(&pem.Block{Type: pemCSR, Bytes: der}), nil
 }
 
+// decodeBlock decodes the next PEM block of data. Unlike pem.Decode, which
+// silently skips any text before a block, it fails when anything but
+// whitespace precedes the block, and it rejects blocks with PEM headers
+// (certificates and CSRs never carry them). A nil block with a nil error
+// means data holds no further block; rest is then data.
+func decodeBlock(data []byte) (block *pem.Block, rest []byte, err error) {
+	block, rest = pem.Decode(data)
+	if block == nil {
+		return nil, data, nil
+	}
+	// The block's BEGIN line is the last one in the consumed bytes: its body
+	// is base64 (no headers, checked below) and its END line cannot match.
+	consumed := data[:len(data)-len(rest)]
+	start := bytes.LastIndex(consumed, []byte("-----BEGIN "))
+	if start < 0 || len(bytes.TrimSpace(consumed[:start])) != 0 {
+		return nil, rest, errors.New("data that is not PEM before a PEM block")
+	}
+	if len(block.Headers) != 0 {
+		return nil, rest, fmt.Errorf("PEM block %q has headers", block.Type)
+	}
+	return block, rest, nil
+}
+
 // ParseCSRPEM decodes exactly one PEM "CERTIFICATE REQUEST" block, parses it
-// and verifies its self-signature.
+// and verifies its self-signature. Text before or after the block is an error.
 func ParseCSRPEM(data []byte) (*x509.CertificateRequest, error) {
-	block, rest := pem.Decode(data)
+	block, rest, err := decodeBlock(data)
+	if err != nil {
+		return nil, fmt.Errorf("certs: CSR: %w", err)
+	}
 	if block == nil {
 		return nil, wrap(errors.New("CSR: no PEM block found"))
 	}
@@ -79,8 +106,14 @@ func ParseCertsPEM(data []byte) ([]*x509.Certificate, error) {
 	var out []*x509.Certificate
 	rest := data
 	for {
-		var block *pem.Block
-		block, rest = pem.Decode(rest)
+		var (
+			block *pem.Block
+			err   error
+		)
+		block, rest, err = decodeBlock(rest)
+		if err != nil {
+			return nil, fmt.Errorf("certs: certificate %d: %w", len(out), err)
+		}
 		if block == nil {
 			break
 		}
@@ -149,14 +182,33 @@ func WriteKeyFile(path string, key crypto.Signer) error {
 }
 
 // WriteFileAtomic writes data to a temporary file in the same directory and
-// renames it over path, so readers never see a partial file.
-func WriteFileAtomic(path string, data []byte, mode os.FileMode) error {
-	tmp := path + ".tmp"
-	if err := os.WriteFile(tmp, data, mode); err != nil {
+// renames it over path, so readers never see a partial file. The temporary
+// file is created fresh with mode 0600 (so a key is never readable by others,
+// not even for a moment) and gets mode only once its content is written and
+// synced; concurrent writers of the same path do not share a temporary file.
+func WriteFileAtomic(path string, data []byte, mode os.FileMode) (err error) {
+	f, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp*")
+	if err != nil {
+		return fmt.Errorf("certs: write %s: %w", path, err)
+	}
+	tmp := f.Name()
+	defer func() {
+		if err != nil {
+			_ = f.Close()
+			_ = os.Remove(tmp)
+		}
+	}()
+	if _, err := f.Write(data); err != nil {
 		return fmt.Errorf("certs: write %s: %w", tmp, err)
 	}
-	if err := os.Chmod(tmp, mode); err != nil {
+	if err := f.Chmod(mode); err != nil {
 		return fmt.Errorf("certs: chmod %s: %w", tmp, err)
+	}
+	if err := f.Sync(); err != nil {
+		return fmt.Errorf("certs: sync %s: %w", tmp, err)
+	}
+	if err := f.Close(); err != nil {
+		return fmt.Errorf("certs: close %s: %w", tmp, err)
 	}
 	if err := os.Rename(tmp, path); err != nil {
 		return fmt.Errorf("certs: rename %s: %w", path, err)
