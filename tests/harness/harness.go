@@ -1,0 +1,367 @@
+// Package harness starts real meshd processes for end-to-end tests: it builds
+// the binaries once per test binary, then runs sentry, sidecars and sample apps
+// on loopback, captures their logs (printed when a test fails) and stops them
+// when the test ends.
+package harness
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// Binaries are the paths of the built programs.
+type Binaries struct {
+	Meshd, Sentry, Echo, GRPCEcho string
+}
+
+var (
+	buildOnce sync.Once
+	bins      Binaries
+	buildErr  error
+)
+
+// RepoRoot is the repository root, found from this file's location.
+func RepoRoot() string {
+	_, file, _, _ := runtime.Caller(0)
+	return filepath.Clean(filepath.Join(filepath.Dir(file), "..", ".."))
+}
+
+// Build compiles meshd, sentry and the sample apps once per test process.
+func Build(t testing.TB) Binaries {
+	t.Helper()
+	buildOnce.Do(func() {
+		dir, err := os.MkdirTemp("", "meshd-e2e-bin-")
+		if err != nil {
+			buildErr = err
+			return
+		}
+		root := RepoRoot()
+		for _, b := range []struct {
+			out *string
+			pkg string
+		}{
+			{&bins.Meshd, "./cmd/meshd"},
+			{&bins.Sentry, "./cmd/sentry"},
+			{&bins.Echo, "./examples/apps/echo"},
+			{&bins.GRPCEcho, "./examples/apps/grpcecho"},
+		} {
+			out := filepath.Join(dir, filepath.Base(b.pkg))
+			cmd := exec.Command("go", "build", "-o", out, b.pkg)
+			cmd.Dir = root
+			if msg, err := cmd.CombinedOutput(); err != nil {
+				buildErr = fmt.Errorf("go build %s: %w\n%s", b.pkg, err, msg)
+				return
+			}
+			*b.out = out
+		}
+	})
+	if buildErr != nil {
+		t.Fatal(buildErr)
+	}
+	return bins
+}
+
+// FreePort returns a loopback TCP port that was free a moment ago.
+func FreePort(t testing.TB) int {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port
+}
+
+// Process is a running child process with its log captured.
+type Process struct {
+	Name string
+	cmd  *exec.Cmd
+	log  *syncBuffer
+	done chan struct{}
+	err  error
+}
+
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// Start runs bin with args; the process is stopped (SIGTERM, then SIGKILL)
+// when the test ends, and its output is printed if the test failed.
+func Start(t testing.TB, name, bin string, args ...string) *Process {
+	t.Helper()
+	p := &Process{Name: name, log: &syncBuffer{}, done: make(chan struct{})}
+	p.cmd = exec.Command(bin, args...)
+	p.cmd.Stdout, p.cmd.Stderr = p.log, p.log
+	p.cmd.Env = append(os.Environ(), "NO_COLOR=1")
+	if err := p.cmd.Start(); err != nil {
+		t.Fatalf("start %s: %v", name, err)
+	}
+	go func() { p.err = p.cmd.Wait(); close(p.done) }()
+	t.Cleanup(func() {
+		p.Stop(5 * time.Second)
+		if t.Failed() {
+			t.Logf("---- %s output ----\n%s", name, p.Log())
+		}
+	})
+	return p
+}
+
+// Log returns everything the process printed so far.
+func (p *Process) Log() string { return p.log.String() }
+
+// Pid returns the process ID.
+func (p *Process) Pid() int { return p.cmd.Process.Pid }
+
+// Exited reports whether the process has ended.
+func (p *Process) Exited() bool {
+	select {
+	case <-p.done:
+		return true
+	default:
+		return false
+	}
+}
+
+// Stop sends SIGTERM and waits up to grace, then kills.
+func (p *Process) Stop(grace time.Duration) error {
+	if p.Exited() {
+		return p.err
+	}
+	_ = p.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-p.done:
+		return p.err
+	case <-time.After(grace):
+		_ = p.cmd.Process.Kill()
+		<-p.done
+		return fmt.Errorf("%s: killed after %s", p.Name, grace)
+	}
+}
+
+// Kill sends SIGKILL and waits for the process to end.
+func (p *Process) Kill() {
+	if p.Exited() {
+		return
+	}
+	_ = p.cmd.Process.Kill()
+	<-p.done
+}
+
+// Wait waits for the process to exit on its own.
+func (p *Process) Wait(d time.Duration) error {
+	select {
+	case <-p.done:
+		return p.err
+	case <-time.After(d):
+		return fmt.Errorf("%s: still running after %s", p.Name, d)
+	}
+}
+
+// WaitHTTP polls url until it answers want or d passes.
+func WaitHTTP(t testing.TB, url string, want int, d time.Duration) {
+	t.Helper()
+	if err := PollHTTP(context.Background(), url, want, d); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// PollHTTP polls url until it answers want or d passes.
+func PollHTTP(ctx context.Context, url string, want int, d time.Duration) error {
+	ctx, cancel := context.WithTimeout(ctx, d)
+	defer cancel()
+	var last string
+	for {
+		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+		resp, err := http.DefaultClient.Do(req)
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == want {
+				return nil
+			}
+			last = resp.Status
+		} else {
+			last = err.Error()
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("%s did not answer %d within %s (last: %s)", url, want, d, last)
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+}
+
+// Sentry is a running sentry.
+type Sentry struct {
+	*Process
+	bin        string
+	DataDir    string
+	Addr       string
+	HealthAddr string
+	TrustDom   string
+}
+
+// BundleFile is the trust bundle sentry writes.
+func (s *Sentry) BundleFile() string { return filepath.Join(s.DataDir, "bundle.pem") }
+
+// StartSentry starts sentry with a fresh data dir (or dataDir if not empty)
+// and waits until it is healthy.
+func StartSentry(t testing.TB, b Binaries, dataDir string, extra ...string) *Sentry {
+	t.Helper()
+	if dataDir == "" {
+		dataDir = filepath.Join(t.TempDir(), "sentry")
+	}
+	s := &Sentry{bin: b.Sentry, DataDir: dataDir, TrustDom: "cluster.local",
+		Addr:       "127.0.0.1:" + strconv.Itoa(FreePort(t)),
+		HealthAddr: "127.0.0.1:" + strconv.Itoa(FreePort(t))}
+	args := append([]string{"--data-dir", dataDir, "--listen", s.Addr, "--health-listen", s.HealthAddr}, extra...)
+	s.Process = Start(t, "sentry", b.Sentry, args...)
+	WaitHTTP(t, "http://"+s.HealthAddr+"/healthz", http.StatusOK, 30*time.Second)
+	return s
+}
+
+// TokenFile creates a join token for app in ns and writes it to a file.
+func (s *Sentry) TokenFile(t testing.TB, app, ns string) string {
+	t.Helper()
+	out, err := exec.Command(s.bin, "token", "create", "--data-dir", s.DataDir,
+		"--app-id", app, "--namespace", ns, "--ttl", "1h").Output()
+	if err != nil {
+		t.Fatalf("sentry token create: %v", err)
+	}
+	path := filepath.Join(t.TempDir(), app+"."+ns+".token")
+	if err := os.WriteFile(path, out, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return path
+}
+
+// SidecarPorts are a sidecar's listening ports, chosen before it starts so
+// that a static resolver file can name them.
+type SidecarPorts struct {
+	HTTP, GRPC, Internal, Metrics int
+}
+
+// NewSidecarPorts picks free ports.
+func NewSidecarPorts(t testing.TB) SidecarPorts {
+	return SidecarPorts{FreePort(t), FreePort(t), FreePort(t), FreePort(t)}
+}
+
+// InternalAddr is the sidecar's mTLS address.
+func (p SidecarPorts) InternalAddr() string { return "127.0.0.1:" + strconv.Itoa(p.Internal) }
+
+// Sidecar is a running meshd.
+type Sidecar struct {
+	*Process
+	AppID, Namespace string
+	Ports            SidecarPorts
+}
+
+// HTTPURL is the base URL of the app-facing HTTP API.
+func (s *Sidecar) HTTPURL() string { return "http://127.0.0.1:" + strconv.Itoa(s.Ports.HTTP) }
+
+// GRPCAddr is the app-facing gRPC address.
+func (s *Sidecar) GRPCAddr() string { return "127.0.0.1:" + strconv.Itoa(s.Ports.GRPC) }
+
+// SidecarConfig describes one meshd.
+type SidecarConfig struct {
+	AppID, Namespace string
+	AppPort          int    // 0: no app
+	AppProtocol      string // default http
+	Ports            SidecarPorts
+	ResolverFile     string // static resolver YAML
+	Extra            []string
+	NoWait           bool // do not wait for readiness
+}
+
+// StartSidecar starts meshd against sentry s and waits until it is ready.
+func StartSidecar(t testing.TB, b Binaries, s *Sentry, c SidecarConfig) *Sidecar {
+	t.Helper()
+	if c.Namespace == "" {
+		c.Namespace = "default"
+	}
+	if c.Ports == (SidecarPorts{}) {
+		c.Ports = NewSidecarPorts(t)
+	}
+	args := []string{"--app-id", c.AppID, "--namespace", c.Namespace,
+		"--http-port", strconv.Itoa(c.Ports.HTTP), "--grpc-port", strconv.Itoa(c.Ports.GRPC),
+		"--internal-port", strconv.Itoa(c.Ports.Internal), "--metrics-port", strconv.Itoa(c.Ports.Metrics),
+		"--listen-address", "127.0.0.1",
+		"--sentry-address", s.Addr, "--trust-anchors-file", s.BundleFile(),
+		"--token-file", s.TokenFile(t, c.AppID, c.Namespace)}
+	if c.ResolverFile != "" {
+		args = append(args, "--resolver", "static", "--resolver-config", c.ResolverFile)
+	}
+	if c.AppPort != 0 {
+		proto := c.AppProtocol
+		if proto == "" {
+			proto = "http"
+		}
+		args = append(args, "--app-port", strconv.Itoa(c.AppPort), "--app-protocol", proto)
+	}
+	args = append(args, c.Extra...)
+	sc := &Sidecar{AppID: c.AppID, Namespace: c.Namespace, Ports: c.Ports}
+	sc.Process = Start(t, "meshd-"+c.AppID+"."+c.Namespace+"@"+strconv.Itoa(c.Ports.Internal), b.Meshd, args...)
+	if !c.NoWait {
+		WaitHTTP(t, sc.HTTPURL()+"/v1.0/healthz", http.StatusNoContent, 30*time.Second)
+	}
+	return sc
+}
+
+// StaticApp is one entry of a static resolver file.
+type StaticApp struct {
+	AppID, Namespace string
+	Addresses        []string
+}
+
+// WriteStatic writes a static resolver file (atomically, by rename).
+func WriteStatic(t testing.TB, path string, apps ...StaticApp) {
+	t.Helper()
+	var b strings.Builder
+	b.WriteString("apps:\n")
+	for _, a := range apps {
+		fmt.Fprintf(&b, "  - appId: %s\n", a.AppID)
+		if a.Namespace != "" {
+			fmt.Fprintf(&b, "    namespace: %s\n", a.Namespace)
+		}
+		b.WriteString("    addresses: [")
+		for i, addr := range a.Addresses {
+			if i > 0 {
+				b.WriteString(", ")
+			}
+			fmt.Fprintf(&b, "%q", addr)
+		}
+		b.WriteString("]\n")
+	}
+	tmp := path + ".tmp"
+	if err := os.WriteFile(tmp, []byte(b.String()), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(tmp, path); err != nil {
+		t.Fatal(err)
+	}
+}
