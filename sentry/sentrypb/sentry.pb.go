@@ -109,8 +109,12 @@ type SignCertificateResponse struct {
 	// Every root currently trusted in the trust domain.
 	TrustBundlePem []byte                 `protobuf:"bytes,2,opt,name=trust_bundle_pem,json=trustBundlePem,proto3" json:"trust_bundle_pem,omitempty"`
 	ExpiresAt      *timestamppb.Timestamp `protobuf:"bytes,3,opt,name=expires_at,json=expiresAt,proto3" json:"expires_at,omitempty"`
-	unknownFields  protoimpl.UnknownFields
-	sizeCache      protoimpl.SizeCache
+	// Version of trust_bundle_pem, comparable with TrustBundle.version, so a
+	// client never replaces a newer bundle it got from the stream with an
+	// older one from a response.
+	TrustBundleVersion uint64 `protobuf:"varint,4,opt,name=trust_bundle_version,json=trustBundleVersion,proto3" json:"trust_bundle_version,omitempty"`
+	unknownFields      protoimpl.UnknownFields
+	sizeCache          protoimpl.SizeCache
 }
 
 func (x *SignCertificateResponse) Reset() {
@@ -162,6 +166,13 @@ func (x *SignCertificateResponse) GetExpiresAt() *timestamppb.Timestamp {
 		return x.ExpiresAt
 	}
 	return nil
+}
+
+func (x *SignCertificateResponse) GetTrustBundleVersion() uint64 {
+	if x != nil {
+		return x.TrustBundleVersion
+	}
+	return 0
 }
 
 type WatchTrustBundleRequest struct {
@@ -279,12 +290,13 @@ const file_sentry_proto_rawDesc = "" +
 	"\tnamespace\x18\x02 \x01(\tR\tnamespace\x12!\n" +
 	"\ftrust_domain\x18\x03 \x01(\tR\vtrustDomain\x12\x17\n" +
 	"\acsr_pem\x18\x04 \x01(\fR\x06csrPem\x12\x14\n" +
-	"\x05token\x18\x05 \x01(\tR\x05token\"\xa4\x01\n" +
+	"\x05token\x18\x05 \x01(\tR\x05token\"\xd6\x01\n" +
 	"\x17SignCertificateResponse\x12$\n" +
 	"\x0ecert_chain_pem\x18\x01 \x01(\fR\fcertChainPem\x12(\n" +
 	"\x10trust_bundle_pem\x18\x02 \x01(\fR\x0etrustBundlePem\x129\n" +
 	"\n" +
-	"expires_at\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\texpiresAt\"<\n" +
+	"expires_at\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\texpiresAt\x120\n" +
+	"\x14trust_bundle_version\x18\x04 \x01(\x04R\x12trustBundleVersion\"<\n" +
 	"\x17WatchTrustBundleRequest\x12!\n" +
 	"\ftrust_domain\x18\x01 \x01(\tR\vtrustDomain\"t\n" +
 	"\vTrustBundle\x12!\n" +

@@ -1,0 +1,180 @@
+package sentry
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/meshd/meshd/sentry/ca"
+	"github.com/meshd/meshd/sentry/sentrypb"
+	"github.com/meshd/meshd/sentry/token"
+	"github.com/spiffe/go-spiffe/v2/spiffetls/tlsconfig"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
+)
+
+// DefaultShutdownTimeout bounds the graceful stop.
+const DefaultShutdownTimeout = 10 * time.Second
+
+// maxRequestSize bounds a request: a CSR and a token are a few hundred bytes.
+const maxRequestSize = 64 << 10
+
+// Config configures a Server.
+type Config struct {
+	CA              ca.Options
+	Validator       token.Validator
+	Logger          *slog.Logger
+	ShutdownTimeout time.Duration
+}
+
+// Server is a running sentry: the CA, its gRPC service and health state.
+type Server struct {
+	cfg      Config
+	ca       *ca.Authority
+	log      *slog.Logger
+	grpc     *grpc.Server
+	ready    atomic.Bool
+	stopOnce sync.Once
+	stopping chan struct{}
+}
+
+// New opens (or creates) the CA in the data directory and prepares the gRPC
+// server. Nothing listens until Serve.
+func New(cfg Config) (*Server, error) {
+	if cfg.Validator == nil {
+		return nil, errors.New("sentry: a token validator is required")
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	if cfg.ShutdownTimeout <= 0 {
+		cfg.ShutdownTimeout = DefaultShutdownTimeout
+	}
+	cfg.CA.Logger = cfg.Logger
+	auth, err := ca.Open(cfg.CA)
+	if err != nil {
+		return nil, fmt.Errorf("sentry: %w", err)
+	}
+	s := &Server{cfg: cfg, ca: auth, log: cfg.Logger, stopping: make(chan struct{})}
+	tlsCfg := tlsconfig.TLSServerConfig(auth)
+	s.grpc = grpc.NewServer(
+		grpc.Creds(credentials.NewTLS(tlsCfg)),
+		grpc.MaxRecvMsgSize(maxRequestSize),
+	)
+	sentrypb.RegisterCAServer(s.grpc, &service{ca: auth, validator: cfg.Validator, log: cfg.Logger, stopping: s.stopping})
+	return s, nil
+}
+
+// Authority returns the CA.
+func (s *Server) Authority() *ca.Authority { return s.ca }
+
+// Ready reports whether the gRPC service is serving.
+func (s *Server) Ready() bool { return s.ready.Load() }
+
+// Serve runs the CA's rotation loop and serves gRPC on lis until ctx is
+// done, then stops gracefully (open streams are ended, unary calls finish,
+// bounded by the shutdown timeout).
+func (s *Server) Serve(ctx context.Context, lis net.Listener) error {
+	runCtx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		_ = s.ca.Run(runCtx)
+	}()
+	errc := make(chan error, 1)
+	go func() { errc <- s.grpc.Serve(lis) }()
+	s.ready.Store(true)
+	s.log.Info("sentry: serving", "addr", lis.Addr().String(), "trust_domain", s.ca.TrustDomain().String(),
+		"workload_ttl", s.ca.WorkloadTTL().String())
+	var err error
+	select {
+	case err = <-errc:
+		if err != nil {
+			err = fmt.Errorf("sentry: serve: %w", err)
+		}
+	case <-ctx.Done():
+		s.shutdown()
+		err = <-errc
+		if errors.Is(err, grpc.ErrServerStopped) {
+			err = nil
+		}
+	}
+	s.ready.Store(false)
+	cancel()
+	wg.Wait()
+	return err
+}
+
+func (s *Server) shutdown() {
+	s.ready.Store(false)
+	s.stopOnce.Do(func() { close(s.stopping) })
+	s.log.Info("sentry: shutting down")
+	done := make(chan struct{})
+	go func() {
+		s.grpc.GracefulStop()
+		close(done)
+	}()
+	t := time.NewTimer(s.cfg.ShutdownTimeout)
+	defer t.Stop()
+	select {
+	case <-done:
+	case <-t.C:
+		s.log.Warn("sentry: graceful stop timed out; closing remaining connections")
+		s.grpc.Stop()
+		<-done
+	}
+}
+
+// HealthHandler answers /healthz: 200 while serving, 503 otherwise.
+func (s *Server) HealthHandler() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
+		if s.Ready() {
+			w.WriteHeader(http.StatusOK)
+			_, _ = w.Write([]byte("ok\n"))
+			return
+		}
+		w.WriteHeader(http.StatusServiceUnavailable)
+		_, _ = w.Write([]byte("not serving\n"))
+	})
+	return mux
+}
+
+// Run listens on listen (gRPC) and healthListen (HTTP; "" disables it) and
+// serves until ctx is done.
+func (s *Server) Run(ctx context.Context, listen, healthListen string) error {
+	lis, err := net.Listen("tcp", listen)
+	if err != nil {
+		return fmt.Errorf("sentry: listen: %w", err)
+	}
+	var hs *http.Server
+	if healthListen != "" {
+		hl, err := net.Listen("tcp", healthListen)
+		if err != nil {
+			lis.Close()
+			return fmt.Errorf("sentry: health listen: %w", err)
+		}
+		hs = &http.Server{Handler: s.HealthHandler(), ReadHeaderTimeout: 5 * time.Second}
+		s.log.Info("sentry: health endpoint", "addr", hl.Addr().String(), "path", "/healthz")
+		go func() {
+			if err := hs.Serve(hl); err != nil && !errors.Is(err, http.ErrServerClosed) {
+				s.log.Error("sentry: health server", "err", err)
+			}
+		}()
+	}
+	err = s.Serve(ctx, lis)
+	if hs != nil {
+		sctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		_ = hs.Shutdown(sctx)
+		cancel()
+	}
+	return err
+}
