@@ -1,0 +1,502 @@
+package discovery
+
+import (
+	"log/slog"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// Defaults of Options.
+const (
+	DefaultBaseEjectionTime   = 5 * time.Second
+	DefaultMaxEjectionTime    = 30 * time.Second
+	DefaultMaxEjectionPercent = 100
+)
+
+// Options tune a Cache. The zero value gives the defaults.
+type Options struct {
+	// BaseEjectionTime is how long an endpoint stays out of the picker after
+	// its first failure (default 5s). Each further ejection without a
+	// successful call in between doubles it.
+	BaseEjectionTime time.Duration
+	// MaxEjectionTime caps the doubled ejection time (default 30s).
+	MaxEjectionTime time.Duration
+	// MaxEjectionPercent is the largest share of a target's endpoints that
+	// may be ejected at once, 1..100 (default 100; other values mean 100).
+	// A failure that would pass the share leaves the endpoint in.
+	//
+	// The default lets every endpoint be ejected: when all instances of an
+	// app are down, Pick answers ErrNoHealthyEndpoint at once (a fast 503)
+	// instead of sending each call to a dead address. The price is that an
+	// app that comes back is reached only when its ejection time is up (at
+	// most MaxEjectionTime). Set 50, say, to keep probing with live calls.
+	MaxEjectionPercent int
+	// Logger receives ejections and backend errors; nil means slog.Default().
+	Logger *slog.Logger
+}
+
+// Cache is the watch-fed endpoint store of the data plane. Backends push
+// into it (it implements Updater); the proxy reads it with Pick.
+//
+// Reads take no lock: the targets are an immutable map behind an atomic
+// pointer, replaced copy-on-write on every update, and each target has an
+// immutable round-robin picker behind an atomic pointer, rebuilt on every
+// change (update, health, ejection, return). Writers serialize on one mutex.
+//
+// A Cache must be made with NewCache and should be closed with Close, which
+// stops the ejection timers.
+type Cache struct {
+	targets atomic.Pointer[map[Target]*entry]
+
+	opts Options
+	log  *slog.Logger
+
+	mu      sync.Mutex // serializes writers; guards the fields below and endpointState
+	subs    map[int]func(Event)
+	nextSub int
+	closed  bool
+}
+
+var _ Updater = (*Cache)(nil)
+
+// entry is one target. Its endpoint list and index are immutable once
+// published; a change of the set makes a new entry. Only the picker moves.
+type entry struct {
+	eps    []*endpointState // backend order
+	byAddr map[string]*endpointState
+	picker atomic.Pointer[picker]
+}
+
+// endpointState is one endpoint's health and ejection state. It survives
+// updates that keep its address.
+type endpointState struct {
+	ep Endpoint
+
+	// ejected and ejections are written under Cache.mu and read without it
+	// by ReportFailure and ReportSuccess to skip the lock on the common path.
+	ejected   atomic.Bool
+	ejections atomic.Int32 // ejections since the last success
+
+	unhealthy bool        // Cache.mu
+	ejectSeq  uint64      // Cache.mu: identifies the current ejection timer
+	timer     *time.Timer // Cache.mu
+}
+
+// picker is an immutable set of ready endpoints plus a round-robin counter.
+type picker struct {
+	next atomic.Uint64
+	_    [56]byte // keep the contended counter off the line of eps
+	eps  []Endpoint
+}
+
+func (p *picker) pick() (Endpoint, bool) {
+	n := uint64(len(p.eps))
+	if n == 0 {
+		return Endpoint{}, false
+	}
+	return p.eps[(p.next.Add(1)-1)%n], true
+}
+
+// NewCache returns an empty Cache.
+func NewCache(opts Options) *Cache {
+	if opts.BaseEjectionTime <= 0 {
+		opts.BaseEjectionTime = DefaultBaseEjectionTime
+	}
+	if opts.MaxEjectionTime <= 0 {
+		opts.MaxEjectionTime = DefaultMaxEjectionTime
+	}
+	if opts.MaxEjectionTime < opts.BaseEjectionTime {
+		opts.MaxEjectionTime = opts.BaseEjectionTime
+	}
+	if opts.MaxEjectionPercent < 1 || opts.MaxEjectionPercent > 100 {
+		opts.MaxEjectionPercent = DefaultMaxEjectionPercent
+	}
+	log := opts.Logger
+	if log == nil {
+		log = slog.Default()
+	}
+	c := &Cache{opts: opts, log: log, subs: map[int]func(Event){}}
+	empty := map[Target]*entry{}
+	c.targets.Store(&empty)
+	return c
+}
+
+// Pick returns the next ready endpoint of t in round-robin order. It returns
+// the bare sentinel ErrUnknownTarget when no backend knows t, and
+// ErrNoHealthyEndpoint when t is known but every endpoint is unhealthy or
+// ejected. It neither locks nor allocates.
+func (c *Cache) Pick(t Target) (Endpoint, error) {
+	e := c.lookup(t)
+	if e == nil {
+		return Endpoint{}, ErrUnknownTarget
+	}
+	ep, ok := e.picker.Load().pick()
+	if !ok {
+		return Endpoint{}, ErrNoHealthyEndpoint
+	}
+	return ep, nil
+}
+
+func (c *Cache) lookup(t Target) *entry {
+	m := c.targets.Load()
+	if m == nil {
+		return nil
+	}
+	return (*m)[t]
+}
+
+func (c *Cache) state(t Target, addr string) *endpointState {
+	e := c.lookup(t)
+	if e == nil {
+		return nil
+	}
+	return e.byAddr[addr]
+}
+
+// ReportFailure says a call to addr failed in a way that shows the endpoint
+// is bad (connection refused or reset, or its sidecar short-circuited with
+// "app unhealthy"). The endpoint is ejected at once, unless it already is or
+// MaxEjectionPercent forbids it. Unknown targets and addresses are ignored.
+func (c *Cache) ReportFailure(t Target, addr string) {
+	st := c.state(t, addr)
+	if st == nil || st.ejected.Load() {
+		return // concurrent failures of an ejected endpoint: nothing to do
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.closed {
+		return
+	}
+	e := c.lookup(t)
+	if e == nil || e.byAddr[addr] != st || st.ejected.Load() {
+		return
+	}
+	ejected := 0
+	for _, s := range e.eps {
+		if s.ejected.Load() {
+			ejected++
+		}
+	}
+	if (ejected+1)*100 > c.opts.MaxEjectionPercent*len(e.eps) {
+		c.log.Debug("discovery: not ejecting endpoint: max ejection share reached",
+			"target", t.String(), "addr", addr, "ejected", ejected, "total", len(e.eps))
+		return
+	}
+	n := st.ejections.Add(1)
+	d := c.ejectionTime(n)
+	st.ejected.Store(true)
+	st.ejectSeq++
+	seq := st.ejectSeq
+	st.timer = time.AfterFunc(d, func() { c.unEject(t, st, seq) })
+	ready := c.rebuild(e)
+	c.log.Info("discovery: endpoint ejected", "target", t.String(), "addr", addr,
+		"for", d, "ejections", n, "ready", ready, "total", len(e.eps))
+	c.emit(Event{Kind: EventEjected, Target: t, Addr: addr, EjectedFor: d, Ready: ready, Total: len(e.eps)})
+}
+
+// ejectionTime is BaseEjectionTime doubled n-1 times, capped.
+func (c *Cache) ejectionTime(n int32) time.Duration {
+	d := c.opts.BaseEjectionTime
+	for i := int32(1); i < n && d < c.opts.MaxEjectionTime; i++ {
+		d *= 2
+	}
+	return min(d, c.opts.MaxEjectionTime)
+}
+
+func (c *Cache) unEject(t Target, st *endpointState, seq uint64) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.closed || st.ejectSeq != seq || !st.ejected.Load() {
+		return
+	}
+	st.ejected.Store(false)
+	st.timer = nil
+	e := c.lookup(t)
+	if e == nil || e.byAddr[st.ep.Address] != st {
+		return // removed meanwhile
+	}
+	ready := c.rebuild(e)
+	c.log.Debug("discovery: endpoint back in", "target", t.String(), "addr", st.ep.Address)
+	c.emit(Event{Kind: EventReturned, Target: t, Addr: st.ep.Address, Ready: ready, Total: len(e.eps)})
+}
+
+// ReportSuccess says a call through addr succeeded: its ejection multiplier
+// goes back to one. On the common path (no ejection since the last success)
+// it only does two map reads and an atomic load.
+func (c *Cache) ReportSuccess(t Target, addr string) {
+	st := c.state(t, addr)
+	if st == nil || st.ejections.Load() == 0 {
+		return
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	// A call that began before the ejection may succeed while the endpoint
+	// is out; the multiplier is reset only once the endpoint is back.
+	if !st.ejected.Load() {
+		st.ejections.Store(0)
+	}
+}
+
+// SetHealth implements Updater.
+func (c *Cache) SetHealth(t Target, addr string, healthy bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.closed {
+		return
+	}
+	e := c.lookup(t)
+	if e == nil {
+		return
+	}
+	st := e.byAddr[addr]
+	if st == nil || st.unhealthy == !healthy {
+		return
+	}
+	st.unhealthy = !healthy
+	ready := c.rebuild(e)
+	c.emit(Event{Kind: EventHealthChanged, Target: t, Addr: addr, Healthy: healthy, Ready: ready, Total: len(e.eps)})
+}
+
+// UpdateTarget implements Updater.
+func (c *Cache) UpdateTarget(t Target, eps []Endpoint) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.closed {
+		return
+	}
+	old := *c.targets.Load()
+	ne, changed := c.makeEntry(old[t], eps)
+	if !changed {
+		return
+	}
+	m := make(map[Target]*entry, len(old)+1)
+	for k, v := range old {
+		m[k] = v
+	}
+	m[t] = ne
+	c.targets.Store(&m)
+	c.emitUpdated(t, ne)
+}
+
+// RemoveTarget implements Updater.
+func (c *Cache) RemoveTarget(t Target) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.closed {
+		return
+	}
+	old := *c.targets.Load()
+	oe, ok := old[t]
+	if !ok {
+		return
+	}
+	m := make(map[Target]*entry, len(old))
+	for k, v := range old {
+		if k != t {
+			m[k] = v
+		}
+	}
+	c.targets.Store(&m)
+	retire(oe.eps, nil)
+	c.emit(Event{Kind: EventRemoved, Target: t})
+}
+
+// ReplaceAll implements Updater.
+func (c *Cache) ReplaceAll(all map[Target][]Endpoint) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.closed {
+		return
+	}
+	old := *c.targets.Load()
+	m := make(map[Target]*entry, len(all))
+	var updated []Target
+	for t, eps := range all {
+		ne, changed := c.makeEntry(old[t], eps)
+		m[t] = ne
+		if changed {
+			updated = append(updated, t)
+		}
+	}
+	var removed []Target
+	for t, oe := range old {
+		if _, ok := m[t]; !ok {
+			removed = append(removed, t)
+			retire(oe.eps, nil)
+		}
+	}
+	if len(updated) == 0 && len(removed) == 0 {
+		return
+	}
+	c.targets.Store(&m)
+	for _, t := range removed {
+		c.emit(Event{Kind: EventRemoved, Target: t})
+	}
+	for _, t := range updated {
+		c.emitUpdated(t, m[t])
+	}
+}
+
+// ReportError implements Updater: it logs err and tells subscribers.
+func (c *Cache) ReportError(err error) {
+	if err == nil {
+		return
+	}
+	c.log.Warn("discovery: backend error, keeping the last good endpoints", "err", err)
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.emit(Event{Kind: EventError, Err: err})
+}
+
+// makeEntry builds the entry for a new endpoint set, keeping the state of
+// addresses that stay. It returns old itself (changed false) when the set is
+// the same, in the same order. Called with c.mu held.
+func (c *Cache) makeEntry(old *entry, eps []Endpoint) (*entry, bool) {
+	ne := &entry{
+		eps:    make([]*endpointState, 0, len(eps)),
+		byAddr: make(map[string]*endpointState, len(eps)),
+	}
+	for _, ep := range eps {
+		if ep.Address == "" {
+			continue
+		}
+		if _, dup := ne.byAddr[ep.Address]; dup {
+			continue
+		}
+		var st *endpointState
+		if old != nil {
+			st = old.byAddr[ep.Address]
+		}
+		if st == nil {
+			st = &endpointState{ep: ep}
+		}
+		ne.eps = append(ne.eps, st)
+		ne.byAddr[ep.Address] = st
+	}
+	if old != nil && slices.Equal(old.eps, ne.eps) {
+		return old, false
+	}
+	if old != nil {
+		retire(old.eps, ne.byAddr)
+	}
+	var next uint64
+	if old != nil {
+		next = old.picker.Load().next.Load() // carry on the rotation
+	}
+	ne.picker.Store(newPicker(ne.eps, next))
+	return ne, true
+}
+
+// retire stops the timers of the endpoints of eps that are not in keep.
+func retire(eps []*endpointState, keep map[string]*endpointState) {
+	for _, st := range eps {
+		if keep[st.ep.Address] == st {
+			continue
+		}
+		if st.timer != nil {
+			st.timer.Stop()
+			st.timer = nil
+		}
+		st.ejectSeq++ // a timer already firing finds a stale sequence
+	}
+}
+
+// rebuild publishes a new picker for e and returns its size. Called with
+// c.mu held.
+func (c *Cache) rebuild(e *entry) int {
+	p := newPicker(e.eps, e.picker.Load().next.Load())
+	e.picker.Store(p)
+	return len(p.eps)
+}
+
+func newPicker(eps []*endpointState, next uint64) *picker {
+	p := &picker{eps: make([]Endpoint, 0, len(eps))}
+	for _, st := range eps {
+		if !st.unhealthy && !st.ejected.Load() {
+			p.eps = append(p.eps, st.ep)
+		}
+	}
+	p.next.Store(next)
+	return p
+}
+
+func (c *Cache) emitUpdated(t Target, e *entry) {
+	c.emit(Event{Kind: EventUpdated, Target: t, Ready: len(e.picker.Load().eps), Total: len(e.eps)})
+}
+
+// emit calls the subscribers. Called with c.mu held.
+func (c *Cache) emit(ev Event) {
+	for _, fn := range c.subs {
+		fn(ev)
+	}
+}
+
+// Subscribe calls fn for every change of the Cache, in the order the changes
+// happen, synchronously from the goroutine that made the change, while the
+// Cache's write lock is held: fn must return quickly and must not call the
+// Cache's writing methods (UpdateTarget, RemoveTarget, ReplaceAll, SetHealth,
+// ReportFailure, ReportSuccess, ReportError, Subscribe, Close). Reads (Pick,
+// Endpoints, Targets) are fine. When fn runs, the change is already visible
+// to Pick. The returned function unsubscribes.
+func (c *Cache) Subscribe(fn func(Event)) (unsubscribe func()) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	id := c.nextSub
+	c.nextSub++
+	c.subs[id] = fn
+	return func() {
+		c.mu.Lock()
+		defer c.mu.Unlock()
+		delete(c.subs, id)
+	}
+}
+
+// Endpoints returns every known endpoint of t, ready or not, in the order
+// the backend gave them (nil if t is unknown).
+func (c *Cache) Endpoints(t Target) []Endpoint {
+	e := c.lookup(t)
+	if e == nil {
+		return nil
+	}
+	out := make([]Endpoint, len(e.eps))
+	for i, st := range e.eps {
+		out[i] = st.ep
+	}
+	return out
+}
+
+// Ready returns the endpoints Pick currently rotates over for t.
+func (c *Cache) Ready(t Target) []Endpoint {
+	e := c.lookup(t)
+	if e == nil {
+		return nil
+	}
+	return slices.Clone(e.picker.Load().eps)
+}
+
+// Targets returns the known targets, in no particular order.
+func (c *Cache) Targets() []Target {
+	m := *c.targets.Load()
+	out := make([]Target, 0, len(m))
+	for t := range m {
+		out = append(out, t)
+	}
+	return out
+}
+
+// Close stops the ejection timers. Afterwards the Cache still answers Pick
+// with its last state but ignores updates.
+func (c *Cache) Close() error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.closed {
+		return nil
+	}
+	c.closed = true
+	for _, e := range *c.targets.Load() {
+		retire(e.eps, nil)
+	}
+	return nil
+}
