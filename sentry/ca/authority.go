@@ -182,6 +182,7 @@ type Authority struct {
 	signer  atomic.Pointer[signer]
 	bundle  atomic.Pointer[Bundle]
 	serving atomic.Pointer[x509svid.SVID]
+	issued  atomic.Uint64
 
 	mu sync.Mutex // guards st and the data directory
 	st *state
@@ -411,7 +412,21 @@ func (a *Authority) Sign(id certs.Identity, pub *ecdsa.PublicKey) (*Signed, erro
 	if id.TrustDomain != a.opts.TrustDomain {
 		return nil, fmt.Errorf("ca: trust domain %q is not %q", id.TrustDomain, a.opts.TrustDomain)
 	}
-	return a.signer.Load().sign(id, pub, a.opts.Now(), a.opts.WorkloadTTL)
+	signed, err := a.signer.Load().sign(id, pub, a.opts.Now(), a.opts.WorkloadTTL)
+	if err == nil {
+		a.issued.Add(1)
+	}
+	return signed, err
+}
+
+// Issued returns how many workload certificates Sign has issued since Open.
+func (a *Authority) Issued() uint64 { return a.issued.Load() }
+
+// ActiveRoot returns the root of the generation that signs now.
+func (a *Authority) ActiveRoot() *x509.Certificate {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.st.active().m.Root
 }
 
 func (a *Authority) renewServing(now time.Time) error {

@@ -1,0 +1,174 @@
+// Command sentry is meshd's certificate authority. See package
+// github.com/meshd/meshd/sentry for what it does; this file only wires flags.
+package main
+
+import (
+	"fmt"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"github.com/meshd/meshd/certs"
+	"github.com/meshd/meshd/sentry"
+	"github.com/meshd/meshd/sentry/ca"
+	"github.com/spf13/cobra"
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+)
+
+func main() {
+	if err := newRootCmd().Execute(); err != nil {
+		fmt.Fprintln(os.Stderr, "sentry:", err)
+		os.Exit(1)
+	}
+}
+
+func newRootCmd() *cobra.Command {
+	var (
+		dataDir, trustDomain, listen, healthListen, validator string
+		logLevel, logFormat                                   string
+		files                                                 sentry.RotateFiles
+		workloadTTL, caTTL, propagation, retireMargin         time.Duration
+		autoRotate, shutdownTimeout                           time.Duration
+	)
+	cmd := &cobra.Command{
+		Use:           "sentry",
+		Short:         "meshd's certificate authority: issues SPIFFE workload certificates to sidecars",
+		Args:          cobra.NoArgs,
+		SilenceUsage:  true,
+		SilenceErrors: true,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			log, err := sentry.NewLogger(os.Stderr, logLevel, logFormat)
+			if err != nil {
+				return err
+			}
+			td, err := spiffeid.TrustDomainFromString(trustDomain)
+			if err != nil {
+				return fmt.Errorf("--trust-domain %q: %w", trustDomain, err)
+			}
+			v, err := sentry.NewValidator(validator, dataDir, log)
+			if err != nil {
+				return err
+			}
+			srv, err := sentry.New(sentry.Config{
+				CA: ca.Options{
+					DataDir: dataDir, TrustDomain: td, WorkloadTTL: workloadTTL,
+					RootCertFile: files.RootCert, IssuerCertFile: files.IssuerCert,
+					IssuerKeyFile: files.IssuerKey, RootKeyFile: files.RootKey,
+					CATTL: caTTL, PropagationDelay: propagation, RetireMargin: retireMargin,
+					AutoRotateBefore: autoRotate,
+				},
+				Validator:       v,
+				Logger:          log,
+				ShutdownTimeout: shutdownTimeout,
+			})
+			if err != nil {
+				log.Error("sentry: cannot start", "err", err)
+				return err
+			}
+			ctx, stop := signal.NotifyContext(cmd.Context(), syscall.SIGINT, syscall.SIGTERM)
+			defer stop()
+			if err := srv.Run(ctx, listen, healthListen); err != nil {
+				log.Error("sentry: stopped with an error", "err", err)
+				return err
+			}
+			log.Info("sentry: stopped")
+			return nil
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&dataDir, "data-dir", "", "directory holding the CA keys, state and bundle.pem (required)")
+	f.StringVar(&trustDomain, "trust-domain", certs.DefaultTrustDomain, "SPIFFE trust domain")
+	f.StringVar(&listen, "listen", "127.0.0.1:50003", "gRPC (TLS) listen address")
+	f.StringVar(&healthListen, "health-listen", "127.0.0.1:8080", "HTTP address of /healthz (empty: off)")
+	f.DurationVar(&workloadTTL, "workload-ttl", ca.DefaultWorkloadTTL, "lifetime of workload certificates")
+	f.StringVar(&validator, "token-validator", sentry.ValidatorJoin, "token validator: join or insecure (dev only)")
+	f.StringVar(&files.RootCert, "root-cert", "", "PEM root certificate to import on first start")
+	f.StringVar(&files.IssuerCert, "issuer-cert", "", "PEM issuer certificate (then intermediates) to import on first start")
+	f.StringVar(&files.IssuerKey, "issuer-key", "", "PEM issuer private key to import on first start")
+	f.StringVar(&files.RootKey, "root-key", "", "PEM root private key to import (optional)")
+	f.DurationVar(&caTTL, "ca-ttl", ca.DefaultCATTL, "lifetime of generated roots and issuers")
+	f.DurationVar(&propagation, "rotation-propagation-delay", ca.DefaultPropagationDelay,
+		"how long a new root is published before anything is signed with it")
+	f.DurationVar(&retireMargin, "rotation-retire-margin", ca.DefaultRetireMargin,
+		"extra time, after the workload TTL, an old root stays in the bundle")
+	f.DurationVar(&autoRotate, "auto-rotate-before", 30*24*time.Hour,
+		"rotate the root automatically this long before it expires (0: never)")
+	f.DurationVar(&shutdownTimeout, "shutdown-timeout", 10*time.Second, "bound of the graceful stop")
+	f.StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
+	f.StringVar(&logFormat, "log-format", "text", "text or json")
+	_ = cmd.MarkFlagRequired("data-dir")
+
+	cmd.AddCommand(newTokenCmd(), newRotateCmd())
+	return cmd
+}
+
+func newTokenCmd() *cobra.Command {
+	tok := &cobra.Command{Use: "token", Short: "join tokens", Args: cobra.NoArgs}
+	var (
+		dataDir, trustDomain, appID, ns string
+		ttl                             time.Duration
+	)
+	create := &cobra.Command{
+		Use:           "create",
+		Short:         "print a join token for one app ID and namespace on stdout",
+		Args:          cobra.NoArgs,
+		SilenceUsage:  true,
+		SilenceErrors: true,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			t, err := sentry.CreateJoinToken(dataDir, trustDomain, ns, appID, ttl, time.Now())
+			if err != nil {
+				return err
+			}
+			_, err = fmt.Fprintln(cmd.OutOrStdout(), t)
+			return err
+		},
+	}
+	f := create.Flags()
+	f.StringVar(&dataDir, "data-dir", "", "sentry's data directory (holds the signing key)")
+	f.StringVar(&appID, "app-id", "", "app ID the token is for")
+	f.StringVar(&ns, "namespace", "default", "namespace the token is for")
+	f.StringVar(&trustDomain, "trust-domain", "", "trust domain (default: the data dir's, or cluster.local)")
+	f.DurationVar(&ttl, "ttl", 24*time.Hour, "token lifetime")
+	_ = create.MarkFlagRequired("data-dir")
+	_ = create.MarkFlagRequired("app-id")
+	tok.AddCommand(create)
+	return tok
+}
+
+func newRotateCmd() *cobra.Command {
+	var (
+		dataDir string
+		files   sentry.RotateFiles
+		caTTL   time.Duration
+	)
+	cmd := &cobra.Command{
+		Use:   "rotate-root",
+		Short: "stage a new root and issuer; the running sentry publishes it, then switches to it",
+		Long: "rotate-root stages a new root and issuer (generated, or from --root-cert/--issuer-cert/--issuer-key)\n" +
+			"in the data directory. The running sentry adds the new root to the trust bundle at once, signs\n" +
+			"with the new issuer after --rotation-propagation-delay, and drops the old root once every\n" +
+			"certificate it signed has expired.",
+		Args:          cobra.NoArgs,
+		SilenceUsage:  true,
+		SilenceErrors: true,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			m, err := sentry.RotateRoot(dataDir, files, caTTL, time.Now())
+			if err != nil {
+				return err
+			}
+			_, err = fmt.Fprintf(cmd.ErrOrStderr(), "staged new root %q (valid until %s) in %s\n",
+				m.Root.Subject.String(), m.Root.NotAfter.UTC().Format(time.RFC3339), dataDir)
+			return err
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&dataDir, "data-dir", "", "sentry's data directory")
+	f.StringVar(&files.RootCert, "root-cert", "", "PEM root certificate to rotate to (default: generate)")
+	f.StringVar(&files.IssuerCert, "issuer-cert", "", "PEM issuer certificate (then intermediates)")
+	f.StringVar(&files.IssuerKey, "issuer-key", "", "PEM issuer private key")
+	f.StringVar(&files.RootKey, "root-key", "", "PEM root private key (optional)")
+	f.DurationVar(&caTTL, "ca-ttl", ca.DefaultCATTL, "lifetime of a generated root and issuer")
+	_ = cmd.MarkFlagRequired("data-dir")
+	return cmd
+}
