@@ -339,12 +339,12 @@ func (c *Cache) ReplaceAll(all map[Target][]Endpoint) {
 	}
 }
 
-// ReportError implements Updater: it logs err and tells subscribers.
+// ReportError implements Updater: it tells subscribers (metrics). It does not
+// log: the backend logs its own errors, with their context.
 func (c *Cache) ReportError(err error) {
 	if err == nil {
 		return
 	}
-	c.log.Warn("discovery: backend error, keeping the last good endpoints", "err", err)
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.emit(Event{Kind: EventError, Err: err})

@@ -1,0 +1,221 @@
+package static
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/netip"
+	"os"
+	"strconv"
+	"strings"
+
+	"go.yaml.in/yaml/v3"
+
+	"github.com/meshd/meshd/certs"
+	"github.com/meshd/meshd/discovery"
+)
+
+// MaxFileSize is the largest file Load accepts.
+const MaxFileSize = 4 << 20
+
+// File is the static resolver's YAML document.
+//
+//	apps:
+//	  - appId: orders
+//	    namespace: default          # optional, default "default"
+//	    addresses: ["127.0.0.1:50012", "127.0.0.1:50022"]
+type File struct {
+	Apps *[]App `yaml:"apps"`
+}
+
+// App is one app and the internal (mTLS) addresses of its sidecars.
+type App struct {
+	AppID     string   `yaml:"appId"`
+	Namespace string   `yaml:"namespace"`
+	Addresses []string `yaml:"addresses"`
+}
+
+// Load reads and parses the file at path.
+func Load(path string) (map[discovery.Target][]discovery.Endpoint, error) {
+	data, err := readFile(path)
+	if err != nil {
+		return nil, err
+	}
+	set, err := parse(data)
+	if err != nil {
+		return nil, fmt.Errorf("static: %s: %w", path, err)
+	}
+	return set, nil
+}
+
+func readFile(path string) ([]byte, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, fmt.Errorf("static: %w", err)
+	}
+	defer f.Close()
+	data, err := io.ReadAll(io.LimitReader(f, MaxFileSize+1))
+	if err != nil {
+		return nil, fmt.Errorf("static: %s: %w", path, err)
+	}
+	if len(data) > MaxFileSize {
+		return nil, fmt.Errorf("static: %s: larger than %d bytes", path, MaxFileSize)
+	}
+	return data, nil
+}
+
+// Parse validates a static resolver document strictly and returns its
+// endpoint set. It rejects unknown fields, a missing apps list, more than one
+// YAML document, invalid app IDs and namespaces (the rules of
+// certs.ValidateAppID and certs.ValidateNamespace: no dots, at most 64
+// characters, SPIFFE path segment characters), an app listed twice, an app
+// without addresses, and addresses that are not host:port with a port in
+// 1..65535 or that repeat within an app. Errors name the app by its index
+// and line.
+func Parse(data []byte) (map[discovery.Target][]discovery.Endpoint, error) {
+	set, err := parse(data)
+	if err != nil {
+		return nil, fmt.Errorf("static: %w", err)
+	}
+	return set, nil
+}
+
+func parse(data []byte) (map[discovery.Target][]discovery.Endpoint, error) {
+	var f File
+	dec := yaml.NewDecoder(bytes.NewReader(data))
+	dec.KnownFields(true)
+	if err := dec.Decode(&f); err != nil {
+		if errors.Is(err, io.EOF) {
+			return nil, errors.New("file is empty (want an apps: list)")
+		}
+		return nil, err
+	}
+	var extra yaml.Node
+	if err := dec.Decode(&extra); !errors.Is(err, io.EOF) {
+		return nil, errors.New("more than one YAML document")
+	}
+	if f.Apps == nil {
+		return nil, errors.New("no apps: list (write apps: [] for none)")
+	}
+	lines := appLines(data)
+	set := make(map[discovery.Target][]discovery.Endpoint, len(*f.Apps))
+	for i, app := range *f.Apps {
+		where := fmt.Sprintf("apps[%d]", i)
+		if i < len(lines) {
+			where += fmt.Sprintf(" (line %d)", lines[i])
+		}
+		t, epList, err := app.validate()
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", where, err)
+		}
+		if _, dup := set[t]; dup {
+			return nil, fmt.Errorf("%s: app %q in namespace %q is listed twice", where, t.AppID, t.Namespace)
+		}
+		set[t] = epList
+	}
+	return set, nil
+}
+
+func (a App) validate() (discovery.Target, []discovery.Endpoint, error) {
+	t := discovery.Target{AppID: a.AppID, Namespace: a.Namespace}
+	if t.Namespace == "" {
+		t.Namespace = discovery.DefaultNamespace
+	}
+	if err := certs.ValidateAppID(t.AppID); err != nil {
+		return t, nil, fmt.Errorf("appId: %w", err)
+	}
+	if err := certs.ValidateNamespace(t.Namespace); err != nil {
+		return t, nil, fmt.Errorf("app %q: namespace: %w", t.AppID, err)
+	}
+	if len(a.Addresses) == 0 {
+		return t, nil, fmt.Errorf("app %q: addresses: empty", t.AppID)
+	}
+	seen := make(map[string]bool, len(a.Addresses))
+	eps := make([]discovery.Endpoint, 0, len(a.Addresses))
+	for _, addr := range a.Addresses {
+		if err := ValidateAddress(addr); err != nil {
+			return t, nil, fmt.Errorf("app %q: %w", t.AppID, err)
+		}
+		if seen[addr] {
+			return t, nil, fmt.Errorf("app %q: address %q is listed twice", t.AppID, addr)
+		}
+		seen[addr] = true
+		eps = append(eps, discovery.Endpoint{Address: addr})
+	}
+	return t, eps, nil
+}
+
+// ValidateAddress reports whether addr is host:port, where host is an IP
+// address (IPv6 in brackets) or a DNS name and port is a number in 1..65535.
+func ValidateAddress(addr string) error {
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return fmt.Errorf("address %q: not host:port: %w", addr, err)
+	}
+	if host == "" {
+		return fmt.Errorf("address %q: empty host", addr)
+	}
+	if port == "" || strings.TrimLeft(port, "0123456789") != "" {
+		return fmt.Errorf("address %q: port %q is not a number", addr, port)
+	}
+	if n, err := strconv.ParseUint(port, 10, 16); err != nil || n == 0 {
+		return fmt.Errorf("address %q: port %q is not in 1..65535", addr, port)
+	}
+	if _, err := netip.ParseAddr(host); err == nil {
+		return nil
+	}
+	if strings.HasPrefix(addr, "[") {
+		return fmt.Errorf("address %q: %q in brackets is not an IPv6 address", addr, host)
+	}
+	if !validHostname(host) {
+		return fmt.Errorf("address %q: host %q is neither an IP address nor a DNS name", addr, host)
+	}
+	return nil
+}
+
+// validHostname checks RFC 1123 names: dot-separated labels of letters,
+// digits and hyphens, 1..63 long, not starting or ending with a hyphen; a
+// trailing dot is allowed; 253 characters at most.
+func validHostname(h string) bool {
+	h = strings.TrimSuffix(h, ".")
+	if h == "" || len(h) > 253 {
+		return false
+	}
+	for label := range strings.SplitSeq(h, ".") {
+		if label == "" || len(label) > 63 || label[0] == '-' || label[len(label)-1] == '-' {
+			return false
+		}
+		for i := 0; i < len(label); i++ {
+			c := label[i]
+			if !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || c == '-') {
+				return false
+			}
+		}
+	}
+	return true
+}
+
+// appLines returns the line of each entry of the apps list, for messages.
+// It is best effort: any surprise gives nil.
+func appLines(data []byte) []int {
+	var doc yaml.Node
+	if yaml.Unmarshal(data, &doc) != nil || len(doc.Content) == 0 {
+		return nil
+	}
+	m := doc.Content[0]
+	if m.Kind != yaml.MappingNode {
+		return nil
+	}
+	for i := 0; i+1 < len(m.Content); i += 2 {
+		if m.Content[i].Value == "apps" && m.Content[i+1].Kind == yaml.SequenceNode {
+			var lines []int
+			for _, n := range m.Content[i+1].Content {
+				lines = append(lines, n.Line)
+			}
+			return lines
+		}
+	}
+	return nil
+}
