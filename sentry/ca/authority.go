@@ -218,12 +218,11 @@ func Open(opts Options) (*Authority, error) {
 	a.st = st
 	if p := st.pending(); p != nil {
 		// Clients may have missed the stream while sentry was down: give the
-		// new root a full propagation delay again before switching.
-		if min := now.Add(opts.PropagationDelay); p.ActivateAt.Before(min) {
-			p.ActivateAt = min
-			if err := saveState(opts.DataDir, st); err != nil {
-				return nil, err
-			}
+		// new root a full (currently configured) propagation delay again,
+		// counted from now, before switching.
+		p.ActivateAt = now.Add(opts.PropagationDelay).UTC()
+		if err := saveState(opts.DataDir, st); err != nil {
+			return nil, err
 		}
 	}
 	if err := a.publishLocked(); err != nil {

@@ -104,8 +104,8 @@ func (s *signer) sign(id certs.Identity, pub *ecdsa.PublicKey, now time.Time, tt
 	u := id.ID().URL()
 	tmpl := &x509.Certificate{
 		SerialNumber:          serial,
-		NotBefore:             notBefore.UTC(),
-		NotAfter:              notAfter.UTC(),
+		NotBefore:             notBefore.UTC().Truncate(time.Second),
+		NotAfter:              notAfter.UTC().Truncate(time.Second),
 		KeyUsage:              x509.KeyUsageDigitalSignature,
 		ExtKeyUsage:           []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth},
 		BasicConstraintsValid: true,
