@@ -67,8 +67,8 @@ func readFile(path string) ([]byte, error) {
 }
 
 // Parse validates a static resolver document strictly and returns its
-// endpoint set. It rejects unknown fields, a missing apps list, more than one
-// YAML document, invalid app IDs and namespaces (the rules of
+// endpoint set. It rejects unknown fields, duplicate keys, a missing apps
+// list, a second non-empty YAML document, invalid app IDs and namespaces (the rules of
 // certs.ValidateAppID and certs.ValidateNamespace: no dots, at most 64
 // characters, SPIFFE path segment characters), an app listed twice, an app
 // without addresses, and addresses that are not host:port with a port in
@@ -92,30 +92,45 @@ func parse(data []byte) (map[discovery.Target][]discovery.Endpoint, error) {
 		}
 		return nil, err
 	}
-	var extra yaml.Node
-	if err := dec.Decode(&extra); !errors.Is(err, io.EOF) {
-		return nil, errors.New("more than one YAML document")
+	for { // only empty documents may follow ("---" at the end)
+		var extra yaml.Node
+		err := dec.Decode(&extra)
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		if err != nil || !emptyDoc(&extra) {
+			return nil, errors.New("more than one YAML document")
+		}
 	}
 	if f.Apps == nil {
 		return nil, errors.New("no apps: list (write apps: [] for none)")
 	}
-	lines := appLines(data)
 	set := make(map[discovery.Target][]discovery.Endpoint, len(*f.Apps))
 	for i, app := range *f.Apps {
-		where := fmt.Sprintf("apps[%d]", i)
-		if i < len(lines) {
-			where += fmt.Sprintf(" (line %d)", lines[i])
-		}
 		t, epList, err := app.validate()
-		if err != nil {
-			return nil, fmt.Errorf("%s: %w", where, err)
+		if err == nil {
+			if _, dup := set[t]; dup {
+				err = fmt.Errorf("app %q in namespace %q is listed twice", t.AppID, t.Namespace)
+			}
 		}
-		if _, dup := set[t]; dup {
-			return nil, fmt.Errorf("%s: app %q in namespace %q is listed twice", where, t.AppID, t.Namespace)
+		if err != nil {
+			where := fmt.Sprintf("apps[%d]", i)
+			if lines := appLines(data); i < len(lines) {
+				where += fmt.Sprintf(" (line %d)", lines[i])
+			}
+			return nil, fmt.Errorf("%s: %w", where, err)
 		}
 		set[t] = epList
 	}
 	return set, nil
+}
+
+func emptyDoc(n *yaml.Node) bool {
+	if n.Kind == yaml.DocumentNode && len(n.Content) == 1 {
+		n = n.Content[0]
+	}
+	return n.Kind == 0 || n.Kind == yaml.DocumentNode && len(n.Content) == 0 ||
+		n.Kind == yaml.ScalarNode && n.Tag == "!!null"
 }
 
 func (a App) validate() (discovery.Target, []discovery.Endpoint, error) {

@@ -50,6 +50,7 @@ apps:
 `, set{{AppID: "a_b-C9", Namespace: "default"}: eps("[::1]:50002", "orders-1.internal:8080", "localhost:1", "10.0.0.1:65535", "host.:2", "[fe80::1%eth0]:3")}},
 		{"64-char app ID", "apps: [{appId: " + strings.Repeat("a", 64) + ", addresses: ['127.0.0.1:1']}]",
 			set{{AppID: strings.Repeat("a", 64), Namespace: "default"}: eps("127.0.0.1:1")}},
+		{"trailing empty documents", "apps: []\n---\n---\n", set{}},
 		{"comments and document marker", "---\n# mesh\napps: # list\n- appId: x # app\n  addresses: ['127.0.0.1:9']\n",
 			set{{AppID: "x", Namespace: "default"}: eps("127.0.0.1:9")}},
 	}
@@ -86,6 +87,8 @@ func TestParseBad(t *testing.T) {
 		{"wrongly cased field", "apps:\n- appID: x\n  addresses: ['127.0.0.1:1']\n", "field appID not found"},
 		{"duplicate key", "apps: []\napps: []\n", "already defined"},
 		{"two documents", "apps: []\n---\napps: []\n", "more than one YAML document"},
+		{"a broken second document", "apps: []\n---\n[\n", "more than one YAML document"},
+		{"a scalar second document", "apps: []\n---\nx\n", "more than one YAML document"},
 		{"addresses a string", "apps:\n- appId: x\n  addresses: 127.0.0.1:1\n", "cannot unmarshal"},
 		{"address a number", "apps:\n- appId: x\n  addresses: [80]\n", `"80": not host:port`},
 		{"missing appId", "apps:\n- addresses: ['127.0.0.1:1']\n", "apps[0] (line 2): appId: certs: app ID is empty"},
