@@ -129,10 +129,10 @@ func FromRequest(r *http.Request, defaultNS string) (Route, error) {
 		return Route{}, fmt.Errorf("%w: request target %q has no path", ErrBadMethod, r.RequestURI)
 	}
 	var (
-		rt      Route
-		target  string
-		method  string
-		err     error
+		rt     Route
+		target string
+		method string
+		err    error
 	)
 	if v, ok := r.Header[HeaderAppID]; ok {
 		if len(v) != 1 {
