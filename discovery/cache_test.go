@@ -3,6 +3,7 @@ package discovery_test
 import (
 	"errors"
 	"fmt"
+	"log/slog"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -75,6 +76,7 @@ func (r *recorder) drain() []discovery.Event {
 
 func newCache(t *testing.T, o discovery.Options) *discovery.Cache {
 	t.Helper()
+	o.Logger = slog.New(slog.DiscardHandler)
 	c := discovery.NewCache(o)
 	t.Cleanup(func() { c.Close() })
 	return c
@@ -185,7 +187,7 @@ func TestRoundRobinConcurrent(t *testing.T) {
 }
 
 func TestEjectionAndReturn(t *testing.T) {
-	const base = 100 * time.Millisecond
+	const base = 300 * time.Millisecond
 	c := newCache(t, discovery.Options{BaseEjectionTime: base})
 	rec := record(t, c)
 	c.UpdateTarget(orders, eps("a:1", "b:2", "c:3"))
@@ -270,7 +272,7 @@ func TestEjectionGrowsAndResets(t *testing.T) {
 // A success of a call that started before the ejection must not reset the
 // doubling while the endpoint is still out.
 func TestSuccessWhileEjectedKeepsMultiplier(t *testing.T) {
-	const base = 20 * time.Millisecond
+	const base = 200 * time.Millisecond
 	c := newCache(t, discovery.Options{BaseEjectionTime: base})
 	rec := record(t, c)
 	c.UpdateTarget(orders, eps("a:1", "b:2"))
@@ -407,7 +409,7 @@ func TestSetHealth(t *testing.T) {
 // An update that keeps an address keeps its health and ejection; a removed
 // address loses them, and its pending return does not fire.
 func TestUpdateKeepsEndpointState(t *testing.T) {
-	const base = 30 * time.Millisecond
+	const base = 200 * time.Millisecond
 	c := newCache(t, discovery.Options{BaseEjectionTime: base})
 	rec := record(t, c)
 	c.UpdateTarget(orders, eps("a:1", "b:2", "c:3"))
@@ -428,7 +430,7 @@ func TestUpdateKeepsEndpointState(t *testing.T) {
 	if ev.Addr != "a:1" {
 		t.Fatalf("returned %q, want a:1", ev.Addr)
 	}
-	time.Sleep(3 * base)
+	time.Sleep(2 * base) // c:3's old timer would have fired by now
 	for _, ev := range rec.drain() {
 		if ev.Kind == discovery.EventReturned {
 			t.Fatalf("stale return of a removed endpoint: %+v", ev)
@@ -556,14 +558,14 @@ func TestSubscribeUnsubscribe(t *testing.T) {
 }
 
 func TestClosedCacheIgnoresUpdates(t *testing.T) {
-	c := discovery.NewCache(discovery.Options{BaseEjectionTime: 10 * time.Millisecond})
+	c := discovery.NewCache(discovery.Options{BaseEjectionTime: 200 * time.Millisecond, Logger: slog.New(slog.DiscardHandler)})
 	c.UpdateTarget(orders, eps("a:1", "b:2"))
 	c.ReportFailure(orders, "a:1")
 	if err := c.Close(); err != nil {
 		t.Fatal(err)
 	}
 	c.UpdateTarget(orders, eps("z:1"))
-	time.Sleep(30 * time.Millisecond) // the stopped timer must not bring a:1 back
+	time.Sleep(300 * time.Millisecond) // the stopped timer must not bring a:1 back
 	if got := addrs(c.Ready(orders)); !slices.Equal(got, []string{"b:2"}) {
 		t.Fatalf("Ready after Close = %v", got)
 	}

@@ -41,11 +41,15 @@ func mustPanic(t *testing.T, what string, fn func()) {
 	fn()
 }
 
-func TestRegistry(t *testing.T) {
-	boom := errors.New("boom")
+var boom = errors.New("boom")
+
+// Backends register from init(), as the contract says.
+func init() {
 	discovery.Register(fixedBuilder{name: "test-fixed", set: map[discovery.Target][]discovery.Endpoint{orders: eps("a:1")}})
 	discovery.Register(fixedBuilder{name: "test-failing", err: boom})
+}
 
+func TestRegistry(t *testing.T) {
 	mustPanic(t, "duplicate Register", func() { discovery.Register(fixedBuilder{name: "test-fixed"}) })
 	mustPanic(t, "empty-name Register", func() { discovery.Register(fixedBuilder{}) })
 

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -25,7 +24,7 @@ func doc(addrs ...string) string {
 	return fmt.Sprintf("apps:\n  - appId: orders\n    addresses: [%s]\n", strings.Join(addrs, ", "))
 }
 
-func quiet() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
+func quiet() *slog.Logger { return slog.New(slog.DiscardHandler) }
 
 type fixture struct {
 	dir, path string
@@ -48,7 +47,7 @@ func start(t testing.TB, content string) *fixture {
 
 func startAt(t testing.TB, dir, path string, debounce time.Duration) *fixture {
 	t.Helper()
-	f := &fixture{dir: dir, path: path, cache: discovery.NewCache(discovery.Options{}), events: make(chan discovery.Event, 256)}
+	f := &fixture{dir: dir, path: path, cache: discovery.NewCache(discovery.Options{Logger: quiet()}), events: make(chan discovery.Event, 256)}
 	t.Cleanup(func() { f.cache.Close() })
 	f.cache.Subscribe(func(ev discovery.Event) { f.events <- ev })
 	r, err := static.Builder{Debounce: debounce}.Build(context.Background(),
@@ -289,7 +288,7 @@ func TestDebounceCoalesces(t *testing.T) {
 	if err := os.WriteFile(path, []byte(doc(`"127.0.0.1:1"`)), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	f := startAt(t, dir, path, 300*time.Millisecond)
+	f := startAt(t, dir, path, time.Second)
 	for i := 2; i <= 20; i++ {
 		renameOver(t, path, doc(fmt.Sprintf(`"127.0.0.1:%d"`, i)))
 	}
@@ -298,7 +297,7 @@ func TestDebounceCoalesces(t *testing.T) {
 	select {
 	case ev := <-f.events:
 		t.Fatalf("a second event after a burst of writes: %+v", ev)
-	case <-time.After(600 * time.Millisecond):
+	case <-time.After(1200 * time.Millisecond):
 	}
 }
 
