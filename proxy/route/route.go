@@ -199,3 +199,7 @@ func hostOnly(host string) string {
 	}
 	return host
 }
+
+// PathQuery returns the escaped path and the raw query of r as they were on
+// the wire (from RequestURI, else from r.URL), without normalizing them.
+func PathQuery(r *http.Request) (path, query string) { return requestPath(r) }

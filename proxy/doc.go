@@ -1,0 +1,35 @@
+// Package proxy is meshd's data plane: the app-facing HTTP and gRPC servers,
+// the mTLS transport between sidecars, and the inbound server that hands
+// calls to the local app.
+//
+// Outbound (caller side), on the app-facing ports:
+//
+//	app --HTTP/1.1 or h2c--> Outbound: route.FromRequest (target + one normalized path)
+//	    -> Resolver.Pick -> per-target HTTP/2 mTLS transport (callee SPIFFE ID checked
+//	    in the handshake) -> callee sidecar's internal port
+//
+// Inbound (callee side), on the internal port (Proxy.InternalHandler):
+//
+//	caller identity from the peer certificate (once per connection)
+//	-> strip dapr-caller-*/dapr-callee-* headers, stamp our own
+//	-> short-circuit 503 (header Meshd-Short-Circuit) if the app is unhealthy
+//	-> authz.Authorizer (403 on deny) -> appchannel -> app; the answer streams back.
+//
+// gRPC is HTTP/2: it passes through as frames with trailers, never decoded.
+// Bodies stream both ways and are never buffered.
+//
+// Errors are JSON {"errorCode": "...", "message": "..."} for HTTP callers
+// (see the Err* codes) and gRPC statuses (trailers-only responses) for gRPC
+// callers. The app's own status and body pass through untouched.
+//
+// Retries: a call is retried on another endpoint (at most 3 attempts, never
+// the same endpoint twice) when the body was never sent and either the
+// failure happened before the request reached the callee (dial or TLS
+// handshake failure, or a short-circuit answer) or the method is idempotent
+// (GET HEAD OPTIONS PUT DELETE TRACE).
+//
+// Helper handlers: Proxy.HTTPHandler is the outbound HTTP invoke path as an
+// http.Handler (the Dapr gRPC InvokeService translation calls it); set
+// Proxy.DaprAPI before Serve to serve /dapr.proto.runtime.v1.Dapr/InvokeService
+// on the gRPC port.
+package proxy

@@ -1,0 +1,100 @@
+package proxy
+
+import (
+	"encoding/json"
+	"net/http"
+	"strconv"
+	"strings"
+)
+
+// Error codes in the JSON error body.
+const (
+	ErrCodeMalformed        = "ERR_MALFORMED_REQUEST"   // 400
+	ErrCodePermissionDenied = "ERR_PERMISSION_DENIED"   // 403
+	ErrCodeNoAppID          = "ERR_DIRECT_INVOKE"       // 404 (Dapr's code for it)
+	ErrCodeTransport        = "ERR_DIRECT_INVOKE"       // 502
+	ErrCodeNoEndpoint       = "ERR_NO_HEALTHY_ENDPOINT" // 503
+	ErrCodeAppUnhealthy     = "ERR_APP_UNHEALTHY"       // 503 (short-circuit)
+	ErrCodeNoApp            = "ERR_APP_CHANNEL"         // 503, sidecar has no app
+	ErrCodeTimeout          = "ERR_TIMEOUT"             // 504
+	ErrCodeNotReady         = "ERR_NOT_READY"           // 500 healthz
+)
+
+// HeaderShortCircuit marks an answer the callee sidecar gave without
+// contacting its app; the caller reports the endpoint as failing and may
+// retry elsewhere.
+const HeaderShortCircuit = "Meshd-Short-Circuit"
+
+// Values of HeaderShortCircuit.
+const (
+	ShortCircuitUnhealthy   = "app-unhealthy"
+	ShortCircuitUnreachable = "app-unreachable"
+)
+
+var (
+	shortCircuitUnhealthy   = []string{ShortCircuitUnhealthy}
+	shortCircuitUnreachable = []string{ShortCircuitUnreachable}
+	jsonContentType         = []string{"application/json"}
+	grpcContentType         = []string{"application/grpc"}
+)
+
+type errorBody struct {
+	ErrorCode string `json:"errorCode"`
+	Message   string `json:"message"`
+}
+
+// grpcCode maps our HTTP status codes to gRPC codes.
+func grpcCode(status int) int {
+	switch status {
+	case http.StatusBadRequest:
+		return 3 // InvalidArgument
+	case http.StatusForbidden:
+		return 7 // PermissionDenied
+	case http.StatusNotFound:
+		return 12 // Unimplemented: no app id given
+	case http.StatusGatewayTimeout:
+		return 4 // DeadlineExceeded
+	case http.StatusBadGateway, http.StatusServiceUnavailable:
+		return 14 // Unavailable
+	}
+	return 13 // Internal
+}
+
+// writeError answers with a JSON error body, or, to a gRPC caller, with a
+// trailers-only gRPC status.
+func writeError(w http.ResponseWriter, isGRPC bool, status int, code, msg string) {
+	h := w.Header()
+	if isGRPC {
+		h["Content-Type"] = grpcContentType
+		h.Set("Grpc-Status", strconv.Itoa(grpcCode(status)))
+		h.Set("Grpc-Message", encodeGRPCMessage(code+": "+msg))
+		w.WriteHeader(http.StatusOK)
+		return
+	}
+	b, _ := json.Marshal(errorBody{ErrorCode: code, Message: msg})
+	h["Content-Type"] = jsonContentType
+	h.Set("Content-Length", strconv.Itoa(len(b)))
+	w.WriteHeader(status)
+	_, _ = w.Write(b)
+}
+
+// encodeGRPCMessage percent-encodes a grpc-message value (gRPC HTTP/2 spec).
+func encodeGRPCMessage(s string) string {
+	var b strings.Builder
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if c >= ' ' && c <= '~' && c != '%' {
+			b.WriteByte(c)
+			continue
+		}
+		b.WriteByte('%')
+		b.WriteByte("0123456789ABCDEF"[c>>4])
+		b.WriteByte("0123456789ABCDEF"[c&15])
+	}
+	return b.String()
+}
+
+func isGRPCRequest(r *http.Request) bool {
+	ct := r.Header["Content-Type"]
+	return len(ct) == 1 && strings.HasPrefix(ct[0], "application/grpc") && r.ProtoMajor == 2
+}

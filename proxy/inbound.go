@@ -1,0 +1,177 @@
+package proxy
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"strings"
+	"sync"
+
+	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
+
+	"github.com/meshd/meshd/certs"
+	"github.com/meshd/meshd/proxy/authz"
+	"github.com/meshd/meshd/proxy/route"
+)
+
+// Headers stamped on every inbound call.
+const (
+	HeaderCallerAppID     = "Dapr-Caller-App-Id"
+	HeaderCallerNamespace = "Dapr-Caller-Namespace"
+	HeaderCalleeAppID     = "Dapr-Callee-App-Id"
+)
+
+type peerKey struct{}
+
+// peerInfo is the caller identity of one connection, computed once from
+// the peer certificate on the first request and shared by all its streams.
+type peerInfo struct {
+	conn net.Conn
+	once sync.Once
+	id   certs.Identity
+	err  error
+	// header values, shared read-only by every request of the connection
+	appID, ns []string
+}
+
+func (pi *peerInfo) identity() (*peerInfo, error) {
+	pi.once.Do(func() {
+		tc, ok := pi.conn.(*tls.Conn)
+		if !ok {
+			pi.err = errors.New("proxy: inbound connection is not TLS")
+			return
+		}
+		st := tc.ConnectionState()
+		if len(st.PeerCertificates) == 0 {
+			pi.err = errors.New("proxy: caller presented no certificate")
+			return
+		}
+		id, err := x509svid.IDFromCert(st.PeerCertificates[0])
+		if err != nil {
+			pi.err = fmt.Errorf("proxy: caller certificate: %w", err)
+			return
+		}
+		if pi.id, err = certs.IdentityFromID(id); err != nil {
+			pi.err = fmt.Errorf("proxy: caller identity: %w", err)
+			return
+		}
+		pi.appID, pi.ns = []string{pi.id.AppID}, []string{pi.id.Namespace}
+	})
+	return pi, pi.err
+}
+
+// connContext attaches a peerInfo to every internal connection.
+func connContext(ctx context.Context, c net.Conn) context.Context {
+	return context.WithValue(ctx, peerKey{}, &peerInfo{conn: c})
+}
+
+// stripIdentityHeaders deletes any dapr-caller-* and dapr-callee-* header
+// the caller sent: identity comes from the certificate only.
+func stripIdentityHeaders(h http.Header) {
+	for k := range h {
+		if len(k) > 11 && (k[:5] == "Dapr-" || strings.EqualFold(k[:5], "dapr-")) &&
+			(strings.EqualFold(k[5:12], "caller-") || strings.EqualFold(k[5:12], "callee-")) {
+			delete(h, k)
+		}
+	}
+}
+
+// serveInbound is the handler of the internal (mTLS) port.
+func (p *Proxy) serveInbound(w http.ResponseWriter, r *http.Request) {
+	isGRPC := isGRPCRequest(r)
+	// 1. Identity, from the certificate only.
+	var caller certs.Identity
+	h := r.Header
+	stripIdentityHeaders(h)
+	if !p.cfg.Insecure {
+		pi, _ := r.Context().Value(peerKey{}).(*peerInfo)
+		if pi == nil {
+			writeError(w, isGRPC, http.StatusForbidden, ErrCodePermissionDenied, "proxy: no caller identity")
+			return
+		}
+		if _, err := pi.identity(); err != nil {
+			writeError(w, isGRPC, http.StatusForbidden, ErrCodePermissionDenied, err.Error())
+			return
+		}
+		caller = pi.id
+		h[HeaderCallerAppID] = pi.appID
+		h[HeaderCallerNamespace] = pi.ns
+	}
+	h[HeaderCalleeAppID] = p.selfAppID
+
+	// 2. Short-circuit when the app is unhealthy: answer now, never queue.
+	if p.cfg.App == nil {
+		w.Header()[HeaderShortCircuit] = shortCircuitUnreachable
+		writeError(w, isGRPC, http.StatusServiceUnavailable, ErrCodeNoApp, "app "+p.cfg.Identity.AppID+" has no app channel (no --app-port)")
+		return
+	}
+	if p.cfg.AppHealth != nil && !p.cfg.AppHealth.Healthy() {
+		w.Header()[HeaderShortCircuit] = shortCircuitUnhealthy
+		writeError(w, isGRPC, http.StatusServiceUnavailable, ErrCodeAppUnhealthy, "app "+p.cfg.Identity.AppID+" is not in a healthy state")
+		return
+	}
+
+	// The path is normalized here again because the caller is another
+	// process: for a well-behaved caller it is already canonical and this
+	// is the identity (and allocation-free). The string checked by policy
+	// is the string sent to the app.
+	rawPath, query := route.PathQuery(r)
+	path, err := route.Normalize(rawPath)
+	if err != nil {
+		writeError(w, isGRPC, http.StatusBadRequest, ErrCodeMalformed, err.Error())
+		return
+	}
+
+	// 3. Policy.
+	if p.cfg.Authorizer != nil {
+		proto := authz.ProtocolHTTP
+		if isGRPC {
+			proto = authz.ProtocolGRPC
+		}
+		d := p.cfg.Authorizer.Authorize(r.Context(), authz.Request{
+			Caller: caller, Destination: p.self, Protocol: proto,
+			Method: r.Method, Path: path, Query: query, Header: h,
+		})
+		if !d.Allow {
+			reason := d.Reason
+			if reason == "" {
+				reason = "denied by policy"
+			}
+			writeError(w, isGRPC, http.StatusForbidden, ErrCodePermissionDenied,
+				"access denied for "+caller.String()+" "+r.Method+" "+path+": "+reason)
+			return
+		}
+	}
+
+	// 4. Forward to the app and stream the answer back.
+	cleanHopByHop(h)
+	req := &http.Request{
+		Method:        r.Method,
+		URL:           p.cfg.App.URL(path, query),
+		Header:        h,
+		Body:          r.Body,
+		ContentLength: r.ContentLength,
+		Host:          p.cfg.App.Addr(),
+	}
+	if r.Body == http.NoBody || r.ContentLength == 0 {
+		req.Body, req.ContentLength = nil, 0
+	}
+	resp, err := p.cfg.App.RoundTrip(req.WithContext(r.Context()))
+	if err != nil {
+		if r.Context().Err() != nil {
+			return
+		}
+		var oe *net.OpError
+		if errors.As(err, &oe) && oe.Op == "dial" {
+			w.Header()[HeaderShortCircuit] = shortCircuitUnreachable
+			writeError(w, isGRPC, http.StatusServiceUnavailable, ErrCodeAppUnhealthy, "app "+p.cfg.Identity.AppID+" is unreachable: "+err.Error())
+			return
+		}
+		writeError(w, isGRPC, http.StatusBadGateway, ErrCodeTransport, "app "+p.cfg.Identity.AppID+": "+err.Error())
+		return
+	}
+	copyResponse(w, resp)
+}

@@ -1,0 +1,226 @@
+package proxy
+
+import (
+	"context"
+	"errors"
+	"net/http"
+	"net/url"
+	"strconv"
+	"time"
+
+	"github.com/meshd/meshd/proxy/route"
+)
+
+const maxAttempts = 3
+
+// serveOutbound is the app-facing HTTP handler.
+func (p *Proxy) serveOutbound(w http.ResponseWriter, r *http.Request) {
+	if r.Method == http.MethodGet || r.Method == http.MethodHead {
+		if _, ok := r.Header[route.HeaderAppID]; !ok && (r.RequestURI == "" || r.RequestURI[0] == '/') {
+			switch r.URL.Path {
+			case "/v1.0/healthz", "/v1.0/healthz/outbound":
+				p.serveHealthz(w)
+				return
+			}
+		}
+	}
+	p.invoke(w, r, false)
+}
+
+func (p *Proxy) serveHealthz(w http.ResponseWriter) {
+	if p.Ready() {
+		w.WriteHeader(http.StatusNoContent)
+		return
+	}
+	writeError(w, false, http.StatusInternalServerError, ErrCodeNotReady, "sidecar is not ready: no workload certificate yet")
+}
+
+// Ready reports whether the sidecar can make calls: it has a workload
+// certificate (or runs with --insecure).
+func (p *Proxy) Ready() bool {
+	if p.cfg.Ready != nil {
+		return p.cfg.Ready()
+	}
+	if p.cfg.Insecure {
+		return true
+	}
+	_, err := p.cfg.SVIDSource.GetX509SVID()
+	return err == nil
+}
+
+// invoke routes r to its target app.
+func (p *Proxy) invoke(w http.ResponseWriter, r *http.Request, isGRPC bool) {
+	rt, err := route.FromRequest(r, p.cfg.Identity.Namespace)
+	if err != nil {
+		switch {
+		case errors.Is(err, route.ErrNoTarget):
+			writeError(w, isGRPC, http.StatusNotFound, ErrCodeNoAppID, err.Error())
+		default:
+			writeError(w, isGRPC, http.StatusBadRequest, ErrCodeMalformed, err.Error())
+		}
+		return
+	}
+	p.forward(w, r, &rt, isGRPC)
+}
+
+func isIdempotent(method string) bool {
+	switch method {
+	case http.MethodGet, http.MethodHead, http.MethodOptions, http.MethodPut, http.MethodDelete, http.MethodTrace:
+		return true
+	}
+	return false
+}
+
+// forward sends r to a sidecar of rt.Target, retrying on another endpoint
+// where that is safe, and streams the answer to w.
+func (p *Proxy) forward(w http.ResponseWriter, r *http.Request, rt *route.Route, isGRPC bool) {
+	ctx := r.Context()
+	timeout := p.cfg.Timeout
+	if isGRPC {
+		if d, ok := parseGRPCTimeout(r.Header["Grpc-Timeout"]); ok && (timeout == 0 || d < timeout) {
+			timeout = d
+		}
+	}
+	if timeout > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, timeout)
+		defer cancel()
+	}
+	tr, err := p.peers.get(rt.Target)
+	if err != nil {
+		writeError(w, isGRPC, http.StatusBadRequest, ErrCodeMalformed, err.Error())
+		return
+	}
+	h := r.Header
+	cleanHopByHop(h)
+	delete(h, route.HeaderAppID)
+
+	hasBody := r.Body != nil && r.Body != http.NoBody && r.ContentLength != 0
+	if hasBody && r.ProtoMajor == 1 {
+		// Let the app stream its answer while still uploading.
+		_ = http.NewResponseController(w).EnableFullDuplex()
+	}
+	idempotent := isIdempotent(r.Method)
+	var (
+		tried   [maxAttempts]string
+		lastErr error
+		lastSC  *http.Response // last short-circuit answer
+	)
+	for attempt := 0; attempt < maxAttempts; attempt++ {
+		ep, err := p.cfg.Resolver.Pick(rt.Target)
+		if err != nil {
+			if attempt == 0 {
+				writeError(w, isGRPC, http.StatusServiceUnavailable, ErrCodeNoEndpoint, err.Error())
+				return
+			}
+			break
+		}
+		if seen(tried[:attempt], ep.Address) {
+			break
+		}
+		tried[attempt] = ep.Address
+
+		var body *sealableBody
+		req := &http.Request{
+			Method:        r.Method,
+			URL:           &url.URL{Scheme: p.peerScheme, Host: ep.Address, Opaque: rt.Path, RawQuery: rt.Query},
+			Proto:         "HTTP/2.0",
+			ProtoMajor:    2,
+			Header:        h,
+			ContentLength: r.ContentLength,
+			Host:          ep.Address,
+		}
+		if hasBody {
+			body = &sealableBody{r: r.Body}
+			req.Body = body
+		} else {
+			req.ContentLength = 0
+		}
+		resp, err := tr.RoundTrip(req.WithContext(ctx))
+		if err != nil {
+			if ctx.Err() != nil {
+				if lastSC != nil {
+					lastSC.Body.Close()
+				}
+				if errors.Is(ctx.Err(), context.DeadlineExceeded) && r.Context().Err() == nil {
+					writeError(w, isGRPC, http.StatusGatewayTimeout, ErrCodeTimeout, "call to "+rt.Target.String()+" timed out after "+timeout.String())
+				}
+				return // the caller went away
+			}
+			p.cfg.Resolver.ReportFailure(rt.Target, ep.Address)
+			lastErr = err
+			var de *dialError
+			beforeDelivery := errors.As(err, &de)
+			if (beforeDelivery || idempotent) && (body == nil || body.seal()) {
+				continue
+			}
+			break
+		}
+		if resp.Header[HeaderShortCircuit] != nil {
+			p.cfg.Resolver.ReportFailure(rt.Target, ep.Address)
+			if body == nil || body.seal() {
+				if lastSC != nil {
+					lastSC.Body.Close()
+				}
+				lastSC = resp
+				continue
+			}
+			copyResponse(w, resp)
+			return
+		}
+		p.cfg.Resolver.ReportSuccess(rt.Target, ep.Address)
+		if lastSC != nil {
+			lastSC.Body.Close()
+		}
+		copyResponse(w, resp)
+		return
+	}
+	if lastSC != nil {
+		copyResponse(w, lastSC)
+		return
+	}
+	msg := "failed to invoke " + rt.Target.String()
+	if lastErr != nil {
+		msg += ": " + lastErr.Error()
+	}
+	writeError(w, isGRPC, http.StatusBadGateway, ErrCodeTransport, msg)
+}
+
+func seen(tried []string, addr string) bool {
+	for _, a := range tried {
+		if a == addr {
+			return true
+		}
+	}
+	return false
+}
+
+// parseGRPCTimeout parses a grpc-timeout header value ("100m", "5S").
+func parseGRPCTimeout(v []string) (time.Duration, bool) {
+	if len(v) != 1 || len(v[0]) < 2 || len(v[0]) > 9 {
+		return 0, false
+	}
+	s := v[0]
+	n, err := strconv.ParseInt(s[:len(s)-1], 10, 64)
+	if err != nil || n < 0 {
+		return 0, false
+	}
+	var unit time.Duration
+	switch s[len(s)-1] {
+	case 'H':
+		unit = time.Hour
+	case 'M':
+		unit = time.Minute
+	case 'S':
+		unit = time.Second
+	case 'm':
+		unit = time.Millisecond
+	case 'u':
+		unit = time.Microsecond
+	case 'n':
+		unit = time.Nanosecond
+	default:
+		return 0, false
+	}
+	return time.Duration(n) * unit, true
+}

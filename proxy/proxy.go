@@ -1,0 +1,252 @@
+package proxy
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"sync"
+	"time"
+
+	"github.com/spiffe/go-spiffe/v2/bundle/x509bundle"
+	"github.com/spiffe/go-spiffe/v2/spiffetls/tlsconfig"
+	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
+
+	"github.com/meshd/meshd/certs"
+	"github.com/meshd/meshd/discovery"
+	"github.com/meshd/meshd/proxy/appchannel"
+	"github.com/meshd/meshd/proxy/authz"
+)
+
+// Resolver finds endpoints of target apps. discovery.Cache implements it.
+// Pick must neither block nor touch the network.
+type Resolver interface {
+	// Pick returns an endpoint; its errors wrap discovery.ErrUnknownTarget
+	// or discovery.ErrNoHealthyEndpoint.
+	Pick(t discovery.Target) (discovery.Endpoint, error)
+	// ReportFailure reports a connection failure to addr, or an answer
+	// marked as a short-circuit (the callee's app is unhealthy).
+	ReportFailure(t discovery.Target, addr string)
+	// ReportSuccess reports a completed exchange with addr.
+	ReportSuccess(t discovery.Target, addr string)
+}
+
+// AppHealth reports whether the local app is healthy (apphealth.Checker
+// implements it). Healthy is called on every inbound call.
+type AppHealth interface {
+	Healthy() bool
+}
+
+// Config configures a Proxy.
+type Config struct {
+	// Identity is this sidecar's own identity (trust domain, namespace, app).
+	Identity certs.Identity
+	// SVIDSource and BundleSource provide the workload certificate and the
+	// trust bundle (certs.Source implements both). Required unless Insecure.
+	SVIDSource   x509svid.Source
+	BundleSource x509bundle.Source
+	// Insecure turns mTLS between sidecars off (cleartext h2c, no caller
+	// identity). For development only.
+	Insecure bool
+	// Resolver resolves target apps. Required.
+	Resolver Resolver
+	// App is the channel to the local app; nil when the sidecar has none
+	// (inbound calls then get 503).
+	App *appchannel.Channel
+	// AppHealth, if set, short-circuits inbound calls while the app is
+	// unhealthy.
+	AppHealth AppHealth
+	// Authorizer, if set, is asked on every inbound call; nil allows all.
+	Authorizer authz.Authorizer
+	// Timeout bounds an outbound call up to its response headers and body
+	// (0: none; a shorter gRPC deadline wins). Expiry before the response
+	// headers answers 504.
+	Timeout time.Duration
+	// DialTimeout bounds connecting to a peer sidecar, TLS included
+	// (default 5s).
+	DialTimeout time.Duration
+	// Ready overrides the readiness check of /v1.0/healthz (default: the
+	// SVID source has a certificate).
+	Ready func() bool
+	// Logger defaults to slog.Default().
+	Logger *slog.Logger
+}
+
+// Proxy is the data plane of one sidecar.
+type Proxy struct {
+	// DaprAPI, if set before Serve, serves DaprInvokePath on the gRPC port
+	// (the Dapr InvokeService API, translated by proxy/daprapi).
+	DaprAPI http.Handler
+
+	cfg        Config
+	self       discovery.Target
+	selfAppID  []string
+	peerScheme string
+	peers      *peers
+	log        *slog.Logger
+}
+
+// DaprInvokePath is the gRPC path of Dapr's InvokeService API.
+const DaprInvokePath = "/dapr.proto.runtime.v1.Dapr/InvokeService"
+
+// New builds a Proxy.
+func New(cfg Config) (*Proxy, error) {
+	if cfg.Resolver == nil {
+		return nil, errors.New("proxy: a Resolver is required")
+	}
+	if cfg.Identity.AppID == "" || cfg.Identity.Namespace == "" {
+		return nil, errors.New("proxy: Identity needs an app ID and a namespace")
+	}
+	if !cfg.Insecure && (cfg.SVIDSource == nil || cfg.BundleSource == nil) {
+		return nil, errors.New("proxy: SVIDSource and BundleSource are required unless Insecure")
+	}
+	if cfg.DialTimeout <= 0 {
+		cfg.DialTimeout = 5 * time.Second
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	p := &Proxy{
+		cfg:        cfg,
+		self:       discovery.Target{AppID: cfg.Identity.AppID, Namespace: cfg.Identity.Namespace},
+		selfAppID:  []string{cfg.Identity.AppID},
+		peerScheme: "https",
+		log:        cfg.Logger,
+	}
+	if cfg.Insecure {
+		p.peerScheme = "http"
+	}
+	p.peers = newPeers(p)
+	return p, nil
+}
+
+// HTTPHandler is the app-facing HTTP API: the three invoke forms and
+// /v1.0/healthz. It is also the outbound invoke path for other handlers
+// (the Dapr gRPC InvokeService translation builds a
+// /v1.0/invoke/{id}/method/{method} request and serves it here).
+func (p *Proxy) HTTPHandler() http.Handler { return http.HandlerFunc(p.serveOutbound) }
+
+// GRPCHandler is the app-facing gRPC port: DaprInvokePath goes to DaprAPI,
+// any call with dapr-app-id metadata is proxied as HTTP/2 frames, anything
+// else answers gRPC Unimplemented.
+func (p *Proxy) GRPCHandler() http.Handler { return http.HandlerFunc(p.serveGRPC) }
+
+// InternalHandler is the inbound handler of the internal (mTLS) port. It
+// needs the connection context installed by the server Serve builds.
+func (p *Proxy) InternalHandler() http.Handler { return http.HandlerFunc(p.serveInbound) }
+
+func (p *Proxy) serveGRPC(w http.ResponseWriter, r *http.Request) {
+	if r.URL.Path == DaprInvokePath && p.DaprAPI != nil {
+		p.DaprAPI.ServeHTTP(w, r)
+		return
+	}
+	if !isGRPCRequest(r) {
+		// Plain HTTP on the gRPC port: treat it like the HTTP port.
+		p.serveOutbound(w, r)
+		return
+	}
+	p.invoke(w, r, true)
+}
+
+// InternalTLSConfig is the server TLS config of the internal port: mTLS,
+// any workload of our trust domain may connect (policy decides the rest).
+func (p *Proxy) InternalTLSConfig() *tls.Config {
+	cfg := tlsconfig.MTLSServerConfig(p.cfg.SVIDSource, p.cfg.BundleSource, tlsconfig.AuthorizeMemberOf(p.cfg.Identity.TrustDomain))
+	cfg.NextProtos = []string{"h2"}
+	cfg.MinVersion = tls.VersionTLS13
+	return cfg
+}
+
+// Listeners are the sockets Serve serves. A nil listener is not served.
+type Listeners struct {
+	HTTP     net.Listener // app-facing HTTP (--http-port)
+	GRPC     net.Listener // app-facing gRPC (--grpc-port)
+	Internal net.Listener // sidecar-to-sidecar mTLS (--internal-port)
+}
+
+// Serve serves the listeners until ctx is done, then shuts down
+// gracefully: listeners close at once, in-flight calls get grace to
+// finish, then remaining connections are closed. It returns the first
+// server error, or nil after a clean shutdown.
+func (p *Proxy) Serve(ctx context.Context, ls Listeners, grace time.Duration) error {
+	type srv struct {
+		s *http.Server
+		l net.Listener
+		t bool
+	}
+	var servers []srv
+	mk := func(h http.Handler, l net.Listener, internal bool) {
+		if l == nil {
+			return
+		}
+		s := &http.Server{
+			Handler:           h,
+			ReadHeaderTimeout: 10 * time.Second,
+			IdleTimeout:       5 * time.Minute,
+			ErrorLog:          slog.NewLogLogger(p.log.Handler(), slog.LevelDebug),
+			Protocols:         new(http.Protocols),
+		}
+		if internal {
+			s.Protocols.SetHTTP2(true)
+			if p.cfg.Insecure {
+				s.Protocols.SetUnencryptedHTTP2(true)
+				s.Protocols.SetHTTP2(false)
+			} else {
+				s.TLSConfig = p.InternalTLSConfig()
+				s.ConnContext = connContext
+			}
+		} else {
+			s.Protocols.SetHTTP1(true)
+			s.Protocols.SetUnencryptedHTTP2(true)
+		}
+		servers = append(servers, srv{s, l, internal && !p.cfg.Insecure})
+	}
+	mk(p.HTTPHandler(), ls.HTTP, false)
+	mk(p.GRPCHandler(), ls.GRPC, false)
+	mk(p.InternalHandler(), ls.Internal, true)
+	if len(servers) == 0 {
+		return errors.New("proxy: no listener to serve")
+	}
+
+	errc := make(chan error, len(servers))
+	for _, s := range servers {
+		go func() {
+			var err error
+			if s.t {
+				err = s.s.ServeTLS(s.l, "", "")
+			} else {
+				err = s.s.Serve(s.l)
+			}
+			if !errors.Is(err, http.ErrServerClosed) {
+				errc <- fmt.Errorf("proxy: serve %s: %w", s.l.Addr(), err)
+				return
+			}
+			errc <- nil
+		}()
+	}
+	var serveErr error
+	select {
+	case <-ctx.Done():
+	case serveErr = <-errc:
+	}
+	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), grace)
+	defer cancel()
+	var wg sync.WaitGroup
+	for _, s := range servers {
+		wg.Go(func() {
+			if err := s.s.Shutdown(sctx); err != nil {
+				p.log.Warn("proxy: grace period over, closing connections", "addr", s.l.Addr().String(), "err", err)
+				_ = s.s.Close()
+			}
+		})
+	}
+	wg.Wait()
+	p.peers.closeIdle()
+	if p.cfg.App != nil {
+		p.cfg.App.Close()
+	}
+	return serveErr
+}

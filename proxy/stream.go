@@ -1,0 +1,121 @@
+package proxy
+
+import (
+	"io"
+	"net/http"
+	"strings"
+	"sync"
+	"sync/atomic"
+)
+
+// hopByHop are the connection-specific headers (RFC 9110 7.6.1) that never
+// cross a proxy. Keys are canonical.
+var hopByHop = [...]string{
+	"Connection", "Keep-Alive", "Proxy-Connection", "Proxy-Authenticate",
+	"Proxy-Authorization", "Transfer-Encoding", "Upgrade", "Expect",
+}
+
+// cleanRequestHeader removes hop-by-hop headers (and those named by
+// Connection) in place. "TE: trailers" is kept: gRPC needs it.
+func cleanHopByHop(h http.Header) {
+	if c, ok := h["Connection"]; ok {
+		for _, v := range c {
+			for v != "" {
+				var tok string
+				tok, v, _ = strings.Cut(v, ",")
+				if tok = strings.TrimSpace(tok); tok != "" {
+					h.Del(tok)
+				}
+			}
+		}
+	}
+	for _, k := range hopByHop {
+		delete(h, k)
+	}
+	if te, ok := h["Te"]; ok && !(len(te) == 1 && strings.EqualFold(te[0], "trailers")) {
+		delete(h, "Te")
+	}
+}
+
+var bufPool = sync.Pool{New: func() any { b := make([]byte, 32<<10); return &b }}
+
+// prefixedTrailer avoids building http.TrailerPrefix+key for the gRPC trailers.
+var prefixedTrailer = map[string]string{
+	"Grpc-Status":             http.TrailerPrefix + "Grpc-Status",
+	"Grpc-Message":            http.TrailerPrefix + "Grpc-Message",
+	"Grpc-Status-Details-Bin": http.TrailerPrefix + "Grpc-Status-Details-Bin",
+}
+
+// copyResponse streams resp to w: headers, status, body (flushed as it
+// arrives, so server-sent events and gRPC streams are not delayed), then
+// trailers. It closes resp.Body.
+func copyResponse(w http.ResponseWriter, resp *http.Response) {
+	defer resp.Body.Close()
+	h := w.Header()
+	for k, v := range resp.Header {
+		h[k] = v
+	}
+	cleanHopByHop(h)
+	delete(h, "Te")
+	w.WriteHeader(resp.StatusCode)
+	fl, _ := w.(http.Flusher)
+	if resp.Body != http.NoBody {
+		bp := bufPool.Get().(*[]byte)
+		buf := *bp
+		for {
+			n, err := resp.Body.Read(buf)
+			if n > 0 {
+				if _, werr := w.Write(buf[:n]); werr != nil {
+					break
+				}
+				if fl != nil {
+					fl.Flush()
+				}
+			}
+			if err != nil {
+				break
+			}
+		}
+		bufPool.Put(bp)
+	}
+	for k, v := range resp.Trailer {
+		pk, ok := prefixedTrailer[k]
+		if !ok {
+			pk = http.TrailerPrefix + k
+		}
+		h[pk] = v
+	}
+}
+
+// Body states of sealableBody.
+const (
+	bodyFresh int32 = iota
+	bodyRead
+	bodySealed
+)
+
+// sealableBody wraps a request body for one attempt. It records whether the
+// transport ever read from it; an attempt whose body was never read can be
+// sealed (later reads fail) and the underlying body handed to the next
+// attempt. Close does not close the underlying body: the server does.
+type sealableBody struct {
+	r     io.Reader
+	state atomic.Int32
+}
+
+var errSealed = io.ErrClosedPipe
+
+func (b *sealableBody) Read(p []byte) (int, error) {
+	if b.state.Load() != bodyRead && !b.state.CompareAndSwap(bodyFresh, bodyRead) {
+		return 0, errSealed
+	}
+	return b.r.Read(p)
+}
+
+func (b *sealableBody) Close() error { return nil }
+
+// seal stops the body from being read by this attempt. It reports whether
+// no byte was ever read, i.e. whether the body may be sent again.
+func (b *sealableBody) seal() bool {
+	return b.state.CompareAndSwap(bodyFresh, bodySealed) || b.state.Load() == bodySealed
+}
