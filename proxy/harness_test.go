@@ -5,6 +5,7 @@ import (
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
+	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"errors"
@@ -208,3 +209,23 @@ type atomicHealth struct {
 
 func (h *atomicHealth) Healthy() bool { h.mu.Lock(); defer h.mu.Unlock(); return h.ok }
 func (h *atomicHealth) set(ok bool)   { h.mu.Lock(); h.ok = ok; h.mu.Unlock() }
+
+// svidWithID issues a leaf for an arbitrary SPIFFE ID (for negative tests).
+func (ca *testCA) svidWithID(t testing.TB, id spiffeid.ID) (*tls.Certificate, error) {
+	t.Helper()
+	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	serial++
+	tmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(serial),
+		NotBefore:    time.Now().Add(-time.Minute),
+		NotAfter:     time.Now().Add(time.Hour),
+		KeyUsage:     x509.KeyUsageDigitalSignature,
+		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth},
+		URIs:         []*url.URL{id.URL()},
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.cert, &key.PublicKey, ca.key)
+	if err != nil {
+		return nil, err
+	}
+	return &tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key}, nil
+}
