@@ -14,10 +14,8 @@ echo "== hot-path micro-benchmarks (go test -bench -benchmem)"
 go test -run '^$' -bench . -benchmem -benchtime "${BENCHTIME:-1s}" \
   ./certs/... ./discovery/... ./proxy/... ./policy/... 2>/dev/null | grep -E '^(Benchmark|ok|PASS|FAIL|pkg)' | tee tests/bench/results/micro.txt || true
 
-if [ -d tests/bench/signbench ]; then
-  echo "== sentry signing throughput"
-  go run ./tests/bench/signbench -bin bin
-fi
+echo "== sentry signing throughput (concurrent clients over gRPC+TLS)"
+for c in 1 4 16; do go run ./tests/bench/signbench -c "$c" -d 5s -json; done | tee tests/bench/results/signing.txt
 
 echo "== sidecar pair vs direct"
 go run ./tests/bench/pairbench -bin bin -fortio .cache/bin/fortio "$@"
