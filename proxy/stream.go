@@ -58,7 +58,14 @@ func copyResponse(w http.ResponseWriter, resp *http.Response) {
 	cleanHopByHop(h)
 	delete(h, "Te")
 	w.WriteHeader(resp.StatusCode)
-	fl, _ := w.(http.Flusher)
+	// Flush every chunk of a streamed answer (unknown length: chunked
+	// HTTP/1.1, gRPC, server-sent events) the moment it arrives; a
+	// known-length answer flushes when the server's buffer fills and at
+	// the end, which saves a write per call.
+	var fl http.Flusher
+	if resp.ContentLength < 0 {
+		fl, _ = w.(http.Flusher)
+	}
 	if resp.Body != http.NoBody {
 		bp := bufPool.Get().(*[]byte)
 		buf := *bp
