@@ -1,0 +1,125 @@
+// Command meshd is the meshd sidecar. It parses flags (daprd-compatible
+// names, see DESIGN.md "meshd flags") and runs internal/sidecar.
+package main
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+
+	"github.com/spf13/cobra"
+
+	"github.com/meshd/meshd/internal/sidecar"
+)
+
+func main() {
+	if err := newCommand().Execute(); err != nil {
+		os.Exit(1)
+	}
+}
+
+func newCommand() *cobra.Command {
+	var (
+		cfg                 sidecar.Config
+		appProtocol         string
+		metricsPort         int
+		policyDir, confFile string
+		resiliency          string
+		logLevel, logFormat string
+	)
+	cmd := &cobra.Command{
+		Use:           "meshd",
+		Short:         "meshd service-mesh sidecar (Dapr-compatible service invocation over SPIFFE mTLS)",
+		SilenceUsage:  true,
+		SilenceErrors: false,
+		Args:          cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			log, err := newLogger(logLevel, logFormat)
+			if err != nil {
+				return err
+			}
+			cfg.Logger = log
+			cfg.AppProtocol = appProtocol
+			if !cmd.Flags().Changed("namespace") {
+				if ns := os.Getenv("NAMESPACE"); ns != "" {
+					cfg.Namespace = ns
+				}
+			}
+			if cfg.TrustAnchorsFile == "" {
+				if v := os.Getenv("TRUST_ANCHORS"); strings.Contains(v, "-----BEGIN") {
+					cfg.TrustAnchorsPEM = []byte(v)
+				} else if v != "" {
+					cfg.TrustAnchorsFile = v
+				}
+			}
+			for name, set := range map[string]bool{
+				"--metrics-port": cmd.Flags().Changed("metrics-port"), "--policy-dir": policyDir != "",
+				"--config": confFile != "", "--resiliency": resiliency != "",
+			} {
+				if set {
+					log.Warn("meshd: flag accepted but not implemented yet; ignored", "flag", name)
+				}
+			}
+			_ = metricsPort
+			ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+			defer stop()
+			if err := sidecar.Run(ctx, cfg); err != nil {
+				log.Error("meshd: exiting", "err", err)
+				return err
+			}
+			return nil
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&cfg.AppID, "app-id", "", "ID of the app this sidecar serves (required; no dots)")
+	f.StringVar(&cfg.Namespace, "namespace", "default", "namespace of the app (env NAMESPACE)")
+	f.StringVar(&cfg.TrustDomain, "trust-domain", "cluster.local", "SPIFFE trust domain of the mesh")
+	f.IntVar(&cfg.AppPort, "app-port", 0, "port the app listens on (0: no app; the sidecar can still call out)")
+	f.StringVar(&appProtocol, "app-protocol", "http", "protocol of the app: http, https, grpc, grpcs or h2c")
+	f.StringVar(&cfg.AppChannelAddress, "app-channel-address", "127.0.0.1", "host of the app")
+	f.IntVar(&cfg.HTTPPort, "http-port", 3500, "app-facing HTTP API port (127.0.0.1)")
+	f.IntVar(&cfg.GRPCPort, "grpc-port", 50001, "app-facing gRPC API port (127.0.0.1)")
+	f.IntVar(&cfg.InternalPort, "internal-port", 50002, "sidecar-to-sidecar mTLS port")
+	f.IntVar(&metricsPort, "metrics-port", 9090, "Prometheus metrics port (not implemented yet)")
+	f.StringVar(&cfg.ListenAddress, "listen-address", "", "address the internal port binds (default: all interfaces)")
+	f.StringVar(&cfg.AdvertiseAddress, "advertise-address", "", "host:port other sidecars reach the internal port at (default: derived from --listen-address)")
+	f.StringVar(&cfg.SentryAddress, "sentry-address", "", "host:port of sentry")
+	f.StringVar(&cfg.TrustAnchorsFile, "trust-anchors-file", "", "PEM file of the sentry trust anchors (env TRUST_ANCHORS: PEM or a file path)")
+	f.StringVar(&cfg.TokenFile, "token-file", "", "file holding the sentry join token (none: sentry's insecure validator)")
+	f.BoolVar(&cfg.Insecure, "insecure", false, "turn mTLS between sidecars off (development only)")
+	f.StringVar(&cfg.Resolver, "resolver", "static", "name resolution backend: mdns, consul, kubernetes, static, xds")
+	f.StringVar(&cfg.ResolverConfig, "resolver-config", "", "configuration file of the resolver")
+	f.StringVar(&policyDir, "policy-dir", "", "directory of policies (not implemented yet)")
+	f.StringVar(&confFile, "config", "", "Dapr Configuration YAML (not implemented yet)")
+	f.StringVar(&resiliency, "resiliency", "", "Dapr Resiliency YAML (not implemented yet)")
+	f.BoolVar(&cfg.EnableAppHealthCheck, "enable-app-health-check", false, "probe the app and short-circuit calls while it is unhealthy")
+	f.StringVar(&cfg.AppHealthCheckPath, "app-health-check-path", "/healthz", "HTTP path of the app health probe")
+	f.DurationVar(&cfg.AppHealthProbeInterval, "app-health-probe-interval", 5e9, "interval between app health probes")
+	f.DurationVar(&cfg.AppHealthProbeTimeout, "app-health-probe-timeout", 5e8, "timeout of one app health probe")
+	f.IntVar(&cfg.AppHealthThreshold, "app-health-threshold", 3, "consecutive failed probes before the app is unhealthy")
+	f.DurationVar(&cfg.ShutdownGrace, "shutdown-grace", 5e9, "how long in-flight calls may finish on shutdown")
+	f.StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
+	f.StringVar(&logFormat, "log-format", "text", "text or json")
+	f.StringVar(&cfg.WorkloadAPISocket, "workload-api-socket", "", "unix socket path to serve the SPIFFE Workload API on")
+	_ = cmd.MarkFlagRequired("app-id")
+	return cmd
+}
+
+func newLogger(level, format string) (*slog.Logger, error) {
+	var lv slog.Level
+	if err := lv.UnmarshalText([]byte(level)); err != nil {
+		return nil, fmt.Errorf("meshd: --log-level %q: %w", level, err)
+	}
+	opts := &slog.HandlerOptions{Level: lv}
+	switch format {
+	case "text":
+		return slog.New(slog.NewTextHandler(os.Stderr, opts)), nil
+	case "json":
+		return slog.New(slog.NewJSONHandler(os.Stderr, opts)), nil
+	}
+	return nil, fmt.Errorf("meshd: --log-format %q: want text or json", format)
+}

@@ -1,0 +1,268 @@
+package sidecar
+
+import (
+	"context"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/meshd/meshd/certs"
+	"github.com/meshd/meshd/discovery"
+	_ "github.com/meshd/meshd/discovery/static" // --resolver static
+	"github.com/meshd/meshd/proxy"
+	"github.com/meshd/meshd/proxy/appchannel"
+	"github.com/meshd/meshd/proxy/apphealth"
+	"github.com/meshd/meshd/proxy/daprapi"
+	"github.com/meshd/meshd/proxy/workloadapi"
+	"github.com/meshd/meshd/sentry/sentryclient"
+)
+
+// Config is everything a sidecar needs; cmd/meshd fills it from flags.
+type Config struct {
+	AppID       string
+	Namespace   string
+	TrustDomain string
+
+	AppPort           int // 0: no app
+	AppProtocol       string
+	AppChannelAddress string
+
+	HTTPPort      int
+	GRPCPort      int
+	InternalPort  int
+	ListenAddress string // of the internal port; "" = all interfaces
+	// AdvertiseAddress is host:port other sidecars use to reach the internal
+	// port (registered with discovery backends that register). Default:
+	// ListenAddress (or 127.0.0.1) with the bound port.
+	AdvertiseAddress string
+
+	SentryAddress    string
+	TrustAnchorsFile string
+	TrustAnchorsPEM  []byte // used when TrustAnchorsFile is empty (env TRUST_ANCHORS)
+	TokenFile        string // "" sends an empty token (sentry's insecure validator)
+	Insecure         bool   // mTLS between sidecars off
+
+	Resolver       string
+	ResolverConfig string
+
+	EnableAppHealthCheck   bool
+	AppHealthCheckPath     string
+	AppHealthProbeInterval time.Duration
+	AppHealthProbeTimeout  time.Duration
+	AppHealthThreshold     int
+
+	WorkloadAPISocket string
+	ShutdownGrace     time.Duration
+
+	Logger *slog.Logger
+}
+
+// Run starts the sidecar and serves until ctx is done, then shuts down
+// gracefully within ShutdownGrace.
+func Run(ctx context.Context, cfg Config) error {
+	log := cfg.Logger
+	if log == nil {
+		log = slog.Default()
+	}
+	if cfg.TrustDomain == "" {
+		cfg.TrustDomain = certs.DefaultTrustDomain
+	}
+	if cfg.Namespace == "" {
+		cfg.Namespace = discovery.DefaultNamespace
+	}
+	if cfg.ShutdownGrace <= 0 {
+		cfg.ShutdownGrace = 5 * time.Second
+	}
+	id, err := certs.NewIdentity(cfg.TrustDomain, cfg.Namespace, cfg.AppID)
+	if err != nil {
+		return fmt.Errorf("sidecar: %w", err)
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+
+	// Sockets first, so a port clash fails before anything else starts.
+	ls, err := listen(cfg)
+	if err != nil {
+		return err
+	}
+	closeAll := func() {
+		for _, l := range []net.Listener{ls.HTTP, ls.GRPC, ls.Internal} {
+			if l != nil {
+				_ = l.Close()
+			}
+		}
+	}
+
+	// Identity.
+	var src *certs.Source
+	if cfg.Insecure {
+		log.Warn("sidecar: --insecure: mTLS between sidecars is OFF; calls carry no caller identity. Development only.")
+	} else {
+		src, err = startIdentity(ctx, cfg, id, log)
+		if err != nil {
+			closeAll()
+			return err
+		}
+		defer src.Close()
+	}
+
+	// Discovery.
+	cache := discovery.NewCache(discovery.Options{Logger: log})
+	defer cache.Close()
+	advertise := cfg.AdvertiseAddress
+	if advertise == "" {
+		host := cfg.ListenAddress
+		if host == "" || host == "0.0.0.0" || host == "::" {
+			host = "127.0.0.1"
+		}
+		advertise = net.JoinHostPort(host, strconv.Itoa(ls.Internal.Addr().(*net.TCPAddr).Port))
+	}
+	res, err := discovery.Build(ctx, cfg.Resolver, discovery.BuildOptions{
+		ConfigFile: cfg.ResolverConfig, Logger: log,
+		Local: discovery.LocalInstance{Target: discovery.Target{AppID: id.AppID, Namespace: id.Namespace}, Address: advertise},
+	}, cache)
+	if err != nil {
+		closeAll()
+		return fmt.Errorf("sidecar: resolver %q: %w", cfg.Resolver, err)
+	}
+	defer res.Close()
+
+	// App channel and health.
+	pcfg := proxy.Config{Identity: id, Insecure: cfg.Insecure, Resolver: cache, Logger: log}
+	if src != nil {
+		pcfg.SVIDSource, pcfg.BundleSource = src, src
+	}
+	if cfg.AppPort > 0 {
+		proto, err := appchannel.ParseProtocol(cfg.AppProtocol)
+		if err != nil {
+			closeAll()
+			return err
+		}
+		ch, err := appchannel.New(appchannel.Config{Protocol: proto, Address: cfg.AppChannelAddress, Port: cfg.AppPort})
+		if err != nil {
+			closeAll()
+			return err
+		}
+		pcfg.App = ch
+		if cfg.EnableAppHealthCheck {
+			hc, err := apphealth.New(apphealth.Config{
+				Channel: ch, Path: cfg.AppHealthCheckPath, Interval: cfg.AppHealthProbeInterval,
+				Timeout: cfg.AppHealthProbeTimeout, Threshold: cfg.AppHealthThreshold, Logger: log,
+			})
+			if err != nil {
+				closeAll()
+				return err
+			}
+			pcfg.AppHealth = hc
+			go hc.Run(ctx)
+		}
+	} else if cfg.EnableAppHealthCheck {
+		closeAll()
+		return errors.New("sidecar: --enable-app-health-check needs --app-port")
+	}
+
+	p, err := proxy.New(pcfg)
+	if err != nil {
+		closeAll()
+		return err
+	}
+	p.DaprAPI = daprapi.New(p.HTTPHandler(), daprapi.WithLogger(log))
+
+	if cfg.WorkloadAPISocket != "" {
+		if src == nil {
+			closeAll()
+			return errors.New("sidecar: --workload-api-socket needs mTLS (an identity from sentry)")
+		}
+		wl, err := workloadapi.Listen(cfg.WorkloadAPISocket, src, workloadapi.WithLogger(log))
+		if err != nil {
+			closeAll()
+			return err
+		}
+		go func() {
+			if err := wl.Serve(ctx); err != nil {
+				log.Error("sidecar: workload API", "err", err)
+			}
+		}()
+	}
+
+	log.Info("meshd sidecar started", "app", id.AppID, "namespace", id.Namespace, "spiffe_id", id.String(),
+		"http", ls.HTTP.Addr().String(), "grpc", ls.GRPC.Addr().String(), "internal", ls.Internal.Addr().String(),
+		"advertise", advertise, "resolver", cfg.Resolver, "app_port", cfg.AppPort, "app_protocol", cfg.AppProtocol)
+	err = p.Serve(ctx, ls, cfg.ShutdownGrace)
+	log.Info("meshd sidecar stopped")
+	return err
+}
+
+func listen(cfg Config) (proxy.Listeners, error) {
+	var ls proxy.Listeners
+	var err error
+	// The app-facing API is for the local app only.
+	if ls.HTTP, err = net.Listen("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(cfg.HTTPPort))); err != nil {
+		return ls, fmt.Errorf("sidecar: --http-port: %w", err)
+	}
+	if ls.GRPC, err = net.Listen("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(cfg.GRPCPort))); err != nil {
+		ls.HTTP.Close()
+		return ls, fmt.Errorf("sidecar: --grpc-port: %w", err)
+	}
+	if ls.Internal, err = net.Listen("tcp", net.JoinHostPort(cfg.ListenAddress, strconv.Itoa(cfg.InternalPort))); err != nil {
+		ls.HTTP.Close()
+		ls.GRPC.Close()
+		return ls, fmt.Errorf("sidecar: --internal-port: %w", err)
+	}
+	return ls, nil
+}
+
+func startIdentity(ctx context.Context, cfg Config, id certs.Identity, log *slog.Logger) (*certs.Source, error) {
+	if cfg.SentryAddress == "" {
+		return nil, errors.New("sidecar: --sentry-address is required (or run with --insecure)")
+	}
+	pemBytes := cfg.TrustAnchorsPEM
+	if cfg.TrustAnchorsFile != "" {
+		b, err := os.ReadFile(cfg.TrustAnchorsFile)
+		if err != nil {
+			return nil, fmt.Errorf("sidecar: --trust-anchors-file: %w", err)
+		}
+		pemBytes = b
+	}
+	if len(pemBytes) == 0 {
+		return nil, errors.New("sidecar: no trust anchors: set --trust-anchors-file or TRUST_ANCHORS")
+	}
+	anchors, err := certs.ParseCertsPEM(pemBytes)
+	if err != nil {
+		return nil, fmt.Errorf("sidecar: trust anchors: %w", err)
+	}
+	token := ""
+	if cfg.TokenFile != "" {
+		b, err := os.ReadFile(cfg.TokenFile)
+		if err != nil {
+			return nil, fmt.Errorf("sidecar: --token-file: %w", err)
+		}
+		token = strings.TrimSpace(string(b))
+	} else {
+		log.Warn("sidecar: no --token-file: asking sentry for a certificate without a token (works only with its insecure validator)")
+	}
+	client, err := sentryclient.New(ctx, cfg.SentryAddress, anchors, id, token, sentryclient.WithLogger(log))
+	if err != nil {
+		return nil, fmt.Errorf("sidecar: %w", err)
+	}
+	src, err := certs.NewSource(ctx, client, certs.SourceOptions{Identity: id, Logger: log})
+	if err != nil {
+		client.Close()
+		return nil, fmt.Errorf("sidecar: first certificate from sentry %s: %w", cfg.SentryAddress, err)
+	}
+	go func() {
+		defer client.Close()
+		_ = client.WatchBundle(ctx, func(roots []*x509.Certificate) {
+			if err := src.SetRoots(roots); err != nil {
+				log.Error("sidecar: trust bundle from sentry rejected", "err", err)
+			}
+		})
+	}()
+	return src, nil
+}
