@@ -879,6 +879,51 @@ func TestSourceCloseStopsRenewal(t *testing.T) {
 	}
 }
 
+// A renewal that completes after Close has begun must not revive the Source.
+func TestSourceCloseRacesRenewal(t *testing.T) {
+	t.Parallel()
+	ca := newTestCA(t, "example.org")
+	ident := testIdentity(t, "example.org", "default", "orders")
+	const ttl = 2 * time.Second
+	good := ca.answerer(ident.ID(), ttl)
+	renewing, release := make(chan struct{}), make(chan struct{})
+	var n atomic.Int32
+	f := newTestFetcher(func(ctx context.Context, csr []byte) (*Issued, error) {
+		if n.Add(1) == 2 {
+			close(renewing)
+			<-release // a fetch that ignores cancellation and answers late
+		}
+		return good(context.Background(), csr)
+	})
+	s, err := NewSource(context.Background(), f, SourceOptions{Identity: ident, Logger: quietLog})
+	if err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-renewing:
+	case <-time.After(3 * ttl):
+		t.Fatal("renewal did not start")
+	}
+	closed := make(chan struct{})
+	go func() { _ = s.Close(); close(closed) }()
+	waitFor(t, time.Second, "Close to take effect", func() bool {
+		_, err := s.GetX509SVID()
+		return errors.Is(err, ErrSourceClosed)
+	})
+	close(release)
+	select {
+	case <-closed:
+	case <-time.After(2 * time.Second):
+		t.Fatal("Close did not return after the fetch did")
+	}
+	if _, err := s.GetX509SVID(); !errors.Is(err, ErrSourceClosed) {
+		t.Fatalf("GetX509SVID after Close and a late renewal: %v, want ErrSourceClosed", err)
+	}
+	if s.Rotations() != 0 {
+		t.Fatal("a renewal finishing after Close was installed")
+	}
+}
+
 func TestSourceCloseLeaksNoGoroutine(t *testing.T) {
 	ca := newTestCA(t, "example.org")
 	ident := testIdentity(t, "example.org", "default", "orders")
