@@ -1,0 +1,13 @@
+package main
+
+import (
+	"os/exec"
+	"syscall"
+)
+
+// isolate puts the child in its own process group (so it can be stopped as
+// a group and a terminal Ctrl-C reaches only the demo, which stops it in
+// order) and kills it if the demo itself dies without cleaning up.
+func isolate(cmd *exec.Cmd) {
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
+}
