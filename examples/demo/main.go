@@ -143,11 +143,13 @@ func run(bin string) int {
 	cleanup()
 
 	fmt.Fprintln(d.out, "\n== summary ==")
-	if ctx.Err() != nil && !keep {
-		fmt.Fprintln(d.out, "  interrupted")
-	}
 	total := d.passed + len(d.failed)
 	fmt.Fprintf(d.out, "  %d of %d steps gave the expected answer (%s); stopped %d processes\n", d.passed, total, elapsed, stopped)
+	if ctx.Err() != nil && !ok {
+		fmt.Fprintln(d.out, "  INTERRUPTED")
+		os.RemoveAll(dir)
+		return 130
+	}
 	if ok {
 		fmt.Fprintln(d.out, "  PASS")
 		os.RemoveAll(dir)
@@ -177,10 +179,12 @@ func (d *demo) step(label string, logs []*proc, fn func() (string, error)) bool 
 	msg, err := fn()
 	if err != nil {
 		if d.ctx.Err() != nil {
-			err = fmt.Errorf("interrupted: %w", err)
+			fmt.Fprintf(d.out, "  - %-20s interrupted\n", label)
+			return false
 		}
-		fmt.Fprintf(d.out, "  ✗ %-20s %v\n", label, err)
-		d.failed = append(d.failed, label+": "+err.Error())
+		msg := strings.ReplaceAll(err.Error(), "\n", "\n"+strings.Repeat(" ", 25))
+		fmt.Fprintf(d.out, "  ✗ %-20s %s\n", label, msg)
+		d.failed = append(d.failed, label+": "+strings.ReplaceAll(err.Error(), "\n", "; "))
 		d.badLogs = append(d.badLogs, logs...)
 		return false
 	}
@@ -368,7 +372,7 @@ func (d *demo) setup() bool {
 			return false
 		}
 	}
-	return d.step("all ready", append([]*proc{d.sentry}, all...), func() (string, error) {
+	return d.step("all ready", []*proc{d.sentry}, func() (string, error) {
 		var wg sync.WaitGroup
 		errs := make([]error, len(d.insts))
 		for i, in := range d.insts {
@@ -385,6 +389,11 @@ func (d *demo) setup() bool {
 			})
 		}
 		wg.Wait()
+		for i, err := range errs {
+			if err != nil {
+				d.badLogs = append(d.badLogs, d.insts[i].sidecar)
+			}
+		}
 		if err := errors.Join(errs...); err != nil {
 			return "", err
 		}
@@ -422,7 +431,7 @@ func do(c *http.Client, req *http.Request) (*echoAnswer, *http.Response, error) 
 		return nil, resp, err
 	}
 	if resp.StatusCode != http.StatusOK {
-		return nil, resp, fmt.Errorf("%s %s → %s %s", req.Method, req.URL, resp.Status, strings.TrimSpace(string(body)))
+		return nil, resp, fmt.Errorf("%s %s → %s %.300s", req.Method, req.URL, resp.Status, strings.TrimSpace(string(body)))
 	}
 	var a echoAnswer
 	if err := json.Unmarshal(body, &a); err != nil {
@@ -740,7 +749,7 @@ func (d *demo) failover() {
 	section(d.out, "5. an instance fails and recovers")
 	inv2 := d.byName["inventory-2"]
 	logs := d.invLogs()
-	d.step("inventory-2 fails", []*proc{inv2.app, inv2.sidecar}, func() (string, error) {
+	if !d.step("inventory-2 fails", []*proc{inv2.app, inv2.sidecar}, func() (string, error) {
 		if err := d.admin(inv2, "fail"); err != nil {
 			return "", err
 		}
@@ -750,7 +759,10 @@ func (d *demo) failover() {
 		}
 		return fmt.Sprintf("GET %s/admin/fail on the app itself; its /healthz now answers 503, and its sidecar noticed within %s",
 			inv2.appURL(), time.Since(t0).Round(10*time.Millisecond)), nil
-	})
+	}) {
+		_ = d.admin(inv2, "recover")
+		return // the rest of this part needs a failed instance
+	}
 	d.step("short-circuit", []*proc{inv2.sidecar}, func() (string, error) {
 		src, err := d.identity()
 		if err != nil {
@@ -780,7 +792,7 @@ func (d *demo) failover() {
 			took, code = time.Since(t0), resp.StatusCode
 			if code != http.StatusServiceUnavailable || !strings.Contains(string(body), "ERR_APP_UNHEALTHY") ||
 				resp.Header.Get("Meshd-Short-Circuit") == "" {
-				return "", fmt.Errorf("direct call to inventory-2's sidecar: %s %s, want 503 ERR_APP_UNHEALTHY with a Meshd-Short-Circuit header", resp.Status, body)
+				return "", fmt.Errorf("direct call to inventory-2's sidecar: %s %.200s, want 503 ERR_APP_UNHEALTHY with a Meshd-Short-Circuit header", resp.Status, strings.TrimSpace(string(body)))
 			}
 		}
 		return fmt.Sprintf("a direct mTLS call (as demo) to inventory-2's sidecar → %d %s in %s, answered by the sidecar itself (Meshd-Short-Circuit: app-unhealthy)",
