@@ -250,7 +250,7 @@ func TestWildcardsAndAudit(t *testing.T) {
 	}{
 		{"team-a", "billing", "/x", true},
 		{"team-a", "billing", "/admin/users", false},
-		{"team-a", "frontend", "/x", true}, // first glob wins
+		{"team-a", "frontend", "/x", true},   // first glob wins
 		{"default", "frontend", "/x", false}, // exact wins over glob
 		{"default", "frontend2", "/x", true},
 		{"prod", "orders", "/x", false},
