@@ -365,3 +365,73 @@ func WriteStatic(t testing.TB, path string, apps ...StaticApp) {
 		t.Fatal(err)
 	}
 }
+
+// Signal sends sig to the process (e.g. syscall.SIGTERM to watch a graceful
+// shutdown without waiting for it).
+func (p *Process) Signal(sig os.Signal) error {
+	if p.Exited() {
+		return fmt.Errorf("%s: already exited", p.Name)
+	}
+	return p.cmd.Process.Signal(sig)
+}
+
+// ExitCode is the exit code of an ended process (-1 if it was killed by a
+// signal or is still running).
+func (p *Process) ExitCode() int {
+	if !p.Exited() {
+		return -1
+	}
+	return p.cmd.ProcessState.ExitCode()
+}
+
+// App is a running sample app.
+type App struct {
+	*Process
+	Port int
+}
+
+// Addr is the app's host:port.
+func (a *App) Addr() string { return "127.0.0.1:" + strconv.Itoa(a.Port) }
+
+// StartEcho starts the echo sample app on port (0: a free one) with the
+// instance name name and waits until /healthz answers 200.
+func StartEcho(t testing.TB, b Binaries, name string, port int) *App {
+	t.Helper()
+	if port == 0 {
+		port = FreePort(t)
+	}
+	a := &App{Port: port}
+	a.Process = Start(t, "echo-"+name, b.Echo, "--port", strconv.Itoa(port), "--name", name)
+	WaitHTTP(t, "http://"+a.Addr()+"/healthz", http.StatusOK, 30*time.Second)
+	return a
+}
+
+// StartGRPCEcho starts the grpcecho sample app on port (0: a free one) with
+// the instance name name and waits until it accepts connections.
+func StartGRPCEcho(t testing.TB, b Binaries, name string, port int) *App {
+	t.Helper()
+	if port == 0 {
+		port = FreePort(t)
+	}
+	a := &App{Port: port}
+	a.Process = Start(t, "grpcecho-"+name, b.GRPCEcho, "--port", strconv.Itoa(port), "--name", name)
+	WaitTCP(t, a.Addr(), 30*time.Second)
+	return a
+}
+
+// WaitTCP waits until addr accepts TCP connections.
+func WaitTCP(t testing.TB, addr string, d time.Duration) {
+	t.Helper()
+	deadline := time.Now().Add(d)
+	for {
+		c, err := net.DialTimeout("tcp", addr, time.Second)
+		if err == nil {
+			c.Close()
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s does not accept connections after %s: %v", addr, d, err)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}

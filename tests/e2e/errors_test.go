@@ -1,0 +1,136 @@
+package e2e_test
+
+import (
+	"context"
+	"io"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc/codes"
+	testpb "google.golang.org/grpc/interop/grpc_testing"
+	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/status"
+)
+
+// testErrors is bullet 9: the sidecar's own error answers.
+func testErrors(t *testing.T, m *mesh) {
+	addr := hostPort(m.frontend.HTTPURL())
+	const (
+		malformed = "ERR_MALFORMED_REQUEST"
+		noAppID   = "ERR_DIRECT_INVOKE"
+		transport = "ERR_DIRECT_INVOKE"
+		noEP      = "ERR_NO_HEALTHY_ENDPOINT"
+		unhealthy = "ERR_APP_UNHEALTHY"
+		noApp     = "ERR_APP_CHANNEL"
+	)
+	for _, c := range []struct {
+		name, method, target string
+		headers              []string
+		status               int
+		code                 string
+	}{
+		{"encoded dots", "GET", "/v1.0/invoke/orders/method/%2e%2e/secret", nil, 400, malformed},
+		{"encoded dots upper", "GET", "/v1.0/invoke/orders/method/a/%2E%2E/%2E%2E/secret", nil, 400, malformed},
+		{"encoded NUL", "GET", "/v1.0/invoke/orders/method/a%00b", nil, 400, malformed},
+		{"encoded slash", "GET", "/v1.0/invoke/orders/method/a%2Fb", nil, 400, malformed},
+		{"dotdot above root", "GET", "/v1.0/invoke/orders/method/../../secret", nil, 400, malformed},
+		{"dotdot above root, header form", "GET", "/a/../../secret", []string{"dapr-app-id: orders"}, 400, malformed},
+		{"dotdot above root, proxy form", "GET", "http://orders/../secret", nil, 400, malformed},
+		{"empty method", "POST", "/v1.0/invoke/orders/method/", nil, 400, malformed},
+		{"bad app id", "GET", "/v1.0/invoke/or$ders/method/x", nil, 400, malformed},
+		{"two dots in target", "GET", "/v1.0/invoke/orders.default.x/method/x", nil, 400, malformed},
+		{"two dapr-app-id headers", "GET", "/x", []string{"dapr-app-id: orders", "dapr-app-id: audit"}, 400, malformed},
+		{"empty app id in path", "GET", "/v1.0/invoke//method/x", nil, 404, noAppID},
+		{"empty dapr-app-id header", "GET", "/x", []string{"dapr-app-id: "}, 404, noAppID},
+		{"plain path, no header", "GET", "/orders/42", nil, 404, noAppID},
+		{"plain POST, no header", "POST", "/orders", []string{"Content-Length: 0"}, 404, noAppID},
+		{"unknown app", "GET", "/v1.0/invoke/nosuchapp/method/x", nil, 503, noEP},
+		{"unknown namespace", "GET", "/v1.0/invoke/orders.elsewhere/method/x", nil, 503, noEP},
+		{"target sidecar has no app", "GET", "/v1.0/invoke/frontend/method/x", nil, 503, noApp},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			assertError(t, c.method+" "+c.target, rawHTTP(t, addr, c.method, c.target, c.headers...), c.status, c.code)
+		})
+	}
+
+	t.Run("app unhealthy", func(t *testing.T) {
+		// The sick app failed its health check at mesh start; the probe
+		// runs every 200ms.
+		time.Sleep(time.Until(m.sickSince.Add(time.Second)))
+		url := m.frontend.HTTPURL() + "/v1.0/invoke/sick/method/x"
+		// First call: the callee sidecar short-circuits; the caller passes
+		// its answer on. Then the endpoint is ejected: no healthy endpoint.
+		assertError(t, "first call", do(t, nil, http.MethodGet, url, nil, nil), 503, unhealthy)
+		assertError(t, "second call", do(t, nil, http.MethodGet, url, nil, nil), 503, noEP)
+	})
+
+	t.Run("nothing listens at the endpoint", func(t *testing.T) {
+		url := m.frontend.HTTPURL() + "/v1.0/invoke/ghost/method/x"
+		start := time.Now()
+		r := do(t, nil, http.MethodGet, url, nil, nil)
+		assertError(t, "first call", r, 502, transport)
+		if !strings.Contains(string(r.body), m.ghostAddr) && !strings.Contains(string(r.body), "refused") {
+			t.Errorf("502 message does not say what failed: %s", r.body)
+		}
+		if d := time.Since(start); d > 3*time.Second {
+			t.Errorf("502 took %s", d)
+		}
+		assertError(t, "second call (endpoint ejected)", do(t, nil, http.MethodGet, url, nil, nil), 503, noEP)
+	})
+
+	t.Run("timeout", func(t *testing.T) {
+		// The only call timeout meshd has today is the gRPC deadline
+		// (grpc-timeout): the caller sidecar answers DeadlineExceeded (its
+		// 504) itself, before the app does.
+		tr := &http.Transport{Protocols: new(http.Protocols)}
+		tr.Protocols.SetUnencryptedHTTP2(true)
+		defer tr.CloseIdleConnections()
+		req, _ := http.NewRequest(http.MethodPost, "http://"+m.frontend.GRPCAddr()+"/grpc.testing.TestService/EmptyCall",
+			strings.NewReader("\x00\x00\x00\x00\x00"))
+		req.Header = http.Header{"Content-Type": {"application/grpc"}, "Te": {"trailers"}, "Dapr-App-Id": {appGRPC},
+			"Grpc-Timeout": {"300m"}, "X-Echo-Delay": {"3s"}}
+		start := time.Now()
+		resp, err := tr.RoundTrip(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, _ = io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		d := time.Since(start)
+		st, msg := resp.Trailer.Get("Grpc-Status"), resp.Trailer.Get("Grpc-Message")
+		if st == "" {
+			st, msg = resp.Header.Get("Grpc-Status"), resp.Header.Get("Grpc-Message")
+		}
+		if resp.StatusCode != 200 || st != "4" || !strings.HasPrefix(msg, "ERR_TIMEOUT") {
+			t.Errorf("HTTP %d grpc-status %q grpc-message %q; want 200, 4 (DeadlineExceeded), ERR_TIMEOUT...", resp.StatusCode, st, msg)
+		}
+		if d < 250*time.Millisecond || d > 2*time.Second {
+			t.Errorf("answered after %s; the deadline was 300ms", d)
+		}
+	})
+
+	t.Run("gRPC", func(t *testing.T) {
+		client := testpb.NewTestServiceClient(grpcConn(t, m.frontend.GRPCAddr()))
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		for _, c := range []struct {
+			name string
+			md   []string
+			code codes.Code
+			msg  string
+		}{
+			{"no dapr-app-id", nil, codes.Unimplemented, noAppID},
+			{"bad dapr-app-id", []string{"dapr-app-id", "a.b.c"}, codes.InvalidArgument, malformed},
+			{"unknown app", []string{"dapr-app-id", "nosuchapp"}, codes.Unavailable, noEP},
+			{"callee without app", []string{"dapr-app-id", appFrontend}, codes.Unavailable, ""},
+		} {
+			_, err := client.EmptyCall(metadata.AppendToOutgoingContext(ctx, c.md...), &testpb.Empty{})
+			st := status.Convert(err)
+			if st.Code() != c.code || !strings.HasPrefix(st.Message(), c.msg) {
+				t.Errorf("%s: %s %q, want %s %q...", c.name, st.Code(), st.Message(), c.code, c.msg)
+			}
+		}
+	})
+}
