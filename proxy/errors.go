@@ -20,6 +20,11 @@ const (
 	ErrCodeNotReady         = "ERR_NOT_READY"           // 500 healthz
 )
 
+// HeaderErrorCode marks an answer the sidecar wrote itself (never the
+// app's): its value is the errorCode of the JSON body. proxy/daprapi relies
+// on it to tell a sidecar error from an app's error status.
+const HeaderErrorCode = "Meshd-Error-Code"
+
 // HeaderShortCircuit marks an answer the callee sidecar gave without
 // contacting its app; the caller reports the endpoint as failing and may
 // retry elsewhere.
@@ -73,6 +78,7 @@ func writeError(w http.ResponseWriter, isGRPC bool, status int, code, msg string
 	}
 	b, _ := json.Marshal(errorBody{ErrorCode: code, Message: msg})
 	h["Content-Type"] = jsonContentType
+	h[HeaderErrorCode] = []string{code}
 	h.Set("Content-Length", strconv.Itoa(len(b)))
 	w.WriteHeader(status)
 	_, _ = w.Write(b)

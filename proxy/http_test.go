@@ -369,6 +369,9 @@ func TestErrorContract(t *testing.T) {
 			if ct := resp.Header.Get("Content-Type"); ct != "application/json" {
 				t.Errorf("Content-Type %q", ct)
 			}
+			if ec := resp.Header.Get(HeaderErrorCode); ec != tc.code {
+				t.Errorf("%s %q, want %q", HeaderErrorCode, ec, tc.code)
+			}
 		})
 	}
 	t.Run("app unhealthy", func(t *testing.T) {
