@@ -107,7 +107,8 @@ func SplitInvoke(p string) (target, method string, ok bool, err error) {
 	}
 	target, rest = rest[:i], rest[i:]
 	if target == "" {
-		return "", "", true, fmt.Errorf("%w: empty app id in %s{app}/method/{method}", ErrBadTarget, InvokePrefix)
+		// daprd answers this like a request without an app id (404).
+		return "", "", true, fmt.Errorf("%w (empty app id in %s{app}/method/{method})", ErrNoTarget, InvokePrefix)
 	}
 	method, found = strings.CutPrefix(rest, "/method/")
 	if !found {
@@ -134,7 +135,8 @@ func FromRequest(r *http.Request, defaultNS string) (Route, error) {
 		method string
 		err    error
 	)
-	if v, ok := r.Header[HeaderAppID]; ok {
+	// An empty dapr-app-id header counts as none, as in daprd.
+	if v, ok := r.Header[HeaderAppID]; ok && !(len(v) == 1 && v[0] == "") {
 		if len(v) != 1 {
 			return Route{}, fmt.Errorf("%w: %d dapr-app-id headers, want 1", ErrBadTarget, len(v))
 		}
