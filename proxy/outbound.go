@@ -99,6 +99,14 @@ func (p *Proxy) forward(w http.ResponseWriter, r *http.Request, rt *route.Route,
 	if hasBody && r.ProtoMajor == 1 {
 		// Let the app stream its answer while still uploading.
 		_ = http.NewResponseController(w).EnableFullDuplex()
+		// In full-duplex mode net/http does not drain an unread body when
+		// the answer starts; its drain after the handler returns restarts
+		// the connection's background read after aborting it, and the next
+		// request on that keep-alive connection panics ("invalid concurrent
+		// Body.Read call") and is reset. Errors answered before the body
+		// was sent (no endpoint, refused dial) hit this: drain here, while
+		// the handler still runs. A no-op once the body was read to EOF.
+		defer r.Body.Close()
 	}
 	idempotent := isIdempotent(r.Method)
 	var (
