@@ -5,11 +5,13 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"net"
 	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -130,23 +132,57 @@ func (ps *procs) stopAll(grace time.Duration) int {
 }
 
 // freePorts returns n distinct loopback ports that were free a moment ago.
+// They are drawn at random below the kernel's ephemeral range, so that the
+// outgoing connections of a busy machine (which take ephemeral ports) do
+// not grab one between now and the moment a child binds it.
 func freePorts(n int) ([]int, error) {
+	lo, hi := 20000, ephemeralLow()
+	if hi-lo < 4*n {
+		lo, hi = 0, 0 // no room: let the kernel choose
+	}
 	ports := make([]int, 0, n)
+	seen := map[int]bool{}
 	var ls []net.Listener
 	defer func() {
 		for _, l := range ls {
 			l.Close()
 		}
 	}()
-	for range n {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
+	for tries := 0; len(ports) < n; tries++ {
+		p := 0
+		if hi > lo && tries < 50*n {
+			p = lo + rand.IntN(hi-lo)
+		}
+		if seen[p] && p != 0 {
+			continue
+		}
+		l, err := net.Listen("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(p)))
 		if err != nil {
+			if p != 0 {
+				continue
+			}
 			return nil, fmt.Errorf("demo: free port: %w", err)
 		}
 		ls = append(ls, l)
-		ports = append(ports, l.Addr().(*net.TCPAddr).Port)
+		p = l.Addr().(*net.TCPAddr).Port
+		seen[p] = true
+		ports = append(ports, p)
 	}
 	return ports, nil
+}
+
+// ephemeralLow is the first port of the kernel's ephemeral range (Linux),
+// or 32768.
+func ephemeralLow() int {
+	b, err := os.ReadFile("/proc/sys/net/ipv4/ip_local_port_range")
+	if err == nil {
+		if f := strings.Fields(string(b)); len(f) == 2 {
+			if v, err := strconv.Atoi(f[0]); err == nil && v > 1024 {
+				return v
+			}
+		}
+	}
+	return 32768
 }
 
 // pollHTTP polls url until it answers want, the process p exits, or d passes.
