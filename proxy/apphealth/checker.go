@@ -104,22 +104,38 @@ func (c *Checker) OnChange(fn func(healthy bool)) {
 	c.onChange = append(c.onChange, fn)
 }
 
-// Run probes until ctx is done. The first probe runs at once.
+// StartupInterval is the probe interval while the app has never been
+// healthy (capped by Config.Interval): an app that starts a moment after its
+// sidecar is served within ~StartupInterval, not a full Interval later.
+const StartupInterval = 150 * time.Millisecond
+
+// Run probes until ctx is done. The first probe runs at once; until the
+// first successful probe, probes repeat every StartupInterval (or Interval
+// if shorter), then every Interval.
 func (c *Checker) Run(ctx context.Context) {
 	defer func() {
 		if c.grpcConn != nil {
 			_ = c.grpcConn.Close()
 		}
 	}()
-	t := time.NewTicker(c.cfg.Interval)
+	everHealthy := false
+	t := time.NewTimer(0)
 	defer t.Stop()
 	for {
-		c.ProbeOnce(ctx)
 		select {
 		case <-ctx.Done():
 			return
 		case <-t.C:
 		}
+		start := time.Now()
+		c.ProbeOnce(ctx)
+		everHealthy = everHealthy || c.Healthy()
+		next := c.cfg.Interval
+		if !everHealthy {
+			next = min(StartupInterval, next)
+		}
+		// Probes start every `next`, as a ticker would, but never overlap.
+		t.Reset(max(0, next-time.Since(start)))
 	}
 }
 

@@ -175,3 +175,51 @@ func TestRunAndConfig(t *testing.T) {
 		t.Fatal("Run never made the app healthy")
 	}
 }
+
+// TestRunStartupProbing: an app that starts after its sidecar is healthy
+// within a few StartupIntervals, not a full Interval later; once it has
+// been healthy, probes go back to Interval.
+func TestRunStartupProbing(t *testing.T) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	port := portOf(t, l.Addr().String())
+	l.Close() // nothing listens yet: the app has not started
+	ch, _ := appchannel.New(appchannel.Config{Port: port})
+	c, err := New(Config{Channel: ch, Interval: 5 * time.Second, Timeout: 100 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { c.Run(ctx); close(done) }()
+	defer func() { cancel(); <-done }()
+
+	time.Sleep(3 * StartupInterval) // a few failed probes
+	var probes atomic.Int32
+	l, err = net.Listen("tcp", l.Addr().String())
+	if err != nil {
+		t.Fatalf("app cannot bind its port again: %v", err)
+	}
+	app := &httptest.Server{Listener: l, Config: &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		probes.Add(1)
+	})}}
+	app.Start()
+	defer app.Close()
+	started := time.Now()
+	for !c.Healthy() && time.Since(started) < 4*time.Second {
+		time.Sleep(5 * time.Millisecond)
+	}
+	if !c.Healthy() {
+		t.Fatalf("app not healthy %v after it started (Interval 5s, StartupInterval %v)", time.Since(started), StartupInterval)
+	}
+	if d := time.Since(started); d > 2*time.Second {
+		t.Fatalf("app healthy only after %v: startup probing did not run", d)
+	}
+	n := probes.Load()
+	time.Sleep(4 * StartupInterval)
+	if got := probes.Load(); got != n {
+		t.Errorf("%d probes in %v after the app became healthy, want none before Interval (5s)", got-n, 4*StartupInterval)
+	}
+}
