@@ -97,7 +97,7 @@ func TestDemoPasses(t *testing.T) {
 }
 
 // TestDemoFailsAndCleansUp breaks the sidecars' health checking (threshold
-// 100 instead of 1, so inventory-2's failure goes unnoticed): the demo must
+// 1000, so inventory-2's failure goes unnoticed): the demo must
 // say so, exit non-zero, and leave no process behind.
 func TestDemoFailsAndCleansUp(t *testing.T) {
 	dir := build(t)
@@ -109,7 +109,7 @@ func TestDemoFailsAndCleansUp(t *testing.T) {
 	if err := os.Remove(filepath.Join(dir, "meshd")); err != nil {
 		t.Fatal(err)
 	}
-	wrapper := fmt.Sprintf("#!/bin/sh\necho $$ >> %q\nexec %q $(echo \"$@\" | sed 's/--app-health-threshold 1/--app-health-threshold 100/')\n", pids, real)
+	wrapper := fmt.Sprintf("#!/bin/sh\necho $$ >> %q\nexec %q $(echo \"$@\" | sed 's/--app-health-threshold [0-9]*/--app-health-threshold 1000/')\n", pids, real)
 	if err := os.WriteFile(filepath.Join(dir, "meshd"), []byte(wrapper), 0o755); err != nil {
 		t.Fatal(err)
 	}
