@@ -8,6 +8,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+	"github.com/spiffe/go-spiffe/v2/spiffetls/tlsconfig"
+
 	"github.com/meshd/meshd/tests/harness"
 )
 
@@ -46,6 +49,8 @@ func testRoundRobin(t *testing.T, m *mesh) {
 // it is back.
 func testFailover(t *testing.T, m *mesh) {
 	outer := t // a restarted app must outlive the subtest that restarts it
+	caller := genuineSource(t, m, "probe")
+	invID := spiffeid.RequireFromString("spiffe://cluster.local/ns/default/" + appInv)
 	t.Run("HealthCheckFails", func(t *testing.T) {
 		app := m.inventoryApps[1] // i2
 		mustGet(t, "http://"+app.Addr()+"/admin/fail", http.StatusOK)
@@ -54,12 +59,23 @@ func testFailover(t *testing.T, m *mesh) {
 		start := time.Now()
 		got := spread(t, m, 300)
 		took := time.Since(start)
+		// i2's sidecar itself answers 503 at once, without asking its app.
+		inbound := internalClient(tlsconfig.MTLSClientConfig(caller, caller, tlsconfig.AuthorizeID(invID)))
+		t0 := time.Now()
+		r := do(t, inbound, http.MethodGet, "https://"+m.inventory[1].Ports.InternalAddr()+"/who", nil, nil)
+		assertError(t, "i2's sidecar, app unhealthy", r, http.StatusServiceUnavailable, "ERR_APP_UNHEALTHY")
+		if d := time.Since(t0); d > time.Second || r.header.Get("Meshd-Short-Circuit") != "app-unhealthy" {
+			t.Errorf("i2's sidecar answered after %s with Meshd-Short-Circuit %q; want at once, app-unhealthy", d, r.header.Get("Meshd-Short-Circuit"))
+		}
 		if got["i2"] != 0 || got[""] != 0 || got["i1"]+got["i3"] != 300 {
 			t.Fatalf("with i2 unhealthy: %v; want 300 answers from i1 and i3 only", got)
 		}
 		mustGet(t, "http://"+app.Addr()+"/admin/recover", http.StatusOK)
 		back := waitBack(t, m, "i2", recoveryLimit(took))
 		t.Logf("i2 answered again %s after /admin/recover", back)
+		if e := decodeEcho(t, do(t, inbound, http.MethodGet, "https://"+m.inventory[1].Ports.InternalAddr()+"/who", nil, nil)); e.Name != "i2" {
+			t.Errorf("i2's sidecar, app healthy again: answered by %q", e.Name)
+		}
 	})
 
 	t.Run("AppKilled", func(t *testing.T) {

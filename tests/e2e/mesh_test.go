@@ -19,6 +19,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -134,6 +135,21 @@ func startMesh(t *testing.T) *mesh {
 	}
 	mustGet(t, "http://"+m.sickApp.Addr()+"/admin/fail", http.StatusOK)
 	m.sickSince = time.Now()
+
+	// Registered last, so it runs first: stop the sidecars in parallel
+	// (each takes about a second), then the harness cleanups find them
+	// gone. The apps and sentry stop after them.
+	t.Cleanup(func() {
+		var wg sync.WaitGroup
+		for _, s := range []*harness.Sidecar{m.frontend, m.orders, m.grpcsvc, m.inventory[0], m.inventory[1], m.inventory[2], m.audit, m.sick} {
+			wg.Go(func() {
+				if err := s.Stop(10 * time.Second); err != nil || s.ExitCode() != 0 {
+					t.Errorf("%s: SIGTERM: %v, exit code %d", s.Name, err, s.ExitCode())
+				}
+			})
+		}
+		wg.Wait()
+	})
 	return m
 }
 
