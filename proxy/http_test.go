@@ -57,6 +57,9 @@ func appHandler(release <-chan struct{}) http.Handler {
 	})
 	mux.HandleFunc("/teapot", func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("X-Tea", "earl grey")
+		// An app cannot pose as a sidecar: the callee strips these.
+		w.Header().Set(HeaderErrorCode, ErrCodeAppUnhealthy)
+		w.Header().Set(HeaderShortCircuit, ShortCircuitUnhealthy)
 		w.WriteHeader(http.StatusTeapot)
 		fmt.Fprint(w, "short and stout")
 	})
@@ -387,6 +390,10 @@ func TestErrorContract(t *testing.T) {
 		if resp.StatusCode != 503 || !bytes.Contains(b, []byte(ErrCodeAppUnhealthy)) || resp.Header.Get(HeaderShortCircuit) != ShortCircuitUnhealthy {
 			t.Fatalf("got %d %s %v", resp.StatusCode, b, resp.Header)
 		}
+		// The callee's error passes through the caller with its code.
+		if got := resp.Header.Values(HeaderErrorCode); len(got) != 1 || got[0] != ErrCodeAppUnhealthy {
+			t.Errorf("%s %q, want [%s]", HeaderErrorCode, got, ErrCodeAppUnhealthy)
+		}
 		if fail, _ := e.res.reports(); len(fail) != 1 || fail[0] != e.orders.internal {
 			t.Errorf("failures reported: %v", fail)
 		}
@@ -400,6 +407,11 @@ func TestErrorContract(t *testing.T) {
 		resp.Body.Close()
 		if resp.StatusCode != 418 || string(b) != "short and stout" || resp.Header.Get("X-Tea") != "earl grey" {
 			t.Fatalf("got %d %q %v", resp.StatusCode, b, resp.Header)
+		}
+		for _, k := range []string{HeaderErrorCode, HeaderShortCircuit} {
+			if v, ok := resp.Header[k]; ok {
+				t.Errorf("the app's %s %q reached the client", k, v)
+			}
 		}
 		resp, err = http.Get(e.caller.httpURL + "/v1.0/invoke/orders/method/x?status=500")
 		if err != nil {

@@ -173,5 +173,11 @@ func (p *Proxy) serveInbound(w http.ResponseWriter, r *http.Request) {
 		writeError(w, isGRPC, http.StatusBadGateway, ErrCodeTransport, "app "+p.cfg.Identity.AppID+": "+err.Error())
 		return
 	}
+	// Only a sidecar may mark an answer as its own error or as a
+	// short-circuit: an app's copy of these headers would make the caller
+	// retry elsewhere, or proxy/daprapi map the app's answer to a sidecar
+	// error.
+	delete(resp.Header, HeaderErrorCode)
+	delete(resp.Header, HeaderShortCircuit)
 	copyResponse(w, resp)
 }
