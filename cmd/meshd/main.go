@@ -15,6 +15,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/meshd/meshd/internal/sidecar"
+	"github.com/meshd/meshd/policy"
 )
 
 func main() {
@@ -28,7 +29,7 @@ func newCommand() *cobra.Command {
 		cfg                 sidecar.Config
 		appProtocol         string
 		metricsPort         int
-		policyDir, confFile string
+		policyDefault       string
 		resiliency          string
 		logLevel, logFormat string
 		cpus                int
@@ -59,9 +60,11 @@ func newCommand() *cobra.Command {
 					cfg.TrustAnchorsFile = v
 				}
 			}
+			if cfg.PolicyDefault, err = policy.ParseDefault(policyDefault); err != nil {
+				return fmt.Errorf("meshd: --policy-default: %w", err)
+			}
 			for name, set := range map[string]bool{
-				"--metrics-port": cmd.Flags().Changed("metrics-port"), "--policy-dir": policyDir != "",
-				"--config": confFile != "", "--resiliency": resiliency != "",
+				"--metrics-port": cmd.Flags().Changed("metrics-port"), "--resiliency": resiliency != "",
 			} {
 				if set {
 					log.Warn("meshd: flag accepted but not implemented yet; ignored", "flag", name)
@@ -96,8 +99,9 @@ func newCommand() *cobra.Command {
 	f.BoolVar(&cfg.Insecure, "insecure", false, "turn mTLS between sidecars off (development only)")
 	f.StringVar(&cfg.Resolver, "resolver", "static", "name resolution backend: mdns, consul, kubernetes, static, xds")
 	f.StringVar(&cfg.ResolverConfig, "resolver-config", "", "configuration file of the resolver")
-	f.StringVar(&policyDir, "policy-dir", "", "directory of policies (not implemented yet)")
-	f.StringVar(&confFile, "config", "", "Dapr Configuration YAML (not implemented yet)")
+	f.StringVar(&cfg.PolicyDir, "policy-dir", "", "policy directory: {dir}/{namespace}/*.rego|*.yaml, {dir}/_mesh/ mesh-wide (reloaded on change)")
+	f.StringVar(&cfg.ConfigFile, "config", "", "Dapr Configuration YAML; its spec.accessControl applies to calls to this app")
+	f.StringVar(&policyDefault, "policy-default", "allow", "decision for namespaces without policy: allow or deny (deny is the secure choice)")
 	f.StringVar(&resiliency, "resiliency", "", "Dapr Resiliency YAML (not implemented yet)")
 	f.BoolVar(&cfg.EnableAppHealthCheck, "enable-app-health-check", false, "probe the app and short-circuit calls while it is unhealthy")
 	f.StringVar(&cfg.AppHealthCheckPath, "app-health-check-path", "/healthz", "HTTP path of the app health probe")

@@ -15,6 +15,7 @@ import (
 	"github.com/meshd/meshd/certs"
 	"github.com/meshd/meshd/discovery"
 	_ "github.com/meshd/meshd/discovery/static" // --resolver static
+	"github.com/meshd/meshd/policy"
 	"github.com/meshd/meshd/proxy"
 	"github.com/meshd/meshd/proxy/appchannel"
 	"github.com/meshd/meshd/proxy/apphealth"
@@ -59,6 +60,12 @@ type Config struct {
 
 	WorkloadAPISocket string
 	ShutdownGrace     time.Duration
+
+	// PolicyDir and ConfigFile are the policy sources (see package
+	// policy); PolicyDefault decides namespaces without policy.
+	PolicyDir     string
+	ConfigFile    string
+	PolicyDefault policy.Default
 
 	Logger *slog.Logger
 }
@@ -165,6 +172,24 @@ func Run(ctx context.Context, cfg Config) error {
 	} else if cfg.EnableAppHealthCheck {
 		closeAll()
 		return errors.New("sidecar: --enable-app-health-check needs --app-port")
+	}
+
+	// Policy: loaded before serving; a bad policy stops the start.
+	pol, err := policy.New(ctx, policy.Options{Source: policy.Source{Dir: cfg.PolicyDir, ConfigFile: cfg.ConfigFile},
+		Default: cfg.PolicyDefault, Logger: log})
+	if err != nil {
+		closeAll()
+		return fmt.Errorf("sidecar: %w", err)
+	}
+	if cfg.PolicyDir != "" || cfg.ConfigFile != "" {
+		go func() {
+			if err := pol.Watch(ctx); err != nil {
+				log.Error("sidecar: policy watch", "err", err)
+			}
+		}()
+	}
+	if cfg.PolicyDir != "" || cfg.ConfigFile != "" || cfg.PolicyDefault == policy.DefaultDeny {
+		pcfg.Authorizer = pol // otherwise everything is allowed: skip the hook
 	}
 
 	p, err := proxy.New(pcfg)
