@@ -19,13 +19,15 @@ import (
 	"github.com/meshd/meshd/proxy/authz"
 )
 
-// Default is the decision for a namespace that has no policy.
-type Default bool
+// Default is the decision for a namespace that has no policy. The zero
+// value is DefaultAllow, like the --policy-default flag (a fresh install);
+// DefaultDeny is the documented secure choice.
+type Default uint8
 
 // Defaults.
 const (
-	DefaultDeny  Default = false
-	DefaultAllow Default = true
+	DefaultAllow Default = iota
+	DefaultDeny
 )
 
 // ParseDefault parses "allow" or "deny".
@@ -40,7 +42,7 @@ func ParseDefault(s string) (Default, error) {
 }
 
 func (d Default) String() string {
-	if d {
+	if d == DefaultAllow {
 		return "allow"
 	}
 	return "deny"
@@ -268,7 +270,7 @@ func (e *Engine) decide(ctx context.Context, s *Snapshot, req *authz.Request, tr
 		return o
 	}
 	if ns == nil && len(s.configACLs) == 0 {
-		if e.opts.Default {
+		if e.opts.Default == DefaultAllow {
 			tr.add("namespace %q has no policy: default allow", req.Destination.Namespace)
 			o.allow, o.rule = true, "default allow (no policy for namespace)"
 			return o
