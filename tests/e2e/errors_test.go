@@ -112,15 +112,17 @@ func testErrors(t *testing.T, m *mesh) {
 
 	t.Run("timeout", func(t *testing.T) {
 		// The only call timeout meshd has today is the gRPC deadline
-		// (grpc-timeout): the caller sidecar answers DeadlineExceeded (its
-		// 504) itself, before the app does.
+		// (grpc-timeout); Config.Timeout has no flag. The callee "hang"
+		// accepts connections and never answers, so only the caller
+		// sidecar can end the call: DeadlineExceeded (its 504) with its
+		// own ERR_TIMEOUT message, close to the deadline.
 		tr := &http.Transport{Protocols: new(http.Protocols)}
 		tr.Protocols.SetUnencryptedHTTP2(true)
 		defer tr.CloseIdleConnections()
 		req, _ := http.NewRequest(http.MethodPost, "http://"+m.frontend.GRPCAddr()+"/grpc.testing.TestService/EmptyCall",
 			strings.NewReader("\x00\x00\x00\x00\x00"))
-		req.Header = http.Header{"Content-Type": {"application/grpc"}, "Te": {"trailers"}, "Dapr-App-Id": {appGRPC},
-			"Grpc-Timeout": {"300m"}, "X-Echo-Delay": {"3s"}}
+		req.Header = http.Header{"Content-Type": {"application/grpc"}, "Te": {"trailers"}, "Dapr-App-Id": {appHang},
+			"Grpc-Timeout": {"300m"}}
 		start := time.Now()
 		resp, err := tr.RoundTrip(req)
 		if err != nil {
@@ -138,6 +140,15 @@ func testErrors(t *testing.T, m *mesh) {
 		}
 		if d < 250*time.Millisecond || d > 2*time.Second {
 			t.Errorf("answered after %s; the deadline was 300ms", d)
+		}
+
+		// The same through grpc-go: DeadlineExceeded from the sidecar.
+		client := testpb.NewTestServiceClient(grpcConn(t, m.frontend.GRPCAddr()))
+		ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+		defer cancel()
+		_, err = client.EmptyCall(metadata.AppendToOutgoingContext(ctx, "dapr-app-id", appHang), &testpb.Empty{})
+		if status.Code(err) != codes.DeadlineExceeded {
+			t.Errorf("grpc-go through a hanging callee: %v, want DeadlineExceeded", err)
 		}
 	})
 

@@ -56,6 +56,7 @@ type mesh struct {
 	sickSince time.Time
 
 	ghostAddr string // in the resolver file; nothing listens there
+	hangAddr  string // in the resolver file; accepts connections, never answers
 
 	// Reserved for TestMesh/Shutdown: in the resolver file, started there.
 	slowPorts harness.SidecarPorts
@@ -72,6 +73,7 @@ const (
 	appSick     = "sick"
 	appGhost    = "ghost"
 	appSlow     = "slow"
+	appHang     = "hang"
 )
 
 func startMesh(t *testing.T) *mesh {
@@ -91,6 +93,7 @@ func startMesh(t *testing.T) *mesh {
 	}
 	m.slowPorts = harness.NewSidecarPorts(t)
 	m.ghostAddr = "127.0.0.1:" + strconv.Itoa(harness.FreePort(t))
+	m.hangAddr = startBlackHole(t)
 
 	harness.WriteStatic(t, m.resolver,
 		harness.StaticApp{AppID: appFrontend, Addresses: []string{fp.InternalAddr()}},
@@ -102,6 +105,7 @@ func startMesh(t *testing.T) *mesh {
 		harness.StaticApp{AppID: appSick, Addresses: []string{sp.InternalAddr()}},
 		harness.StaticApp{AppID: appGhost, Addresses: []string{m.ghostAddr}},
 		harness.StaticApp{AppID: appSlow, Addresses: []string{m.slowPorts.InternalAddr()}},
+		harness.StaticApp{AppID: appHang, Addresses: []string{m.hangAddr}},
 	)
 
 	// Apps first, so the sidecars' health probes find them.
@@ -170,6 +174,40 @@ func startSpyApp(t *testing.T, hits *atomic.Int64) int {
 	go func() { _ = srv.Serve(l) }()
 	t.Cleanup(func() { srv.Close() })
 	return l.Addr().(*net.TCPAddr).Port
+}
+
+// startBlackHole listens on loopback, accepts connections and never
+// answers (not even the TLS handshake): a callee that hangs.
+func startBlackHole(t *testing.T) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var (
+		mu    sync.Mutex
+		conns []net.Conn
+	)
+	go func() {
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			mu.Lock()
+			conns = append(conns, c)
+			mu.Unlock()
+		}
+	}()
+	t.Cleanup(func() {
+		l.Close()
+		mu.Lock()
+		defer mu.Unlock()
+		for _, c := range conns {
+			c.Close()
+		}
+	})
+	return l.Addr().String()
 }
 
 // TestMesh runs every end-to-end check against one shared mesh.
