@@ -324,7 +324,13 @@ var capabilities = func() *ast.Capabilities {
 	return c
 }()
 
-var wrapperModule = ast.MustParseModuleWithOpts(wrapperSrc, ast.ParserOptions{RegoVersion: ast.RegoV1})
+var wrapperModule = func() *ast.Module {
+	m, err := ast.ParseModuleWithOpts(wrapperFile, wrapperSrc, ast.ParserOptions{RegoVersion: ast.RegoV1})
+	if err != nil {
+		panic(err)
+	}
+	return m
+}()
 
 func prepare(ctx context.Context, mesh, ns []*ast.Module, files []string) (*regoSet, error) {
 	mods := map[string]*ast.Module{wrapperFile: wrapperModule.Copy()}

@@ -1,0 +1,3 @@
+package mesh.authz
+
+allow if input.request.method == "GET"
