@@ -64,7 +64,7 @@ func newPolicyTestCommand() *cobra.Command {
 func newPolicyExplainCommand() *cobra.Command {
 	var (
 		dir, config, def, from, to, method, path, protocol, query string
-		headers                                                    []string
+		headers                                                   []string
 	)
 	c := &cobra.Command{
 		Use:   "explain --policy-dir D --from spiffe://TD/ns/NS/APP --to APP.NS --method GET --path /x",
