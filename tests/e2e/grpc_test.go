@@ -13,6 +13,7 @@ import (
 	"time"
 
 	dapr "github.com/dapr/go-sdk/client"
+	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
@@ -265,5 +266,15 @@ func testDaprSDK(t *testing.T, m *mesh) {
 	_, err = c.InvokeMethod(ctx, "nosuchapp", "x", "get")
 	if status.Code(err) != codes.Unavailable {
 		t.Errorf("unknown app through the SDK: %v, want Unavailable", err)
+	}
+	// A sidecar error is told apart from an app's: ErrorInfo domain meshd.
+	var info *errdetails.ErrorInfo
+	for _, d := range status.Convert(err).Details() {
+		if ei, ok := d.(*errdetails.ErrorInfo); ok {
+			info = ei
+		}
+	}
+	if info == nil || info.GetDomain() != "meshd" || info.GetReason() != "ERR_NO_HEALTHY_ENDPOINT" {
+		t.Errorf("unknown app through the SDK: ErrorInfo %v, want domain meshd, reason ERR_NO_HEALTHY_ENDPOINT", info)
 	}
 }
