@@ -151,6 +151,20 @@ func testInvoke(t *testing.T, m *mesh) {
 		}
 	})
 
+	t.Run("AppAnswersBeforeReadingUpload", func(t *testing.T) {
+		t.Parallel()
+		data := make([]byte, 10<<20)
+		for _, f := range forms(m) {
+			r := f.do(t, http.MethodPost, appOrders, "/status/201", nil, bytes.NewReader(data))
+			if r.status != http.StatusCreated || !strings.Contains(string(r.body), `"orders-1"`) {
+				t.Errorf("%s: %d %s, want the app's 201", f.name, r.status, r.body)
+			}
+			if e := decodeEcho(t, f.do(t, http.MethodGet, appOrders, "/after-early-answer", nil, nil)); e.Path != "/after-early-answer" {
+				t.Errorf("%s: next call reached %q", f.name, e.Path)
+			}
+		}
+	})
+
 	t.Run("Download10MB", func(t *testing.T) {
 		t.Parallel()
 		const n = 10485760
