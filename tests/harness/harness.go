@@ -39,7 +39,8 @@ func RepoRoot() string {
 	return filepath.Clean(filepath.Join(filepath.Dir(file), "..", ".."))
 }
 
-// Build compiles meshd, sentry and the sample apps once per test process.
+// Build compiles meshd, sentry and the sample apps once per test process
+// (with the race detector when MESHD_E2E_RACE is set).
 func Build(t testing.TB) Binaries {
 	t.Helper()
 	buildOnce.Do(func() {
@@ -59,7 +60,11 @@ func Build(t testing.TB) Binaries {
 			{&bins.GRPCEcho, "./examples/apps/grpcecho"},
 		} {
 			out := filepath.Join(dir, filepath.Base(b.pkg))
-			cmd := exec.Command("go", "build", "-o", out, b.pkg)
+			args := []string{"build", "-o", out}
+			if os.Getenv("MESHD_E2E_RACE") != "" {
+				args = append(args, "-race") // a race makes a process exit 66
+			}
+			cmd := exec.Command("go", append(args, b.pkg)...)
 			cmd.Dir = root
 			if msg, err := cmd.CombinedOutput(); err != nil {
 				buildErr = fmt.Errorf("go build %s: %w\n%s", b.pkg, err, msg)
