@@ -5,8 +5,19 @@
 // Outbound (caller side), on the app-facing ports:
 //
 //	app --HTTP/1.1 or h2c--> Outbound: route.FromRequest (target + one normalized path)
-//	    -> Resolver.Pick -> per-target HTTP/2 mTLS transport (callee SPIFFE ID checked
+//	    -> Resolver.Pick -> per-target mTLS transport (callee SPIFFE ID checked
 //	    in the handshake) -> callee sidecar's internal port
+//
+// Between sidecars the protocol follows the caller's: gRPC and HTTP/2
+// callers ride one multiplexed HTTP/2 connection per endpoint; HTTP/1.1
+// callers ride a keep-alive pool of HTTP/1.1 mTLS connections (ALPN
+// http/1.1), which costs each sidecar fewer goroutine hand-offs and
+// syscalls per call (the callee runs the handler on the connection's own
+// goroutine). This departs from DESIGN.md §2 step 4 ("a pooled HTTP/2
+// connection") for speed; mTLS, identity and policy are the same on both.
+// Request bodies of known length up to 8 KiB from HTTP/1.1 callers are read
+// ahead and sent with the headers in one TLS record (and resent as-is on a
+// retry); all other bodies stream.
 //
 // Inbound (callee side), on the internal port (Proxy.InternalHandler):
 //
@@ -16,7 +27,7 @@
 //	-> authz.Authorizer (403 on deny) -> appchannel -> app; the answer streams back.
 //
 // gRPC is HTTP/2: it passes through as frames with trailers, never decoded.
-// Bodies stream both ways and are never buffered.
+// Bodies stream both ways; only the small bodies above are buffered.
 //
 // Errors are JSON {"errorCode": "...", "message": "..."} for HTTP callers
 // (see the Err* codes) and gRPC statuses (trailers-only responses) for gRPC

@@ -147,6 +147,13 @@ func (p *Proxy) serveInbound(w http.ResponseWriter, r *http.Request) {
 	}
 
 	// 4. Forward to the app and stream the answer back.
+	if r.ProtoMajor == 1 && r.Body != http.NoBody && r.ContentLength != 0 {
+		// An HTTP/1.1 caller sidecar: let the app answer while the body
+		// still streams, and drain an unread body before returning (see
+		// forward).
+		_ = http.NewResponseController(w).EnableFullDuplex()
+		defer r.Body.Close()
+	}
 	cleanHopByHop(h)
 	req := &http.Request{
 		Method:        r.Method,

@@ -1,8 +1,10 @@
 package proxy
 
 import (
+	"bytes"
 	"context"
 	"errors"
+	"io"
 	"net/http"
 	"net/url"
 	"strconv"
@@ -12,6 +14,12 @@ import (
 )
 
 const maxAttempts = 3
+
+// smallBody bounds the request bodies of HTTP/1.1 callers that the caller
+// sidecar reads ahead: sent with the headers in one TLS record (net/http
+// flushes headers on their own before a streamed body) and resent as-is on
+// a retry.
+const smallBody = 8 << 10
 
 // serveOutbound is the app-facing HTTP handler.
 func (p *Proxy) serveOutbound(w http.ResponseWriter, r *http.Request) {
@@ -86,7 +94,7 @@ func (p *Proxy) forward(w http.ResponseWriter, r *http.Request, rt *route.Route,
 		ctx, cancel = context.WithTimeout(ctx, timeout)
 		defer cancel()
 	}
-	tr, err := p.peers.get(rt.Target)
+	pt, err := p.peers.get(rt.Target)
 	if err != nil {
 		writeError(w, isGRPC, http.StatusBadRequest, ErrCodeMalformed, err.Error())
 		return
@@ -107,6 +115,22 @@ func (p *Proxy) forward(w http.ResponseWriter, r *http.Request, rt *route.Route,
 		// was sent (no endpoint, refused dial) hit this: drain here, while
 		// the handler still runs. A no-op once the body was read to EOF.
 		defer r.Body.Close()
+	}
+	// HTTP/1.1 callers ride HTTP/1.1 to the callee sidecar (see
+	// peerTransports), gRPC and HTTP/2 callers HTTP/2.
+	tr := pt.h2
+	var small []byte // a small body read ahead: one write, resent on retry
+	if r.ProtoMajor == 1 && !isGRPC {
+		tr = pt.h1
+		if hasBody && r.ContentLength > 0 && r.ContentLength <= smallBody {
+			small = make([]byte, r.ContentLength)
+			if _, err := io.ReadFull(r.Body, small); err != nil {
+				if r.Context().Err() == nil {
+					writeError(w, isGRPC, http.StatusBadRequest, ErrCodeMalformed, "proxy: read request body: "+err.Error())
+				}
+				return
+			}
+		}
 	}
 	idempotent := isIdempotent(r.Method)
 	var (
@@ -138,10 +162,13 @@ func (p *Proxy) forward(w http.ResponseWriter, r *http.Request, rt *route.Route,
 			ContentLength: r.ContentLength,
 			Host:          ep.Address,
 		}
-		if hasBody {
+		switch {
+		case small != nil:
+			req.Body = io.NopCloser(bytes.NewReader(small))
+		case hasBody:
 			body = &sealableBody{r: r.Body}
 			req.Body = body
-		} else {
+		default:
 			req.ContentLength = 0
 		}
 		resp, err := tr.RoundTrip(req.WithContext(ctx))

@@ -24,48 +24,67 @@ type dialError struct{ err error }
 func (e *dialError) Error() string { return "proxy: connect: " + e.err.Error() }
 func (e *dialError) Unwrap() error { return e.err }
 
-// peers holds one HTTP/2 transport per target app. Each transport's TLS
-// config authorizes exactly spiffe://{td}/ns/{ns}/{app}, so a misrouted
-// connection fails in the handshake, before anything is sent. Reads are
-// lock-free (copy-on-write map).
+// peerTransports are the transports to one target app: HTTP/2 for gRPC
+// and HTTP/2 callers (one multiplexed connection per endpoint), HTTP/1.1 for
+// HTTP/1.1 callers (a keep-alive pool per endpoint). An HTTP/1.1 exchange
+// costs each sidecar fewer goroutine hand-offs and syscalls than an HTTP/2
+// stream: the callee's server runs the handler on the connection's own
+// goroutine, and headers and a small body leave in one TLS record.
+type peerTransports struct {
+	h2, h1 *http.Transport
+}
+
+// maxIdlePerPeer bounds idle HTTP/1.1 connections kept per peer endpoint.
+// It must exceed the concurrency of the calls, or connections churn.
+const maxIdlePerPeer = 256
+
+// peers holds the transports per target app. Each transport's TLS config
+// authorizes exactly spiffe://{td}/ns/{ns}/{app}, so a misrouted connection
+// fails in the handshake, before anything is sent. Reads are lock-free
+// (copy-on-write map).
 type peers struct {
 	p    *Proxy
-	m    atomic.Pointer[map[discovery.Target]*http.Transport]
+	m    atomic.Pointer[map[discovery.Target]*peerTransports]
 	mu   sync.Mutex
 	dial net.Dialer
 }
 
 func newPeers(p *Proxy) *peers {
 	ps := &peers{p: p, dial: net.Dialer{Timeout: p.cfg.DialTimeout, KeepAlive: 30 * time.Second}}
-	m := map[discovery.Target]*http.Transport{}
+	m := map[discovery.Target]*peerTransports{}
 	ps.m.Store(&m)
 	return ps
 }
 
-func (ps *peers) get(t discovery.Target) (*http.Transport, error) {
-	if tr, ok := (*ps.m.Load())[t]; ok {
-		return tr, nil
+func (ps *peers) get(t discovery.Target) (*peerTransports, error) {
+	if pt, ok := (*ps.m.Load())[t]; ok {
+		return pt, nil
 	}
 	ps.mu.Lock()
 	defer ps.mu.Unlock()
 	old := *ps.m.Load()
-	if tr, ok := old[t]; ok {
-		return tr, nil
+	if pt, ok := old[t]; ok {
+		return pt, nil
 	}
-	tr, err := ps.newTransport(t)
+	h2, err := ps.newTransport(t, false)
 	if err != nil {
 		return nil, err
 	}
-	m := make(map[discovery.Target]*http.Transport, len(old)+1)
+	h1, err := ps.newTransport(t, true)
+	if err != nil {
+		return nil, err
+	}
+	pt := &peerTransports{h2: h2, h1: h1}
+	m := make(map[discovery.Target]*peerTransports, len(old)+1)
 	for k, v := range old {
 		m[k] = v
 	}
-	m[t] = tr
+	m[t] = pt
 	ps.m.Store(&m)
-	return tr, nil
+	return pt, nil
 }
 
-func (ps *peers) newTransport(t discovery.Target) (*http.Transport, error) {
+func (ps *peers) newTransport(t discovery.Target, h1 bool) (*http.Transport, error) {
 	tr := &http.Transport{
 		DisableCompression: true,
 		IdleConnTimeout:    5 * time.Minute,
@@ -75,8 +94,22 @@ func (ps *peers) newTransport(t discovery.Target) (*http.Transport, error) {
 			PingTimeout:     15 * time.Second,
 		},
 	}
+	alpn := "h2"
+	if h1 {
+		alpn = "http/1.1"
+		tr.HTTP2 = nil
+		tr.MaxIdleConns = 0 // no overall bound; per endpoint:
+		tr.MaxIdleConnsPerHost = maxIdlePerPeer
+		// Well inside the callee's 5 min idle timeout, so the caller
+		// retires a connection before the callee closes it under a call.
+		tr.IdleConnTimeout = 90 * time.Second
+		tr.WriteBufferSize = 16 << 10 // headers and a small body in one record
+		tr.Protocols.SetHTTP1(true)
+	}
 	if ps.p.cfg.Insecure {
-		tr.Protocols.SetUnencryptedHTTP2(true)
+		if !h1 {
+			tr.Protocols.SetUnencryptedHTTP2(true)
+		}
 		tr.DialContext = func(ctx context.Context, network, addr string) (net.Conn, error) {
 			c, err := ps.dial.DialContext(ctx, network, addr)
 			if err != nil {
@@ -91,9 +124,11 @@ func (ps *peers) newTransport(t discovery.Target) (*http.Transport, error) {
 		return nil, fmt.Errorf("proxy: SPIFFE ID of %s: %w", t, err)
 	}
 	cfg := tlsconfig.MTLSClientConfig(ps.p.cfg.SVIDSource, ps.p.cfg.BundleSource, tlsconfig.AuthorizeID(id))
-	cfg.NextProtos = []string{"h2"}
+	cfg.NextProtos = []string{alpn}
 	cfg.MinVersion = tls.VersionTLS13
-	tr.Protocols.SetHTTP2(true)
+	if !h1 {
+		tr.Protocols.SetHTTP2(true)
+	}
 	tr.DialTLSContext = func(ctx context.Context, network, addr string) (net.Conn, error) {
 		c, err := ps.dial.DialContext(ctx, network, addr)
 		if err != nil {
@@ -112,7 +147,8 @@ func (ps *peers) newTransport(t discovery.Target) (*http.Transport, error) {
 }
 
 func (ps *peers) closeIdle() {
-	for _, tr := range *ps.m.Load() {
-		tr.CloseIdleConnections()
+	for _, pt := range *ps.m.Load() {
+		pt.h2.CloseIdleConnections()
+		pt.h1.CloseIdleConnections()
 	}
 }

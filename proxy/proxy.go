@@ -155,7 +155,7 @@ func (p *Proxy) serveGRPC(w http.ResponseWriter, r *http.Request) {
 // any workload of our trust domain may connect (policy decides the rest).
 func (p *Proxy) InternalTLSConfig() *tls.Config {
 	cfg := tlsconfig.MTLSServerConfig(p.cfg.SVIDSource, p.cfg.BundleSource, tlsconfig.AuthorizeMemberOf(p.cfg.Identity.TrustDomain))
-	cfg.NextProtos = []string{"h2"}
+	cfg.NextProtos = []string{"h2", "http/1.1"}
 	cfg.MinVersion = tls.VersionTLS13
 	return cfg
 }
@@ -190,6 +190,9 @@ func (p *Proxy) Serve(ctx context.Context, ls Listeners, grace time.Duration) er
 			Protocols:         new(http.Protocols),
 		}
 		if internal {
+			// HTTP/2 for gRPC and HTTP/2 callers, HTTP/1.1 for HTTP/1.1
+			// callers (see peerTransports).
+			s.Protocols.SetHTTP1(true)
 			s.Protocols.SetHTTP2(true)
 			if p.cfg.Insecure {
 				s.Protocols.SetUnencryptedHTTP2(true)
