@@ -7,6 +7,8 @@ package tools
 import (
 	_ "github.com/dapr/go-sdk/client"
 	_ "github.com/fsnotify/fsnotify"
+	_ "github.com/grandcat/zeroconf"
+	_ "github.com/hashicorp/consul/api"
 	_ "github.com/open-policy-agent/opa/v1/rego"
 	_ "github.com/spf13/cobra"
 	_ "github.com/spiffe/go-spiffe/v2/proto/spiffe/workload"
