@@ -205,6 +205,9 @@ func (p *Proxy) Serve(ctx context.Context, ls Listeners, grace time.Duration) er
 			s.Protocols.SetHTTP1(true)
 			s.Protocols.SetUnencryptedHTTP2(true)
 		}
+		if !internal || p.cfg.Insecure {
+			l = bufferedListener{l} // cleartext HTTP/2 reads unbuffered
+		}
 		servers = append(servers, srv{s, l, internal && !p.cfg.Insecure})
 	}
 	mk(p.HTTPHandler(), ls.HTTP, false)
