@@ -1,6 +1,8 @@
 package discovery
 
 import (
+	"context"
+	"fmt"
 	"log/slog"
 	"slices"
 	"sync"
@@ -13,6 +15,10 @@ const (
 	DefaultBaseEjectionTime   = 5 * time.Second
 	DefaultMaxEjectionTime    = 30 * time.Second
 	DefaultMaxEjectionPercent = 100
+	// DefaultConsecutiveFailures is Options.ConsecutiveFailures' default.
+	DefaultConsecutiveFailures = 5
+	// DefaultFirstResolveTimeout is Options.FirstResolveTimeout's default.
+	DefaultFirstResolveTimeout = 2 * time.Second
 )
 
 // Options tune a Cache. The zero value gives the defaults.
@@ -33,6 +39,16 @@ type Options struct {
 	// app that comes back is reached only when its ejection time is up (at
 	// most MaxEjectionTime). Set 50, say, to keep probing with live calls.
 	MaxEjectionPercent int
+	// ConsecutiveFailures is how many failed exchanges in a row
+	// (ReportResult with a 5xx status, or with 0 for a connection that broke
+	// after it was made) eject an endpoint (default 5). ReportFailure (a
+	// refused connection, an "app unhealthy" short-circuit) ejects at once.
+	// The count starts again after every success and every return.
+	ConsecutiveFailures int
+	// FirstResolveTimeout bounds WaitTarget: how long the first call to a
+	// target an on-demand backend (a Watcher) does not know yet waits for
+	// its first answer (default 2s).
+	FirstResolveTimeout time.Duration
 	// Logger receives ejections and backend errors; nil means slog.Default().
 	Logger *slog.Logger
 }
@@ -57,7 +73,12 @@ type Cache struct {
 	subs    map[int]func(Event)
 	nextSub int
 	closed  bool
+	waiters map[Target]chan struct{} // WaitTarget: closed when the target appears
+
+	watcher atomic.Pointer[watcherRef]
 }
+
+type watcherRef struct{ w Watcher }
 
 var _ Updater = (*Cache)(nil)
 
@@ -78,6 +99,7 @@ type endpointState struct {
 	// by ReportFailure and ReportSuccess to skip the lock on the common path.
 	ejected   atomic.Bool
 	ejections atomic.Int32 // ejections since the last success
+	fails     atomic.Int32 // failed exchanges in a row (ReportResult)
 
 	unhealthy bool        // Cache.mu
 	ejectSeq  uint64      // Cache.mu: identifies the current ejection timer
@@ -113,11 +135,17 @@ func NewCache(opts Options) *Cache {
 	if opts.MaxEjectionPercent < 1 || opts.MaxEjectionPercent > 100 {
 		opts.MaxEjectionPercent = DefaultMaxEjectionPercent
 	}
+	if opts.ConsecutiveFailures <= 0 {
+		opts.ConsecutiveFailures = DefaultConsecutiveFailures
+	}
+	if opts.FirstResolveTimeout <= 0 {
+		opts.FirstResolveTimeout = DefaultFirstResolveTimeout
+	}
 	log := opts.Logger
 	if log == nil {
 		log = slog.Default()
 	}
-	c := &Cache{opts: opts, log: log, subs: map[int]func(Event){}}
+	c := &Cache{opts: opts, log: log, subs: map[int]func(Event){}, waiters: map[Target]chan struct{}{}}
 	empty := map[Target]*entry{}
 	c.targets.Store(&empty)
 	return c
@@ -127,9 +155,17 @@ func NewCache(opts Options) *Cache {
 // the bare sentinel ErrUnknownTarget when no backend knows t, and
 // ErrNoHealthyEndpoint when t is known but every endpoint is unhealthy or
 // ejected. It neither locks nor allocates.
+//
+// When the resolver is a Watcher (it resolves targets on demand), Pick of an
+// unknown target tells it to start watching t and still answers
+// ErrUnknownTarget at once: it never waits for the network. A caller that
+// wants to wait for the first answer calls WaitTarget and picks again.
 func (c *Cache) Pick(t Target) (Endpoint, error) {
 	e := c.lookup(t)
 	if e == nil {
+		if w := c.watcher.Load(); w != nil {
+			w.w.Watch(t)
+		}
 		return Endpoint{}, ErrUnknownTarget
 	}
 	ep, ok := e.picker.Load().pick()
@@ -156,14 +192,41 @@ func (c *Cache) state(t Target, addr string) *endpointState {
 }
 
 // ReportFailure says a call to addr failed in a way that shows the endpoint
-// is bad (connection refused or reset, or its sidecar short-circuited with
-// "app unhealthy"). The endpoint is ejected at once, unless it already is or
+// is bad (connection refused, or its sidecar short-circuited with "app
+// unhealthy"). The endpoint is ejected at once, unless it already is or
 // MaxEjectionPercent forbids it. Unknown targets and addresses are ignored.
 func (c *Cache) ReportFailure(t Target, addr string) {
 	st := c.state(t, addr)
 	if st == nil || st.ejected.Load() {
 		return // concurrent failures of an ejected endpoint: nothing to do
 	}
+	c.eject(t, addr, st, "failure")
+}
+
+// ReportResult reports the outcome of one exchange with addr: status is the
+// HTTP status of the answer, or 0 when the connection broke after it was
+// made (reset, stream error). Passive outlier detection: ConsecutiveFailures
+// answers of 0 or 5xx in a row eject the endpoint (within
+// MaxEjectionPercent); any other status counts as ReportSuccess. On the
+// common path (a success after a success) it does two map reads and two
+// atomic loads, without lock or allocation.
+func (c *Cache) ReportResult(t Target, addr string, status int) {
+	if status != 0 && (status < 500 || status > 599) {
+		c.ReportSuccess(t, addr)
+		return
+	}
+	st := c.state(t, addr)
+	if st == nil || st.ejected.Load() {
+		return
+	}
+	if st.fails.Add(1) < int32(c.opts.ConsecutiveFailures) {
+		return
+	}
+	c.eject(t, addr, st, "consecutive failures")
+}
+
+// eject takes st out of t's picker. It takes c.mu.
+func (c *Cache) eject(t Target, addr string, st *endpointState, why string) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.closed {
@@ -187,11 +250,12 @@ func (c *Cache) ReportFailure(t Target, addr string) {
 	n := st.ejections.Add(1)
 	d := c.ejectionTime(n)
 	st.ejected.Store(true)
+	st.fails.Store(0)
 	st.ejectSeq++
 	seq := st.ejectSeq
 	st.timer = time.AfterFunc(d, func() { c.unEject(t, st, seq) })
 	ready := c.rebuild(e)
-	c.log.Info("discovery: endpoint ejected", "target", t.String(), "addr", addr,
+	c.log.Info("discovery: endpoint ejected", "target", t.String(), "addr", addr, "why", why,
 		"for", d, "ejections", n, "ready", ready, "total", len(e.eps))
 	c.emit(Event{Kind: EventEjected, Target: t, Addr: addr, EjectedFor: d, Ready: ready, Total: len(e.eps)})
 }
@@ -212,6 +276,7 @@ func (c *Cache) unEject(t Target, st *endpointState, seq uint64) {
 		return
 	}
 	st.ejected.Store(false)
+	st.fails.Store(0)
 	st.timer = nil
 	e := c.lookup(t)
 	if e == nil || e.byAddr[st.ep.Address] != st {
@@ -222,12 +287,19 @@ func (c *Cache) unEject(t Target, st *endpointState, seq uint64) {
 	c.emit(Event{Kind: EventReturned, Target: t, Addr: st.ep.Address, Ready: ready, Total: len(e.eps)})
 }
 
-// ReportSuccess says a call through addr succeeded: its ejection multiplier
-// goes back to one. On the common path (no ejection since the last success)
-// it only does two map reads and an atomic load.
+// ReportSuccess says a call through addr succeeded: its count of failures
+// in a row and its ejection multiplier go back to zero and one. On the
+// common path (no failure since the last success) it only does two map
+// reads and two atomic loads.
 func (c *Cache) ReportSuccess(t Target, addr string) {
 	st := c.state(t, addr)
-	if st == nil || st.ejections.Load() == 0 {
+	if st == nil {
+		return
+	}
+	if st.fails.Load() != 0 {
+		st.fails.Store(0)
+	}
+	if st.ejections.Load() == 0 {
 		return
 	}
 	c.mu.Lock()
@@ -277,6 +349,7 @@ func (c *Cache) UpdateTarget(t Target, eps []Endpoint) {
 	}
 	m[t] = ne
 	c.targets.Store(&m)
+	c.wake(t)
 	c.emitUpdated(t, ne)
 }
 
@@ -331,11 +404,90 @@ func (c *Cache) ReplaceAll(all map[Target][]Endpoint) {
 		return
 	}
 	c.targets.Store(&m)
+	for _, t := range updated {
+		c.wake(t)
+	}
 	for _, t := range removed {
 		c.emit(Event{Kind: EventRemoved, Target: t})
 	}
 	for _, t := range updated {
 		c.emitUpdated(t, m[t])
+	}
+}
+
+// wake releases the WaitTarget calls waiting for t. Called with c.mu held,
+// after t was published.
+func (c *Cache) wake(t Target) {
+	if ch, ok := c.waiters[t]; ok {
+		close(ch)
+		delete(c.waiters, t)
+	}
+}
+
+// Watcher is implemented by Resolvers that resolve targets on demand
+// (consul): rather than watching every app, they watch the targets the
+// sidecar calls. discovery.Build hands such a Resolver to the Cache it
+// builds into; the Cache then calls Watch on every Pick of a target it does
+// not know yet.
+//
+// Watch must return at once without network I/O (it runs on the call path):
+// it starts a watch of t unless one runs already, and the watch pushes t's
+// endpoints (UpdateTarget; possibly none) as soon as it has its first answer.
+// It is called again and again until that answer arrives, so the
+// already-watching case must be cheap.
+type Watcher interface {
+	Watch(t Target)
+}
+
+// SetWatcher makes the Cache ask w to watch the targets Pick does not know.
+// discovery.Build calls it for Resolvers that implement Watcher; nil stops
+// the calls.
+func (c *Cache) SetWatcher(w Watcher) {
+	if w == nil {
+		c.watcher.Store(nil)
+		return
+	}
+	c.watcher.Store(&watcherRef{w})
+}
+
+// WaitTarget waits until t is known, for the first call to a target an
+// on-demand backend (a Watcher) has not resolved yet: it asks the watcher to
+// watch t and waits for its first answer, at most FirstResolveTimeout or
+// until ctx is done. Without a watcher it answers at once: nil if t is
+// known, ErrUnknownTarget if not. Errors wrap ErrUnknownTarget.
+func (c *Cache) WaitTarget(ctx context.Context, t Target) error {
+	if c.lookup(t) != nil {
+		return nil
+	}
+	w := c.watcher.Load()
+	if w == nil {
+		return ErrUnknownTarget
+	}
+	c.mu.Lock()
+	if c.lookup(t) != nil {
+		c.mu.Unlock()
+		return nil
+	}
+	if c.closed {
+		c.mu.Unlock()
+		return ErrUnknownTarget
+	}
+	ch, ok := c.waiters[t]
+	if !ok {
+		ch = make(chan struct{})
+		c.waiters[t] = ch
+	}
+	c.mu.Unlock()
+	w.w.Watch(t)
+	timer := time.NewTimer(c.opts.FirstResolveTimeout)
+	defer timer.Stop()
+	select {
+	case <-ch:
+		return nil
+	case <-timer.C:
+		return fmt.Errorf("%w: %s not resolved within %s", ErrUnknownTarget, t, c.opts.FirstResolveTimeout)
+	case <-ctx.Done():
+		return fmt.Errorf("%w: %s: %w", ErrUnknownTarget, t, ctx.Err())
 	}
 }
 

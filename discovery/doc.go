@@ -23,13 +23,20 @@
 //
 //	ep, err := cache.Pick(target)   // errors.Is(err, discovery.ErrUnknownTarget / ErrNoHealthyEndpoint)
 //	... call ep.Address ...
-//	cache.ReportFailure(target, ep.Address) // refused, reset, or "app unhealthy"
-//	cache.ReportSuccess(target, ep.Address)
+//	cache.ReportFailure(target, ep.Address)            // refused, or "app unhealthy": eject now
+//	cache.ReportResult(target, ep.Address, status)     // the answer's status; 0: broken after connecting
 //
-// Outlier ejection: a reported failure takes the endpoint out of the picker
-// for Options.BaseEjectionTime (5s), doubled on each further ejection up to
-// Options.MaxEjectionTime (30s); a successful call after its return resets
-// the doubling. By default every endpoint of a target may be ejected, so a
-// fully failed app gives a fast ErrNoHealthyEndpoint (see
-// Options.MaxEjectionPercent).
+// Outlier ejection (passive, in the caller): ReportFailure ejects at once;
+// Options.ConsecutiveFailures (5) results of 0 or 5xx in a row eject too.
+// An ejected endpoint leaves the picker for Options.BaseEjectionTime (5s),
+// doubled on each further ejection up to Options.MaxEjectionTime (30s); it
+// returns when its time is up, and a successful call after its return
+// resets the doubling. At most Options.MaxEjectionPercent of a target's
+// endpoints are out at once; by default every endpoint may be, so a fully
+// failed app gives a fast ErrNoHealthyEndpoint.
+//
+// On-demand backends (consul) implement Watcher: Pick of an unknown target
+// starts its watch and answers ErrUnknownTarget without waiting; the proxy
+// then calls WaitTarget once (bounded by Options.FirstResolveTimeout) and
+// picks again. After that first answer every Pick is a cache read.
 package discovery

@@ -15,6 +15,11 @@ type LocalInstance struct {
 	Target Target
 	// Address is host:port of the local sidecar's internal (mTLS) port.
 	Address string
+	// HealthURL is the local sidecar's health endpoint, for backends that
+	// register a health check (consul): it answers 2xx while the sidecar is
+	// ready and its app is healthy (when app health checks are on), an
+	// error status otherwise. "" when the sidecar serves none.
+	HealthURL string
 }
 
 // BuildOptions are given to Builder.Build. New fields may be added; a
@@ -113,7 +118,8 @@ func Names() []string {
 }
 
 // Build looks up the backend called name and builds it. An unknown name gives
-// an error that lists the registered ones.
+// an error that lists the registered ones. When u is a *Cache and the
+// Resolver is a Watcher, the Cache is wired to it (Cache.SetWatcher).
 func Build(ctx context.Context, name string, opts BuildOptions, u Updater) (Resolver, error) {
 	b := Get(name)
 	if b == nil {
@@ -122,6 +128,11 @@ func Build(ctx context.Context, name string, opts BuildOptions, u Updater) (Reso
 	r, err := b.Build(ctx, opts, u)
 	if err != nil {
 		return nil, fmt.Errorf("discovery: resolver %q: %w", name, err)
+	}
+	if w, ok := r.(Watcher); ok {
+		if c, ok := u.(*Cache); ok {
+			c.SetWatcher(w)
+		}
 	}
 	return r, nil
 }
