@@ -10,6 +10,7 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/meshd/meshd/discovery"
 	"github.com/meshd/meshd/proxy/route"
 )
 
@@ -29,6 +30,9 @@ func (p *Proxy) serveOutbound(w http.ResponseWriter, r *http.Request) {
 			case "/v1.0/healthz", "/v1.0/healthz/outbound":
 				p.serveHealthz(w)
 				return
+			case "/v1.0/healthz/app":
+				p.serveAppHealthz(w)
+				return
 			}
 		}
 	}
@@ -41,6 +45,43 @@ func (p *Proxy) serveHealthz(w http.ResponseWriter) {
 		return
 	}
 	writeError(w, false, http.StatusInternalServerError, ErrCodeNotReady, "sidecar is not ready: no workload certificate yet")
+}
+
+// serveAppHealthz answers 204 while the sidecar is ready and its app is
+// healthy (always, without app health checks), 503 otherwise: the endpoint
+// discovery backends register as the instance's health check (Consul).
+func (p *Proxy) serveAppHealthz(w http.ResponseWriter) {
+	if !p.Ready() {
+		p.serveHealthz(w)
+		return
+	}
+	if p.cfg.AppHealth != nil && !p.cfg.AppHealth.Healthy() {
+		writeError(w, false, http.StatusServiceUnavailable, ErrCodeAppUnhealthy, "app "+p.cfg.Identity.AppID+" is not in a healthy state")
+		return
+	}
+	w.WriteHeader(http.StatusNoContent)
+}
+
+// resultReporter is implemented by resolvers with passive outlier detection
+// (discovery.Cache): status 0 is a connection broken after it was made.
+type resultReporter interface {
+	ReportResult(t discovery.Target, addr string, status int)
+}
+
+// targetWaiter is implemented by resolvers that resolve targets on demand
+// (discovery.Cache over a Watcher backend such as consul).
+type targetWaiter interface {
+	WaitTarget(ctx context.Context, t discovery.Target) error
+}
+
+func (p *Proxy) reportResult(t discovery.Target, addr string, status int) {
+	if rr, ok := p.cfg.Resolver.(resultReporter); ok {
+		rr.ReportResult(t, addr, status)
+	} else if status == 0 {
+		p.cfg.Resolver.ReportFailure(t, addr)
+	} else {
+		p.cfg.Resolver.ReportSuccess(t, addr)
+	}
 }
 
 // Ready reports whether the sidecar can make calls: it has a workload
@@ -140,6 +181,12 @@ func (p *Proxy) forward(w http.ResponseWriter, r *http.Request, rt *route.Route,
 	)
 	for attempt := 0; attempt < maxAttempts; attempt++ {
 		ep, err := p.cfg.Resolver.Pick(rt.Target)
+		if attempt == 0 && errors.Is(err, discovery.ErrUnknownTarget) {
+			// First call to a target an on-demand backend has not resolved.
+			if tw, ok := p.cfg.Resolver.(targetWaiter); ok && tw.WaitTarget(ctx, rt.Target) == nil {
+				ep, err = p.cfg.Resolver.Pick(rt.Target)
+			}
+		}
 		if err != nil {
 			if attempt == 0 {
 				writeError(w, isGRPC, http.StatusServiceUnavailable, ErrCodeNoEndpoint, err.Error())
@@ -182,10 +229,14 @@ func (p *Proxy) forward(w http.ResponseWriter, r *http.Request, rt *route.Route,
 				}
 				return // the caller went away
 			}
-			p.cfg.Resolver.ReportFailure(rt.Target, ep.Address)
 			lastErr = err
 			var de *dialError
 			beforeDelivery := errors.As(err, &de)
+			if beforeDelivery {
+				p.cfg.Resolver.ReportFailure(rt.Target, ep.Address) // refused: out at once
+			} else {
+				p.reportResult(rt.Target, ep.Address, 0) // broken after connecting: counted
+			}
 			if (beforeDelivery || idempotent) && (body == nil || body.seal()) {
 				continue
 			}
@@ -203,7 +254,7 @@ func (p *Proxy) forward(w http.ResponseWriter, r *http.Request, rt *route.Route,
 			copyResponse(w, resp)
 			return
 		}
-		p.cfg.Resolver.ReportSuccess(rt.Target, ep.Address)
+		p.reportResult(rt.Target, ep.Address, resp.StatusCode) // 5xx counted
 		if lastSC != nil {
 			lastSC.Body.Close()
 		}
