@@ -2,13 +2,14 @@ package netnstest
 
 import (
 	"bytes"
+	"errors"
 	"flag"
 	"fmt"
+	"net"
 	"os"
 	"os/exec"
 	"regexp"
 	"strings"
-	"syscall"
 	"testing"
 )
 
@@ -16,31 +17,77 @@ import (
 // runs.
 const EnvChild = "MESHD_NETNS_CHILD"
 
+// EnvParentNetns carries the parent's network namespace ("net:[inode]")
+// to the child, which must be elsewhere.
+const EnvParentNetns = "MESHD_NETNS_PARENT"
+
+func selfNetns() (string, error) {
+	self, err := os.Readlink("/proc/self/ns/net")
+	if err != nil {
+		return "", fmt.Errorf("netnstest: %w", err)
+	}
+	if !strings.HasPrefix(self, "net:[") {
+		return "", fmt.Errorf("netnstest: unexpected namespace link %q", self)
+	}
+	return self, nil
+}
+
 // InRootNamespace reports whether this process shares its network namespace
-// with PID 1 (the machine's root namespace, or the container's).
+// with PID 1 (compared by the inode in /proc/*/ns/net), or with the parent
+// that started it through Run. Reading /proc/1/ns/net needs ptrace access
+// to PID 1, which a container may deny: then the comparison with the parent
+// and the interface check of Guard decide.
 func InRootNamespace() (bool, error) {
-	var self, init syscall.Stat_t
-	if err := syscall.Stat("/proc/self/ns/net", &self); err != nil {
-		return false, fmt.Errorf("netnstest: %w", err)
+	self, err := selfNetns()
+	if err != nil {
+		return false, err
 	}
-	if err := syscall.Stat("/proc/1/ns/net", &init); err != nil {
-		return false, fmt.Errorf("netnstest: %w", err)
+	if init, err := os.Readlink("/proc/1/ns/net"); err == nil && init == self {
+		return true, nil
 	}
-	return self.Ino == init.Ino && self.Dev == init.Dev, nil
+	if parent := os.Getenv(EnvParentNetns); parent != "" && parent == self {
+		return true, nil
+	}
+	return false, nil
 }
 
 // Guard fails tb at once, loudly, unless the process runs in a private
-// network namespace. Call it before anything that multicasts.
+// network namespace: not the namespace of PID 1 or of the parent, and with
+// no interface but lo and the veth ends NewHosts made (so multicast cannot
+// leave through a real network card). Call it before anything that
+// multicasts.
 func Guard(tb testing.TB) {
 	tb.Helper()
+	if err := check(); err != nil {
+		tb.Fatalf("netnstest: SAFETY: %v; refusing to multicast", err)
+	}
+}
+
+func check() error {
 	root, err := InRootNamespace()
 	if err != nil {
-		tb.Fatalf("netnstest: cannot tell the network namespace (%v): refusing to multicast", err)
+		return fmt.Errorf("cannot tell the network namespace: %w", err)
 	}
 	if root {
-		tb.Fatalf("netnstest: SAFETY: this process is in the machine's root network namespace; " +
-			"multicast would leave through the real network card. Refusing to run.")
+		return errors.New("this process is in the machine's root network namespace; multicast would leave through the real network card")
 	}
+	if os.Getenv(EnvChild) == "" {
+		return errors.New("not a child started by netnstest.Run")
+	}
+	allowed := map[string]bool{"lo": true}
+	if h := HostsFromEnv(); h != nil {
+		allowed[h.IfA], allowed[h.IfB] = true, true
+	}
+	ifs, err := net.Interfaces()
+	if err != nil {
+		return fmt.Errorf("list interfaces: %w", err)
+	}
+	for _, ifi := range ifs {
+		if !allowed[ifi.Name] {
+			return fmt.Errorf("interface %s exists in this namespace (only lo and the test's veth pair may)", ifi.Name)
+		}
+	}
+	return nil
 }
 
 // InChild reports whether this process is a child started by Run.
@@ -117,14 +164,18 @@ func Run(tb testing.TB, o Opts) bool {
 	} else {
 		cmd = exec.Command("unshare", append([]string{"-n", "--", os.Args[0]}, args...)...)
 	}
-	cmd.Env = append(append(os.Environ(), EnvChild+"="+tb.Name()), o.Env...)
+	parent, err := selfNetns()
+	if err != nil {
+		tb.Fatal(err)
+	}
+	cmd.Env = append(append(os.Environ(), EnvChild+"="+tb.Name(), EnvParentNetns+"="+parent), o.Env...)
 	var out bytes.Buffer
 	if _, isBench := tb.(*testing.B); isBench {
 		cmd.Stdout, cmd.Stderr = os.Stdout, os.Stderr
 	} else {
 		cmd.Stdout, cmd.Stderr = &out, &out
 	}
-	err := cmd.Run()
+	err = cmd.Run()
 	if s := out.String(); s != "" && (err != nil || testing.Verbose()) {
 		tb.Logf("---- child in network namespace ----\n%s", s)
 	}
@@ -154,8 +205,8 @@ func testPattern(name string) string {
 // SetupLoopback brings lo up with the MULTICAST flag and a 224.0.0.0/4
 // route (idempotent). It refuses to run in the root namespace.
 func SetupLoopback() error {
-	if root, err := InRootNamespace(); err != nil || root {
-		return fmt.Errorf("netnstest: SetupLoopback refused outside a private network namespace (err %v)", err)
+	if err := check(); err != nil {
+		return fmt.Errorf("netnstest: SAFETY: SetupLoopback refused: %w", err)
 	}
 	for _, args := range [][]string{
 		{"link", "set", "lo", "up"},
