@@ -14,6 +14,7 @@ import (
 
 	"github.com/meshd/meshd/certs"
 	"github.com/meshd/meshd/discovery"
+	_ "github.com/meshd/meshd/discovery/mdns"   // --resolver mdns
 	_ "github.com/meshd/meshd/discovery/static" // --resolver static
 	"github.com/meshd/meshd/policy"
 	"github.com/meshd/meshd/proxy"
@@ -167,6 +168,10 @@ func Run(ctx context.Context, cfg Config) error {
 				return err
 			}
 			pcfg.AppHealth = hc
+			if hs, ok := res.(discovery.LocalHealthSetter); ok { // mdns: the announcement follows the app
+				hs.SetLocalHealth(hc.Healthy())
+				hc.OnChange(hs.SetLocalHealth)
+			}
 			go hc.Run(ctx)
 		}
 	} else if cfg.EnableAppHealthCheck {
