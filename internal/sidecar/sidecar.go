@@ -140,6 +140,10 @@ func Run(ctx context.Context, cfg Config) error {
 		return fmt.Errorf("sidecar: resolver %q: %w", cfg.Resolver, err)
 	}
 	defer res.Close()
+	go func() { // leave discovery (mdns goodbye) when shutdown begins, not after the drain
+		<-ctx.Done()
+		_ = res.Close()
+	}()
 
 	// App channel and health.
 	pcfg := proxy.Config{Identity: id, Insecure: cfg.Insecure, Resolver: cache, Logger: log}
