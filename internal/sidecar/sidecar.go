@@ -14,6 +14,7 @@ import (
 
 	"github.com/meshd/meshd/certs"
 	"github.com/meshd/meshd/discovery"
+	_ "github.com/meshd/meshd/discovery/consul" // --resolver consul
 	_ "github.com/meshd/meshd/discovery/mdns"   // --resolver mdns
 	_ "github.com/meshd/meshd/discovery/static" // --resolver static
 	"github.com/meshd/meshd/policy"
@@ -133,7 +134,9 @@ func Run(ctx context.Context, cfg Config) error {
 	}
 	res, err := discovery.Build(ctx, cfg.Resolver, discovery.BuildOptions{
 		ConfigFile: cfg.ResolverConfig, Logger: log,
-		Local: discovery.LocalInstance{Target: discovery.Target{AppID: id.AppID, Namespace: id.Namespace}, Address: advertise},
+		Local: discovery.LocalInstance{Target: discovery.Target{AppID: id.AppID, Namespace: id.Namespace}, Address: advertise,
+			// 503 while the app is unhealthy (proxy: /v1.0/healthz/app): consul's check.
+			HealthURL: "http://" + ls.HTTP.Addr().String() + "/v1.0/healthz/app"},
 	}, cache)
 	if err != nil {
 		closeAll()
