@@ -392,8 +392,12 @@ func (r *Resolver) apply(ss []seen, now time.Time) {
 		if p.rec != s.rec {
 			changed[p.rec.target] = true
 			changed[s.rec.target] = true
-			r.log.Debug("mdns: instance changed", "instance", s.rec.name, "app", s.rec.target.String(),
-				"addr", s.rec.addr, "healthy", s.rec.healthy)
+			lvl := slog.LevelDebug
+			if p.rec.healthy != s.rec.healthy {
+				lvl = slog.LevelInfo
+			}
+			r.log.Log(context.Background(), lvl, "mdns: instance changed", "instance", s.rec.name,
+				"app", s.rec.target.String(), "addr", s.rec.addr, "healthy", s.rec.healthy)
 		}
 		p.rec, p.ttl, p.seen, p.queried = s.rec, ttl, now, false
 	}
