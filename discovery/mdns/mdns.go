@@ -377,7 +377,7 @@ func (r *Resolver) apply(ss []seen, now time.Time) {
 			if p != nil {
 				delete(r.peers, s.rec.name)
 				changed[p.rec.target] = true
-				r.log.Debug("mdns: goodbye", "instance", s.rec.name, "app", p.rec.target.String(), "addr", p.rec.addr)
+				r.log.Info("mdns: goodbye", "instance", s.rec.name, "app", p.rec.target.String(), "addr", p.rec.addr)
 			}
 			continue
 		}
@@ -385,7 +385,7 @@ func (r *Resolver) apply(ss []seen, now time.Time) {
 		if p == nil {
 			r.peers[s.rec.name] = &peer{rec: s.rec, ttl: ttl, seen: now}
 			changed[s.rec.target] = true
-			r.log.Debug("mdns: new instance", "instance", s.rec.name, "app", s.rec.target.String(),
+			r.log.Info("mdns: new instance", "instance", s.rec.name, "app", s.rec.target.String(),
 				"addr", s.rec.addr, "healthy", s.rec.healthy)
 			continue
 		}
