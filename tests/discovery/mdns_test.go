@@ -57,10 +57,10 @@ func mdnsSidecarArgs(cfg string, extra ...string) []string {
 	return append([]string{"--resolver", "mdns", "--resolver-config", cfg, "--log-level", "info"}, extra...)
 }
 
-var healthArgs = []string{"--enable-app-health-check", "--app-health-probe-interval", "200ms", "--app-health-threshold", "1"}
+var mdnsHealthArgs = []string{"--enable-app-health-check", "--app-health-probe-interval", "200ms", "--app-health-threshold", "1"}
 
-// result is one call through the caller sidecar.
-type result struct {
+// mdnsResult is one call through the caller sidecar.
+type mdnsResult struct {
 	at   time.Time
 	name string // answering instance; "" on failure
 	err  string
@@ -68,8 +68,8 @@ type result struct {
 
 var mdnsClient = &http.Client{Timeout: 10 * time.Second}
 
-func call(url string) result {
-	r := result{at: time.Now()}
+func mdnsCall(url string) mdnsResult {
+	r := mdnsResult{at: time.Now()}
 	resp, err := mdnsClient.Get(url)
 	if err != nil {
 		r.err = err.Error()
@@ -90,27 +90,27 @@ func call(url string) result {
 	return r
 }
 
-func invokeURL(caller *harness.Sidecar, i int) string {
+func mdnsInvokeURL(caller *harness.Sidecar, i int) string {
 	return fmt.Sprintf("%s/v1.0/invoke/%s/method/who?i=%d", caller.HTTPURL(), mdnsApp, i)
 }
 
-// spreadOver makes n calls and counts answers per instance ("" = failed).
-func spreadOver(caller *harness.Sidecar, n int) map[string]int {
+// mdnsSpread makes n calls and counts answers per instance ("" = failed).
+func mdnsSpread(caller *harness.Sidecar, n int) map[string]int {
 	got := map[string]int{}
 	for i := range n {
-		r := call(invokeURL(caller, i))
+		r := mdnsCall(mdnsInvokeURL(caller, i))
 		got[r.name]++
 	}
 	return got
 }
 
-// waitInstances waits until a batch of calls is answered by exactly want,
+// mdnsWait waits until a batch of calls is answered by exactly want,
 // without failures, and returns how long it took.
-func waitInstances(t *testing.T, caller *harness.Sidecar, d time.Duration, want ...string) time.Duration {
+func mdnsWait(t *testing.T, caller *harness.Sidecar, d time.Duration, want ...string) time.Duration {
 	t.Helper()
 	start := time.Now()
 	for {
-		got := spreadOver(caller, 10*len(want))
+		got := mdnsSpread(caller, 10*len(want))
 		ok := got[""] == 0 && len(got) == len(want)
 		for _, w := range want {
 			ok = ok && got[w] > 0
@@ -125,16 +125,16 @@ func waitInstances(t *testing.T, caller *harness.Sidecar, d time.Duration, want 
 	}
 }
 
-// load calls in a loop from two workers until stopped.
-type load struct {
+// mdnsLoad calls in a loop from two workers until stopped.
+type mdnsLoad struct {
 	mu   sync.Mutex
-	res  []result
+	res  []mdnsResult
 	stop chan struct{}
 	wg   sync.WaitGroup
 }
 
-func startLoad(caller *harness.Sidecar) *load {
-	l := &load{stop: make(chan struct{})}
+func mdnsStartLoad(caller *harness.Sidecar) *mdnsLoad {
+	l := &mdnsLoad{stop: make(chan struct{})}
 	for w := range 2 {
 		l.wg.Add(1)
 		go func() {
@@ -145,7 +145,7 @@ func startLoad(caller *harness.Sidecar) *load {
 					return
 				default:
 				}
-				r := call(invokeURL(caller, w*1_000_000+i))
+				r := mdnsCall(mdnsInvokeURL(caller, w*1_000_000+i))
 				l.mu.Lock()
 				l.res = append(l.res, r)
 				l.mu.Unlock()
@@ -155,7 +155,7 @@ func startLoad(caller *harness.Sidecar) *load {
 	return l
 }
 
-func (l *load) finish() []result {
+func (l *mdnsLoad) finish() []mdnsResult {
 	close(l.stop)
 	l.wg.Wait()
 	return l.res
@@ -163,7 +163,7 @@ func (l *load) finish() []result {
 
 // summary counts results from `from` on: per instance, failures (with the
 // first error), and the last answer of instance `last`.
-func summary(rs []result, from time.Time, last string) (count map[string]int, firstErr string, lastAt time.Time) {
+func mdnsSummary(rs []mdnsResult, from time.Time, last string) (count map[string]int, firstErr string, lastAt time.Time) {
 	count = map[string]int{}
 	for _, r := range rs {
 		if r.at.Before(from) {
@@ -180,7 +180,7 @@ func summary(rs []result, from time.Time, last string) (count map[string]int, fi
 	return count, firstErr, lastAt
 }
 
-func checkSpread(t *testing.T, got map[string]int, n int, names ...string) {
+func mdnsCheckSpread(t *testing.T, got map[string]int, n int, names ...string) {
 	t.Helper()
 	each := n / len(names)
 	for _, name := range names {
@@ -211,7 +211,7 @@ func TestMDNSOneHost(t *testing.T) {
 	start := func(name string) inst {
 		app := harness.StartEcho(t, bins, name, 0)
 		sc := harness.StartSidecar(t, bins, s, harness.SidecarConfig{AppID: mdnsApp, AppPort: app.Port,
-			Extra: mdnsSidecarArgs(cfg, healthArgs...)})
+			Extra: mdnsSidecarArgs(cfg, mdnsHealthArgs...)})
 		return inst{app, sc}
 	}
 	insts := map[string]inst{}
@@ -219,15 +219,15 @@ func TestMDNSOneHost(t *testing.T) {
 		insts[n] = start(n)
 	}
 	caller := harness.StartSidecar(t, bins, s, harness.SidecarConfig{AppID: "frontend", Extra: mdnsSidecarArgs(cfg)})
-	d := waitInstances(t, caller, 2*time.Second, "i1", "i2", "i3")
+	d := mdnsWait(t, caller, 2*time.Second, "i1", "i2", "i3")
 	t.Logf("the caller reached all three instances %s after it was ready", d)
 
 	t.Run("Spread", func(t *testing.T) {
-		checkSpread(t, spreadOver(caller, 300), 300, "i1", "i2", "i3")
+		mdnsCheckSpread(t, mdnsSpread(caller, 300), 300, "i1", "i2", "i3")
 	})
 
 	t.Run("GracefulStop", func(t *testing.T) {
-		l := startLoad(caller)
+		l := mdnsStartLoad(caller)
 		time.Sleep(300 * time.Millisecond)
 		stopAt := time.Now()
 		if err := insts["i3"].sc.Stop(10 * time.Second); err != nil {
@@ -236,14 +236,14 @@ func TestMDNSOneHost(t *testing.T) {
 		stopped := time.Now()
 		time.Sleep(500 * time.Millisecond)
 		rs := l.finish()
-		count, firstErr, lastI3 := summary(rs, time.Time{}, "i3")
+		count, firstErr, lastI3 := mdnsSummary(rs, time.Time{}, "i3")
 		if count[""] != 0 {
 			t.Errorf("%d of %d calls failed across the graceful stop (first: %s)", count[""], len(rs), firstErr)
 		}
 		if lastI3.After(stopped) {
 			t.Errorf("i3 answered at %s, after its sidecar had exited", lastI3.Sub(stopAt))
 		}
-		after, _, _ := summary(rs, stopped, "")
+		after, _, _ := mdnsSummary(rs, stopped, "")
 		if after["i3"] != 0 || after["i1"] == 0 || after["i2"] == 0 {
 			t.Errorf("after the stop: %v", after)
 		}
@@ -255,7 +255,7 @@ func TestMDNSOneHost(t *testing.T) {
 
 	t.Run("Kill9", func(t *testing.T) {
 		addr := insts["i2"].sc.Ports.InternalAddr()
-		l := startLoad(caller)
+		l := mdnsStartLoad(caller)
 		time.Sleep(300 * time.Millisecond)
 		killAt := time.Now()
 		insts["i2"].sc.Kill()
@@ -272,8 +272,8 @@ func TestMDNSOneHost(t *testing.T) {
 		window := time.Now()
 		time.Sleep(time.Second)
 		rs := l.finish()
-		all, firstAll, _ := summary(rs, time.Time{}, "")
-		after, firstErr, _ := summary(rs, window, "")
+		all, firstAll, _ := mdnsSummary(rs, time.Time{}, "")
+		after, firstErr, _ := mdnsSummary(rs, window, "")
 		if after[""] != 0 || after["i2"] != 0 || after["i1"] == 0 {
 			t.Errorf("after the detection window: %v (first error %s)", after, firstErr)
 		}
@@ -285,14 +285,14 @@ func TestMDNSOneHost(t *testing.T) {
 
 	t.Run("FourthAppears", func(t *testing.T) {
 		insts["i4"] = start("i4")
-		d := waitInstances(t, caller, 2*time.Second, "i1", "i4")
+		d := mdnsWait(t, caller, 2*time.Second, "i1", "i4")
 		t.Logf("i4 reached %s after its sidecar was ready", d)
-		checkSpread(t, spreadOver(caller, 200), 200, "i1", "i4")
+		mdnsCheckSpread(t, mdnsSpread(caller, 200), 200, "i1", "i4")
 	})
 
 	t.Run("AppUnhealthy", func(t *testing.T) {
 		app := insts["i1"].app
-		if r := call("http://" + app.Addr() + "/admin/fail"); r.err != "" {
+		if r := mdnsCall("http://" + app.Addr() + "/admin/fail"); r.err != "" {
 			t.Fatal(r.err)
 		}
 		failAt := time.Now()
@@ -304,14 +304,14 @@ func TestMDNSOneHost(t *testing.T) {
 			time.Sleep(10 * time.Millisecond)
 		}
 		t.Logf("the caller heard i1 turn unhealthy %s after /admin/fail (probe 200ms)", time.Since(failAt))
-		got := spreadOver(caller, 200)
+		got := mdnsSpread(caller, 200)
 		if got["i1"] != 0 || got[""] != 0 || got["i4"] != 200 {
 			t.Errorf("with i1 unhealthy: %v; want all 200 on i4", got)
 		}
-		if r := call("http://" + app.Addr() + "/admin/recover"); r.err != "" {
+		if r := mdnsCall("http://" + app.Addr() + "/admin/recover"); r.err != "" {
 			t.Fatal(r.err)
 		}
-		d := waitInstances(t, caller, 2*time.Second, "i1", "i4")
+		d := mdnsWait(t, caller, 2*time.Second, "i1", "i4")
 		t.Logf("i1 back in the caller's picker %s after /admin/recover", d)
 	})
 }
@@ -350,15 +350,15 @@ func TestMDNSTwoHosts(t *testing.T) {
 	startB("b1")
 	b2 := startB("b2")
 	caller := harness.StartSidecar(t, bins, s, harness.SidecarConfig{AppID: "frontend", Extra: mdnsSidecarArgs(cfg)})
-	d := waitInstances(t, caller, 5*time.Second, "b1", "b2")
+	d := mdnsWait(t, caller, 5*time.Second, "b1", "b2")
 	t.Logf("host A's caller reached both instances on host B %s after it was ready", d)
-	checkSpread(t, spreadOver(caller, 200), 200, "b1", "b2")
+	mdnsCheckSpread(t, mdnsSpread(caller, 200), 200, "b1", "b2")
 	if !strings.Contains(caller.Log(), h.AddrB) {
 		t.Errorf("caller log does not mention host B's address %s", h.AddrB)
 	}
 
 	// Graceful stop on B: no failed call, traffic moves to b1.
-	l := startLoad(caller)
+	l := mdnsStartLoad(caller)
 	time.Sleep(200 * time.Millisecond)
 	if err := b2.Stop(10 * time.Second); err != nil {
 		t.Fatalf("b2's sidecar: %v", err)
@@ -366,14 +366,14 @@ func TestMDNSTwoHosts(t *testing.T) {
 	stopped := time.Now()
 	time.Sleep(300 * time.Millisecond)
 	rs := l.finish()
-	all, firstErr, lastB2 := summary(rs, time.Time{}, "b2")
+	all, firstErr, lastB2 := mdnsSummary(rs, time.Time{}, "b2")
 	if all[""] != 0 || lastB2.After(stopped) {
 		t.Errorf("graceful stop across hosts: %v (first error %q)", all, firstErr)
 	}
 
 	// A new instance on B appears within 2s of being ready.
 	b3 := startB("b3")
-	d = waitInstances(t, caller, 2*time.Second, "b1", "b3")
+	d = mdnsWait(t, caller, 2*time.Second, "b1", "b3")
 	t.Logf("b3 on host B reached %s after its internal port opened", d)
 
 	// kill -9 on B: dropped within the TTL.
@@ -385,8 +385,8 @@ func TestMDNSTwoHosts(t *testing.T) {
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
-	waitInstances(t, caller, time.Second, "b1")
-	if got := spreadOver(caller, 50); got["b1"] != 50 {
+	mdnsWait(t, caller, time.Second, "b1")
+	if got := mdnsSpread(caller, 50); got["b1"] != 50 {
 		t.Errorf("after b3 expired: %v, want all on b1", got)
 	}
 }
