@@ -212,12 +212,8 @@ func (r *resolver) watch(t discovery.Target) {
 		q := r.q
 		q.WaitIndex = index
 		q.WaitTime = r.wait
-		held := false
-		if pushed && len(last) > 0 {
-			if since := time.Since(time.Unix(0, r.recoveredAt.Load())); since < r.grace {
-				q.WaitTime = max(r.grace-since, 50*time.Millisecond)
-				held = true
-			}
+		if since := time.Since(time.Unix(0, r.recoveredAt.Load())); pushed && len(last) > 0 && since < r.grace {
+			q.WaitTime = max(r.grace-since, 50*time.Millisecond) // re-check when the grace ends
 		}
 		entries, meta, err := r.client.Health().Service(t.AppID, "", true, q.WithContext(r.ctx))
 		if err != nil {
@@ -245,7 +241,7 @@ func (r *resolver) watch(t discovery.Target) {
 			index = meta.LastIndex
 		}
 		eps := r.endpoints(t, entries)
-		if len(eps) == 0 && held && time.Since(time.Unix(0, r.recoveredAt.Load())) < r.grace {
+		if len(eps) == 0 && len(last) > 0 && time.Since(time.Unix(0, r.recoveredAt.Load())) < r.grace {
 			continue // a restarted agent that does not know the instances yet
 		}
 		if pushed && slices.Equal(eps, last) {

@@ -1,0 +1,277 @@
+package consul
+
+// Unit tests of the watch logic against a small fake of the agent's HTTP
+// API (one package, fast). The proof with a real agent and real sidecars is
+// tests/discovery/consul_test.go.
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/meshd/meshd/discovery"
+)
+
+type fakeInstance struct {
+	id, addr, ns, port string
+}
+
+// fakeAgent serves /v1/status/leader and blocking /v1/health/service/{app}.
+type fakeAgent struct {
+	mu      sync.Mutex
+	index   uint64
+	changed chan struct{}
+	svcs    map[string][]fakeInstance
+	down    bool
+	queries int
+}
+
+func newFakeAgent() *fakeAgent {
+	return &fakeAgent{index: 10, changed: make(chan struct{}), svcs: map[string][]fakeInstance{}}
+}
+
+func (f *fakeAgent) set(app string, is ...fakeInstance) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.svcs[app] = is
+	f.index++
+	close(f.changed)
+	f.changed = make(chan struct{})
+}
+
+func (f *fakeAgent) setDown(down bool) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.down = down
+	close(f.changed) // wake blocked queries
+	f.changed = make(chan struct{})
+}
+
+func (f *fakeAgent) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	f.mu.Lock()
+	f.queries++
+	down := f.down
+	f.mu.Unlock()
+	if down {
+		http.Error(w, "agent down", http.StatusInternalServerError)
+		return
+	}
+	switch {
+	case r.URL.Path == "/v1/status/leader":
+		fmt.Fprint(w, `"127.0.0.1:8300"`)
+	case strings.HasPrefix(r.URL.Path, "/v1/health/service/"):
+		app := strings.TrimPrefix(r.URL.Path, "/v1/health/service/")
+		if _, ok := r.URL.Query()["passing"]; !ok {
+			http.Error(w, "want ?passing", http.StatusBadRequest)
+			return
+		}
+		idx, _ := strconv.ParseUint(r.URL.Query().Get("index"), 10, 64)
+		wait, _ := time.ParseDuration(r.URL.Query().Get("wait"))
+		f.mu.Lock()
+		if idx != 0 && idx >= f.index {
+			ch := f.changed
+			f.mu.Unlock()
+			select {
+			case <-ch:
+			case <-time.After(wait):
+			case <-r.Context().Done():
+				return
+			}
+			f.mu.Lock()
+		}
+		if f.down {
+			f.mu.Unlock()
+			http.Error(w, "agent down", http.StatusInternalServerError)
+			return
+		}
+		var out []map[string]any
+		for _, in := range f.svcs[app] {
+			meta := map[string]string{DefaultDaprPortMetaKey: in.port}
+			if in.ns != "" {
+				meta[NamespaceMetaKey] = in.ns
+			}
+			out = append(out, map[string]any{
+				"Node":    map[string]any{"Node": "n1", "Address": "10.9.9.9"},
+				"Service": map[string]any{"ID": in.id, "Service": app, "Address": in.addr, "Meta": meta},
+			})
+		}
+		w.Header().Set("X-Consul-Index", strconv.FormatUint(f.index, 10))
+		f.mu.Unlock()
+		_ = json.NewEncoder(w).Encode(out)
+	default:
+		http.NotFound(w, r)
+	}
+}
+
+// logBuffer is a goroutine-safe log sink.
+type logBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *logBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *logBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
+
+func waitReady(t *testing.T, c *discovery.Cache, tg discovery.Target, want string, d time.Duration) {
+	t.Helper()
+	deadline := time.Now().Add(d)
+	var got []string
+	for time.Now().Before(deadline) {
+		got = got[:0]
+		for _, ep := range c.Ready(tg) {
+			got = append(got, ep.Address)
+		}
+		if strings.Join(got, ",") == want {
+			return
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	t.Fatalf("Ready(%s) = %v, want %s", tg, got, want)
+}
+
+func TestWatchAgainstFakeAgent(t *testing.T) {
+	agent := newFakeAgent()
+	srv := httptest.NewServer(agent)
+	defer srv.Close()
+	cfgPath := filepath.Join(t.TempDir(), "consul.yaml")
+	if err := os.WriteFile(cfgPath, []byte("client:\n  address: "+strings.TrimPrefix(srv.URL, "http://")+"\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	logs := &logBuffer{}
+	log := slog.New(slog.NewTextHandler(logs, nil))
+	cache := discovery.NewCache(discovery.Options{Logger: slog.New(slog.DiscardHandler)})
+	defer cache.Close()
+	res, err := discovery.Build(context.Background(), Name, discovery.BuildOptions{ConfigFile: cfgPath, Logger: log}, cache)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer res.Close()
+	// The grace of the registered builder is long; use a short one.
+	res.(*resolver).grace = 400 * time.Millisecond
+
+	inv := discovery.Target{AppID: "inventory", Namespace: "default"}
+	agent.set("inventory",
+		fakeInstance{id: "a", addr: "127.0.0.1", port: "5001"},                // no namespace meta: default
+		fakeInstance{id: "b", addr: "127.0.0.2", ns: "default", port: "5002"}, // explicit default
+		fakeInstance{id: "c", addr: "127.0.0.3", ns: "prod", port: "5003"},    // other namespace
+		fakeInstance{id: "d", addr: "127.0.0.4", ns: "default", port: "x"},    // bad port: skipped
+		fakeInstance{id: "e", addr: "", ns: "default", port: "5005"},          // node address
+	)
+
+	// First Pick: no round trip, ErrUnknownTarget; WaitTarget then resolves.
+	start := time.Now()
+	if _, err := cache.Pick(inv); !errors.Is(err, discovery.ErrUnknownTarget) {
+		t.Fatalf("first Pick = %v", err)
+	}
+	if d := time.Since(start); d > 10*time.Millisecond {
+		t.Fatalf("first Pick took %v", d)
+	}
+	if err := cache.WaitTarget(context.Background(), inv); err != nil {
+		t.Fatal(err)
+	}
+	waitReady(t, cache, inv, "10.9.9.9:5005,127.0.0.1:5001,127.0.0.2:5002", time.Second)
+	prod := discovery.Target{AppID: "inventory", Namespace: "prod"}
+	if err := cache.WaitTarget(context.Background(), prod); err != nil {
+		t.Fatal(err)
+	}
+	waitReady(t, cache, prod, "127.0.0.3:5003", time.Second)
+
+	// Picks never query the agent (once the watches sit in their blocking
+	// queries).
+	time.Sleep(100 * time.Millisecond)
+	agent.mu.Lock()
+	before := agent.queries
+	agent.mu.Unlock()
+	for range 1000 {
+		if _, err := cache.Pick(inv); err != nil {
+			t.Fatal(err)
+		}
+	}
+	time.Sleep(50 * time.Millisecond)
+	agent.mu.Lock()
+	after := agent.queries
+	agent.mu.Unlock()
+	if after != before {
+		t.Fatalf("1000 Picks made %d agent queries", after-before)
+	}
+
+	// A change arrives through the blocking query.
+	changed := time.Now()
+	agent.set("inventory", fakeInstance{id: "a", addr: "127.0.0.1", port: "5001"})
+	waitReady(t, cache, inv, "127.0.0.1:5001", time.Second)
+	t.Logf("change -> picker in %s", time.Since(changed).Round(time.Microsecond))
+
+	// Agent down: the cache keeps serving, the outage is logged once.
+	agent.setDown(true)
+	time.Sleep(800 * time.Millisecond) // several retries
+	waitReady(t, cache, inv, "127.0.0.1:5001", 10*time.Millisecond)
+	if n := strings.Count(logs.String(), "msg=\"consul: agent unreachable"); n != 1 {
+		t.Fatalf("outage logged %d times, want once:\n%s", n, logs.String())
+	}
+
+	// Agent back without the instances: the picker is held for the grace...
+	agent.set("inventory")
+	agent.setDown(false)
+	deadline := time.Now().Add(3 * time.Second)
+	for !strings.Contains(logs.String(), "reachable again") {
+		if time.Now().After(deadline) {
+			t.Fatalf("no recovery logged:\n%s", logs.String())
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	waitReady(t, cache, inv, "127.0.0.1:5001", 10*time.Millisecond)
+	// ... and a registration arriving meanwhile is applied at once.
+	agent.set("inventory", fakeInstance{id: "z", addr: "127.0.0.9", port: "5009"})
+	waitReady(t, cache, inv, "127.0.0.9:5009", time.Second)
+	// After the grace an empty answer empties the picker.
+	time.Sleep(500 * time.Millisecond)
+	agent.set("inventory")
+	waitReady(t, cache, inv, "", time.Second)
+	if _, err := cache.Pick(inv); !errors.Is(err, discovery.ErrNoHealthyEndpoint) {
+		t.Fatalf("Pick with no passing instance = %v", err)
+	}
+}
+
+func TestBuildFailsWhenAgentDoesNotAnswer(t *testing.T) {
+	srv := httptest.NewServer(http.NotFoundHandler())
+	addr := strings.TrimPrefix(srv.URL, "http://")
+	srv.Close() // nothing listens there now
+	cfgPath := filepath.Join(t.TempDir(), "consul.yaml")
+	if err := os.WriteFile(cfgPath, []byte("client:\n  address: "+addr+"\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	_, err := discovery.Build(context.Background(), Name, discovery.BuildOptions{ConfigFile: cfgPath,
+		Logger: slog.New(slog.DiscardHandler)}, discovery.NewCache(discovery.Options{}))
+	if err == nil || !strings.Contains(err.Error(), "does not answer") {
+		t.Fatalf("Build against a dead agent = %v", err)
+	}
+	// A bad file fails too, naming the file.
+	if err := os.WriteFile(cfgPath, []byte("bogus: 1\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	_, err = discovery.Build(context.Background(), Name, discovery.BuildOptions{ConfigFile: cfgPath}, discovery.NewCache(discovery.Options{}))
+	if err == nil || !strings.Contains(err.Error(), cfgPath) || !strings.Contains(err.Error(), "bogus") {
+		t.Fatalf("Build with a bad file = %v", err)
+	}
+}
