@@ -164,14 +164,23 @@ func (r *resolver) Watch(t discovery.Target) {
 	go r.watch(t)
 }
 
+// flapWindow: an error this soon after a recovery (an agent answering
+// before it has a leader) belongs to the same outage and is not logged again.
+const flapWindow = 10 * time.Second
+
 // agentDown records an error talking to the agent; the first one of an
 // outage is logged and reported.
 func (r *resolver) agentDown(err error) {
-	if r.down.CompareAndSwap(false, true) {
-		err = fmt.Errorf("consul: agent unreachable, serving cached endpoints: %w", err)
-		r.log.Warn("consul: agent unreachable; callers keep the endpoints they have, retrying with backoff", "err", err)
-		r.u.ReportError(err)
+	if !r.down.CompareAndSwap(false, true) {
+		return
 	}
+	err = fmt.Errorf("consul: agent unreachable, serving cached endpoints: %w", err)
+	if time.Since(time.Unix(0, r.recoveredAt.Load())) < flapWindow {
+		r.log.Debug("consul: agent unreachable again (same outage)", "err", err)
+		return
+	}
+	r.log.Warn("consul: agent unreachable; callers keep the endpoints they have, retrying with backoff", "err", err)
+	r.u.ReportError(err)
 }
 
 func (r *resolver) agentUp() {
