@@ -32,8 +32,16 @@ const (
 	// restarted agent that lost its registrations (-dev) does not empty
 	// every picker while the sidecars register again.
 	DefaultRecoveryGrace = 5 * time.Second
-	minBackoff           = 100 * time.Millisecond
-	maxBackoff           = 2 * time.Second
+	// EmptyConfirm: an answer that would empty a picker that has endpoints
+	// is applied only when it still holds this long later with the agent
+	// reachable. An agent that is being stopped first reports its node's
+	// instances critical (it leaves the cluster), then stops answering:
+	// without the wait every caller would drop every endpoint at that
+	// moment. A truly gone last instance costs callers little meanwhile:
+	// its refused connections eject it at once.
+	EmptyConfirm = time.Second
+	minBackoff   = 100 * time.Millisecond
+	maxBackoff   = 2 * time.Second
 )
 
 func init() { discovery.Register(Builder{}) }
@@ -83,7 +91,7 @@ func (b Builder) Build(ctx context.Context, opts discovery.BuildOptions, u disco
 	}
 	rctx, cancel := context.WithCancel(context.Background())
 	r := &resolver{
-		cfg: cfg, client: client, u: u, log: log, q: q, wait: wait, grace: grace,
+		cfg: cfg, client: client, u: u, log: log, q: q, wait: wait, grace: grace, flap: flapWindow,
 		ctx: rctx, cancel: cancel, watches: map[discovery.Target]bool{},
 	}
 	if cfg.SelfRegister {
@@ -117,6 +125,7 @@ type resolver struct {
 	q      api.QueryOptions
 	wait   time.Duration
 	grace  time.Duration
+	flap   time.Duration // flapWindow
 
 	local     discovery.Target
 	reg       *api.AgentServiceRegistration
@@ -175,7 +184,7 @@ func (r *resolver) agentDown(err error) {
 		return
 	}
 	err = fmt.Errorf("consul: agent unreachable, serving cached endpoints: %w", err)
-	if time.Since(time.Unix(0, r.recoveredAt.Load())) < flapWindow {
+	if time.Since(time.Unix(0, r.recoveredAt.Load())) < r.flap {
 		r.log.Debug("consul: agent unreachable again (same outage)", "err", err)
 		return
 	}
@@ -216,12 +225,16 @@ func (r *resolver) watch(t discovery.Target) {
 		last     []discovery.Endpoint
 		pushed   bool
 		failures int
+		// emptySince is when an answer would first have emptied the picker.
+		emptySince time.Time
 	)
 	for r.ctx.Err() == nil {
 		q := r.q
 		q.WaitIndex = index
 		q.WaitTime = r.wait
-		if since := time.Since(time.Unix(0, r.recoveredAt.Load())); pushed && len(last) > 0 && since < r.grace {
+		if !emptySince.IsZero() {
+			q.WaitTime = max(EmptyConfirm-time.Since(emptySince), 50*time.Millisecond) // confirm then
+		} else if since := time.Since(time.Unix(0, r.recoveredAt.Load())); pushed && len(last) > 0 && since < r.grace {
 			q.WaitTime = max(r.grace-since, 50*time.Millisecond) // re-check when the grace ends
 		}
 		entries, meta, err := r.client.Health().Service(t.AppID, "", true, q.WithContext(r.ctx))
@@ -231,6 +244,7 @@ func (r *resolver) watch(t discovery.Target) {
 			}
 			r.agentDown(err)
 			index = 0
+			emptySince = time.Time{} // the agent went away: keep the last set
 			if !pushed {
 				// The first call waits for an answer: give it one (none).
 				r.u.UpdateTarget(t, nil)
@@ -250,9 +264,18 @@ func (r *resolver) watch(t discovery.Target) {
 			index = meta.LastIndex
 		}
 		eps := r.endpoints(t, entries)
-		if len(eps) == 0 && len(last) > 0 && time.Since(time.Unix(0, r.recoveredAt.Load())) < r.grace {
-			continue // a restarted agent that does not know the instances yet
+		if len(eps) == 0 && len(last) > 0 {
+			if time.Since(time.Unix(0, r.recoveredAt.Load())) < r.grace {
+				continue // a restarted agent that does not know the instances yet
+			}
+			if emptySince.IsZero() {
+				emptySince = time.Now()
+			}
+			if time.Since(emptySince) < EmptyConfirm || r.down.Load() {
+				continue
+			}
 		}
+		emptySince = time.Time{}
 		if pushed && slices.Equal(eps, last) {
 			continue
 		}

@@ -169,6 +169,7 @@ func TestWatchAgainstFakeAgent(t *testing.T) {
 	defer res.Close()
 	// The grace of the registered builder is long; use a short one.
 	res.(*resolver).grace = 400 * time.Millisecond
+	res.(*resolver).flap = 200 * time.Millisecond
 
 	inv := discovery.Target{AppID: "inventory", Namespace: "default"}
 	agent.set("inventory",
@@ -222,6 +223,21 @@ func TestWatchAgainstFakeAgent(t *testing.T) {
 	waitReady(t, cache, inv, "127.0.0.1:5001", time.Second)
 	t.Logf("change -> picker in %s", time.Since(changed).Round(time.Microsecond))
 
+	// An agent being stopped reports every instance critical, then stops
+	// answering: the picker keeps its endpoints.
+	agent.set("inventory")
+	time.Sleep(EmptyConfirm / 4)
+	agent.setDown(true)
+	time.Sleep(EmptyConfirm)
+	waitReady(t, cache, inv, "127.0.0.1:5001", 10*time.Millisecond)
+	agent.setDown(false)
+	agent.set("inventory", fakeInstance{id: "a", addr: "127.0.0.1", port: "5001"})
+	time.Sleep(300 * time.Millisecond)
+	logs.mu.Lock()
+	logs.b.Reset() // the outage above counted; the next one is counted alone
+	logs.mu.Unlock()
+	time.Sleep(250 * time.Millisecond) // past the flap window
+
 	// Agent down: the cache keeps serving, the outage is logged once.
 	agent.setDown(true)
 	time.Sleep(800 * time.Millisecond) // several retries
@@ -246,8 +262,14 @@ func TestWatchAgainstFakeAgent(t *testing.T) {
 	waitReady(t, cache, inv, "127.0.0.9:5009", time.Second)
 	// After the grace an empty answer empties the picker.
 	time.Sleep(500 * time.Millisecond)
+	emptied := time.Now()
 	agent.set("inventory")
-	waitReady(t, cache, inv, "", time.Second)
+	time.Sleep(EmptyConfirm / 2)
+	waitReady(t, cache, inv, "127.0.0.9:5009", 10*time.Millisecond) // not yet confirmed
+	waitReady(t, cache, inv, "", 2*EmptyConfirm)
+	if d := time.Since(emptied); d < EmptyConfirm {
+		t.Fatalf("picker emptied after %v, before the %v confirmation", d, EmptyConfirm)
+	}
 	if _, err := cache.Pick(inv); !errors.Is(err, discovery.ErrNoHealthyEndpoint) {
 		t.Fatalf("Pick with no passing instance = %v", err)
 	}
