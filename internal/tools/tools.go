@@ -7,6 +7,12 @@ package tools
 import (
 	_ "github.com/dapr/go-sdk/client"
 	_ "github.com/fsnotify/fsnotify"
+	_ "github.com/google/cel-go/cel"
+	_ "github.com/prometheus/client_golang/prometheus"
+	_ "github.com/prometheus/common/expfmt"
+	_ "go.opentelemetry.io/otel/exporters/otlp/otlptrace/otlptracegrpc"
+	_ "go.opentelemetry.io/otel/exporters/otlp/otlptrace/otlptracehttp"
+	_ "go.opentelemetry.io/otel/sdk/trace"
 	_ "github.com/grandcat/zeroconf"
 	_ "github.com/hashicorp/consul/api"
 	_ "github.com/open-policy-agent/opa/v1/rego"
