@@ -380,11 +380,20 @@ func TestConsulAgentDown(t *testing.T) {
 	m.waitPicker(t, "three instances registered", addrsOf(i1, i2, i3), 10*time.Second)
 	load := m.load(2)
 	defer load.end()
+	// The caller resolves inventory and spreads calls before the outage.
+	warm := time.Now()
+	time.Sleep(1500 * time.Millisecond)
+	got := load.check(t, "before the outage", warm)
+	for _, n := range []string{"i1", "i2", "i3"} {
+		if got[n] == 0 {
+			t.Fatalf("before the outage: %s got no calls (%v)", n, got)
+		}
+	}
 
 	down := time.Now()
 	m.agent.Stop(5 * time.Second)
 	time.Sleep(3 * time.Second)
-	got := load.check(t, "agent down", down)
+	got = load.check(t, "agent down", down)
 	for _, n := range []string{"i1", "i2", "i3"} {
 		if got[n] == 0 {
 			t.Errorf("agent down: %s got no calls (%v): the cache must keep serving", n, got)
