@@ -15,6 +15,9 @@ const (
 	DefaultBaseEjectionTime   = 5 * time.Second
 	DefaultMaxEjectionTime    = 30 * time.Second
 	DefaultMaxEjectionPercent = 100
+	// DefaultMaxOutlierEjectionPercent is Options.MaxOutlierEjectionPercent's
+	// default.
+	DefaultMaxOutlierEjectionPercent = 50
 	// DefaultConsecutiveFailures is Options.ConsecutiveFailures' default.
 	DefaultConsecutiveFailures = 5
 	// DefaultFirstResolveTimeout is Options.FirstResolveTimeout's default.
@@ -45,6 +48,13 @@ type Options struct {
 	// refused connection, an "app unhealthy" short-circuit) ejects at once.
 	// The count starts again after every success and every return.
 	ConsecutiveFailures int
+	// MaxOutlierEjectionPercent further caps the share of endpoints that
+	// counted failures (ConsecutiveFailures) may eject, 1..100 (default 50;
+	// out of range means 50). A 5xx is often the app's answer to one bad
+	// request, which every instance gives alike: without this cap a client
+	// repeating it would eject them all. With one endpoint nothing is
+	// ejected for 5xx: its 500 is more useful to the caller than a 503.
+	MaxOutlierEjectionPercent int
 	// FirstResolveTimeout bounds WaitTarget: how long the first call to a
 	// target an on-demand backend (a Watcher) does not know yet waits for
 	// its first answer (default 2s).
@@ -135,6 +145,9 @@ func NewCache(opts Options) *Cache {
 	if opts.MaxEjectionPercent < 1 || opts.MaxEjectionPercent > 100 {
 		opts.MaxEjectionPercent = DefaultMaxEjectionPercent
 	}
+	if opts.MaxOutlierEjectionPercent < 1 || opts.MaxOutlierEjectionPercent > 100 {
+		opts.MaxOutlierEjectionPercent = DefaultMaxOutlierEjectionPercent
+	}
 	if opts.ConsecutiveFailures <= 0 {
 		opts.ConsecutiveFailures = DefaultConsecutiveFailures
 	}
@@ -200,14 +213,15 @@ func (c *Cache) ReportFailure(t Target, addr string) {
 	if st == nil || st.ejected.Load() {
 		return // concurrent failures of an ejected endpoint: nothing to do
 	}
-	c.eject(t, addr, st, "failure")
+	c.eject(t, addr, st, "failure", c.opts.MaxEjectionPercent)
 }
 
 // ReportResult reports the outcome of one exchange with addr: status is the
 // HTTP status of the answer, or 0 when the connection broke after it was
 // made (reset, stream error). Passive outlier detection: ConsecutiveFailures
 // answers of 0 or 5xx in a row eject the endpoint (within
-// MaxEjectionPercent); any other status counts as ReportSuccess. On the
+// MaxEjectionPercent and MaxOutlierEjectionPercent); any other status
+// counts as ReportSuccess. On the
 // common path (a success after a success) it does two map reads and two
 // atomic loads, without lock or allocation.
 func (c *Cache) ReportResult(t Target, addr string, status int) {
@@ -222,11 +236,12 @@ func (c *Cache) ReportResult(t Target, addr string, status int) {
 	if st.fails.Add(1) < int32(c.opts.ConsecutiveFailures) {
 		return
 	}
-	c.eject(t, addr, st, "consecutive failures")
+	c.eject(t, addr, st, "consecutive failures", min(c.opts.MaxEjectionPercent, c.opts.MaxOutlierEjectionPercent))
 }
 
-// eject takes st out of t's picker. It takes c.mu.
-func (c *Cache) eject(t Target, addr string, st *endpointState, why string) {
+// eject takes st out of t's picker unless more than maxPercent of t's
+// endpoints would then be out. It takes c.mu.
+func (c *Cache) eject(t Target, addr string, st *endpointState, why string, maxPercent int) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.closed {
@@ -242,7 +257,7 @@ func (c *Cache) eject(t Target, addr string, st *endpointState, why string) {
 			ejected++
 		}
 	}
-	if (ejected+1)*100 > c.opts.MaxEjectionPercent*len(e.eps) {
+	if (ejected+1)*100 > maxPercent*len(e.eps) {
 		c.log.Debug("discovery: not ejecting endpoint: max ejection share reached",
 			"target", t.String(), "addr", addr, "ejected", ejected, "total", len(e.eps))
 		return

@@ -33,7 +33,9 @@
 // returns when its time is up, and a successful call after its return
 // resets the doubling. At most Options.MaxEjectionPercent of a target's
 // endpoints are out at once; by default every endpoint may be, so a fully
-// failed app gives a fast ErrNoHealthyEndpoint.
+// failed app gives a fast ErrNoHealthyEndpoint. Counted failures eject at
+// most Options.MaxOutlierEjectionPercent (50), so an app's 5xx answer to a
+// repeated bad request cannot take every instance out.
 //
 // On-demand backends (consul) implement Watcher: Pick of an unknown target
 // starts its watch and answers ErrUnknownTarget without waiting; the proxy

@@ -109,17 +109,50 @@ func TestOutlierEjectionGrowsAndReturns(t *testing.T) {
 	}
 }
 
-// TestOutlierMaxEjectionShare: counted failures respect MaxEjectionPercent.
+// TestOutlierMaxEjectionShare: counted failures eject at most
+// min(MaxEjectionPercent, MaxOutlierEjectionPercent) of the endpoints;
+// refused connections and short-circuits only MaxEjectionPercent.
 func TestOutlierMaxEjectionShare(t *testing.T) {
-	c := newCache(t, discovery.Options{BaseEjectionTime: time.Hour, MaxEjectionPercent: 50})
-	c.UpdateTarget(orders, eps("a:1", "b:2", "c:3", "d:4"))
-	for _, a := range []string{"a:1", "b:2", "c:3", "d:4"} {
-		for range 5 {
-			c.ReportResult(orders, a, 503)
-		}
+	tests := []struct {
+		name            string
+		opts            discovery.Options
+		endpoints       int
+		wantOut5xx      int // after every endpoint answered 5 5xx
+		wantOutRefusals int // after every endpoint then refused
+	}{
+		{"defaults, 1 endpoint: no 5xx ejection", discovery.Options{}, 1, 0, 1},
+		{"defaults, 2 endpoints", discovery.Options{}, 2, 1, 2},
+		{"defaults, 3 endpoints", discovery.Options{}, 3, 1, 3},
+		{"defaults, 4 endpoints", discovery.Options{}, 4, 2, 4},
+		{"outlier 100", discovery.Options{MaxOutlierEjectionPercent: 100}, 3, 3, 3},
+		{"outlier out of range means 50", discovery.Options{MaxOutlierEjectionPercent: 101}, 4, 2, 4},
+		{"max 25 caps both", discovery.Options{MaxEjectionPercent: 25}, 4, 1, 1},
+		{"outlier 75 of 4", discovery.Options{MaxOutlierEjectionPercent: 75}, 4, 3, 4},
 	}
-	if got := addrs(c.Ready(orders)); len(got) != 2 || got[0] != "c:3" || got[1] != "d:4" {
-		t.Fatalf("Ready = %v, want [c:3 d:4] (at most half ejected)", got)
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			tc.opts.BaseEjectionTime = time.Hour
+			c := newCache(t, tc.opts)
+			var list []string
+			for i := range tc.endpoints {
+				list = append(list, fmt.Sprintf("10.0.0.%d:80", i+1))
+			}
+			c.UpdateTarget(orders, eps(list...))
+			for _, a := range list {
+				for range 5 {
+					c.ReportResult(orders, a, 503)
+				}
+			}
+			if out := tc.endpoints - len(c.Ready(orders)); out != tc.wantOut5xx {
+				t.Fatalf("5xx ejected %d, want %d", out, tc.wantOut5xx)
+			}
+			for _, a := range list {
+				c.ReportFailure(orders, a)
+			}
+			if out := tc.endpoints - len(c.Ready(orders)); out != tc.wantOutRefusals {
+				t.Fatalf("after refusals %d out, want %d", out, tc.wantOutRefusals)
+			}
+		})
 	}
 }
 
