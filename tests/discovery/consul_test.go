@@ -364,6 +364,48 @@ func TestConsulInstancesComeAndGo(t *testing.T) {
 		}
 	})
 	load.end()
+
+	t.Run("app 5xx answers eject at most half", func(t *testing.T) {
+		if i4 == nil {
+			t.Skip("needs i4")
+		}
+		// Now i1 and i4 serve. Every instance answers 500 on /status/500:
+		// after 5 in a row one of them is ejected, never both (the outlier
+		// cap is 50%), and the app's 500 passes through.
+		base := m.caller.HTTPURL() + "/v1.0/invoke/" + consulApp + "/method/"
+		for i := range 20 {
+			c := callConsulApp(base + "status/500")
+			if c.status != http.StatusInternalServerError || !strings.Contains(c.err, `"status":500`) {
+				t.Fatalf("call %d: %d %s, want the app's 500", i, c.status, c.err)
+			}
+		}
+		ejectedAt := time.Now()
+		byName := map[string]int{}
+		for range 20 {
+			c := callConsulApp(base + "who")
+			if c.err != "" {
+				t.Fatalf("after the 500s: %d %s", c.status, c.err)
+			}
+			byName[c.name]++
+		}
+		if len(byName) != 1 || (byName["i1"] != 20 && byName["i4"] != 20) {
+			t.Fatalf("after 10 500s each, answers %v: want exactly one instance ejected", byName)
+		}
+		// Back after the base ejection time (5s).
+		time.Sleep(time.Until(ejectedAt.Add(5500 * time.Millisecond)))
+		byName = map[string]int{}
+		for range 20 {
+			c := callConsulApp(base + "who")
+			if c.err != "" {
+				t.Fatalf("after the ejection: %d %s", c.status, c.err)
+			}
+			byName[c.name]++
+		}
+		if byName["i1"] == 0 || byName["i4"] == 0 {
+			t.Fatalf("after the ejection time, answers %v: want both back", byName)
+		}
+	})
+
 	all := load.since(time.Time{})
 	failed := 0
 	for _, c := range all {
