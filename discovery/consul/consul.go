@@ -237,6 +237,7 @@ func (r *resolver) watch(t discovery.Target) {
 		} else if since := time.Since(time.Unix(0, r.recoveredAt.Load())); pushed && len(last) > 0 && since < r.grace {
 			q.WaitTime = max(r.grace-since, 50*time.Millisecond) // re-check when the grace ends
 		}
+		began := time.Now()
 		entries, meta, err := r.client.Health().Service(t.AppID, "", true, q.WithContext(r.ctx))
 		if err != nil {
 			if r.ctx.Err() != nil {
@@ -258,6 +259,13 @@ func (r *resolver) watch(t discovery.Target) {
 		}
 		failures = 0
 		r.agentUp()
+		if index != 0 && meta.LastIndex == index && time.Since(began) < 10*time.Millisecond {
+			// A blocking query that returns at once without a change (an
+			// index that does not move): do not spin.
+			if !r.sleep(100 * time.Millisecond) {
+				return
+			}
+		}
 		if meta.LastIndex < index {
 			index = 0 // the index went backwards (a new agent): start over
 		} else {
