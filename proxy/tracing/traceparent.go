@@ -1,0 +1,81 @@
+package tracing
+
+import (
+	"go.opentelemetry.io/otel/trace"
+)
+
+// Header keys in canonical form (http.Header and gRPC metadata alike).
+const (
+	HeaderTraceparent = "Traceparent"
+	HeaderTracestate  = "Tracestate"
+)
+
+// traceparentLen is the length of a version-00 traceparent.
+const traceparentLen = 55
+
+// ParseTraceparent parses a W3C traceparent header value
+// ("00-{trace-id}-{parent-id}-{flags}"). It accepts future versions as the
+// W3C spec asks (the version-00 prefix, then "-" and anything), rejects
+// version ff, upper-case hex and all-zero IDs. It does not allocate.
+func ParseTraceparent(s string) (trace.TraceID, trace.SpanID, trace.TraceFlags, bool) {
+	var tid trace.TraceID
+	var sid trace.SpanID
+	if len(s) < traceparentLen || s[2] != '-' || s[35] != '-' || s[52] != '-' {
+		return tid, sid, 0, false
+	}
+	ver, ok := hexByte(s[0], s[1])
+	if !ok || ver == 0xff || (ver == 0 && len(s) != traceparentLen) || (len(s) > traceparentLen && s[traceparentLen] != '-') {
+		return tid, sid, 0, false
+	}
+	for i := range tid {
+		if tid[i], ok = hexByte(s[3+2*i], s[4+2*i]); !ok {
+			return tid, sid, 0, false
+		}
+	}
+	for i := range sid {
+		if sid[i], ok = hexByte(s[36+2*i], s[37+2*i]); !ok {
+			return tid, sid, 0, false
+		}
+	}
+	flags, ok := hexByte(s[53], s[54])
+	if !ok || !tid.IsValid() || !sid.IsValid() {
+		return tid, sid, 0, false
+	}
+	return tid, sid, trace.TraceFlags(flags), true
+}
+
+// FormatTraceparent is the version-00 traceparent of sc.
+func FormatTraceparent(sc trace.SpanContext) string {
+	var b [traceparentLen]byte
+	b[0], b[1], b[2] = '0', '0', '-'
+	tid, sid := sc.TraceID(), sc.SpanID()
+	for i, c := range tid {
+		b[3+2*i], b[4+2*i] = hexDigits[c>>4], hexDigits[c&15]
+	}
+	b[35] = '-'
+	for i, c := range sid {
+		b[36+2*i], b[37+2*i] = hexDigits[c>>4], hexDigits[c&15]
+	}
+	b[52] = '-'
+	f := byte(sc.TraceFlags())
+	b[53], b[54] = hexDigits[f>>4], hexDigits[f&15]
+	return string(b[:])
+}
+
+const hexDigits = "0123456789abcdef"
+
+func hexByte(hi, lo byte) (byte, bool) {
+	h, ok1 := hexNibble(hi)
+	l, ok2 := hexNibble(lo)
+	return h<<4 | l, ok1 && ok2
+}
+
+func hexNibble(c byte) (byte, bool) {
+	switch {
+	case c >= '0' && c <= '9':
+		return c - '0', true
+	case c >= 'a' && c <= 'f':
+		return c - 'a' + 10, true
+	}
+	return 0, false
+}

@@ -1,0 +1,237 @@
+package tracing
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"strconv"
+	"strings"
+
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
+	sdkresource "go.opentelemetry.io/otel/sdk/resource"
+	sdktrace "go.opentelemetry.io/otel/sdk/trace"
+	"go.opentelemetry.io/otel/trace"
+
+	"github.com/meshd/meshd/certs"
+)
+
+// Attribute keys of the hop spans.
+const (
+	AttrSourceAppID      = "meshd.source.app_id"
+	AttrSourceNamespace  = "meshd.source.namespace"
+	AttrDestAppID        = "meshd.destination.app_id"
+	AttrDestNamespace    = "meshd.destination.namespace"
+	AttrMethod           = "meshd.method" // the invoked method (normalized path, no query)
+	AttrPeerSPIFFEID     = "meshd.peer.spiffe_id"
+	AttrHTTPMethod       = "http.request.method"
+	AttrHTTPStatus       = "http.response.status_code"
+	AttrGRPCStatus       = "rpc.grpc.status_code"
+	spanNameOutbound     = "CallRemote"
+	spanNameInboundShort = "CallLocal"
+)
+
+// Options configures New.
+type Options struct {
+	// Identity is this sidecar's (service.name is its app ID,
+	// service.namespace its namespace).
+	Identity certs.Identity
+	// SamplingRate of root spans, in [0, 1]; a caller's decision wins.
+	SamplingRate float64
+	// Exporter receives the finished spans (batched). Required.
+	Exporter sdktrace.SpanExporter
+	// Sync exports every span as it ends instead of batching (tests).
+	Sync bool
+}
+
+// Tracer starts the sidecar's hop spans. A nil *Tracer is valid and inert:
+// the proxy checks for nil before calling.
+type Tracer struct {
+	tp        *sdktrace.TracerProvider
+	tracer    trace.Tracer
+	self      certs.Identity
+	inName    string
+	clientOpt []trace.SpanStartOption
+	serverOpt []trace.SpanStartOption
+}
+
+// New builds a Tracer around an exporter.
+func New(opts Options) (*Tracer, error) {
+	if opts.Exporter == nil {
+		return nil, errors.New("tracing: an Exporter is required")
+	}
+	if !(opts.SamplingRate >= 0 && opts.SamplingRate <= 1) {
+		return nil, fmt.Errorf("tracing: sampling rate %v: want a number between 0 and 1", opts.SamplingRate)
+	}
+	res := sdkresource.NewSchemaless(
+		attribute.String("service.name", opts.Identity.AppID),
+		attribute.String("service.namespace", opts.Identity.Namespace),
+		attribute.String("service.instance.id", opts.Identity.String()),
+	)
+	proc := sdktrace.NewBatchSpanProcessor(opts.Exporter)
+	if opts.Sync {
+		proc = sdktrace.NewSimpleSpanProcessor(opts.Exporter)
+	}
+	tp := sdktrace.NewTracerProvider(
+		sdktrace.WithSampler(sdktrace.ParentBased(sdktrace.TraceIDRatioBased(opts.SamplingRate))),
+		sdktrace.WithSpanProcessor(proc),
+		sdktrace.WithResource(res),
+	)
+	return &Tracer{
+		tp:        tp,
+		tracer:    tp.Tracer("github.com/meshd/meshd/proxy"),
+		self:      opts.Identity,
+		inName:    spanNameInboundShort + "/" + opts.Identity.AppID,
+		clientOpt: []trace.SpanStartOption{trace.WithSpanKind(trace.SpanKindClient)},
+		serverOpt: []trace.SpanStartOption{trace.WithSpanKind(trace.SpanKindServer)},
+	}, nil
+}
+
+// Shutdown flushes the spans not yet exported and stops the exporter.
+func (t *Tracer) Shutdown(ctx context.Context) error {
+	if t == nil {
+		return nil
+	}
+	if err := t.tp.Shutdown(ctx); err != nil {
+		return fmt.Errorf("tracing: shutdown: %w", err)
+	}
+	return nil
+}
+
+// ForceFlush exports the finished spans now.
+func (t *Tracer) ForceFlush(ctx context.Context) error {
+	if t == nil {
+		return nil
+	}
+	return t.tp.ForceFlush(ctx)
+}
+
+// Hop is the span of one hop through the sidecar. The zero Hop is inert.
+type Hop struct {
+	span trace.Span
+	kind trace.SpanKind
+	// Traceparent names this hop's span: it was put in the forwarded
+	// request's headers and belongs in the response to the caller. The
+	// slice is shared: never modify it.
+	Traceparent []string
+}
+
+// Outbound starts the client span of a call to dst and rewrites the
+// traceparent/tracestate of h (the headers forwarded to the callee
+// sidecar) to name it. The caller's traceparent in h, if valid, is the
+// parent.
+func (t *Tracer) Outbound(h http.Header, dstApp, dstNS, method, path string) Hop {
+	span, tp := t.start(h, spanNameOutbound, t.clientOpt)
+	if span.IsRecording() {
+		span.SetName(spanNameOutbound + "/" + dstApp)
+		span.SetAttributes(
+			attribute.String(AttrSourceAppID, t.self.AppID),
+			attribute.String(AttrSourceNamespace, t.self.Namespace),
+			attribute.String(AttrDestAppID, dstApp),
+			attribute.String(AttrDestNamespace, dstNS),
+			attribute.String(AttrHTTPMethod, method),
+			attribute.String(AttrMethod, path),
+			// The client's TLS config accepts exactly this ID from the callee.
+			attribute.String(AttrPeerSPIFFEID, "spiffe://"+t.self.TrustDomain.Name()+"/ns/"+dstNS+"/"+dstApp),
+		)
+	}
+	return Hop{span: span, kind: trace.SpanKindClient, Traceparent: tp}
+}
+
+// Inbound starts the server span of a call from caller (the identity its
+// certificate proved; zero with --insecure) and rewrites the
+// traceparent/tracestate of h (the headers forwarded to the app) to name
+// it.
+func (t *Tracer) Inbound(h http.Header, caller certs.Identity, method, path string) Hop {
+	span, tp := t.start(h, t.inName, t.serverOpt)
+	if span.IsRecording() {
+		attrs := []attribute.KeyValue{
+			attribute.String(AttrSourceAppID, caller.AppID),
+			attribute.String(AttrSourceNamespace, caller.Namespace),
+			attribute.String(AttrDestAppID, t.self.AppID),
+			attribute.String(AttrDestNamespace, t.self.Namespace),
+			attribute.String(AttrHTTPMethod, method),
+			attribute.String(AttrMethod, path),
+		}
+		if caller.AppID != "" {
+			attrs = append(attrs, attribute.String(AttrPeerSPIFFEID, caller.String()))
+		}
+		span.SetAttributes(attrs...)
+	}
+	return Hop{span: span, kind: trace.SpanKindServer, Traceparent: tp}
+}
+
+func (t *Tracer) start(h http.Header, name string, opts []trace.SpanStartOption) (trace.Span, []string) {
+	ctx := context.Background()
+	if v := h[HeaderTraceparent]; len(v) == 1 {
+		if tid, sid, flags, ok := ParseTraceparent(v[0]); ok {
+			cfg := trace.SpanContextConfig{TraceID: tid, SpanID: sid, TraceFlags: flags & trace.FlagsSampled, Remote: true}
+			if ts := h[HeaderTracestate]; len(ts) > 0 {
+				s := ts[0]
+				if len(ts) > 1 {
+					s = strings.Join(ts, ",")
+				}
+				if st, err := trace.ParseTraceState(s); err == nil {
+					cfg.TraceState = st
+				}
+			}
+			ctx = trace.ContextWithRemoteSpanContext(ctx, trace.NewSpanContext(cfg))
+		}
+	}
+	_, span := t.tracer.Start(ctx, name, opts...)
+	sc := span.SpanContext()
+	tp := []string{FormatTraceparent(sc)}
+	h[HeaderTraceparent] = tp
+	if ts := sc.TraceState(); ts.Len() > 0 {
+		h[HeaderTracestate] = []string{ts.String()}
+	} else {
+		delete(h, HeaderTracestate)
+	}
+	return span, tp
+}
+
+// End records the outcome and ends the span. status is the HTTP status
+// answered; grpcCode is the gRPC status code of a gRPC call, -1 otherwise.
+func (h Hop) End(status, grpcCode int) {
+	if h.span == nil {
+		return
+	}
+	if h.span.IsRecording() {
+		h.span.SetAttributes(attribute.Int(AttrHTTPStatus, status))
+		failed := status >= 500 || (h.kind == trace.SpanKindClient && status >= 400)
+		if grpcCode >= 0 {
+			h.span.SetAttributes(attribute.Int(AttrGRPCStatus, grpcCode))
+			// Server errors of gRPC (semantic conventions): the codes that
+			// mean the call could not be served.
+			switch grpcCode {
+			case 2, 4, 12, 13, 14, 15:
+				failed = true
+			case 0:
+			default:
+				failed = failed || h.kind == trace.SpanKindClient
+			}
+		}
+		if failed {
+			h.span.SetStatus(codes.Error, "status "+strconv.Itoa(status))
+		}
+	}
+	h.span.End()
+}
+
+// SpanContext is the span's context (for tests and logs).
+func (h Hop) SpanContext() trace.SpanContext {
+	if h.span == nil {
+		return trace.SpanContext{}
+	}
+	return h.span.SpanContext()
+}
+
+// logger returns l or the default.
+func logger(l *slog.Logger) *slog.Logger {
+	if l == nil {
+		return slog.Default()
+	}
+	return l
+}
