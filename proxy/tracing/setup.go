@@ -186,4 +186,3 @@ func NewExporter(ctx context.Context, s Settings) (sdktrace.SpanExporter, error)
 	}
 	return nil, fmt.Errorf("tracing: protocol %q: want grpc or http", s.Protocol)
 }
-
