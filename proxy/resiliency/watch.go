@@ -1,0 +1,86 @@
+package resiliency
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"path/filepath"
+	"time"
+
+	"github.com/fsnotify/fsnotify"
+)
+
+// Load reads a Resiliency file and prepares it for appID: nil (no policy)
+// when the documents' scopes leave appID out.
+func Load(path, appID string, log *slog.Logger) (*Config, error) {
+	s, err := LoadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	c := New(s)
+	if !c.AppliesTo(appID) {
+		if log != nil {
+			log.Info("resiliency: scopes exclude this app; no policy applies", "file", path, "app", appID, "scopes", s.Scopes)
+		}
+		return nil, nil
+	}
+	if log != nil {
+		log.Info("resiliency: loaded", "file", path, "timeouts", len(s.Timeouts), "retries", len(s.Retries),
+			"circuitBreakers", len(s.CircuitBreakers), "apps", len(s.Apps))
+	}
+	return c, nil
+}
+
+// Watch reloads path on every change (writes and atomic renames) until ctx
+// is done, calling apply with each good Config (nil: scoped out). A bad
+// file is logged with its file:line and the last good Config stays.
+// Breakers and budgets start afresh with a new Config.
+func Watch(ctx context.Context, path, appID string, log *slog.Logger, apply func(*Config)) error {
+	if log == nil {
+		log = slog.Default()
+	}
+	w, err := fsnotify.NewWatcher()
+	if err != nil {
+		return fmt.Errorf("resiliency: watch: %w", err)
+	}
+	abs, err := filepath.Abs(path)
+	if err != nil {
+		w.Close()
+		return fmt.Errorf("resiliency: watch: %w", err)
+	}
+	if err := w.Add(filepath.Dir(abs)); err != nil {
+		w.Close()
+		return fmt.Errorf("resiliency: watch %s: %w", filepath.Dir(abs), err)
+	}
+	go func() {
+		defer w.Close()
+		var debounce <-chan time.Time
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case ev, ok := <-w.Events:
+				if !ok {
+					return
+				}
+				if filepath.Clean(ev.Name) == abs && ev.Op&(fsnotify.Write|fsnotify.Create|fsnotify.Rename) != 0 {
+					debounce = time.After(100 * time.Millisecond)
+				}
+			case err, ok := <-w.Errors:
+				if !ok {
+					return
+				}
+				log.Warn("resiliency: watch", "err", err)
+			case <-debounce:
+				debounce = nil
+				c, err := Load(abs, appID, log)
+				if err != nil {
+					log.Error("resiliency: reload rejected; the last good file stays in force", "err", err)
+					continue
+				}
+				apply(c)
+			}
+		}
+	}()
+	return nil
+}
