@@ -209,8 +209,8 @@ func TestHotPathDoesNotAllocate(t *testing.T) {
 type fakeCounts struct{ a, d, au atomic.Uint64 }
 
 func (f *fakeCounts) Counts() (uint64, uint64, uint64) { return f.a.Load(), f.d.Load(), f.au.Load() }
-func (f *fakeCounts) Reloads() uint64                   { return 4 }
-func (f *fakeCounts) ReloadFailures() uint64            { return 1 }
+func (f *fakeCounts) Reloads() uint64                  { return 4 }
+func (f *fakeCounts) ReloadFailures() uint64           { return 1 }
 
 type fakeCerts struct{ na time.Time }
 
