@@ -18,6 +18,7 @@ import (
 
 	"github.com/meshd/meshd/discovery"
 	"github.com/meshd/meshd/proxy/appchannel"
+	"github.com/meshd/meshd/proxy/h1"
 )
 
 func h1Client(cfg *tls.Config) *http.Client {
@@ -92,15 +93,22 @@ func TestPeerProtocolFollowsCaller(t *testing.T) {
 	}
 	var dials [2]atomic.Int32
 	var protos [2]atomic.Value
-	for i, tr := range []*http.Transport{pt.h1, pt.h2} {
-		dial := tr.DialTLSContext
-		tr.DialTLSContext = func(ctx context.Context, network, addr string) (net.Conn, error) {
-			c, err := dial(ctx, network, addr)
-			if err == nil {
-				dials[i].Add(1)
-				protos[i].Store(c.(*tls.Conn).ConnectionState().NegotiatedProtocol)
+	for i, rt := range []http.RoundTripper{pt.h1, pt.h2} {
+		count := func(dial func(context.Context, string, string) (net.Conn, error)) func(context.Context, string, string) (net.Conn, error) {
+			return func(ctx context.Context, network, addr string) (net.Conn, error) {
+				c, err := dial(ctx, network, addr)
+				if err == nil {
+					dials[i].Add(1)
+					protos[i].Store(c.(*tls.Conn).ConnectionState().NegotiatedProtocol)
+				}
+				return c, err
 			}
-			return c, err
+		}
+		switch tr := rt.(type) {
+		case *http.Transport:
+			tr.DialTLSContext = count(tr.DialTLSContext)
+		case *h1.Transport:
+			tr.DialContext = count(tr.DialContext)
 		}
 	}
 	target := caller.httpURL + "/v1.0/invoke/orders/method/x"

@@ -14,6 +14,7 @@ import (
 	"github.com/spiffe/go-spiffe/v2/spiffetls/tlsconfig"
 
 	"github.com/meshd/meshd/discovery"
+	"github.com/meshd/meshd/proxy/h1"
 )
 
 // dialError marks a failure before any byte of the request left: TCP
@@ -30,8 +31,10 @@ func (e *dialError) Unwrap() error { return e.err }
 // costs each sidecar fewer goroutine hand-offs and syscalls than an HTTP/2
 // stream: the callee's server runs the handler on the connection's own
 // goroutine, and headers and a small body leave in one TLS record.
+//
+// h1 is proxy/h1's client unless h1.Enabled is off (net/http's then).
 type peerTransports struct {
-	h2, h1 *http.Transport
+	h2, h1 http.RoundTripper
 }
 
 // maxIdlePerPeer bounds idle HTTP/1.1 connections kept per peer endpoint.
@@ -70,11 +73,22 @@ func (ps *peers) get(t discovery.Target) (*peerTransports, error) {
 	if err != nil {
 		return nil, err
 	}
-	h1, err := ps.newTransport(t, true)
+	h1t, err := ps.newTransport(t, true)
 	if err != nil {
 		return nil, err
 	}
-	pt := &peerTransports{h2: h2, h1: h1}
+	pt := &peerTransports{h2: h2, h1: h1t}
+	if h1.Enabled {
+		pt.h1 = &h1.Transport{
+			DialContext:    h1t.DialTLSContext,
+			MaxIdlePerHost: maxIdlePerPeer,
+			IdleTimeout:    h1t.IdleConnTimeout,
+			InlineBody:     smallBody,
+		}
+		if ps.p.cfg.Insecure {
+			pt.h1.(*h1.Transport).DialContext = h1t.DialContext
+		}
+	}
 	m := make(map[discovery.Target]*peerTransports, len(old)+1)
 	for k, v := range old {
 		m[k] = v
@@ -147,8 +161,9 @@ func (ps *peers) newTransport(t discovery.Target, h1 bool) (*http.Transport, err
 }
 
 func (ps *peers) closeIdle() {
+	type idleCloser interface{ CloseIdleConnections() }
 	for _, pt := range *ps.m.Load() {
-		pt.h2.CloseIdleConnections()
-		pt.h1.CloseIdleConnections()
+		pt.h2.(idleCloser).CloseIdleConnections()
+		pt.h1.(idleCloser).CloseIdleConnections()
 	}
 }

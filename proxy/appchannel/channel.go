@@ -3,6 +3,7 @@ package appchannel
 import (
 	"bytes"
 	"crypto/tls"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -10,6 +11,8 @@ import (
 	"net/url"
 	"strconv"
 	"time"
+
+	"github.com/meshd/meshd/proxy/h1"
 )
 
 // Protocol is an app protocol.
@@ -60,6 +63,7 @@ type Channel struct {
 	scheme string
 	host   string // host:port
 	rt     *http.Transport
+	h1     *h1.Transport // protocol http, when h1.Enabled
 }
 
 // New builds a Channel. It does not connect.
@@ -99,6 +103,9 @@ func New(cfg Config) (*Channel, error) {
 	case HTTP:
 		c.scheme = "http"
 		t.Protocols.SetHTTP1(true)
+		if h1.Enabled {
+			c.h1 = &h1.Transport{DialContext: d.DialContext, MaxIdlePerHost: cfg.MaxIdleConns, IdleTimeout: t.IdleConnTimeout, InlineBody: smallBody}
+		}
 	case H2C, GRPC:
 		c.scheme = "http"
 		t.Protocols.SetUnencryptedHTTP2(true)
@@ -143,6 +150,13 @@ const smallBody = 8 << 10
 // own before a body it cannot tell is in memory, which costs a second
 // syscall and TCP segment per call.
 func (c *Channel) RoundTrip(req *http.Request) (*http.Response, error) {
+	if c.h1 != nil {
+		resp, err := c.h1.RoundTrip(req) // one write for head and small body
+		if errors.Is(err, h1.ErrRequestBody) {
+			return nil, fmt.Errorf("appchannel: read request body: %w", err)
+		}
+		return resp, err
+	}
 	if req.Body != nil && req.ContentLength > 0 && req.ContentLength <= smallBody && c.proto != H2C && !c.proto.IsGRPC() {
 		b := make([]byte, req.ContentLength)
 		if _, err := io.ReadFull(req.Body, b); err != nil {
@@ -159,4 +173,9 @@ func (c *Channel) RoundTrip(req *http.Request) (*http.Response, error) {
 }
 
 // Close closes idle connections to the app.
-func (c *Channel) Close() { c.rt.CloseIdleConnections() }
+func (c *Channel) Close() {
+	c.rt.CloseIdleConnections()
+	if c.h1 != nil {
+		c.h1.CloseIdleConnections()
+	}
+}

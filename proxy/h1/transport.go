@@ -60,6 +60,8 @@ var (
 	ErrHeaderTooLarge = errors.New("h1: response headers too large")
 	ErrMalformed      = errors.New("h1: malformed response")
 	errServerClosed   = errors.New("h1: server closed the connection before answering")
+	// ErrRequestBody marks a failure reading the request body.
+	ErrRequestBody = errors.New("h1: read request body")
 )
 
 type conn struct {
@@ -270,7 +272,7 @@ func (t *Transport) RoundTrip(req *http.Request) (*http.Response, error) {
 		_, err := io.ReadFull(req.Body, b[len(b)-n:])
 		closeBody(req)
 		if err != nil {
-			return nil, fmt.Errorf("h1: read request body: %w", err)
+			return nil, fmt.Errorf("%w: %w", ErrRequestBody, err)
 		}
 		*bp = b
 		hasBody = false
@@ -622,12 +624,12 @@ func (ex *exchange) copyBody() error {
 			}
 			if err == io.EOF {
 				if left > 0 {
-					return fmt.Errorf("h1: request body: %d bytes short of Content-Length %d", left, req.ContentLength)
+					return fmt.Errorf("%w: %d bytes short of Content-Length %d", ErrRequestBody, left, req.ContentLength)
 				}
 				return nil
 			}
 			if err != nil {
-				return fmt.Errorf("h1: read request body: %w", err)
+				return fmt.Errorf("%w: %w", ErrRequestBody, err)
 			}
 		}
 		return nil
@@ -652,7 +654,7 @@ func (ex *exchange) copyBody() error {
 			return werr
 		}
 		if err != nil {
-			return fmt.Errorf("h1: read request body: %w", err)
+			return fmt.Errorf("%w: %w", ErrRequestBody, err)
 		}
 	}
 }
