@@ -28,7 +28,7 @@ func newCommand() *cobra.Command {
 	var (
 		cfg                 sidecar.Config
 		appProtocol         string
-		metricsPort         int
+		enableMetrics       bool
 		policyDefault       string
 		resiliency          string
 		logLevel, logFormat string
@@ -63,14 +63,14 @@ func newCommand() *cobra.Command {
 			if cfg.PolicyDefault, err = policy.ParseDefault(policyDefault); err != nil {
 				return fmt.Errorf("meshd: --policy-default: %w", err)
 			}
+			cfg.DisableMetrics = !enableMetrics
 			for name, set := range map[string]bool{
-				"--metrics-port": cmd.Flags().Changed("metrics-port"), "--resiliency": resiliency != "",
+				"--resiliency": resiliency != "",
 			} {
 				if set {
 					log.Warn("meshd: flag accepted but not implemented yet; ignored", "flag", name)
 				}
 			}
-			_ = metricsPort
 			ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 			defer stop()
 			if err := sidecar.Run(ctx, cfg); err != nil {
@@ -90,7 +90,9 @@ func newCommand() *cobra.Command {
 	f.IntVar(&cfg.HTTPPort, "http-port", 3500, "app-facing HTTP API port (127.0.0.1)")
 	f.IntVar(&cfg.GRPCPort, "grpc-port", 50001, "app-facing gRPC API port (127.0.0.1)")
 	f.IntVar(&cfg.InternalPort, "internal-port", 50002, "sidecar-to-sidecar mTLS port")
-	f.IntVar(&metricsPort, "metrics-port", 9090, "Prometheus metrics port (not implemented yet)")
+	f.IntVar(&cfg.MetricsPort, "metrics-port", 9090, "Prometheus metrics port (/metrics)")
+	f.StringVar(&cfg.MetricsListenAddress, "metrics-listen-address", "127.0.0.1", "address the metrics port binds (0.0.0.0 to let a remote Prometheus scrape)")
+	f.BoolVar(&enableMetrics, "enable-metrics", true, "serve Prometheus metrics on --metrics-port")
 	f.StringVar(&cfg.ListenAddress, "listen-address", "", "address the internal port binds (default: all interfaces)")
 	f.StringVar(&cfg.AdvertiseAddress, "advertise-address", "", "host:port other sidecars reach the internal port at (default: derived from --listen-address)")
 	f.StringVar(&cfg.SentryAddress, "sentry-address", "", "host:port of sentry")
@@ -100,7 +102,7 @@ func newCommand() *cobra.Command {
 	f.StringVar(&cfg.Resolver, "resolver", "static", "name resolution backend: mdns, consul, kubernetes, static, xds")
 	f.StringVar(&cfg.ResolverConfig, "resolver-config", "", "configuration file of the resolver")
 	f.StringVar(&cfg.PolicyDir, "policy-dir", "", "policy directory: {dir}/{namespace}/*.rego|*.yaml, {dir}/_mesh/ mesh-wide (reloaded on change)")
-	f.StringVar(&cfg.ConfigFile, "config", "", "Dapr Configuration YAML; its spec.accessControl applies to calls to this app")
+	f.StringVar(&cfg.ConfigFile, "config", "", "Dapr Configuration YAML: spec.accessControl (calls to this app), spec.tracing (OTLP export, sampling), spec.metrics")
 	f.StringVar(&policyDefault, "policy-default", "allow", "decision for namespaces without policy: allow or deny (deny is the secure choice)")
 	f.StringVar(&resiliency, "resiliency", "", "Dapr Resiliency YAML (not implemented yet)")
 	f.BoolVar(&cfg.EnableAppHealthCheck, "enable-app-health-check", false, "probe the app and short-circuit calls while it is unhealthy")

@@ -17,11 +17,14 @@ import (
 	_ "github.com/meshd/meshd/discovery/consul" // --resolver consul
 	_ "github.com/meshd/meshd/discovery/mdns"   // --resolver mdns
 	_ "github.com/meshd/meshd/discovery/static" // --resolver static
+	"github.com/meshd/meshd/internal/daprconfig"
 	"github.com/meshd/meshd/policy"
 	"github.com/meshd/meshd/proxy"
 	"github.com/meshd/meshd/proxy/appchannel"
 	"github.com/meshd/meshd/proxy/apphealth"
 	"github.com/meshd/meshd/proxy/daprapi"
+	"github.com/meshd/meshd/proxy/metrics"
+	"github.com/meshd/meshd/proxy/tracing"
 	"github.com/meshd/meshd/proxy/workloadapi"
 	"github.com/meshd/meshd/sentry/sentryclient"
 )
@@ -40,6 +43,12 @@ type Config struct {
 	GRPCPort      int
 	InternalPort  int
 	ListenAddress string // of the internal port; "" = all interfaces
+	// MetricsPort serves Prometheus /metrics on MetricsListenAddress
+	// (default 127.0.0.1) unless DisableMetrics or spec.metrics.enabled
+	// is false.
+	MetricsPort          int
+	MetricsListenAddress string
+	DisableMetrics       bool
 	// AdvertiseAddress is host:port other sidecars use to reach the internal
 	// port (registered with discovery backends that register). Default:
 	// ListenAddress (or 127.0.0.1) with the bound port.
@@ -95,13 +104,42 @@ func Run(ctx context.Context, cfg Config) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 
+	// spec.tracing and spec.metrics of --config (spec.accessControl is
+	// the policy engine's).
+	var obs daprconfig.Observability
+	if cfg.ConfigFile != "" {
+		data, err := os.ReadFile(cfg.ConfigFile)
+		if err != nil {
+			return fmt.Errorf("sidecar: --config: %w", err)
+		}
+		if obs, err = daprconfig.Parse(cfg.ConfigFile, data); err != nil {
+			return fmt.Errorf("sidecar: --config: %w", err)
+		}
+		for _, f := range obs.Ignored {
+			log.Warn("sidecar: --config: field accepted for Dapr compatibility but not used", "field", f)
+		}
+	}
+
 	// Sockets first, so a port clash fails before anything else starts.
 	ls, err := listen(cfg)
 	if err != nil {
 		return err
 	}
+	var metricsL net.Listener
+	if !cfg.DisableMetrics && (obs.Metrics == nil || obs.Metrics.Enabled) {
+		host := cfg.MetricsListenAddress
+		if host == "" {
+			host = "127.0.0.1"
+		}
+		if metricsL, err = net.Listen("tcp", net.JoinHostPort(host, strconv.Itoa(cfg.MetricsPort))); err != nil {
+			for _, l := range []net.Listener{ls.HTTP, ls.GRPC, ls.Internal} {
+				_ = l.Close()
+			}
+			return fmt.Errorf("sidecar: --metrics-port: %w", err)
+		}
+	}
 	closeAll := func() {
-		for _, l := range []net.Listener{ls.HTTP, ls.GRPC, ls.Internal} {
+		for _, l := range []net.Listener{ls.HTTP, ls.GRPC, ls.Internal, metricsL} {
 			if l != nil {
 				_ = l.Close()
 			}
@@ -204,6 +242,49 @@ func Run(ctx context.Context, cfg Config) error {
 		pcfg.Authorizer = pol // otherwise everything is allowed: skip the hook
 	}
 
+	// Telemetry: metrics and tracing.
+	var mets *metrics.Metrics
+	if metricsL != nil {
+		mopts := metrics.Options{Self: discovery.Target{AppID: id.AppID, Namespace: id.Namespace}}
+		if obs.Metrics != nil {
+			mopts.LatencyBuckets = obs.Metrics.LatencyBuckets
+		}
+		if mets, err = metrics.New(mopts); err != nil {
+			closeAll()
+			return fmt.Errorf("sidecar: %w", err)
+		}
+		stopWatch, err := mets.WatchDiscovery(cache)
+		if err == nil {
+			defer stopWatch()
+			err = mets.WatchPolicy(pol.DecisionLog(), pol)
+		}
+		if err == nil && src != nil {
+			err = mets.WatchCerts(src)
+		}
+		if err != nil {
+			closeAll()
+			return fmt.Errorf("sidecar: %w", err)
+		}
+		go func() {
+			if err := mets.Serve(ctx, metricsL, log); err != nil {
+				log.Error("sidecar: metrics server", "err", err)
+			}
+		}()
+	}
+	tracer, err := tracing.Setup(ctx, tracing.SetupConfig{Identity: id, Spec: obs.Tracing, Logger: log})
+	if err != nil {
+		closeAll()
+		return fmt.Errorf("sidecar: %w", err)
+	}
+	defer func() {
+		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+		defer cancel()
+		if err := tracer.Shutdown(sctx); err != nil {
+			log.Warn("sidecar: flushing spans", "err", err)
+		}
+	}()
+	_, _ = mets, tracer // wired into proxy.Config below
+
 	p, err := proxy.New(pcfg)
 	if err != nil {
 		closeAll()
@@ -230,7 +311,8 @@ func Run(ctx context.Context, cfg Config) error {
 
 	log.Info("meshd sidecar started", "app", id.AppID, "namespace", id.Namespace, "spiffe_id", id.String(),
 		"http", ls.HTTP.Addr().String(), "grpc", ls.GRPC.Addr().String(), "internal", ls.Internal.Addr().String(),
-		"advertise", advertise, "resolver", cfg.Resolver, "app_port", cfg.AppPort, "app_protocol", cfg.AppProtocol)
+		"advertise", advertise, "resolver", cfg.Resolver, "app_port", cfg.AppPort, "app_protocol", cfg.AppProtocol,
+		"metrics", listenerAddr(metricsL), "tracing", tracer != nil)
 	err = p.Serve(ctx, ls, cfg.ShutdownGrace)
 	log.Info("meshd sidecar stopped")
 	return err
@@ -302,4 +384,11 @@ func startIdentity(ctx context.Context, cfg Config, id certs.Identity, log *slog
 		})
 	}()
 	return src, nil
+}
+
+func listenerAddr(l net.Listener) string {
+	if l == nil {
+		return "off"
+	}
+	return l.Addr().String()
 }
