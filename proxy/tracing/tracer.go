@@ -140,27 +140,33 @@ func (t *Tracer) Outbound(h http.Header, dstApp, dstNS, method, path string) Hop
 	return Hop{span: span, kind: trace.SpanKindClient, Traceparent: tp}
 }
 
-// Inbound starts the server span of a call from caller (the identity its
-// certificate proved; zero with --insecure) and rewrites the
+// Inbound starts the server span of a call and rewrites the
 // traceparent/tracestate of h (the headers forwarded to the app) to name
-// it.
-func (t *Tracer) Inbound(h http.Header, caller certs.Identity, method, path string) Hop {
+// it. The caller is added by SetCaller once its certificate proved it.
+func (t *Tracer) Inbound(h http.Header, method, path string) Hop {
 	span, tp := t.start(h, t.inName, t.serverOpt)
 	if span.IsRecording() {
-		attrs := []attribute.KeyValue{
-			attribute.String(AttrSourceAppID, caller.AppID),
-			attribute.String(AttrSourceNamespace, caller.Namespace),
+		span.SetAttributes(
 			attribute.String(AttrDestAppID, t.self.AppID),
 			attribute.String(AttrDestNamespace, t.self.Namespace),
 			attribute.String(AttrHTTPMethod, method),
 			attribute.String(AttrMethod, path),
-		}
-		if caller.AppID != "" {
-			attrs = append(attrs, attribute.String(AttrPeerSPIFFEID, caller.String()))
-		}
-		span.SetAttributes(attrs...)
+		)
 	}
 	return Hop{span: span, kind: trace.SpanKindServer, Traceparent: tp}
+}
+
+// SetCaller records the caller of an inbound hop: the identity its
+// certificate proved.
+func (h Hop) SetCaller(caller certs.Identity) {
+	if h.span == nil || !h.span.IsRecording() || caller.AppID == "" {
+		return
+	}
+	h.span.SetAttributes(
+		attribute.String(AttrSourceAppID, caller.AppID),
+		attribute.String(AttrSourceNamespace, caller.Namespace),
+		attribute.String(AttrPeerSPIFFEID, caller.String()),
+	)
 }
 
 func (t *Tracer) start(h http.Header, name string, opts []trace.SpanStartOption) (trace.Span, []string) {

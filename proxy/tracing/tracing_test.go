@@ -135,7 +135,8 @@ func TestOutboundInboundChain(t *testing.T) {
 	}
 	// The callee sidecar sees the caller sidecar's headers.
 	callerID, _ := certs.NewIdentity("cluster.local", "default", "frontend")
-	in := callee.Inbound(h, callerID, "GET", "/api/orders/42")
+	in := callee.Inbound(h, "GET", "/api/orders/42")
+	in.SetCaller(callerID)
 	in.End(200, -1)
 	out.End(200, -1)
 
