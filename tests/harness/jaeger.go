@@ -1,0 +1,155 @@
+package harness
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+// JaegerVersion is the Jaeger release the tests run (Jaeger v2, an
+// OpenTelemetry Collector distribution; Apache-2.0).
+const JaegerVersion = "v1.76.0"
+
+var (
+	jaegerOnce sync.Once
+	jaegerBin  string
+	jaegerErr  error
+)
+
+// JaegerBinary returns the path of the Jaeger binary, building it with
+// tests/telemetry/install-jaeger.sh into .cache/jaeger/{version}/ the first
+// time (several minutes on 2 cores; logged). MESHD_JAEGER_BIN overrides the
+// path.
+func JaegerBinary(t testing.TB) string {
+	t.Helper()
+	jaegerOnce.Do(func() {
+		if p := os.Getenv("MESHD_JAEGER_BIN"); p != "" {
+			jaegerBin = p
+			return
+		}
+		root := RepoRoot()
+		cached := filepath.Join(root, ".cache", "jaeger", JaegerVersion, "jaeger")
+		if _, err := os.Stat(cached); err != nil {
+			t.Logf("harness: building Jaeger %s from the Go module proxy (once per checkout; several minutes on 2 cores)", JaegerVersion)
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Minute)
+		defer cancel()
+		cmd := exec.CommandContext(ctx, "bash", filepath.Join(root, "tests", "telemetry", "install-jaeger.sh"))
+		cmd.Dir = root
+		var stderr bytes.Buffer
+		cmd.Stderr = &stderr
+		out, err := cmd.Output()
+		if err != nil {
+			jaegerErr = fmt.Errorf("harness: tests/telemetry/install-jaeger.sh: %w\n%s", err, stderr.String())
+			return
+		}
+		jaegerBin = strings.TrimSpace(string(out))
+	})
+	if jaegerErr != nil {
+		t.Fatal(jaegerErr)
+	}
+	return jaegerBin
+}
+
+// Jaeger is a running Jaeger v2 with an in-memory store, its OTLP
+// receivers and its query API on free loopback ports.
+type Jaeger struct {
+	*Process
+	OTLPGRPCPort, OTLPHTTPPort, QueryHTTPPort, QueryGRPCPort int
+}
+
+// OTLPGRPCAddr is the OTLP/gRPC receiver (host:port).
+func (j *Jaeger) OTLPGRPCAddr() string { return "127.0.0.1:" + strconv.Itoa(j.OTLPGRPCPort) }
+
+// OTLPHTTPAddr is the OTLP/HTTP receiver (host:port; path /v1/traces).
+func (j *Jaeger) OTLPHTTPAddr() string { return "127.0.0.1:" + strconv.Itoa(j.OTLPHTTPPort) }
+
+// QueryURL is the base URL of the query API (/api/traces/{id}, /api/v3/...).
+func (j *Jaeger) QueryURL() string { return "http://127.0.0.1:" + strconv.Itoa(j.QueryHTTPPort) }
+
+const jaegerConfig = `service:
+  extensions: [jaeger_storage, jaeger_query]
+  pipelines:
+    traces:
+      receivers: [otlp]
+      processors: []
+      exporters: [jaeger_storage_exporter]
+  telemetry:
+    metrics:
+      level: none
+    logs:
+      level: info
+extensions:
+  jaeger_query:
+    storage:
+      traces: memstore
+    http:
+      endpoint: 127.0.0.1:%d
+    grpc:
+      endpoint: 127.0.0.1:%d
+  jaeger_storage:
+    backends:
+      memstore:
+        memory:
+          max_traces: 10000
+receivers:
+  otlp:
+    protocols:
+      grpc:
+        endpoint: 127.0.0.1:%d
+      http:
+        endpoint: 127.0.0.1:%d
+exporters:
+  jaeger_storage_exporter:
+    trace_storage: memstore
+`
+
+// StartJaeger builds Jaeger if needed, writes its config, starts it and
+// waits until its receivers and query API answer. It is stopped when the
+// test ends.
+func StartJaeger(t testing.TB) *Jaeger {
+	t.Helper()
+	bin := JaegerBinary(t)
+	j := &Jaeger{OTLPGRPCPort: FreePort(t), OTLPHTTPPort: FreePort(t), QueryHTTPPort: FreePort(t), QueryGRPCPort: FreePort(t)}
+	cfg := filepath.Join(t.TempDir(), "jaeger.yaml")
+	if err := os.WriteFile(cfg, fmt.Appendf(nil, jaegerConfig, j.QueryHTTPPort, j.QueryGRPCPort, j.OTLPGRPCPort, j.OTLPHTTPPort), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	j.Process = Start(t, "jaeger@"+strconv.Itoa(j.QueryHTTPPort), bin, "--config", cfg)
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		if j.Exited() {
+			t.Fatalf("jaeger exited: %v\n%s", j.Wait(0), j.Log())
+		}
+		resp, err := http.Get(j.QueryURL() + "/api/services")
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK && dialOK(j.OTLPGRPCAddr()) && dialOK(j.OTLPHTTPAddr()) {
+				return j
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("jaeger not ready after 60s (last: %v)\n%s", err, j.Log())
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+func dialOK(addr string) bool {
+	c, err := net.DialTimeout("tcp", addr, time.Second)
+	if err != nil {
+		return false
+	}
+	c.Close()
+	return true
+}
