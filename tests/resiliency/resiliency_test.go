@@ -64,7 +64,7 @@ type mesh struct {
 	bins     harness.Binaries
 	sentry   *harness.Sentry
 	resolver string
-	app      *testApp // behind orders, payments, slow, flaky, stock-1
+	app      *testApp // behind orders, payments, slow, flaky, plain, stock-1
 	stockBad *testApp // stock-2: always 503
 	frontend *harness.Sidecar
 }
@@ -86,7 +86,7 @@ func startMesh(t *testing.T) *mesh {
 	m.app = startTestApp(t, "good", false)
 	m.stockBad = startTestApp(t, "bad", true)
 
-	callees := []string{"orders", "payments", "slow", "flaky"}
+	callees := []string{"orders", "payments", "slow", "flaky", "plain"} // plain: no policy
 	ports := map[string]harness.SidecarPorts{}
 	var static []harness.StaticApp
 	for _, app := range append(callees, "frontend", "stock-1", "stock-2") {
@@ -231,7 +231,7 @@ func TestResiliency(t *testing.T) {
 		}
 	})
 	t.Run("no retry policy, no status retries", func(t *testing.T) {
-		if a := call(t, m.frontend, "GET", "slow", "/fail/1/k7", ""); a.status != 500 || m.app.Attempts("k7") != 1 {
+		if a := call(t, m.frontend, "GET", "plain", "/fail/1/k7", ""); a.status != 500 || m.app.Attempts("k7") != 1 {
 			t.Fatalf("status %d, %d attempts; want 500, 1", a.status, m.app.Attempts("k7"))
 		}
 	})
@@ -262,7 +262,8 @@ func TestResiliency(t *testing.T) {
 		}
 	})
 	t.Run("Meshd-Timeout header", func(t *testing.T) {
-		a := call(t, m.frontend, "GET", "flaky", "/hang/k10", "", "Meshd-Timeout", "400ms")
+		// plain has no policy at all: the header alone sets the deadline.
+		a := call(t, m.frontend, "GET", "plain", "/hang/k10", "", "Meshd-Timeout", "400ms")
 		if a.status != 504 || a.code != "ERR_TIMEOUT" {
 			t.Fatalf("answer %d %q, want 504 ERR_TIMEOUT", a.status, a.body)
 		}
