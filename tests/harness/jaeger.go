@@ -89,6 +89,8 @@ const jaegerConfig = `service:
       level: none
     logs:
       level: info
+    traces:
+      level: none
 extensions:
   jaeger_query:
     storage:
@@ -125,7 +127,9 @@ func StartJaeger(t testing.TB) *Jaeger {
 	if err := os.WriteFile(cfg, fmt.Appendf(nil, jaegerConfig, j.QueryHTTPPort, j.QueryGRPCPort, j.OTLPGRPCPort, j.OTLPHTTPPort), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	j.Process = Start(t, "jaeger@"+strconv.Itoa(j.QueryHTTPPort), bin, "--config", cfg)
+	// Jaeger's own tracing would export to localhost:4317: turned off.
+	j.Process = startEnv(t, "jaeger@"+strconv.Itoa(j.QueryHTTPPort), []string{"OTEL_SDK_DISABLED=true", "OTEL_TRACES_EXPORTER=none"},
+		bin, "--config", cfg)
 	deadline := time.Now().Add(60 * time.Second)
 	for {
 		if j.Exited() {
@@ -152,4 +156,24 @@ func dialOK(addr string) bool {
 	}
 	c.Close()
 	return true
+}
+
+// startEnv is Start with extra environment variables for the child only.
+func startEnv(t testing.TB, name string, env []string, bin string, args ...string) *Process {
+	t.Helper()
+	p := &Process{Name: name, log: &syncBuffer{}, done: make(chan struct{})}
+	p.cmd = exec.Command(bin, args...)
+	p.cmd.Stdout, p.cmd.Stderr = p.log, p.log
+	p.cmd.Env = append(append(os.Environ(), "NO_COLOR=1"), env...)
+	if err := p.cmd.Start(); err != nil {
+		t.Fatalf("start %s: %v", name, err)
+	}
+	go func() { p.err = p.cmd.Wait(); close(p.done) }()
+	t.Cleanup(func() {
+		p.Stop(5 * time.Second)
+		if t.Failed() {
+			t.Logf("---- %s output ----\n%s", name, p.Log())
+		}
+	})
+	return p
 }
