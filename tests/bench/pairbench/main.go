@@ -128,7 +128,8 @@ func run(c config) error {
 		Versions: map[string]string{"fortio": "1.68.2"},
 	}
 	rep.Host, _ = os.Hostname()
-	sampler := newMemSampler(map[string]int{"sidecar-a": m.pid("a"), "sidecar-b": m.pid("b"), "sidecar-bg": m.pid("bg")})
+	sampler := newMemSampler(map[string]int{"sidecar-a": m.pid("a"), "sidecar-b": m.pid("b"),
+		"sidecar-bg": m.pid("bg"), "sidecar-bp (policy)": m.pid("bp")})
 	go sampler.run(ctx)
 
 	protos := []string{"http"}
@@ -141,7 +142,11 @@ func run(c config) error {
 	}
 	for _, proto := range protos {
 		for _, mode := range modes {
-			for _, variant := range []string{"direct", "meshd"} {
+			variants := []string{"direct", "meshd"}
+			if proto == "http" {
+				variants = append(variants, "meshd-policy")
+			}
+			for _, variant := range variants {
 				r, err := m.load(ctx, c, proto, mode, variant)
 				if err != nil {
 					return err
@@ -158,15 +163,22 @@ func run(c config) error {
 		for i := range rep.Results {
 			r := &rep.Results[i]
 			if r.Protocol == proto && r.Mode == "fixed" {
-				if r.Variant == "direct" {
+				switch r.Variant {
+				case "direct":
 					d = r
-				} else {
+				case "meshd":
 					s = r
 				}
 			}
 		}
 		if d != nil && s != nil {
 			rep.Added = append(rep.Added, added{proto, s.P50ms - d.P50ms, s.P90ms - d.P90ms, s.P99ms - d.P99ms, s.P999ms - d.P999ms})
+		}
+		for i := range rep.Results {
+			r := &rep.Results[i]
+			if d != nil && r.Protocol == proto && r.Mode == "fixed" && r.Variant == "meshd-policy" {
+				rep.Added = append(rep.Added, added{proto + " + 50-rule policy", r.P50ms - d.P50ms, r.P90ms - d.P90ms, r.P99ms - d.P99ms, r.P999ms - d.P999ms})
+			}
 		}
 	}
 	printTable(rep)
@@ -208,7 +220,7 @@ func printTable(rep report) {
 	fmt.Println("| nginx mTLS pair (anchor-bench.md) | +0.21 | +0.27 | +0.74 | +0.5 |")
 	fmt.Println("\n| sidecar | max VmRSS MB | max RssAnon MB |")
 	fmt.Println("|---|---|---|")
-	for _, k := range []string{"sidecar-a", "sidecar-b", "sidecar-bg"} {
+	for _, k := range []string{"sidecar-a", "sidecar-b", "sidecar-bg", "sidecar-bp (policy)"} {
 		if mem, ok := rep.Memory[k]; ok {
 			fmt.Printf("| %s | %.1f | %.1f |\n", k, mem.VmRSSMB, mem.RssAnonMB)
 		}
@@ -321,7 +333,7 @@ func (m *mesh) start(ctx context.Context) error {
 	m.procs, m.ports = map[string]*exec.Cmd{}, map[string]int{}
 	if err := m.allocPorts("sentry", "sentry-health", "app-http", "app-grpc",
 		"a-http", "a-grpc", "a-int", "a-met", "b-http", "b-grpc", "b-int", "b-met",
-		"bg-http", "bg-grpc", "bg-int", "bg-met"); err != nil {
+		"bg-http", "bg-grpc", "bg-int", "bg-met", "bp-http", "bp-grpc", "bp-int", "bp-met"); err != nil {
 		return err
 	}
 	p := m.ports
@@ -339,14 +351,15 @@ func (m *mesh) start(ctx context.Context) error {
 		"-grpc-port", fmt.Sprintf("127.0.0.1:%d", p["app-grpc"]), "-redirect-port", "disabled", "-loglevel", "Warning"); err != nil {
 		return err
 	}
-	static := fmt.Sprintf("apps:\n  - appId: a\n    addresses: [\"127.0.0.1:%d\"]\n  - appId: b\n    addresses: [\"127.0.0.1:%d\"]\n  - appId: bg\n    addresses: [\"127.0.0.1:%d\"]\n",
-		p["a-int"], p["b-int"], p["bg-int"])
+	static := fmt.Sprintf("apps:\n  - appId: a\n    addresses: [\"127.0.0.1:%d\"]\n  - appId: b\n    addresses: [\"127.0.0.1:%d\"]\n  - appId: bg\n    addresses: [\"127.0.0.1:%d\"]\n  - appId: bp\n    addresses: [\"127.0.0.1:%d\"]\n",
+		p["a-int"], p["b-int"], p["bg-int"], p["bp-int"])
 	staticFile := filepath.Join(m.dir, "static.yaml")
 	if err := os.WriteFile(staticFile, []byte(static), 0o644); err != nil {
 		return err
 	}
 	for _, sc := range []struct{ id, proto, appPort string }{
 		{"a", "", ""}, {"b", "http", strconv.Itoa(p["app-http"])}, {"bg", "grpc", strconv.Itoa(p["app-grpc"])},
+		{"bp", "http", strconv.Itoa(p["app-http"])},
 	} {
 		tok, err := exec.CommandContext(ctx, sentry, "token", "create", "--data-dir", sentryDir,
 			"--app-id", sc.id, "--namespace", "default", "--ttl", "1h").Output()
@@ -368,11 +381,18 @@ func (m *mesh) start(ctx context.Context) error {
 		if sc.appPort != "" {
 			args = append(args, "--app-port", sc.appPort, "--app-protocol", sc.proto)
 		}
+		if sc.id == "bp" {
+			dir, err := writePolicy(m.dir)
+			if err != nil {
+				return err
+			}
+			args = append(args, "--policy-dir", dir, "--policy-default", "deny")
+		}
 		if err := m.spawn(sc.id, filepath.Join(m.bin, "meshd"), args...); err != nil {
 			return err
 		}
 	}
-	for _, id := range []string{"a", "b", "bg"} {
+	for _, id := range []string{"a", "b", "bg", "bp"} {
 		if err := waitHTTP(ctx, fmt.Sprintf("http://127.0.0.1:%d/v1.0/healthz", p[id+"-http"]), 204, 20*time.Second); err != nil {
 			return fmt.Errorf("sidecar %s: %w\n%s", id, err, m.logTail(id))
 		}
@@ -402,6 +422,8 @@ func (m *mesh) load(ctx context.Context, c config, proto, mode, variant string) 
 	switch {
 	case proto == "http" && variant == "direct":
 		target = []string{fmt.Sprintf("http://127.0.0.1:%d/echo", p["app-http"])}
+	case proto == "http" && variant == "meshd-policy":
+		target = []string{fmt.Sprintf("http://127.0.0.1:%d/v1.0/invoke/bp/method/echo", p["a-http"])}
 	case proto == "http":
 		target = []string{fmt.Sprintf("http://127.0.0.1:%d/v1.0/invoke/b/method/echo", p["a-http"])}
 	case proto == "grpc" && variant == "direct":
@@ -425,11 +447,11 @@ func (m *mesh) load(ctx context.Context, c config, proto, mode, variant string) 
 	}
 	jsonPath := filepath.Join(m.dir, fmt.Sprintf("%s-%s-%s.json", proto, mode, variant))
 	args := append(append([]string{}, base...), "-t", dur.String(), "-json", jsonPath)
-	cpuBefore := m.pairCPU(proto)
+	cpuBefore := m.pairCPU(proto, variant)
 	if out, err := exec.CommandContext(ctx, m.fortio, append(args, target...)...).CombinedOutput(); err != nil {
 		return result{}, fmt.Errorf("load %s %s %s: %w\n%s", proto, mode, variant, err, out)
 	}
-	cpuAfter := m.pairCPU(proto)
+	cpuAfter := m.pairCPU(proto, variant)
 	b, err := os.ReadFile(jsonPath)
 	if err != nil {
 		return result{}, err
@@ -462,7 +484,7 @@ func (m *mesh) load(ctx context.Context, c config, proto, mode, variant string) 
 			r.P999ms = pc.Value * 1e3
 		}
 	}
-	if variant == "meshd" {
+	if variant != "direct" {
 		r.PairCPUSec = cpuAfter - cpuBefore
 		if r.Requests > 0 {
 			r.PairCPUUsRq = r.PairCPUSec / float64(r.Requests) * 1e6
@@ -472,10 +494,13 @@ func (m *mesh) load(ctx context.Context, c config, proto, mode, variant string) 
 }
 
 // pairCPU is utime+stime in seconds of the two sidecars on the path.
-func (m *mesh) pairCPU(proto string) float64 {
+func (m *mesh) pairCPU(proto, variant string) float64 {
 	callee := "b"
-	if proto == "grpc" {
+	switch {
+	case proto == "grpc":
 		callee = "bg"
+	case variant == "meshd-policy":
+		callee = "bp"
 	}
 	return cpuSeconds(m.pid("a")) + cpuSeconds(m.pid(callee))
 }
@@ -582,4 +607,30 @@ func numCPU() int {
 		return 0
 	}
 	return strings.Count(string(b), "processor\t:")
+}
+
+// writePolicy writes a realistic namespace policy for the "bp" callee: 50
+// allow rules (one matches the benchmark's caller) and mesh-wide deny rules.
+func writePolicy(dir string) (string, error) {
+	root := filepath.Join(dir, "policy")
+	if err := os.MkdirAll(filepath.Join(root, "default"), 0o755); err != nil {
+		return "", err
+	}
+	if err := os.MkdirAll(filepath.Join(root, "_mesh"), 0o755); err != nil {
+		return "", err
+	}
+	var b strings.Builder
+	b.WriteString("package mesh.authz\n\n")
+	for i := range 49 {
+		fmt.Fprintf(&b, "allow if {\n\tinput.source.app_id == \"svc%d\"\n\tinput.request.method in {\"GET\", \"POST\"}\n\tstartswith(input.request.path, \"/api/v%d/\")\n}\n\n", i, i)
+	}
+	b.WriteString("allow if {\n\tinput.source.app_id == \"a\"\n\tinput.source.namespace == \"default\"\n\tinput.request.method == \"POST\"\n\tinput.request.path == \"/echo\"\n}\n")
+	if err := os.WriteFile(filepath.Join(root, "default", "bench.rego"), []byte(b.String()), 0o644); err != nil {
+		return "", err
+	}
+	mesh := "package mesh.authz\n\ndeny contains \"admin paths are internal\" if startswith(input.request.path, \"/admin\")\n\ndeny contains \"foreign trust domain\" if input.source.trust_domain != \"cluster.local\"\n"
+	if err := os.WriteFile(filepath.Join(root, "_mesh", "base.rego"), []byte(mesh), 0o644); err != nil {
+		return "", err
+	}
+	return root, nil
 }
