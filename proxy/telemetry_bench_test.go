@@ -1,0 +1,98 @@
+package proxy
+
+import (
+	"context"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"net/url"
+	"strconv"
+	"testing"
+
+	"go.opentelemetry.io/otel/sdk/trace/tracetest"
+
+	"github.com/meshd/meshd/discovery"
+	"github.com/meshd/meshd/internal/daprconfig"
+	"github.com/meshd/meshd/proxy/appchannel"
+	"github.com/meshd/meshd/proxy/metrics"
+	"github.com/meshd/meshd/proxy/tracing"
+)
+
+// BenchmarkInvokeTelemetry is BenchmarkInvoke with telemetry off, metrics
+// on, tracing on at Dapr's default rate (0.0001, no caller trace: almost
+// every call unsampled) and tracing of every call (a sampled caller
+// traceparent; spans go to a no-op exporter). Both sidecars observe.
+func BenchmarkInvokeTelemetry(b *testing.B) {
+	for _, c := range []struct {
+		name            string
+		metrics, traced bool
+		rate            float64
+		parent          string
+	}{
+		{"off", false, false, 0, ""},
+		{"metrics", true, false, 0, ""},
+		{"tracing-default-rate", false, true, daprconfig.DefaultSamplingRate, ""},
+		{"metrics+tracing-default-rate", true, true, daprconfig.DefaultSamplingRate, ""},
+		{"metrics+tracing-sampled", true, true, daprconfig.DefaultSamplingRate, "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"},
+	} {
+		b.Run(c.name, func(b *testing.B) {
+			ca := newCA(b, "cluster.local")
+			res := newResolver()
+			app := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				_, _ = io.Copy(io.Discard, r.Body)
+				_, _ = w.Write([]byte("ok"))
+			}))
+			defer app.Close()
+			u, _ := url.Parse(app.URL)
+			port, _ := strconv.Atoi(u.Port())
+			ch, _ := appchannel.New(appchannel.Config{Port: port})
+			calleeCfg := Config{Identity: mustIdentity(b, "orders"), Resolver: res, App: ch}
+			callerCfg := Config{Identity: mustIdentity(b, "frontend"), Resolver: res}
+			for _, cfg := range []*Config{&calleeCfg, &callerCfg} {
+				if c.metrics {
+					m, err := metrics.New(metrics.Options{Self: discovery.Target{AppID: cfg.Identity.AppID, Namespace: cfg.Identity.Namespace}})
+					if err != nil {
+						b.Fatal(err)
+					}
+					m.MarkKnown(discovery.Target{AppID: "orders", Namespace: "default"})
+					cfg.Metrics = m
+				}
+				if c.traced {
+					tr, err := tracing.New(tracing.Options{Identity: cfg.Identity, SamplingRate: c.rate, Exporter: tracetest.NewNoopExporter()})
+					if err != nil {
+						b.Fatal(err)
+					}
+					defer tr.Shutdown(context.Background())
+					cfg.Tracer = tr
+				}
+			}
+			callee := startSidecar(b, ca, calleeCfg)
+			caller := startSidecar(b, ca, callerCfg)
+			res.set("orders", callee.internal)
+			client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 64}}
+			target := caller.httpURL + "/v1.0/invoke/orders/method/api/orders/42?x=1"
+			b.SetParallelism(8)
+			b.ReportAllocs()
+			b.ResetTimer()
+			b.RunParallel(func(pb *testing.PB) {
+				req, _ := http.NewRequest("GET", target, nil)
+				for pb.Next() {
+					if c.parent != "" {
+						req.Header.Set("Traceparent", c.parent)
+					}
+					resp, err := client.Do(req)
+					if err != nil {
+						b.Error(err)
+						return
+					}
+					_, _ = io.Copy(io.Discard, resp.Body)
+					resp.Body.Close()
+					if resp.StatusCode != 200 {
+						b.Errorf("status %d", resp.StatusCode)
+						return
+					}
+				}
+			})
+		})
+	}
+}
