@@ -82,12 +82,6 @@ func stripIdentityHeaders(h http.Header) {
 // serveInbound is the handler of the internal (mTLS) port.
 func (p *Proxy) serveInbound(w http.ResponseWriter, r *http.Request) {
 	isGRPC := isGRPCRequest(r)
-	var o *obsWriter
-	if p.observe {
-		o = p.startInbound(w, r)
-		defer p.endInbound(o, isGRPC)
-		w = o
-	}
 	// 1. Identity, from the certificate only.
 	var caller certs.Identity
 	h := r.Header
@@ -103,9 +97,6 @@ func (p *Proxy) serveInbound(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 		caller = pi.id
-		if o != nil {
-			o.setCaller(caller)
-		}
 		h[HeaderCallerAppID] = pi.appID
 		h[HeaderCallerNamespace] = pi.ns
 	}
@@ -175,9 +166,15 @@ func (p *Proxy) serveInbound(w http.ResponseWriter, r *http.Request) {
 	if r.Body == http.NoBody || r.ContentLength == 0 {
 		req.Body, req.ContentLength = nil, 0
 	}
-	resp, err := p.cfg.App.RoundTrip(req.WithContext(r.Context()))
+	ctx, cancel := inboundDeadline(r) // Meshd-Timeout from the caller sidecar
+	defer cancel()
+	resp, err := p.cfg.App.RoundTrip(req.WithContext(ctx))
 	if err != nil {
 		if r.Context().Err() != nil {
+			return
+		}
+		if ctx.Err() != nil {
+			writeError(w, isGRPC, http.StatusGatewayTimeout, ErrCodeTimeout, "app "+p.cfg.Identity.AppID+": deadline of the call passed")
 			return
 		}
 		var oe *net.OpError

@@ -123,18 +123,12 @@ func isIdempotent(method string) bool {
 // forward sends r to a sidecar of rt.Target, retrying on another endpoint
 // where that is safe, and streams the answer to w.
 func (p *Proxy) forward(w http.ResponseWriter, r *http.Request, rt *route.Route, isGRPC bool) {
-	if p.observe {
-		o := p.startOutbound(w, r, rt)
-		defer p.endOutbound(o, rt.Target, isGRPC)
-		w = o
+	if set := p.res.Load().For(rt.Target.AppID, rt.Target.Namespace); set != nil {
+		p.forwardWithPolicy(w, r, rt, isGRPC, set) // resilient.go
+		return
 	}
 	ctx := r.Context()
-	timeout := p.cfg.Timeout
-	if isGRPC {
-		if d, ok := parseGRPCTimeout(r.Header["Grpc-Timeout"]); ok && (timeout == 0 || d < timeout) {
-			timeout = d
-		}
-	}
+	timeout := p.callTimeout(r, isGRPC)
 	if timeout > 0 {
 		var cancel context.CancelFunc
 		ctx, cancel = context.WithTimeout(ctx, timeout)
@@ -222,6 +216,9 @@ func (p *Proxy) forward(w http.ResponseWriter, r *http.Request, rt *route.Route,
 			req.Body = body
 		default:
 			req.ContentLength = 0
+		}
+		if timeout > 0 {
+			setDeadline(ctx, h, isGRPC) // the time left, to the callee sidecar and its app
 		}
 		resp, err := tr.RoundTrip(req.WithContext(ctx))
 		if err != nil {

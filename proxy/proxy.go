@@ -19,8 +19,6 @@ import (
 	"github.com/meshd/meshd/discovery"
 	"github.com/meshd/meshd/proxy/appchannel"
 	"github.com/meshd/meshd/proxy/authz"
-	"github.com/meshd/meshd/proxy/metrics"
-	"github.com/meshd/meshd/proxy/tracing"
 )
 
 // Resolver finds endpoints of target apps. discovery.Cache implements it.
@@ -75,11 +73,6 @@ type Config struct {
 	Ready func() bool
 	// Logger defaults to slog.Default().
 	Logger *slog.Logger
-	// Tracer, if set, traces every call (a client span outbound, a server
-	// span inbound); nil: tracing off at the cost of a nil check.
-	Tracer *tracing.Tracer
-	// Metrics, if set, counts every call; nil: no metrics.
-	Metrics *metrics.Metrics
 }
 
 // Proxy is the data plane of one sidecar.
@@ -94,10 +87,7 @@ type Proxy struct {
 	peerScheme string
 	peers      *peers
 	log        *slog.Logger
-	// Telemetry (see telemetry.go); observe is tracer != nil || metrics != nil.
-	tracer  *tracing.Tracer
-	metrics *metrics.Metrics
-	observe bool
+	res        resiliencyRef // see SetResiliency (resilient.go)
 }
 
 // DaprInvokePath is the gRPC path of Dapr's InvokeService API.
@@ -126,9 +116,6 @@ func New(cfg Config) (*Proxy, error) {
 		selfAppID:  []string{cfg.Identity.AppID},
 		peerScheme: "https",
 		log:        cfg.Logger,
-		tracer:     cfg.Tracer,
-		metrics:    cfg.Metrics,
-		observe:    cfg.Tracer != nil || cfg.Metrics != nil,
 	}
 	if cfg.Insecure {
 		p.peerScheme = "http"

@@ -30,7 +30,6 @@ func newCommand() *cobra.Command {
 		appProtocol         string
 		enableMetrics       bool
 		policyDefault       string
-		resiliency          string
 		logLevel, logFormat string
 		cpus                int
 	)
@@ -64,13 +63,6 @@ func newCommand() *cobra.Command {
 				return fmt.Errorf("meshd: --policy-default: %w", err)
 			}
 			cfg.DisableMetrics = !enableMetrics
-			for name, set := range map[string]bool{
-				"--resiliency": resiliency != "",
-			} {
-				if set {
-					log.Warn("meshd: flag accepted but not implemented yet; ignored", "flag", name)
-				}
-			}
 			ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 			defer stop()
 			if err := sidecar.Run(ctx, cfg); err != nil {
@@ -104,7 +96,7 @@ func newCommand() *cobra.Command {
 	f.StringVar(&cfg.PolicyDir, "policy-dir", "", "policy directory: {dir}/{namespace}/*.rego|*.yaml, {dir}/_mesh/ mesh-wide (reloaded on change)")
 	f.StringVar(&cfg.ConfigFile, "config", "", "Dapr Configuration YAML: spec.accessControl (calls to this app), spec.tracing (OTLP export, sampling), spec.metrics")
 	f.StringVar(&policyDefault, "policy-default", "allow", "decision for namespaces without policy: allow or deny (deny is the secure choice)")
-	f.StringVar(&resiliency, "resiliency", "", "Dapr Resiliency YAML (not implemented yet)")
+	f.StringVar(&cfg.ResiliencyFile, "resiliency", "", "Dapr Resiliency YAML: timeouts, retries, circuit breakers for calls to other apps (reloaded on change)")
 	f.BoolVar(&cfg.EnableAppHealthCheck, "enable-app-health-check", false, "probe the app and short-circuit calls while it is unhealthy")
 	f.StringVar(&cfg.AppHealthCheckPath, "app-health-check-path", "/healthz", "HTTP path of the app health probe")
 	f.DurationVar(&cfg.AppHealthProbeInterval, "app-health-probe-interval", 5e9, "interval between app health probes")

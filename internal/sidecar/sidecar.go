@@ -24,6 +24,7 @@ import (
 	"github.com/meshd/meshd/proxy/apphealth"
 	"github.com/meshd/meshd/proxy/daprapi"
 	"github.com/meshd/meshd/proxy/metrics"
+	"github.com/meshd/meshd/proxy/resiliency"
 	"github.com/meshd/meshd/proxy/tracing"
 	"github.com/meshd/meshd/proxy/workloadapi"
 	"github.com/meshd/meshd/sentry/sentryclient"
@@ -78,6 +79,10 @@ type Config struct {
 	ConfigFile    string
 	PolicyDefault policy.Default
 
+	// ResiliencyFile is a Dapr Resiliency YAML file ("": none), reloaded on
+	// change.
+	ResiliencyFile string
+
 	Logger *slog.Logger
 }
 
@@ -103,6 +108,17 @@ func Run(ctx context.Context, cfg Config) error {
 	}
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
+
+	// Resiliency: a bad file stops the start, before any socket is opened.
+	var resil *resiliency.Config
+	if cfg.ResiliencyFile != "" {
+		if resil, err = resiliency.Load(cfg.ResiliencyFile, cfg.AppID, log); err != nil {
+			return fmt.Errorf("sidecar: --resiliency: %w", err)
+		}
+		if resil != nil {
+			resil.OnBreakerChange = breakerLogger(log)
+		}
+	}
 
 	// spec.tracing and spec.metrics of --config (spec.accessControl is
 	// the policy engine's).
@@ -283,7 +299,7 @@ func Run(ctx context.Context, cfg Config) error {
 			log.Warn("sidecar: flushing spans", "err", err)
 		}
 	}()
-	pcfg.Metrics, pcfg.Tracer = mets, tracer
+	_, _ = mets, tracer // wired into proxy.Config below
 
 	p, err := proxy.New(pcfg)
 	if err != nil {
@@ -291,6 +307,17 @@ func Run(ctx context.Context, cfg Config) error {
 		return err
 	}
 	p.DaprAPI = daprapi.New(p.HTTPHandler(), daprapi.WithLogger(log))
+	if cfg.ResiliencyFile != "" {
+		p.SetResiliency(resil)
+		if err := resiliency.Watch(ctx, cfg.ResiliencyFile, cfg.AppID, log, func(c *resiliency.Config) {
+			if c != nil {
+				c.OnBreakerChange = breakerLogger(log)
+			}
+			p.SetResiliency(c)
+		}); err != nil {
+			log.Warn("sidecar: --resiliency: not reloaded on change", "err", err)
+		}
+	}
 
 	if cfg.WorkloadAPISocket != "" {
 		if src == nil {
@@ -391,4 +418,11 @@ func listenerAddr(l net.Listener) string {
 		return "off"
 	}
 	return l.Addr().String()
+}
+
+// breakerLogger logs circuit breaker transitions.
+func breakerLogger(log *slog.Logger) func(app, ns string, from, to resiliency.State) {
+	return func(app, ns string, from, to resiliency.State) {
+		log.Info("resiliency: circuit breaker changed state", "app", app, "namespace", ns, "from", from.String(), "to", to.String())
+	}
 }

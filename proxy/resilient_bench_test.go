@@ -1,0 +1,79 @@
+package proxy
+
+import (
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"net/url"
+	"strconv"
+	"testing"
+
+	"github.com/meshd/meshd/proxy/appchannel"
+	"github.com/meshd/meshd/proxy/resiliency"
+)
+
+// benchPolicy names a retry, a timeout and a breaker for "orders" and
+// nothing for "stock".
+const benchPolicy = `apiVersion: dapr.io/v1alpha1
+kind: Resiliency
+spec:
+  policies:
+    timeouts: {general: 5s}
+    retries:
+      r: {policy: exponential, maxRetries: 3, matching: {httpStatusCodes: "503"}}
+    circuitBreakers:
+      cb: {trip: consecutiveFailures > 5}
+  targets:
+    apps:
+      orders: {timeout: general, retry: r, circuitBreaker: cb}
+`
+
+// BenchmarkInvokeResiliency is BenchmarkInvoke with a Resiliency config:
+// "policy" calls a target with a timeout, a retry policy and a breaker;
+// "no-policy" a target the config does not name.
+func BenchmarkInvokeResiliency(b *testing.B) {
+	spec, err := resiliency.Parse("bench.yaml", []byte(benchPolicy))
+	if err != nil {
+		b.Fatal(err)
+	}
+	ca := newCA(b, "cluster.local")
+	res := newResolver()
+	app := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_, _ = io.Copy(io.Discard, r.Body)
+		_, _ = w.Write([]byte("ok"))
+	}))
+	defer app.Close()
+	u, _ := url.Parse(app.URL)
+	port, _ := strconv.Atoi(u.Port())
+	ch, _ := appchannel.New(appchannel.Config{Port: port})
+	callee := startSidecar(b, ca, Config{Identity: mustIdentity(b, "orders"), Resolver: res, App: ch})
+	stock := startSidecar(b, ca, Config{Identity: mustIdentity(b, "stock"), Resolver: res, App: ch})
+	caller := startSidecar(b, ca, Config{Identity: mustIdentity(b, "frontend"), Resolver: res})
+	caller.p.SetResiliency(resiliency.New(spec))
+	res.set("orders", callee.internal)
+	res.set("stock", stock.internal)
+	client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 64}}
+	for _, bc := range []struct{ name, app string }{{"policy", "orders"}, {"no-policy", "stock"}} {
+		b.Run(bc.name, func(b *testing.B) {
+			target := caller.httpURL + "/v1.0/invoke/" + bc.app + "/method/api/orders/42?x=1"
+			b.SetParallelism(8)
+			b.ReportAllocs()
+			b.ResetTimer()
+			b.RunParallel(func(pb *testing.PB) {
+				for pb.Next() {
+					resp, err := client.Get(target)
+					if err != nil {
+						b.Error(err)
+						return
+					}
+					_, _ = io.Copy(io.Discard, resp.Body)
+					resp.Body.Close()
+					if resp.StatusCode != 200 {
+						b.Errorf("status %d", resp.StatusCode)
+						return
+					}
+				}
+			})
+		})
+	}
+}
