@@ -82,6 +82,12 @@ func stripIdentityHeaders(h http.Header) {
 // serveInbound is the handler of the internal (mTLS) port.
 func (p *Proxy) serveInbound(w http.ResponseWriter, r *http.Request) {
 	isGRPC := isGRPCRequest(r)
+	var o *obsWriter
+	if p.observe {
+		o = p.startInbound(w, r)
+		defer p.endInbound(o, isGRPC)
+		w = o
+	}
 	// 1. Identity, from the certificate only.
 	var caller certs.Identity
 	h := r.Header
@@ -97,6 +103,9 @@ func (p *Proxy) serveInbound(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 		caller = pi.id
+		if o != nil {
+			o.setCaller(caller)
+		}
 		h[HeaderCallerAppID] = pi.appID
 		h[HeaderCallerNamespace] = pi.ns
 	}

@@ -123,6 +123,11 @@ func isIdempotent(method string) bool {
 // forward sends r to a sidecar of rt.Target, retrying on another endpoint
 // where that is safe, and streams the answer to w.
 func (p *Proxy) forward(w http.ResponseWriter, r *http.Request, rt *route.Route, isGRPC bool) {
+	if p.observe {
+		o := p.startOutbound(w, r, rt)
+		defer p.endOutbound(o, rt.Target, isGRPC)
+		w = o
+	}
 	if set := p.res.Load().For(rt.Target.AppID, rt.Target.Namespace); set != nil {
 		p.forwardWithPolicy(w, r, rt, isGRPC, set) // resilient.go
 		return

@@ -19,6 +19,8 @@ import (
 	"github.com/meshd/meshd/discovery"
 	"github.com/meshd/meshd/proxy/appchannel"
 	"github.com/meshd/meshd/proxy/authz"
+	"github.com/meshd/meshd/proxy/metrics"
+	"github.com/meshd/meshd/proxy/tracing"
 )
 
 // Resolver finds endpoints of target apps. discovery.Cache implements it.
@@ -73,6 +75,11 @@ type Config struct {
 	Ready func() bool
 	// Logger defaults to slog.Default().
 	Logger *slog.Logger
+	// Tracer, if set, traces every call (a client span outbound, a server
+	// span inbound); nil: tracing off at the cost of a nil check.
+	Tracer *tracing.Tracer
+	// Metrics, if set, counts every call; nil: no metrics.
+	Metrics *metrics.Metrics
 }
 
 // Proxy is the data plane of one sidecar.
@@ -88,6 +95,10 @@ type Proxy struct {
 	peers      *peers
 	log        *slog.Logger
 	res        resiliencyRef // see SetResiliency (resilient.go)
+	// Telemetry (see telemetry.go); observe is tracer != nil || metrics != nil.
+	tracer  *tracing.Tracer
+	metrics *metrics.Metrics
+	observe bool
 }
 
 // DaprInvokePath is the gRPC path of Dapr's InvokeService API.
@@ -116,6 +127,9 @@ func New(cfg Config) (*Proxy, error) {
 		selfAppID:  []string{cfg.Identity.AppID},
 		peerScheme: "https",
 		log:        cfg.Logger,
+		tracer:     cfg.Tracer,
+		metrics:    cfg.Metrics,
+		observe:    cfg.Tracer != nil || cfg.Metrics != nil,
 	}
 	if cfg.Insecure {
 		p.peerScheme = "http"

@@ -299,7 +299,7 @@ func Run(ctx context.Context, cfg Config) error {
 			log.Warn("sidecar: flushing spans", "err", err)
 		}
 	}()
-	_, _ = mets, tracer // wired into proxy.Config below
+	pcfg.Metrics, pcfg.Tracer = mets, tracer
 
 	p, err := proxy.New(pcfg)
 	if err != nil {
