@@ -6,7 +6,7 @@ BINARIES  := meshd sentry meshctl
 PKGS      := ./...
 TEST_TIMEOUT ?= 25m
 
-.PHONY: all build test vet race bench fuzz soak demo clean consul
+.PHONY: all build test vet race bench fuzz soak demo clean consul jaeger
 
 all: build
 
@@ -28,9 +28,16 @@ vet:
 consul:
 	./tests/consul/install.sh >/dev/null
 
+# Jaeger v2 (Apache-2.0) v1.76.0, the real OTLP receiver of the tracing
+# tests (tests/telemetry): built from the Go module proxy into .cache/jaeger/
+# once per checkout (several minutes cold), afterwards a file check. The
+# tests build it themselves too (tests/harness.JaegerBinary).
+jaeger:
+	./tests/telemetry/install-jaeger.sh >/dev/null
+
 # What CI runs (.ci/run). Unit tests, end-to-end tests against real processes
 # on loopback, all with the race detector.
-test: vet consul
+test: vet consul jaeger
 	$(GO) test -race -count=1 -timeout $(TEST_TIMEOUT) $(PKGS)
 
 bench: build
