@@ -26,11 +26,13 @@ spec:
   targets:
     apps:
       orders: {timeout: general, retry: r, circuitBreaker: cb}
+      inventory: {retry: r, circuitBreaker: cb}
 `
 
 // BenchmarkInvokeResiliency is BenchmarkInvoke with a Resiliency config:
-// "policy" calls a target with a timeout, a retry policy and a breaker;
-// "no-policy" a target the config does not name.
+// "timeout+retry+breaker" calls a target with all three policies,
+// "retry+breaker" one without a deadline, "no-policy" a target the config
+// does not name.
 func BenchmarkInvokeResiliency(b *testing.B) {
 	spec, err := resiliency.Parse("bench.yaml", []byte(benchPolicy))
 	if err != nil {
@@ -48,12 +50,14 @@ func BenchmarkInvokeResiliency(b *testing.B) {
 	ch, _ := appchannel.New(appchannel.Config{Port: port})
 	callee := startSidecar(b, ca, Config{Identity: mustIdentity(b, "orders"), Resolver: res, App: ch})
 	stock := startSidecar(b, ca, Config{Identity: mustIdentity(b, "stock"), Resolver: res, App: ch})
+	inventory := startSidecar(b, ca, Config{Identity: mustIdentity(b, "inventory"), Resolver: res, App: ch})
 	caller := startSidecar(b, ca, Config{Identity: mustIdentity(b, "frontend"), Resolver: res})
 	caller.p.SetResiliency(resiliency.New(spec))
 	res.set("orders", callee.internal)
 	res.set("stock", stock.internal)
+	res.set("inventory", inventory.internal)
 	client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 64}}
-	for _, bc := range []struct{ name, app string }{{"policy", "orders"}, {"no-policy", "stock"}} {
+	for _, bc := range []struct{ name, app string }{{"timeout+retry+breaker", "orders"}, {"retry+breaker", "inventory"}, {"no-policy", "stock"}} {
 		b.Run(bc.name, func(b *testing.B) {
 			target := caller.httpURL + "/v1.0/invoke/" + bc.app + "/method/api/orders/42?x=1"
 			b.SetParallelism(8)
