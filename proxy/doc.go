@@ -39,6 +39,16 @@
 // handshake failure, or a short-circuit answer) or the method is idempotent
 // (GET HEAD OPTIONS PUT DELETE TRACE).
 //
+// Resiliency (resilient.go, package proxy/resiliency, docs/resiliency.md):
+// a target that a Dapr Resiliency document gives a policy takes
+// forwardWithPolicy: per-attempt timeout, retries by the policy (backoff,
+// status matching, bodies up to 64 KiB replayed, another endpoint per
+// retry, a retry budget) and the target's circuit breaker (503
+// ERR_CIRCUIT_OPEN while open). Every call honours Meshd-Timeout and
+// grpc-timeout; the time left travels to the callee sidecar (its context
+// deadline for the call to the app) and on to the app. A target without
+// policy costs one atomic load and a map lookup, no allocation.
+//
 // Helper handlers: Proxy.HTTPHandler is the outbound HTTP invoke path as an
 // http.Handler (the Dapr gRPC InvokeService translation calls it); set
 // Proxy.DaprAPI before Serve to serve /dapr.proto.runtime.v1.Dapr/InvokeService
