@@ -15,6 +15,7 @@ import (
 	"github.com/meshd/meshd/internal/daprconfig"
 	"github.com/meshd/meshd/proxy/appchannel"
 	"github.com/meshd/meshd/proxy/metrics"
+	"github.com/meshd/meshd/proxy/route"
 	"github.com/meshd/meshd/proxy/tracing"
 )
 
@@ -93,6 +94,84 @@ func BenchmarkInvokeTelemetry(b *testing.B) {
 					}
 				}
 			})
+		})
+	}
+}
+
+// nopWriter is a ResponseWriter that keeps only its header map.
+type nopWriter struct{ h http.Header }
+
+func (w *nopWriter) Header() http.Header         { return w.h }
+func (w *nopWriter) Write(b []byte) (int, error) { return len(b), nil }
+func (w *nopWriter) WriteHeader(int)             {}
+
+// BenchmarkTelemetryHooks is the CPU and allocations telemetry adds to one
+// call, both hops (caller sidecar outbound + callee sidecar inbound),
+// without the network: what BenchmarkInvokeTelemetry measures end to end,
+// minus the noise.
+func BenchmarkTelemetryHooks(b *testing.B) {
+	for _, c := range []struct {
+		name            string
+		metrics, traced bool
+		parent          string
+	}{
+		{"off", false, false, ""},
+		{"metrics", true, false, ""},
+		{"tracing-default-rate", false, true, ""},
+		{"metrics+tracing-default-rate", true, true, ""},
+		{"metrics+tracing-sampled", true, true, "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"},
+	} {
+		b.Run(c.name, func(b *testing.B) {
+			res := newResolver()
+			mk := func(app string) *Proxy {
+				cfg := Config{Identity: mustIdentity(b, app), Resolver: res, Insecure: true}
+				if c.metrics {
+					m, _ := metrics.New(metrics.Options{Self: discovery.Target{AppID: app, Namespace: "default"}})
+					m.MarkKnown(discovery.Target{AppID: "orders", Namespace: "default"})
+					cfg.Metrics = m
+				}
+				if c.traced {
+					tr, _ := tracing.New(tracing.Options{Identity: cfg.Identity, SamplingRate: daprconfig.DefaultSamplingRate, Exporter: tracetest.NewNoopExporter()})
+					b.Cleanup(func() { _ = tr.Shutdown(context.Background()) })
+					cfg.Tracer = tr
+				}
+				p, err := New(cfg)
+				if err != nil {
+					b.Fatal(err)
+				}
+				return p
+			}
+			caller, callee := mk("frontend"), mk("orders")
+			rt := &route.Route{Target: discovery.Target{AppID: "orders", Namespace: "default"}, Path: "/api/orders/42"}
+			r := httptest.NewRequest("GET", "/v1.0/invoke/orders/method/api/orders/42", nil)
+			w := &nopWriter{h: http.Header{}}
+			id := mustIdentity(b, "frontend")
+			b.ReportAllocs()
+			b.ResetTimer()
+			for i := 0; i < b.N; i++ {
+				if c.parent != "" {
+					r.Header["Traceparent"] = []string{c.parent}
+				}
+				var ww http.ResponseWriter = w
+				var o *obsWriter
+				if caller.observe {
+					o = caller.startOutbound(w, r, rt)
+					ww = o
+				}
+				var in *obsWriter
+				if callee.observe {
+					in = callee.startInbound(ww, r)
+					in.setCaller(id)
+					ww = in
+				}
+				ww.WriteHeader(200)
+				if in != nil {
+					callee.endInbound(in, false)
+				}
+				if o != nil {
+					caller.endOutbound(o, rt.Target, false)
+				}
+			}
 		})
 	}
 }
