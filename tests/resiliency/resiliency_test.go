@@ -9,7 +9,9 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -41,6 +43,10 @@ spec:
         policy: constant
         duration: 10ms
         maxRetries: 1
+      fast:
+        policy: constant
+        duration: 1ms
+        maxRetries: 3
     circuitBreakers:
       cb:
         maxRequests: 2
@@ -58,6 +64,8 @@ spec:
         circuitBreaker: cb
       stock:
         retry: elsewhere
+      outage:
+        retry: fast
 `
 
 type mesh struct {
@@ -86,7 +94,7 @@ func startMesh(t *testing.T) *mesh {
 	m.app = startTestApp(t, "good", false)
 	m.stockBad = startTestApp(t, "bad", true)
 
-	callees := []string{"orders", "payments", "slow", "flaky", "plain"} // plain: no policy
+	callees := []string{"orders", "payments", "slow", "flaky", "plain", "outage"} // plain: no policy
 	ports := map[string]harness.SidecarPorts{}
 	var static []harness.StaticApp
 	for _, app := range append(callees, "frontend", "stock-1", "stock-2") {
@@ -327,6 +335,63 @@ func TestResiliency(t *testing.T) {
 		}
 		if n := m.app.Attempts(key); n != 8 {
 			t.Fatalf("app saw %d attempts, want 8", n)
+		}
+	})
+
+	t.Run("retry budget bounds retries in an outage", func(t *testing.T) {
+		// outage: maxRetries 3 at 1ms; the app always fails. Unbounded,
+		// 400 calls would make 1600 attempts; the budget allows 20% of
+		// the requests plus 10/s over 10s.
+		const calls = 400
+		var wg sync.WaitGroup
+		for g := 0; g < 8; g++ {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				for i := 0; i < calls/8; i++ {
+					if a := call(t, m.frontend, "GET", "outage", "/status/503/kbudget", ""); a.status != 503 {
+						t.Errorf("status %d, want the app's 503", a.status)
+						return
+					}
+				}
+			}()
+		}
+		wg.Wait()
+		n := m.app.Attempts("kbudget")
+		if max := calls + calls/5 + 10*12; n > max {
+			t.Fatalf("%d calls made %d attempts, want at most %d (budget)", calls, n, max)
+		}
+		if n <= calls {
+			t.Fatalf("%d calls made %d attempts: no retry at all", calls, n)
+		}
+		t.Logf("%d calls, %d attempts", calls, n)
+	})
+
+	t.Run("reloaded on change", func(t *testing.T) {
+		file := writeFile(t, "reload.yaml", "apiVersion: dapr.io/v1alpha1\nkind: Resiliency\nspec:\n  policies:\n    timeouts: {t: 5s}\n")
+		s := m.caller(t, "reload", harness.SidecarPorts{}, file)
+		defer s.Stop(5 * time.Second)
+		if a := call(t, s, "GET", "plain", "/fail/1/kr1", ""); a.status != 500 || m.app.Attempts("kr1") != 1 {
+			t.Fatalf("before: %d, %d attempts", a.status, m.app.Attempts("kr1"))
+		}
+		next := "apiVersion: dapr.io/v1alpha1\nkind: Resiliency\nspec:\n  policies:\n    retries:\n      DefaultRetryPolicy: {duration: 10ms, maxRetries: 2}\n"
+		if err := os.WriteFile(file+".tmp", []byte(next), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Rename(file+".tmp", file); err != nil {
+			t.Fatal(err)
+		}
+		deadline := time.Now().Add(10 * time.Second)
+		for i := 0; ; i++ {
+			key := "kr2-" + strconv.Itoa(i)
+			a := call(t, s, "GET", "plain", "/fail/1/"+key, "")
+			if a.status == 200 && m.app.Attempts(key) == 2 {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("the new DefaultRetryPolicy never applied: %d, %d attempts", a.status, m.app.Attempts(key))
+			}
+			time.Sleep(100 * time.Millisecond)
 		}
 	})
 
