@@ -18,7 +18,7 @@ import (
 //	/fail/{n}/{key}[?status=S]  S (default 500) for the first n attempts, then 200
 //	/status/{code}/{key}        always code
 //	/hang/{key}                 waits until the request is cancelled (max 30s)
-//	/toggle/{key}               500 while SetFailing(key, true), else 200
+//	/toggle/{key}[?sleep=ms]    500 while SetFailing(key, true), else 200
 //	/instance/{key}             500 if the app was made with failAll, else 200
 type testApp struct {
 	name    string
@@ -87,6 +87,9 @@ func (a *testApp) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 		return
 	case "toggle":
+		if ms, _ := strconv.Atoi(r.URL.Query().Get("sleep")); ms > 0 {
+			time.Sleep(time.Duration(ms) * time.Millisecond)
+		}
 		if failing {
 			w.WriteHeader(500)
 			return

@@ -318,13 +318,28 @@ func TestResiliency(t *testing.T) {
 		if a := call(t, m.frontend, "GET", "flaky", "/toggle/"+key, ""); a.code != "ERR_CIRCUIT_OPEN" {
 			t.Fatalf("after a failed probe: %d %q, want open again", a.status, a.body)
 		}
-		// Half-open again with the app healthy: maxRequests (2) successes close it.
+		// Half-open again with the app healthy: of three concurrent calls,
+		// maxRequests (2) go through as probes, the third fails fast; two
+		// successes close it.
 		m.app.SetFailing(key, false)
 		time.Sleep(2200 * time.Millisecond)
-		for i := 0; i < 2; i++ {
-			if a := call(t, m.frontend, "GET", "flaky", "/toggle/"+key, ""); a.status != 200 {
-				t.Fatalf("probe %d: %d %q", i+1, a.status, a.body)
+		answers := make(chan answer, 3)
+		for i := 0; i < 3; i++ {
+			go func() { answers <- call(t, m.frontend, "GET", "flaky", "/toggle/"+key+"?sleep=400", "") }()
+		}
+		var ok, open int
+		for i := 0; i < 3; i++ {
+			switch a := <-answers; {
+			case a.status == 200:
+				ok++
+			case a.code == "ERR_CIRCUIT_OPEN":
+				open++
+			default:
+				t.Fatalf("half-open call: %d %q", a.status, a.body)
 			}
+		}
+		if ok != 2 || open != 1 {
+			t.Fatalf("half-open with maxRequests 2: %d probes passed, %d rejected; want 2, 1", ok, open)
 		}
 		// Closed: a failure no longer trips it at once.
 		m.app.SetFailing(key, true)
