@@ -202,6 +202,9 @@ func (p *Proxy) forward(w http.ResponseWriter, r *http.Request, rt *route.Route,
 			break
 		}
 		tried[attempt] = ep.Address
+		if attempt > 0 {
+			p.metrics.RetryInc(rt.Target)
+		}
 
 		var body *sealableBody
 		req := &http.Request{

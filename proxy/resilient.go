@@ -254,6 +254,9 @@ func (p *Proxy) forwardWithPolicy(w http.ResponseWriter, r *http.Request, rt *ro
 		if attempt < len(tried) {
 			tried[attempt] = ep.Address
 		}
+		if attempt > 0 {
+			p.metrics.RetryInc(rt.Target)
+		}
 
 		var body *sealableBody
 		req := &http.Request{

@@ -115,9 +115,6 @@ func Run(ctx context.Context, cfg Config) error {
 		if resil, err = resiliency.Load(cfg.ResiliencyFile, cfg.AppID, log); err != nil {
 			return fmt.Errorf("sidecar: --resiliency: %w", err)
 		}
-		if resil != nil {
-			resil.OnBreakerChange = breakerLogger(log)
-		}
 	}
 
 	// spec.tracing and spec.metrics of --config (spec.accessControl is
@@ -308,10 +305,13 @@ func Run(ctx context.Context, cfg Config) error {
 	}
 	p.DaprAPI = daprapi.New(p.HTTPHandler(), daprapi.WithLogger(log))
 	if cfg.ResiliencyFile != "" {
+		if resil != nil {
+			resil.OnBreakerChange = breakerObserver(log, mets)
+		}
 		p.SetResiliency(resil)
 		if err := resiliency.Watch(ctx, cfg.ResiliencyFile, cfg.AppID, log, func(c *resiliency.Config) {
 			if c != nil {
-				c.OnBreakerChange = breakerLogger(log)
+				c.OnBreakerChange = breakerObserver(log, mets)
 			}
 			p.SetResiliency(c)
 		}); err != nil {
@@ -420,9 +420,18 @@ func listenerAddr(l net.Listener) string {
 	return l.Addr().String()
 }
 
-// breakerLogger logs circuit breaker transitions.
-func breakerLogger(log *slog.Logger) func(app, ns string, from, to resiliency.State) {
+// breakerObserver logs circuit breaker transitions and exports the state
+// (meshd_ metrics; mets may be nil).
+func breakerObserver(log *slog.Logger, mets *metrics.Metrics) func(app, ns string, from, to resiliency.State) {
 	return func(app, ns string, from, to resiliency.State) {
+		// resiliency.State and metrics.BreakerState share their values.
+		mets.SetBreakerState(discovery.Target{AppID: app, Namespace: ns}, metrics.BreakerState(to))
 		log.Info("resiliency: circuit breaker changed state", "app", app, "namespace", ns, "from", from.String(), "to", to.String())
 	}
 }
+
+// breakerObserver converts resiliency.State to metrics.BreakerState by
+// value: a compile error here if they ever differ.
+var _ = [1]struct{}{}[int(resiliency.StateClosed)-int(metrics.BreakerClosed)]
+var _ = [1]struct{}{}[int(resiliency.StateHalfOpen)-int(metrics.BreakerHalfOpen)]
+var _ = [1]struct{}{}[int(resiliency.StateOpen)-int(metrics.BreakerOpen)]

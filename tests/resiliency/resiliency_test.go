@@ -197,6 +197,12 @@ func TestResiliency(t *testing.T) {
 			t.Fatalf("app saw %d attempts, want 1 + maxRetries 3", n)
 		}
 	})
+	t.Run("retries are counted in meshd_retries_total", func(t *testing.T) {
+		// k1: 2 retries, k2: 3 (and nothing else called orders yet).
+		if got := scrape(t, m.frontend, "meshd_retries_total", "orders"); got != 5 {
+			t.Fatalf("meshd_retries_total{dst_app_id=orders} = %v, want 5", got)
+		}
+	})
 	t.Run("4xx is not retried", func(t *testing.T) {
 		for _, code := range []string{"404", "429", "400"} {
 			key := "k4xx" + code
@@ -310,6 +316,9 @@ func TestResiliency(t *testing.T) {
 		if n := m.app.Attempts(key); n != 3 {
 			t.Fatalf("app saw %d attempts while open, want 3", n)
 		}
+		if got := scrape(t, m.frontend, "meshd_circuit_breaker_state", "flaky"); got != 2 {
+			t.Fatalf("meshd_circuit_breaker_state{dst_app_id=flaky} = %v while open, want 2", got)
+		}
 		// After timeout (2s): half-open, a failing probe opens it again.
 		time.Sleep(2200 * time.Millisecond)
 		if a := call(t, m.frontend, "GET", "flaky", "/toggle/"+key, ""); a.status != 500 || m.app.Attempts(key) != 4 {
@@ -340,6 +349,9 @@ func TestResiliency(t *testing.T) {
 		}
 		if ok != 2 || open != 1 {
 			t.Fatalf("half-open with maxRequests 2: %d probes passed, %d rejected; want 2, 1", ok, open)
+		}
+		if got := scrape(t, m.frontend, "meshd_circuit_breaker_state", "flaky"); got != 0 {
+			t.Fatalf("meshd_circuit_breaker_state{dst_app_id=flaky} = %v once closed, want 0", got)
 		}
 		// Closed: a failure no longer trips it at once.
 		m.app.SetFailing(key, true)
