@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"net/url"
 	"os"
 	"strconv"
 	"strings"
@@ -164,7 +165,7 @@ func NewExporter(ctx context.Context, s Settings) (sdktrace.SpanExporter, error)
 		var opts []otlptracehttp.Option
 		if s.Endpoint != "" {
 			if strings.Contains(s.Endpoint, "://") {
-				opts = append(opts, otlptracehttp.WithEndpointURL(s.Endpoint))
+				opts = append(opts, otlptracehttp.WithEndpointURL(httpTracesURL(s.Endpoint)))
 			} else {
 				opts = append(opts, otlptracehttp.WithEndpoint(s.Endpoint))
 				if s.Insecure {
@@ -185,4 +186,16 @@ func NewExporter(ctx context.Context, s Settings) (sdktrace.SpanExporter, error)
 		return exp, nil
 	}
 	return nil, fmt.Errorf("tracing: protocol %q: want grpc or http", s.Protocol)
+}
+
+// httpTracesURL gives an OTLP/HTTP endpoint URL without a path the
+// standard traces path: Dapr's endpointAddress names the collector, not
+// its route, and the exporter would otherwise post to "/".
+func httpTracesURL(endpoint string) string {
+	u, err := url.Parse(endpoint)
+	if err != nil || (u.Path != "" && u.Path != "/") {
+		return endpoint
+	}
+	u.Path = "/v1/traces"
+	return u.String()
 }

@@ -307,3 +307,16 @@ func BenchmarkOutboundSampled(b *testing.B) {
 		tr.Outbound(h, "orders", "default", "GET", "/").End(200, -1)
 	}
 }
+
+func TestHTTPTracesURL(t *testing.T) {
+	for in, want := range map[string]string{
+		"http://127.0.0.1:4318":            "http://127.0.0.1:4318/v1/traces",
+		"http://127.0.0.1:4318/":           "http://127.0.0.1:4318/v1/traces",
+		"https://c.example:4318/custom/v1": "https://c.example:4318/custom/v1",
+		"http://h:1/v1/traces":             "http://h:1/v1/traces",
+	} {
+		if got := httpTracesURL(in); got != want {
+			t.Errorf("%s -> %s, want %s", in, got, want)
+		}
+	}
+}

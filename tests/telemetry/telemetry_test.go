@@ -1,6 +1,7 @@
 package telemetry_test
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -14,6 +15,10 @@ import (
 	dto "github.com/prometheus/client_model/go"
 	"github.com/prometheus/common/expfmt"
 	"github.com/prometheus/common/model"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+	testpb "google.golang.org/grpc/interop/grpc_testing"
+	"google.golang.org/grpc/metadata"
 
 	"github.com/meshd/meshd/tests/harness"
 )
@@ -65,17 +70,25 @@ func writeFile(t *testing.T, name, content string) string {
 // (OTLP/HTTP export, policy denying frontend /secret/*) and the sidecar of
 // "frontend" (OTLP/gRPC export, no app).
 func mesh(t *testing.T) (j *harness.Jaeger, caller, callee *harness.Sidecar) {
+	j, caller, callee, _ = meshWithGRPC(t, false)
+	return j, caller, callee
+}
+
+// meshWithGRPC is mesh plus, when withGRPC, the grpcecho app "grpcsvc"
+// behind its own sidecar (OTLP/HTTP export).
+func meshWithGRPC(t *testing.T, withGRPC bool) (j *harness.Jaeger, caller, callee, grpcCallee *harness.Sidecar) {
 	t.Helper()
 	b := harness.Build(t)
 	j = harness.StartJaeger(t)
 	s := harness.StartSentry(t, b, "")
 	echo := harness.StartEcho(t, b, "orders-1", 0)
 
-	callerPorts, calleePorts := harness.NewSidecarPorts(t), harness.NewSidecarPorts(t)
+	callerPorts, calleePorts, grpcPorts := harness.NewSidecarPorts(t), harness.NewSidecarPorts(t), harness.NewSidecarPorts(t)
 	static := filepath.Join(t.TempDir(), "static.yaml")
 	harness.WriteStatic(t, static,
 		harness.StaticApp{AppID: "orders", Addresses: []string{calleePorts.InternalAddr()}},
-		harness.StaticApp{AppID: "frontend", Addresses: []string{callerPorts.InternalAddr()}})
+		harness.StaticApp{AppID: "frontend", Addresses: []string{callerPorts.InternalAddr()}},
+		harness.StaticApp{AppID: "grpcsvc", Addresses: []string{grpcPorts.InternalAddr()}})
 
 	// No samplingRate: Dapr's default 0.0001 for root spans; the test's
 	// sampled traceparent must still be honoured.
@@ -117,7 +130,22 @@ spec:
 		ResolverFile: static, Extra: []string{"--config", calleeCfg}})
 	caller = harness.StartSidecar(t, b, s, harness.SidecarConfig{AppID: "frontend", Ports: callerPorts,
 		ResolverFile: static, Extra: []string{"--config", callerCfg}})
-	return j, caller, callee
+	if withGRPC {
+		app := harness.StartGRPCEcho(t, b, "grpcsvc-1", 0)
+		grpcCfg := writeFile(t, "grpcsvc.yaml", fmt.Sprintf(`apiVersion: dapr.io/v1alpha1
+kind: Configuration
+metadata: {name: grpcsvc}
+spec:
+  tracing:
+    samplingRate: "0.0001"
+    otel:
+      endpointAddress: "http://%s"
+      protocol: http
+`, j.OTLPHTTPAddr()))
+		grpcCallee = harness.StartSidecar(t, b, s, harness.SidecarConfig{AppID: "grpcsvc", AppPort: app.Port, AppProtocol: "grpc",
+			Ports: grpcPorts, ResolverFile: static, Extra: []string{"--config", grpcCfg}})
+	}
+	return j, caller, callee, grpcCallee
 }
 
 func call(t *testing.T, url string, hdr map[string]string) (*http.Response, []byte) {
@@ -217,6 +245,61 @@ func TestTraceAcrossTwoSidecars(t *testing.T) {
 	}
 	if client.name != "CallRemote/orders" || server.name != "CallLocal/orders" {
 		t.Errorf("span names %q, %q", client.name, server.name)
+	}
+}
+
+func TestGRPCTrace(t *testing.T) {
+	const grpcTraceID = "0af7651916cd43dd8448eb211c80319c"
+	j, caller, _, _ := meshWithGRPC(t, true)
+	cc, err := grpc.NewClient(caller.GRPCAddr(), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cc.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	ctx = metadata.AppendToOutgoingContext(ctx, "dapr-app-id", "grpcsvc",
+		"traceparent", "00-"+grpcTraceID+"-"+callerSpanID+"-01")
+	var hdr, trl metadata.MD
+	if _, err := testpb.NewTestServiceClient(cc).UnaryCall(ctx, &testpb.SimpleRequest{}, grpc.Header(&hdr), grpc.Trailer(&trl)); err != nil {
+		t.Fatal(err)
+	}
+	// grpcecho sends the metadata it received back as trailers.
+	appTP := trl.Get("traceparent")
+	if len(appTP) != 1 || !strings.HasPrefix(appTP[0], "00-"+grpcTraceID+"-") {
+		t.Fatalf("the gRPC app received traceparent %v", appTP)
+	}
+	respTP := hdr.Get("traceparent")
+	if len(respTP) != 1 || !strings.HasPrefix(respTP[0], "00-"+grpcTraceID+"-") {
+		t.Fatalf("response header traceparent %v", respTP)
+	}
+	spans := waitTrace(t, j, grpcTraceID, 2)
+	var client, server *span
+	for i := range spans {
+		switch spans[i].service {
+		case "frontend":
+			client = &spans[i]
+		case "grpcsvc":
+			server = &spans[i]
+		}
+	}
+	if client == nil || server == nil {
+		t.Fatalf("spans %+v", spans)
+	}
+	if client.parent != callerSpanID || server.parent != client.id || strings.Split(appTP[0], "-")[2] != server.id ||
+		strings.Split(respTP[0], "-")[2] != client.id {
+		t.Fatalf("links: client %s (parent %s), server %s (parent %s), app saw %s, response %s",
+			client.id, client.parent, server.id, server.parent, appTP[0], respTP[0])
+	}
+	for _, sp := range []*span{client, server} {
+		if sp.tags["rpc.grpc.status_code"] != "0" || sp.tags["meshd.method"] != "/grpc.testing.TestService/UnaryCall" {
+			t.Errorf("%s span tags %v", sp.service, sp.tags)
+		}
+	}
+	got, _ := sample(scrape(t, caller.Ports.Metrics), "meshd_requests_sent_total",
+		map[string]string{"dst_app_id": "grpcsvc", "protocol": "grpc", "status": "0"})
+	if got != 1 {
+		t.Errorf("caller: gRPC calls with status 0 = %v, want 1", got)
 	}
 }
 
