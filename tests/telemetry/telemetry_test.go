@@ -450,3 +450,39 @@ func TestMetricsFollowCalls(t *testing.T) {
 		}
 	}
 }
+
+// TestTraceFromEnvironment configures both sidecars only through the
+// standard OTEL_EXPORTER_OTLP_* variables (no spec.tracing): the caller
+// over OTLP/gRPC, the callee over OTLP/HTTP.
+func TestTraceFromEnvironment(t *testing.T) {
+	const envTraceID = "5c2f0a1b3d4e5f60718293a4b5c6d7e8"
+	b := harness.Build(t)
+	j := harness.StartJaeger(t)
+	s := harness.StartSentry(t, b, "")
+	echo := harness.StartEcho(t, b, "orders-env", 0)
+	callerPorts, calleePorts := harness.NewSidecarPorts(t), harness.NewSidecarPorts(t)
+	static := filepath.Join(t.TempDir(), "static.yaml")
+	harness.WriteStatic(t, static, harness.StaticApp{AppID: "orders", Addresses: []string{calleePorts.InternalAddr()}})
+
+	// The children inherit the environment at start.
+	t.Setenv("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf")
+	t.Setenv("OTEL_EXPORTER_OTLP_ENDPOINT", "http://"+j.OTLPHTTPAddr())
+	harness.StartSidecar(t, b, s, harness.SidecarConfig{AppID: "orders", AppPort: echo.Port, Ports: calleePorts, ResolverFile: static})
+	t.Setenv("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc")
+	t.Setenv("OTEL_EXPORTER_OTLP_ENDPOINT", "http://"+j.OTLPGRPCAddr())
+	caller := harness.StartSidecar(t, b, s, harness.SidecarConfig{AppID: "frontend", Ports: callerPorts, ResolverFile: static})
+
+	resp, body := call(t, caller.HTTPURL()+"/v1.0/invoke/orders/method/env", map[string]string{"traceparent": "00-" + envTraceID + "-" + callerSpanID + "-01"})
+	if resp.StatusCode != 200 {
+		t.Fatalf("call: %d %s", resp.StatusCode, body)
+	}
+	spans := waitTrace(t, j, envTraceID, 2)
+	byService := map[string]span{}
+	for _, sp := range spans {
+		byService[sp.service] = sp
+	}
+	c, sv := byService["frontend"], byService["orders"]
+	if c.id == "" || sv.id == "" || c.parent != callerSpanID || sv.parent != c.id {
+		t.Fatalf("spans %+v", spans)
+	}
+}
