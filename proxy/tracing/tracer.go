@@ -2,6 +2,7 @@ package tracing
 
 import (
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -55,6 +56,10 @@ type Tracer struct {
 	inName    string
 	clientOpt []trace.SpanStartOption
 	serverOpt []trace.SpanStartOption
+	// rate and bound mirror TraceIDRatioBased, so that unsampled calls
+	// skip the SDK (see start).
+	rate  float64
+	bound uint64
 }
 
 // New builds a Tracer around an exporter.
@@ -78,6 +83,7 @@ func New(opts Options) (*Tracer, error) {
 		sdktrace.WithSampler(sdktrace.ParentBased(sdktrace.TraceIDRatioBased(opts.SamplingRate))),
 		sdktrace.WithSpanProcessor(proc),
 		sdktrace.WithResource(res),
+		sdktrace.WithIDGenerator(idGenerator{}),
 	)
 	return &Tracer{
 		tp:        tp,
@@ -86,6 +92,8 @@ func New(opts Options) (*Tracer, error) {
 		inName:    spanNameInboundShort + "/" + opts.Identity.AppID,
 		clientOpt: []trace.SpanStartOption{trace.WithSpanKind(trace.SpanKindClient)},
 		serverOpt: []trace.SpanStartOption{trace.WithSpanKind(trace.SpanKindServer)},
+		rate:      opts.SamplingRate,
+		bound:     uint64(opts.SamplingRate * (1 << 63)),
 	}, nil
 }
 
@@ -124,7 +132,7 @@ type Hop struct {
 // parent.
 func (t *Tracer) Outbound(h http.Header, dstApp, dstNS, method, path string) Hop {
 	span, tp := t.start(h, spanNameOutbound, t.clientOpt)
-	if span.IsRecording() {
+	if span != nil && span.IsRecording() {
 		span.SetName(spanNameOutbound + "/" + dstApp)
 		span.SetAttributes(
 			attribute.String(AttrSourceAppID, t.self.AppID),
@@ -145,7 +153,7 @@ func (t *Tracer) Outbound(h http.Header, dstApp, dstNS, method, path string) Hop
 // it. The caller is added by SetCaller once its certificate proved it.
 func (t *Tracer) Inbound(h http.Header, method, path string) Hop {
 	span, tp := t.start(h, t.inName, t.serverOpt)
-	if span.IsRecording() {
+	if span != nil && span.IsRecording() {
 		span.SetAttributes(
 			attribute.String(AttrDestAppID, t.self.AppID),
 			attribute.String(AttrDestNamespace, t.self.Namespace),
@@ -169,24 +177,53 @@ func (h Hop) SetCaller(caller certs.Identity) {
 	)
 }
 
+// start starts a span whose parent is the traceparent in h and puts its
+// own traceparent in h. Calls the sampler would drop skip the SDK: the
+// decision of ParentBased(TraceIDRatioBased) is known before a span
+// exists (a remote parent's flag, or the ratio test on a new trace ID),
+// and an unsampled hop only needs a new span ID in the traceparent it
+// passes on (tracestate goes through untouched). Only sampled calls pay
+// for an SDK span.
 func (t *Tracer) start(h http.Header, name string, opts []trace.SpanStartOption) (trace.Span, []string) {
-	ctx := context.Background()
+	var tid trace.TraceID
+	var psid trace.SpanID
+	var flags trace.TraceFlags
+	parent := false
 	if v := h[HeaderTraceparent]; len(v) == 1 {
-		if tid, sid, flags, ok := ParseTraceparent(v[0]); ok {
-			cfg := trace.SpanContextConfig{TraceID: tid, SpanID: sid, TraceFlags: flags & trace.FlagsSampled, Remote: true}
-			if ts := h[HeaderTracestate]; len(ts) > 0 {
-				s := ts[0]
-				if len(ts) > 1 {
-					s = strings.Join(ts, ",")
-				}
-				if st, err := trace.ParseTraceState(s); err == nil {
-					cfg.TraceState = st
-				}
-			}
-			ctx = trace.ContextWithRemoteSpanContext(ctx, trace.NewSpanContext(cfg))
+		tid, psid, flags, parent = ParseTraceparent(v[0])
+	}
+	if !parent {
+		delete(h, HeaderTracestate) // no valid traceparent: tracestate is void
+		tid = newTraceID()
+		if !t.ratioSampled(tid) {
+			tp := []string{FormatTraceparent(trace.NewSpanContext(trace.SpanContextConfig{TraceID: tid, SpanID: newSpanID()}))}
+			h[HeaderTraceparent] = tp
+			return nil, tp
+		}
+		// A sampled root: the SDK must use the trace ID sampled above.
+		_, span := t.tracer.Start(context.WithValue(context.Background(), presetTraceID{}, tid), name, opts...)
+		return span, t.inject(h, span)
+	}
+	if !flags.IsSampled() {
+		tp := []string{FormatTraceparent(trace.NewSpanContext(trace.SpanContextConfig{TraceID: tid, SpanID: newSpanID()}))}
+		h[HeaderTraceparent] = tp
+		return nil, tp
+	}
+	cfg := trace.SpanContextConfig{TraceID: tid, SpanID: psid, TraceFlags: trace.FlagsSampled, Remote: true}
+	if ts := h[HeaderTracestate]; len(ts) > 0 {
+		s := ts[0]
+		if len(ts) > 1 {
+			s = strings.Join(ts, ",")
+		}
+		if st, err := trace.ParseTraceState(s); err == nil {
+			cfg.TraceState = st
 		}
 	}
-	_, span := t.tracer.Start(ctx, name, opts...)
+	_, span := t.tracer.Start(trace.ContextWithRemoteSpanContext(context.Background(), trace.NewSpanContext(cfg)), name, opts...)
+	return span, t.inject(h, span)
+}
+
+func (t *Tracer) inject(h http.Header, span trace.Span) []string {
 	sc := span.SpanContext()
 	tp := []string{FormatTraceparent(sc)}
 	h[HeaderTraceparent] = tp
@@ -195,7 +232,18 @@ func (t *Tracer) start(h http.Header, name string, opts []trace.SpanStartOption)
 	} else {
 		delete(h, HeaderTracestate)
 	}
-	return span, tp
+	return tp
+}
+
+// ratioSampled is TraceIDRatioBased's decision for a new trace.
+func (t *Tracer) ratioSampled(tid trace.TraceID) bool {
+	switch {
+	case t.rate >= 1:
+		return true
+	case t.rate <= 0:
+		return false
+	}
+	return binary.BigEndian.Uint64(tid[8:16])>>1 < t.bound
 }
 
 // End records the outcome and ends the span. status is the HTTP status

@@ -320,3 +320,49 @@ func TestHTTPTracesURL(t *testing.T) {
 		}
 	}
 }
+
+// The fast path for unsampled roots must decide as the SDK's sampler.
+func TestRatioMatchesSDK(t *testing.T) {
+	for _, rate := range []float64{0, 0.0001, 0.3, 0.5, 1} {
+		tr, _ := New(Options{SamplingRate: rate, Exporter: tracetest.NewNoopExporter()})
+		sdk := sdktrace.TraceIDRatioBased(rate)
+		for i := 0; i < 20000; i++ {
+			tid := newTraceID()
+			want := sdk.ShouldSample(sdktrace.SamplingParameters{ParentContext: context.Background(), TraceID: tid}).Decision == sdktrace.RecordAndSample
+			if got := tr.ratioSampled(tid); got != want {
+				t.Fatalf("rate %v, trace %s: fast path %v, SDK %v", rate, tid, got, want)
+			}
+		}
+		_ = tr.Shutdown(context.Background())
+	}
+}
+
+func TestSampledRootKeepsItsTraceID(t *testing.T) {
+	tr, exp := newTestTracer(t, 1)
+	h := http.Header{HeaderTracestate: {"orphan=1"}}
+	hop := tr.Outbound(h, "orders", "default", "GET", "/")
+	hop.End(200, -1)
+	spans := exp.GetSpans()
+	if len(spans) != 1 || FormatTraceparent(spans[0].SpanContext) != hop.Traceparent[0] || spans[0].Parent.IsValid() {
+		t.Fatalf("root span %v, traceparent %v", spans, hop.Traceparent)
+	}
+	if _, ok := h[HeaderTracestate]; ok {
+		t.Fatal("tracestate without traceparent kept")
+	}
+}
+
+func TestUnsampledHopAllocs(t *testing.T) {
+	tr, _ := newTestTracer(t, 0.0001)
+	h := http.Header{HeaderTraceparent: {"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-00"}, HeaderTracestate: {"a=b"}}
+	in := h[HeaderTraceparent]
+	n := testing.AllocsPerRun(200, func() {
+		h[HeaderTraceparent] = in
+		tr.Outbound(h, "orders", "default", "GET", "/").End(200, -1)
+	})
+	if n > 2 {
+		t.Fatalf("unsampled hop: %v allocs, want at most 2 (the new traceparent)", n)
+	}
+	if h[HeaderTracestate][0] != "a=b" {
+		t.Fatal("tracestate of an unsampled call changed")
+	}
+}
