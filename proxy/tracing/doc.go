@@ -13,5 +13,8 @@
 // default 0.0001).
 //
 // The traceparent parser and formatter are our own (allocation-free
-// parsing straight from the header map, fuzzed), the spans are the SDK's.
+// parsing straight from the header map, fuzzed). Sampled calls get SDK
+// spans; unsampled ones skip the SDK entirely (the sampler's decision is
+// known before a span exists) and only pass on a traceparent with a new
+// span ID.
 package tracing
