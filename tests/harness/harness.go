@@ -8,6 +8,7 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"math/rand/v2"
 	"net"
 	"net/http"
 	"os"
@@ -79,16 +80,47 @@ func Build(t testing.TB) Binaries {
 	return bins
 }
 
-// FreePort returns a loopback TCP port that was free a moment ago.
+// FreePort returns a loopback TCP port that was free a moment ago and that
+// this process has not handed out before. Ports come from 20000–32767, below
+// Linux's ephemeral range, so an outgoing connection of some other process
+// cannot take the port between this check and the moment a child binds it;
+// the start is random so that test packages running in parallel rarely try
+// the same ports.
 func FreePort(t testing.TB) int {
 	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
+	portMu.Lock()
+	defer portMu.Unlock()
+	if portNext == 0 {
+		portNext = portLow + rand.IntN(portHigh-portLow)
 	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
+	for range portHigh - portLow {
+		p := portNext
+		portNext++
+		if portNext >= portHigh {
+			portNext = portLow
+		}
+		if portUsed[p] {
+			continue
+		}
+		l, err := net.Listen("tcp", "127.0.0.1:"+strconv.Itoa(p))
+		if err != nil {
+			continue
+		}
+		l.Close()
+		portUsed[p] = true
+		return p
+	}
+	t.Fatal("harness: no free port in 20000-32767")
+	return 0
 }
+
+const portLow, portHigh = 20000, 32768
+
+var (
+	portMu   sync.Mutex
+	portNext int
+	portUsed = map[int]bool{}
+)
 
 // Process is a running child process with its log captured.
 type Process struct {
