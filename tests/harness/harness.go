@@ -15,6 +15,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -350,8 +351,18 @@ func StartSidecar(t testing.TB, b Binaries, s *Sentry, c SidecarConfig) *Sidecar
 		"--listen-address", "127.0.0.1",
 		"--sentry-address", s.Addr, "--trust-anchors-file", s.BundleFile(),
 		"--token-file", s.TokenFile(t, c.AppID, c.Namespace)}
-	if c.ResolverFile != "" {
+	switch {
+	case c.ResolverFile != "":
 		args = append(args, "--resolver", "static", "--resolver-config", c.ResolverFile)
+	case !slices.Contains(c.Extra, "--resolver"):
+		// meshd's default resolver is mDNS, which must never multicast in
+		// the machine's root network namespace: a sidecar that names no
+		// resolver gets an empty static one.
+		empty := filepath.Join(t.TempDir(), "no-apps.yaml")
+		if err := os.WriteFile(empty, []byte("apps: []\n"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		args = append(args, "--resolver", "static", "--resolver-config", empty)
 	}
 	if c.AppPort != 0 {
 		proto := c.AppProtocol
