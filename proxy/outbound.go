@@ -132,26 +132,15 @@ func (p *Proxy) forward(w http.ResponseWriter, r *http.Request, rt *route.Route,
 		p.forwardWithPolicy(w, r, rt, isGRPC, set) // resilient.go
 		return
 	}
-	ctx := r.Context()
-	timeout := p.callTimeout(r, isGRPC)
-	if timeout > 0 {
-		var cancel context.CancelFunc
-		ctx, cancel = context.WithTimeout(ctx, timeout)
-		defer cancel()
-	}
-	pt, err := p.peers.get(rt.Target)
-	if err != nil {
-		writeError(w, isGRPC, http.StatusBadRequest, ErrCodeMalformed, err.Error())
+	f, ok := p.startForward(w, r, rt, isGRPC)
+	if !ok {
 		return
 	}
-	h := r.Header
-	cleanHopByHop(h)
-	delete(h, route.HeaderAppID)
-
-	hasBody := r.Body != nil && r.Body != http.NoBody && r.ContentLength != 0
+	if f.cancel != nil {
+		defer f.cancel()
+	}
+	ctx, timeout, tr, hasBody := f.ctx, f.timeout, f.tr, f.hasBody
 	if hasBody && r.ProtoMajor == 1 {
-		// Let the app stream its answer while still uploading.
-		_ = http.NewResponseController(w).EnableFullDuplex()
 		// In full-duplex mode net/http does not drain an unread body when
 		// the answer starts; its drain after the handler returns restarts
 		// the connection's background read after aborting it, and the next
@@ -161,12 +150,8 @@ func (p *Proxy) forward(w http.ResponseWriter, r *http.Request, rt *route.Route,
 		// the handler still runs. A no-op once the body was read to EOF.
 		defer r.Body.Close()
 	}
-	// HTTP/1.1 callers ride HTTP/1.1 to the callee sidecar (see
-	// peerTransports), gRPC and HTTP/2 callers HTTP/2.
-	tr := pt.h2
 	var small []byte // a small body read ahead: one write, resent on retry
 	if r.ProtoMajor == 1 && !isGRPC {
-		tr = pt.h1
 		if hasBody && r.ContentLength > 0 && r.ContentLength <= smallBody {
 			small = make([]byte, r.ContentLength)
 			if _, err := io.ReadFull(r.Body, small); err != nil {
@@ -212,7 +197,7 @@ func (p *Proxy) forward(w http.ResponseWriter, r *http.Request, rt *route.Route,
 			URL:           &url.URL{Scheme: p.peerScheme, Host: ep.Address, Opaque: rt.Path, RawQuery: rt.Query},
 			Proto:         "HTTP/2.0",
 			ProtoMajor:    2,
-			Header:        h,
+			Header:        r.Header,
 			ContentLength: r.ContentLength,
 			Host:          ep.Address,
 		}
@@ -226,7 +211,7 @@ func (p *Proxy) forward(w http.ResponseWriter, r *http.Request, rt *route.Route,
 			req.ContentLength = 0
 		}
 		if timeout > 0 {
-			setDeadline(ctx, h, isGRPC) // the time left, to the callee sidecar and its app
+			setDeadline(ctx, r.Header, isGRPC) // the time left, to the callee sidecar and its app
 		}
 		resp, err := tr.RoundTrip(req.WithContext(ctx))
 		if err != nil {
@@ -319,4 +304,45 @@ func parseGRPCTimeout(v []string) (time.Duration, bool) {
 		return 0, false
 	}
 	return time.Duration(n) * unit, true
+}
+
+// forwardCall is what startForward prepared for one call.
+type forwardCall struct {
+	ctx     context.Context
+	cancel  context.CancelFunc // nil without a deadline
+	timeout time.Duration      // 0: none
+	tr      http.RoundTripper
+	hasBody bool
+}
+
+// startForward does what every forwarded call needs first, with or without a
+// Resiliency policy: the call's deadline, the target's transport — HTTP/1.1
+// callers ride HTTP/1.1 to the callee sidecar (see peerTransports), gRPC and
+// HTTP/2 callers HTTP/2 — hop-by-hop and dapr-app-id headers removed, and
+// full duplex for HTTP/1.1 uploads so the app can stream its answer while the
+// upload goes on. ok is false when an error answer was written.
+func (p *Proxy) startForward(w http.ResponseWriter, r *http.Request, rt *route.Route, isGRPC bool) (f forwardCall, ok bool) {
+	f.ctx = r.Context()
+	if f.timeout = p.callTimeout(r, isGRPC); f.timeout > 0 {
+		f.ctx, f.cancel = context.WithTimeout(f.ctx, f.timeout)
+	}
+	pt, err := p.peers.get(rt.Target)
+	if err != nil {
+		if f.cancel != nil {
+			f.cancel()
+		}
+		writeError(w, isGRPC, http.StatusBadRequest, ErrCodeMalformed, err.Error())
+		return forwardCall{}, false
+	}
+	cleanHopByHop(r.Header)
+	delete(r.Header, route.HeaderAppID)
+	f.hasBody = r.Body != nil && r.Body != http.NoBody && r.ContentLength != 0
+	if f.hasBody && r.ProtoMajor == 1 {
+		_ = http.NewResponseController(w).EnableFullDuplex()
+	}
+	f.tr = pt.h2
+	if r.ProtoMajor == 1 && !isGRPC {
+		f.tr = pt.h1
+	}
+	return f, true
 }

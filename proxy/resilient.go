@@ -122,30 +122,16 @@ func discard(resp *http.Response) {
 // per-attempt timeout, retries by the policy (or the safe default), the
 // target's circuit breaker and retry budget.
 func (p *Proxy) forwardWithPolicy(w http.ResponseWriter, r *http.Request, rt *route.Route, isGRPC bool, set *resiliency.Set) {
-	ctx := r.Context()
-	timeout := p.callTimeout(r, isGRPC)
-	if timeout > 0 {
-		var cancel context.CancelFunc
-		ctx, cancel = context.WithTimeout(ctx, timeout)
-		defer cancel()
-	}
-	pt, err := p.peers.get(rt.Target)
-	if err != nil {
-		writeError(w, isGRPC, http.StatusBadRequest, ErrCodeMalformed, err.Error())
+	f, ok := p.startForward(w, r, rt, isGRPC)
+	if !ok {
 		return
 	}
-	h := r.Header
-	cleanHopByHop(h)
-	delete(h, route.HeaderAppID)
-
-	hasBody := r.Body != nil && r.Body != http.NoBody && r.ContentLength != 0
-	if hasBody && r.ProtoMajor == 1 {
-		_ = http.NewResponseController(w).EnableFullDuplex()
-		defer r.Body.Close() // see forward
+	if f.cancel != nil {
+		defer f.cancel()
 	}
-	tr := pt.h2
-	if r.ProtoMajor == 1 && !isGRPC {
-		tr = pt.h1
+	ctx, timeout, tr, hasBody := f.ctx, f.timeout, f.tr, f.hasBody
+	if hasBody && r.ProtoMajor == 1 {
+		defer r.Body.Close() // see forward
 	}
 	pol := set.Retry
 	readAhead := int64(0)
@@ -264,7 +250,7 @@ func (p *Proxy) forwardWithPolicy(w http.ResponseWriter, r *http.Request, rt *ro
 			URL:           &url.URL{Scheme: p.peerScheme, Host: ep.Address, Opaque: rt.Path, RawQuery: rt.Query},
 			Proto:         "HTTP/2.0",
 			ProtoMajor:    2,
-			Header:        h,
+			Header:        r.Header,
 			ContentLength: r.ContentLength,
 			Host:          ep.Address,
 		}
@@ -285,7 +271,7 @@ func (p *Proxy) forwardWithPolicy(w http.ResponseWriter, r *http.Request, rt *ro
 		if set.Timeout > 0 {
 			actx, acancel = context.WithTimeout(ctx, set.Timeout)
 		}
-		setDeadline(actx, h, isGRPC)
+		setDeadline(actx, r.Header, isGRPC)
 		resp, err := tr.RoundTrip(req.WithContext(actx))
 		// replayable reports whether this attempt's body can be sent again.
 		replayable := func() bool {
