@@ -259,7 +259,9 @@ func TestWatchAgainstFakeAgent(t *testing.T) {
 	waitReady(t, cache, inv, "127.0.0.1:5001", 10*time.Millisecond)
 	// ... and a registration arriving meanwhile is applied at once.
 	agent.set("inventory", fakeInstance{id: "z", addr: "127.0.0.9", port: "5009"})
-	waitReady(t, cache, inv, "127.0.0.9:5009", time.Second)
+	// Alone this takes milliseconds; 3s leaves room for a CI machine running
+	// the whole suite with -race on 2 cores (a 1s bound flaked there once).
+	waitReady(t, cache, inv, "127.0.0.9:5009", 3*time.Second)
 	// After the grace an empty answer empties the picker.
 	time.Sleep(500 * time.Millisecond)
 	emptied := time.Now()
