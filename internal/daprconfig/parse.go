@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"go.yaml.in/yaml/v3"
+
+	"github.com/meshd/meshd/internal/yamlnode"
 )
 
 // DefaultSamplingRate is Dapr's default spec.tracing.samplingRate: one
@@ -299,50 +301,14 @@ func boolean(file string, v *yaml.Node, what string) (bool, error) {
 	return false, &Error{file, v.Line, fmt.Sprintf("%s %q: want true or false", what, v.Value)}
 }
 
-func yamlErrLine(err error) int {
-	// yaml.v3 messages read "yaml: line N: ...".
-	s := err.Error()
-	if i := strings.Index(s, "line "); i >= 0 {
-		j := i + 5
-		for j < len(s) && s[j] >= '0' && s[j] <= '9' {
-			j++
-		}
-		if n, e := strconv.Atoi(s[i+5 : j]); e == nil {
-			return n
-		}
-	}
-	return 1
-}
+func yamlErrLine(err error) int { return yamlnode.ErrLine(err) }
 
-func lookup(m *yaml.Node, key string) *yaml.Node {
-	if m == nil || m.Kind != yaml.MappingNode {
-		return nil
-	}
-	for i := 0; i+1 < len(m.Content); i += 2 {
-		if m.Content[i].Value == key {
-			return m.Content[i+1]
-		}
-	}
-	return nil
-}
+func lookup(m *yaml.Node, key string) *yaml.Node { return yamlnode.Lookup(m, key) }
 
 // fields checks that m is a mapping with only the allowed keys.
 func fields(file string, m *yaml.Node, what string, allowed ...string) error {
-	if m.Kind != yaml.MappingNode {
-		return &Error{file, m.Line, what + ": want a mapping"}
-	}
-	for i := 0; i+1 < len(m.Content); i += 2 {
-		k := m.Content[i]
-		ok := false
-		for _, a := range allowed {
-			if k.Value == a {
-				ok = true
-				break
-			}
-		}
-		if !ok {
-			return &Error{file, k.Line, fmt.Sprintf("%s: unknown field %q (want one of %s)", what, k.Value, strings.Join(allowed, ", "))}
-		}
+	if line, msg, ok := yamlnode.Fields(m, what, allowed...); !ok {
+		return &Error{file, line, msg}
 	}
 	return nil
 }
