@@ -2,16 +2,11 @@ package harness
 
 import (
 	"bytes"
-	"context"
 	"fmt"
 	"io"
 	"net/http"
 	"os"
-	"os/exec"
-	"path/filepath"
 	"strconv"
-	"strings"
-	"sync"
 	"testing"
 	"time"
 )
@@ -20,45 +15,13 @@ import (
 // the Go module proxy serves (later releases are BUSL-licensed).
 const ConsulVersion = "v1.16.3"
 
-var (
-	consulOnce sync.Once
-	consulBin  string
-	consulErr  error
-)
+var consulTool = &cachedTool{name: "consul", version: ConsulVersion, envVar: "MESHD_CONSUL_BIN",
+	script: "tests/consul/install.sh", timeout: 20 * time.Minute}
 
 // ConsulBinary returns the path of the Consul binary, building it with
 // tests/consul/install.sh into .cache/consul/{version}/ the first time (a
 // few minutes on 2 cores; logged). MESHD_CONSUL_BIN overrides the path.
-func ConsulBinary(t testing.TB) string {
-	t.Helper()
-	consulOnce.Do(func() {
-		if p := os.Getenv("MESHD_CONSUL_BIN"); p != "" {
-			consulBin = p
-			return
-		}
-		root := RepoRoot()
-		cached := filepath.Join(root, ".cache", "consul", ConsulVersion, "consul")
-		if _, err := os.Stat(cached); err != nil {
-			t.Logf("harness: building Consul %s from the Go module proxy (once per checkout; about 5 minutes on 2 cores)", ConsulVersion)
-		}
-		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Minute)
-		defer cancel()
-		cmd := exec.CommandContext(ctx, "bash", filepath.Join(root, "tests", "consul", "install.sh"))
-		cmd.Dir = root
-		var stderr bytes.Buffer
-		cmd.Stderr = &stderr
-		out, err := cmd.Output()
-		if err != nil {
-			consulErr = fmt.Errorf("harness: tests/consul/install.sh: %w\n%s", err, stderr.String())
-			return
-		}
-		consulBin = strings.TrimSpace(string(out))
-	})
-	if consulErr != nil {
-		t.Fatal(consulErr)
-	}
-	return consulBin
-}
+func ConsulBinary(t testing.TB) string { return consulTool.binary(t) }
 
 // Consul is a running `consul agent -dev` on loopback, all ports free
 // ephemeral ones.

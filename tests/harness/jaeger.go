@@ -1,8 +1,6 @@
 package harness
 
 import (
-	"bytes"
-	"context"
 	"fmt"
 	"net"
 	"net/http"
@@ -10,8 +8,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strconv"
-	"strings"
-	"sync"
 	"testing"
 	"time"
 )
@@ -20,46 +16,14 @@ import (
 // OpenTelemetry Collector distribution; Apache-2.0).
 const JaegerVersion = "v1.76.0"
 
-var (
-	jaegerOnce sync.Once
-	jaegerBin  string
-	jaegerErr  error
-)
+var jaegerTool = &cachedTool{name: "jaeger", version: JaegerVersion, envVar: "MESHD_JAEGER_BIN",
+	script: "tests/telemetry/install-jaeger.sh", timeout: 30 * time.Minute}
 
 // JaegerBinary returns the path of the Jaeger binary, building it with
 // tests/telemetry/install-jaeger.sh into .cache/jaeger/{version}/ the first
 // time (several minutes on 2 cores; logged). MESHD_JAEGER_BIN overrides the
 // path.
-func JaegerBinary(t testing.TB) string {
-	t.Helper()
-	jaegerOnce.Do(func() {
-		if p := os.Getenv("MESHD_JAEGER_BIN"); p != "" {
-			jaegerBin = p
-			return
-		}
-		root := RepoRoot()
-		cached := filepath.Join(root, ".cache", "jaeger", JaegerVersion, "jaeger")
-		if _, err := os.Stat(cached); err != nil {
-			t.Logf("harness: building Jaeger %s from the Go module proxy (once per checkout; several minutes on 2 cores)", JaegerVersion)
-		}
-		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Minute)
-		defer cancel()
-		cmd := exec.CommandContext(ctx, "bash", filepath.Join(root, "tests", "telemetry", "install-jaeger.sh"))
-		cmd.Dir = root
-		var stderr bytes.Buffer
-		cmd.Stderr = &stderr
-		out, err := cmd.Output()
-		if err != nil {
-			jaegerErr = fmt.Errorf("harness: tests/telemetry/install-jaeger.sh: %w\n%s", err, stderr.String())
-			return
-		}
-		jaegerBin = strings.TrimSpace(string(out))
-	})
-	if jaegerErr != nil {
-		t.Fatal(jaegerErr)
-	}
-	return jaegerBin
-}
+func JaegerBinary(t testing.TB) string { return jaegerTool.binary(t) }
 
 // Jaeger is a running Jaeger v2 with an in-memory store, its OTLP
 // receivers and its query API on free loopback ports.
