@@ -192,15 +192,7 @@ func (p *Proxy) forward(w http.ResponseWriter, r *http.Request, rt *route.Route,
 		}
 
 		var body *sealableBody
-		req := &http.Request{
-			Method:        r.Method,
-			URL:           &url.URL{Scheme: p.peerScheme, Host: ep.Address, Opaque: rt.Path, RawQuery: rt.Query},
-			Proto:         "HTTP/2.0",
-			ProtoMajor:    2,
-			Header:        r.Header,
-			ContentLength: r.ContentLength,
-			Host:          ep.Address,
-		}
+		req := p.peerRequest(r, rt, ep.Address)
 		switch {
 		case small != nil:
 			req.Body = io.NopCloser(bytes.NewReader(small))
@@ -345,4 +337,19 @@ func (p *Proxy) startForward(w http.ResponseWriter, r *http.Request, rt *route.R
 		f.tr = pt.h1
 	}
 	return f, true
+}
+
+// peerRequest is one attempt's request to the callee sidecar at addr: the
+// caller's method, headers and length, and the one normalized path and query.
+// The caller sets its body.
+func (p *Proxy) peerRequest(r *http.Request, rt *route.Route, addr string) *http.Request {
+	return &http.Request{
+		Method:        r.Method,
+		URL:           &url.URL{Scheme: p.peerScheme, Host: addr, Opaque: rt.Path, RawQuery: rt.Query},
+		Proto:         "HTTP/2.0",
+		ProtoMajor:    2,
+		Header:        r.Header,
+		ContentLength: r.ContentLength,
+		Host:          addr,
+	}
 }

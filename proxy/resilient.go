@@ -6,7 +6,6 @@ import (
 	"errors"
 	"io"
 	"net/http"
-	"net/url"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -245,15 +244,7 @@ func (p *Proxy) forwardWithPolicy(w http.ResponseWriter, r *http.Request, rt *ro
 		}
 
 		var body *sealableBody
-		req := &http.Request{
-			Method:        r.Method,
-			URL:           &url.URL{Scheme: p.peerScheme, Host: ep.Address, Opaque: rt.Path, RawQuery: rt.Query},
-			Proto:         "HTTP/2.0",
-			ProtoMajor:    2,
-			Header:        r.Header,
-			ContentLength: r.ContentLength,
-			Host:          ep.Address,
-		}
+		req := p.peerRequest(r, rt, ep.Address)
 		switch {
 		case replay != nil:
 			req.Body = io.NopCloser(bytes.NewReader(replay))
