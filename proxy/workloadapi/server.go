@@ -201,7 +201,14 @@ func (s *Server) Path() string { return s.path }
 func (s *Server) Serve(ctx context.Context) error {
 	stop := context.AfterFunc(ctx, func() { _ = s.Close() })
 	defer stop()
-	if err := s.grpc.Serve(s.ln); err != nil && !errors.Is(err, grpc.ErrServerStopped) {
+	err := s.grpc.Serve(s.ln)
+	if ctx.Err() != nil {
+		// grpc.Serve returns as soon as Close stopped it, before Close has
+		// removed the socket: wait for it (sync.Once blocks until done), so
+		// the socket is gone when Serve returns.
+		_ = s.Close()
+	}
+	if err != nil && !errors.Is(err, grpc.ErrServerStopped) {
 		return fmt.Errorf("workloadapi: serve: %w", err)
 	}
 	return nil
