@@ -14,6 +14,7 @@ import (
 	"github.com/spiffe/go-spiffe/v2/spiffetls/tlsconfig"
 
 	"github.com/meshd/meshd/discovery"
+	"github.com/meshd/meshd/proxy/coalesce"
 	"github.com/meshd/meshd/proxy/h1"
 )
 
@@ -129,6 +130,9 @@ func (ps *peers) newTransport(t discovery.Target, h1 bool) (*http.Transport, err
 			if err != nil {
 				return nil, &dialError{err}
 			}
+			if !h1 {
+				return coalesce.New(c), nil
+			}
 			return c, nil
 		}
 		return tr, nil
@@ -147,6 +151,11 @@ func (ps *peers) newTransport(t discovery.Target, h1 bool) (*http.Transport, err
 		c, err := ps.dial.DialContext(ctx, network, addr)
 		if err != nil {
 			return nil, &dialError{err}
+		}
+		if !h1 {
+			// Many streams, several frames each: one write per round
+			// (see package coalesce).
+			c = coalesce.New(c)
 		}
 		tc := tls.Client(c, cfg)
 		hctx, cancel := context.WithTimeout(ctx, ps.p.cfg.DialTimeout)

@@ -19,6 +19,7 @@ import (
 	"github.com/meshd/meshd/discovery"
 	"github.com/meshd/meshd/proxy/appchannel"
 	"github.com/meshd/meshd/proxy/authz"
+	"github.com/meshd/meshd/proxy/coalesce"
 	"github.com/meshd/meshd/proxy/metrics"
 	"github.com/meshd/meshd/proxy/tracing"
 )
@@ -193,7 +194,7 @@ func (p *Proxy) Serve(ctx context.Context, ls Listeners, grace time.Duration) er
 		t bool
 	}
 	var servers []srv
-	mk := func(h http.Handler, l net.Listener, internal bool) {
+	mk := func(h http.Handler, l net.Listener, internal, grpcPort bool) {
 		if l == nil {
 			return
 		}
@@ -215,19 +216,26 @@ func (p *Proxy) Serve(ctx context.Context, ls Listeners, grace time.Duration) er
 			} else {
 				s.TLSConfig = p.InternalTLSConfig()
 				s.ConnContext = connContext
+				// HTTP/2 connections coalesce their frame writes;
+				// HTTP/1.1 ones write each answer once anyway.
+				s.TLSConfig.GetConfigForClient = coalesce.EnableForH2(s.TLSConfig.NextProtos)
+				l = coalesce.Listener{Listener: l, Passthrough: true}
 			}
 		} else {
 			s.Protocols.SetHTTP1(true)
 			s.Protocols.SetUnencryptedHTTP2(true)
+		}
+		if grpcPort {
+			l = coalesce.Listener{Listener: l} // gRPC: HEADERS, DATA and trailers in one write
 		}
 		if !internal || p.cfg.Insecure {
 			l = bufferedListener{l} // cleartext HTTP/2 reads unbuffered
 		}
 		servers = append(servers, srv{s, l, internal && !p.cfg.Insecure})
 	}
-	mk(p.HTTPHandler(), ls.HTTP, false)
-	mk(p.GRPCHandler(), ls.GRPC, false)
-	mk(p.InternalHandler(), ls.Internal, true)
+	mk(p.HTTPHandler(), ls.HTTP, false, false)
+	mk(p.GRPCHandler(), ls.GRPC, false, true)
+	mk(p.InternalHandler(), ls.Internal, true, false)
 	if len(servers) == 0 {
 		return errors.New("proxy: no listener to serve")
 	}

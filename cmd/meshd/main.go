@@ -85,6 +85,8 @@ func newCommand() *cobra.Command {
 	f.IntVar(&cfg.MetricsPort, "metrics-port", 9090, "Prometheus metrics port (/metrics)")
 	f.StringVar(&cfg.MetricsListenAddress, "metrics-listen-address", "127.0.0.1", "address the metrics port binds (0.0.0.0 to let a remote Prometheus scrape)")
 	f.BoolVar(&enableMetrics, "enable-metrics", true, "serve Prometheus metrics on --metrics-port")
+	f.BoolVar(&cfg.EnableProfiling, "enable-profiling", false, "serve Go profiles (/debug/pprof/) on 127.0.0.1:--profile-port")
+	f.IntVar(&cfg.ProfilePort, "profile-port", 7777, "port of the Go profiles (with --enable-profiling)")
 	f.StringVar(&cfg.ListenAddress, "listen-address", "", "address the internal port binds (default: all interfaces)")
 	f.StringVar(&cfg.AdvertiseAddress, "advertise-address", "", "host:port other sidecars reach the internal port at (default: derived from --listen-address)")
 	f.StringVar(&cfg.SentryAddress, "sentry-address", "", "host:port of sentry")

@@ -50,6 +50,10 @@ type Config struct {
 	MetricsPort          int
 	MetricsListenAddress string
 	DisableMetrics       bool
+	// ProfilePort, when EnableProfiling, serves Go's net/http/pprof on
+	// 127.0.0.1 (Dapr's --enable-profiling/--profile-port).
+	EnableProfiling bool
+	ProfilePort     int
 	// AdvertiseAddress is host:port other sidecars use to reach the internal
 	// port (registered with discovery backends that register). Default:
 	// ListenAddress (or 127.0.0.1) with the bound port.
@@ -151,8 +155,21 @@ func Run(ctx context.Context, cfg Config) error {
 			return fmt.Errorf("sidecar: --metrics-port: %w", err)
 		}
 	}
+	var profileL net.Listener
+	if cfg.EnableProfiling {
+		if profileL, err = net.Listen("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(cfg.ProfilePort))); err != nil {
+			for _, l := range []net.Listener{ls.HTTP, ls.GRPC, ls.Internal, metricsL} {
+				if l != nil {
+					_ = l.Close()
+				}
+			}
+			return fmt.Errorf("sidecar: --profile-port: %w", err)
+		}
+		log.Warn("sidecar: --enable-profiling: Go profiles served on loopback", "addr", profileL.Addr().String())
+		go serveProfiles(ctx, profileL)
+	}
 	closeAll := func() {
-		for _, l := range []net.Listener{ls.HTTP, ls.GRPC, ls.Internal, metricsL} {
+		for _, l := range []net.Listener{ls.HTTP, ls.GRPC, ls.Internal, metricsL, profileL} {
 			if l != nil {
 				_ = l.Close()
 			}

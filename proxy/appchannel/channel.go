@@ -2,6 +2,7 @@ package appchannel
 
 import (
 	"bytes"
+	"context"
 	"crypto/tls"
 	"errors"
 	"fmt"
@@ -12,6 +13,7 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/meshd/meshd/proxy/coalesce"
 	"github.com/meshd/meshd/proxy/h1"
 )
 
@@ -109,6 +111,15 @@ func New(cfg Config) (*Channel, error) {
 	case H2C, GRPC:
 		c.scheme = "http"
 		t.Protocols.SetUnencryptedHTTP2(true)
+		// One multiplexed connection, several frames per call: coalesce
+		// the writes (see proxy/coalesce).
+		t.DialContext = func(ctx context.Context, network, addr string) (net.Conn, error) {
+			conn, err := d.DialContext(ctx, network, addr)
+			if err != nil {
+				return nil, err
+			}
+			return coalesce.New(conn), nil
+		}
 	case HTTPS, GRPCS:
 		c.scheme = "https"
 		tc := cfg.TLS

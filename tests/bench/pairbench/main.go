@@ -21,14 +21,17 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"os"
 	"os/exec"
+	"os/signal"
 	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 )
 
@@ -38,6 +41,8 @@ type config struct {
 	warm              time.Duration
 	qps, conns, size  int
 	skipGRPC, skipMax bool
+	profile, hold     bool
+	meshdEnv          string
 }
 
 func main() {
@@ -53,6 +58,9 @@ func main() {
 	flag.IntVar(&c.size, "payload", 1024, "payload bytes")
 	flag.BoolVar(&c.skipGRPC, "skip-grpc", false, "HTTP only")
 	flag.BoolVar(&c.skipMax, "skip-max", false, "fixed rate only")
+	flag.StringVar(&c.meshdEnv, "meshd-env", "", "extra environment of the sidecars, space-separated KEY=VALUE (experiments)")
+	flag.BoolVar(&c.hold, "hold", false, "start the mesh, print its ports and wait for an interrupt (for perf/pprof by hand)")
+	flag.BoolVar(&c.profile, "profile", false, "write CPU profiles of both sidecars during each max-rate meshd window to -out")
 	flag.Parse()
 	if err := run(c); err != nil {
 		fmt.Fprintln(os.Stderr, "pairbench:", err)
@@ -114,12 +122,20 @@ func run(c config) error {
 		return err
 	}
 	defer os.RemoveAll(dir)
-	m := &mesh{dir: dir, bin: c.bin, fortio: c.fortio}
+	m := &mesh{dir: dir, bin: c.bin, fortio: c.fortio, meshdEnv: strings.Fields(c.meshdEnv)}
 	defer m.stopAll()
 	if err := m.start(ctx); err != nil {
 		return err
 	}
 
+	if c.hold {
+		fmt.Printf("mesh up in %s; pids a=%d b=%d bg=%d bp=%d\nports %v\n", dir, m.pid("a"), m.pid("b"), m.pid("bg"), m.pid("bp"), m.ports)
+		fmt.Printf("HTTP through the pair: http://127.0.0.1:%d/v1.0/invoke/b/method/echo\n", m.ports["a-http"])
+		sig := make(chan os.Signal, 1)
+		signal.Notify(sig, os.Interrupt, syscall.SIGTERM)
+		<-sig
+		return nil
+	}
 	rep := report{
 		Date: time.Now().UTC().Format(time.RFC3339), CPUs: numCPU(),
 		Shape: fmt.Sprintf("fortio, %d connections, %d B payload, fixed %d req/s -uniform for %s, max rate for %s, %s warm-up discarded",
@@ -232,6 +248,7 @@ func printTable(rep report) {
 // mesh is sentry, three sidecars and a fortio app, all on loopback.
 type mesh struct {
 	dir, bin, fortio string
+	meshdEnv         []string
 	mu               sync.Mutex
 	procs            map[string]*exec.Cmd
 	ports            map[string]int
@@ -273,6 +290,9 @@ func (m *mesh) spawn(name, bin string, args ...string) error {
 	}
 	cmd := exec.Command(bin, args...)
 	cmd.Stdout, cmd.Stderr = logf, logf
+	if filepath.Base(bin) == "meshd" && len(m.meshdEnv) > 0 {
+		cmd.Env = append(os.Environ(), m.meshdEnv...)
+	}
 	if err := cmd.Start(); err != nil {
 		return fmt.Errorf("start %s: %w", name, err)
 	}
@@ -333,7 +353,8 @@ func (m *mesh) start(ctx context.Context) error {
 	m.procs, m.ports = map[string]*exec.Cmd{}, map[string]int{}
 	if err := m.allocPorts("sentry", "sentry-health", "app-http", "app-grpc",
 		"a-http", "a-grpc", "a-int", "a-met", "b-http", "b-grpc", "b-int", "b-met",
-		"bg-http", "bg-grpc", "bg-int", "bg-met", "bp-http", "bp-grpc", "bp-int", "bp-met"); err != nil {
+		"bg-http", "bg-grpc", "bg-int", "bg-met", "bp-http", "bp-grpc", "bp-int", "bp-met",
+		"a-prof", "b-prof", "bg-prof", "bp-prof"); err != nil {
 		return err
 	}
 	p := m.ports
@@ -377,7 +398,7 @@ func (m *mesh) start(ctx context.Context) error {
 			"--sentry-address", fmt.Sprintf("127.0.0.1:%d", p["sentry"]),
 			"--trust-anchors-file", filepath.Join(sentryDir, "bundle.pem"),
 			"--token-file", tokFile, "--resolver", "static", "--resolver-config", staticFile,
-			"--log-level", "warn"}
+			"--log-level", "warn", "--enable-profiling", "--profile-port", strconv.Itoa(p[sc.id+"-prof"])}
 		if sc.appPort != "" {
 			args = append(args, "--app-port", sc.appPort, "--app-protocol", sc.proto)
 		}
@@ -448,10 +469,24 @@ func (m *mesh) load(ctx context.Context, c config, proto, mode, variant string) 
 	jsonPath := filepath.Join(m.dir, fmt.Sprintf("%s-%s-%s.json", proto, mode, variant))
 	args := append(append([]string{}, base...), "-t", dur.String(), "-json", jsonPath)
 	cpuBefore := m.pairCPU(proto, variant)
+	var profiles sync.WaitGroup
+	if c.profile && mode == "max" && variant != "direct" {
+		secs := int(dur.Seconds()) - 2
+		for _, sc := range []string{"a", m.callee(proto, variant)} {
+			profiles.Go(func() {
+				url := fmt.Sprintf("http://127.0.0.1:%d/debug/pprof/profile?seconds=%d", p[sc+"-prof"], secs)
+				file := filepath.Join(c.out, fmt.Sprintf("cpu-%s-%s-%s.pprof", proto, variant, sc))
+				if err := fetch(url, file); err != nil {
+					fmt.Fprintln(os.Stderr, "pairbench: profile:", err)
+				}
+			})
+		}
+	}
 	if out, err := exec.CommandContext(ctx, m.fortio, append(args, target...)...).CombinedOutput(); err != nil {
 		return result{}, fmt.Errorf("load %s %s %s: %w\n%s", proto, mode, variant, err, out)
 	}
 	cpuAfter := m.pairCPU(proto, variant)
+	profiles.Wait()
 	b, err := os.ReadFile(jsonPath)
 	if err != nil {
 		return result{}, err
@@ -495,14 +530,42 @@ func (m *mesh) load(ctx context.Context, c config, proto, mode, variant string) 
 
 // pairCPU is utime+stime in seconds of the two sidecars on the path.
 func (m *mesh) pairCPU(proto, variant string) float64 {
-	callee := "b"
+	return cpuSeconds(m.pid("a")) + cpuSeconds(m.pid(m.callee(proto, variant)))
+}
+
+// callee is the name of the callee sidecar of a variant.
+func (m *mesh) callee(proto, variant string) string {
 	switch {
 	case proto == "grpc":
-		callee = "bg"
+		return "bg"
 	case variant == "meshd-policy":
-		callee = "bp"
+		return "bp"
 	}
-	return cpuSeconds(m.pid("a")) + cpuSeconds(m.pid(callee))
+	return "b"
+}
+
+// fetch writes the body of a GET of url to file.
+func fetch(url, file string) error {
+	resp, err := http.Get(url)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("%s: %s", url, resp.Status)
+	}
+	if err := os.MkdirAll(filepath.Dir(file), 0o755); err != nil {
+		return err
+	}
+	f, err := os.Create(file)
+	if err != nil {
+		return err
+	}
+	if _, err := io.Copy(f, resp.Body); err != nil {
+		f.Close()
+		return err
+	}
+	return f.Close()
 }
 
 func cpuSeconds(pid int) float64 {
