@@ -19,6 +19,7 @@ import (
 )
 
 func main() {
+	tuneSysmon()
 	if err := newCommand().Execute(); err != nil {
 		os.Exit(1)
 	}

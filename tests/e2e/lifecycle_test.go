@@ -2,8 +2,11 @@ package e2e_test
 
 import (
 	"bufio"
+	"bytes"
+	"fmt"
 	"net"
 	"net/http"
+	"os"
 	"strings"
 	"syscall"
 	"testing"
@@ -23,6 +26,22 @@ func testHealthzShutdown(t *testing.T, m *mesh) {
 				}
 			}
 		}
+	})
+
+	// meshd re-executes itself with the sysmon setting (cmd/meshd
+	// sysmon.go); the running sidecar (same pid, the exec replaced the
+	// image) must carry it.
+	t.Run("SysmonSetting", func(t *testing.T) {
+		env, err := os.ReadFile(fmt.Sprintf("/proc/%d/environ", m.orders.Pid()))
+		if err != nil {
+			t.Fatal(err)
+		}
+		for kv := range bytes.SplitSeq(env, []byte{0}) {
+			if v, ok := bytes.CutPrefix(kv, []byte("GODEBUG=")); ok && bytes.Contains(v, []byte("schedtrace=2147483647")) {
+				return
+			}
+		}
+		t.Fatalf("sidecar environment lacks the sysmon setting: %q", bytes.ReplaceAll(env, []byte{0}, []byte(" ")))
 	})
 
 	// A slow streamed call (5 events, 300ms apart) is in flight when one
