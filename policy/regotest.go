@@ -37,9 +37,12 @@ func (r TestResult) String() string {
 }
 
 // RunTests runs the Rego tests (*_test.rego) of a policy directory. Each
-// folder (a namespace, or _mesh) is compiled and tested on its own, with
-// its policy files, exactly as written (package mesh.authz). Load errors
-// come back as a *LoadError.
+// folder (a namespace, or _mesh) is compiled and tested on its own, with its
+// policy files exactly as written (package mesh.authz); a namespace folder
+// also gets the _mesh policy files (not their tests), because the sidecar
+// evaluates _mesh and namespace rules together: a namespace test sees the
+// mesh-wide denies its calls would meet. Load errors come back as a
+// *LoadError.
 func RunTests(ctx context.Context, dir string) ([]TestResult, error) {
 	entries, err := os.ReadDir(dir)
 	if err != nil {
@@ -47,6 +50,25 @@ func RunTests(ctx context.Context, dir string) ([]TestResult, error) {
 	}
 	var out []TestResult
 	var errs []*FileError
+	meshMods := map[string]*ast.Module{} // _mesh policy files, for namespace folders
+	if files, err := filepath.Glob(filepath.Join(dir, MeshDir, "*.rego")); err == nil {
+		for _, f := range files {
+			if strings.HasSuffix(f, "_test.rego") {
+				continue
+			}
+			rel := MeshDir + "/" + filepath.Base(f)
+			b, err := os.ReadFile(f)
+			if err != nil {
+				return nil, fmt.Errorf("policy: %w", err)
+			}
+			m, err := ast.ParseModuleWithOpts(rel, string(b), ast.ParserOptions{RegoVersion: ast.RegoV1})
+			if err != nil {
+				errs = append(errs, toFileErrors(err, rel)...)
+				continue
+			}
+			meshMods[rel] = m
+		}
+	}
 	for _, e := range entries {
 		if strings.HasPrefix(e.Name(), ".") {
 			continue
@@ -69,7 +91,9 @@ func RunTests(ctx context.Context, dir string) ([]TestResult, error) {
 			}
 			m, err := ast.ParseModuleWithOpts(rel, string(b), ast.ParserOptions{RegoVersion: ast.RegoV1})
 			if err != nil {
-				errs = append(errs, toFileErrors(err, rel)...)
+				if e.Name() != MeshDir || strings.HasSuffix(f, "_test.rego") { // _mesh policy files: reported above
+					errs = append(errs, toFileErrors(err, rel)...)
+				}
 				continue
 			}
 			mods[rel] = m
@@ -77,6 +101,11 @@ func RunTests(ctx context.Context, dir string) ([]TestResult, error) {
 		}
 		if !hasTests || len(errs) > 0 {
 			continue
+		}
+		if e.Name() != MeshDir {
+			for rel, m := range meshMods {
+				mods[rel] = m
+			}
 		}
 		ch, err := tester.NewRunner().SetModules(mods).SetDefaultRegoVersion(ast.RegoV1).RunTests(ctx, nil)
 		if err != nil {

@@ -17,7 +17,7 @@ func meshctl(t *testing.T, args ...string) (int, string) {
 
 func TestPolicyTest(t *testing.T) {
 	code, out := meshctl(t, "policy", "test", "-v", "testdata/policies")
-	if code != 0 || !strings.Contains(out, "PASS: 5/5") || !strings.Contains(out, "default/orders_test.rego:15: data.mesh.authz_test.test_delete_denied: PASS") {
+	if code != 0 || !strings.Contains(out, "PASS: 6/6") || !strings.Contains(out, "default/orders_test.rego:15: data.mesh.authz_test.test_delete_denied: PASS") {
 		t.Errorf("passing suite: code %d\n%s", code, out)
 	}
 	code, out = meshctl(t, "policy", "test", "testdata/failing")

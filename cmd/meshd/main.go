@@ -33,6 +33,7 @@ func newCommand() *cobra.Command {
 		policyDefault       string
 		logLevel, logFormat string
 		cpus                int
+		allowLogEvery       int
 	)
 	cmd := &cobra.Command{
 		Use:           "meshd",
@@ -62,6 +63,13 @@ func newCommand() *cobra.Command {
 			}
 			if cfg.PolicyDefault, err = policy.ParseDefault(policyDefault); err != nil {
 				return fmt.Errorf("meshd: --policy-default: %w", err)
+			}
+			if allowLogEvery < 0 {
+				return fmt.Errorf("meshd: --policy-allow-log-every %d: want 0 (no allows) or more", allowLogEvery)
+			}
+			cfg.PolicyAllowLogEvery = allowLogEvery
+			if allowLogEvery == 0 {
+				cfg.PolicyAllowLogEvery = -1
 			}
 			cfg.DisableMetrics = !enableMetrics
 			ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
@@ -99,6 +107,7 @@ func newCommand() *cobra.Command {
 	f.StringVar(&cfg.PolicyDir, "policy-dir", "", "policy directory: {dir}/{namespace}/*.rego|*.yaml, {dir}/_mesh/ mesh-wide (reloaded on change)")
 	f.StringVar(&cfg.ConfigFile, "config", "", "Dapr Configuration YAML: spec.accessControl (calls to this app), spec.tracing (OTLP export, sampling), spec.metrics")
 	f.StringVar(&policyDefault, "policy-default", "allow", "decision for namespaces without policy: allow or deny (deny is the secure choice)")
+	f.IntVar(&allowLogEvery, "policy-allow-log-every", 100, "decision log: log one allowed call in N (denials are always logged); 0 logs no allows, 1 every allow")
 	f.StringVar(&cfg.ResiliencyFile, "resiliency", "", "Dapr Resiliency YAML: timeouts, retries, circuit breakers for calls to other apps (reloaded on change)")
 	f.BoolVar(&cfg.EnableAppHealthCheck, "enable-app-health-check", false, "probe the app and short-circuit calls while it is unhealthy")
 	f.StringVar(&cfg.AppHealthCheckPath, "app-health-check-path", "/healthz", "HTTP path of the app health probe")

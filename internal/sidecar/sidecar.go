@@ -19,6 +19,7 @@ import (
 	_ "github.com/meshd/meshd/discovery/static" // --resolver static
 	"github.com/meshd/meshd/internal/daprconfig"
 	"github.com/meshd/meshd/policy"
+	"github.com/meshd/meshd/policy/decisionlog"
 	"github.com/meshd/meshd/proxy"
 	"github.com/meshd/meshd/proxy/appchannel"
 	"github.com/meshd/meshd/proxy/apphealth"
@@ -82,6 +83,10 @@ type Config struct {
 	PolicyDir     string
 	ConfigFile    string
 	PolicyDefault policy.Default
+	// PolicyAllowLogEvery logs one allowed call in N in the decision log
+	// (denials are always logged); 0 means the default (100), a negative
+	// value logs no allows.
+	PolicyAllowLogEvery int
 
 	// ResiliencyFile is a Dapr Resiliency YAML file ("": none), reloaded on
 	// change.
@@ -255,8 +260,15 @@ func Run(ctx context.Context, cfg Config) error {
 	}
 
 	// Policy: loaded before serving; a bad policy stops the start.
+	allowEvery := uint64(100)
+	switch {
+	case cfg.PolicyAllowLogEvery < 0:
+		allowEvery = 0
+	case cfg.PolicyAllowLogEvery > 0:
+		allowEvery = uint64(cfg.PolicyAllowLogEvery)
+	}
 	pol, err := policy.New(ctx, policy.Options{Source: policy.Source{Dir: cfg.PolicyDir, ConfigFile: cfg.ConfigFile},
-		Default: cfg.PolicyDefault, Logger: log})
+		Default: cfg.PolicyDefault, Logger: log, DecisionLog: decisionlog.New(log, allowEvery)})
 	if err != nil {
 		closeAll()
 		return fmt.Errorf("sidecar: %w", err)

@@ -18,4 +18,4 @@ echo "== sentry signing throughput (concurrent clients over gRPC+TLS)"
 for c in 1 4 16; do go run ./tests/bench/signbench -c "$c" -d 5s -json; done | tee tests/bench/results/signing.txt
 
 echo "== sidecar pair vs direct"
-go run ./tests/bench/pairbench -bin bin -fortio .cache/bin/fortio "$@"
+go run ./tests/bench/pairbench -bin bin -fortio .cache/bin/fortio -policy-rounds "${POLICY_ROUNDS:-4}" "$@"

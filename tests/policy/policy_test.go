@@ -9,6 +9,7 @@ import (
 	"io"
 	"net/http"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -136,7 +137,7 @@ func TestPolicyEndToEnd(t *testing.T) {
 		Extra: []string{"--policy-dir", policyDir, "--policy-default", "deny"}})
 	cart := harness.StartSidecar(t, bins, sentry, harness.SidecarConfig{AppID: "cart", Namespace: "shop",
 		AppPort: cartApp.Port, Ports: cartPorts, ResolverFile: resolver,
-		Extra: []string{"--config", cartCfg}})
+		Extra: []string{"--config", cartCfg, "--policy-allow-log-every", "1"}})
 	start := func(app, ns string) *harness.Sidecar {
 		return harness.StartSidecar(t, bins, sentry, harness.SidecarConfig{AppID: app, Namespace: ns, ResolverFile: resolver})
 	}
@@ -271,5 +272,24 @@ allow if {
 	if !strings.Contains(orders.Log(), "policy: deny") || !strings.Contains(orders.Log(), "source=spiffe://cluster.local/ns/staging/frontend") {
 		t.Errorf("decision log lacks denials:\n%s", orders.Log())
 	}
-	_ = cart
+	// Allows are sampled: one in 100 by default (orders saw a handful, none
+	// logged), every one with --policy-allow-log-every 1 (cart).
+	if strings.Contains(orders.Log(), "policy: allow") {
+		t.Errorf("orders logged an allow although it saw fewer than 100:\n%s", orders.Log())
+	}
+	if !strings.Contains(cart.Log(), "msg=\"policy: allow\" source=spiffe://cluster.local/ns/shop/web destination=cart.shop protocol=http method=POST path=/op1") {
+		t.Errorf("cart (--policy-allow-log-every 1) did not log web's allowed POST /op1:\n%s", cart.Log())
+	}
+}
+
+// A bad --policy-allow-log-every stops meshd with a clear error.
+func TestPolicyAllowLogEveryRejected(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts real processes")
+	}
+	bins := harness.Build(t)
+	out, err := exec.Command(bins.Meshd, "--app-id", "x", "--policy-allow-log-every", "-5").CombinedOutput()
+	if err == nil || !strings.Contains(string(out), "--policy-allow-log-every -5: want 0 (no allows) or more") {
+		t.Fatalf("meshd accepted --policy-allow-log-every -5 (err %v):\n%s", err, out)
+	}
 }

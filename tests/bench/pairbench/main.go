@@ -28,6 +28,7 @@ import (
 	"os/exec"
 	"os/signal"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -43,6 +44,7 @@ type config struct {
 	skipGRPC, skipMax bool
 	profile, hold     bool
 	meshdEnv          string
+	rounds            int
 }
 
 func main() {
@@ -59,6 +61,7 @@ func main() {
 	flag.BoolVar(&c.skipGRPC, "skip-grpc", false, "HTTP only")
 	flag.BoolVar(&c.skipMax, "skip-max", false, "fixed rate only")
 	flag.StringVar(&c.meshdEnv, "meshd-env", "", "extra environment of the sidecars, space-separated KEY=VALUE (experiments)")
+	flag.IntVar(&c.rounds, "policy-rounds", 0, "extra fixed-rate HTTP windows of meshd and meshd-policy, alternating (ABBA) so that order and drift cancel; reports the median paired p50 difference")
 	flag.BoolVar(&c.hold, "hold", false, "start the mesh, print its ports and wait for an interrupt (for perf/pprof by hand)")
 	flag.BoolVar(&c.profile, "profile", false, "write CPU profiles of both sidecars during each max-rate meshd window to -out")
 	flag.Parse()
@@ -98,6 +101,7 @@ type report struct {
 	Results  []result          `json:"results"`
 	Added    []added           `json:"added_vs_direct"`
 	Memory   map[string]memory `json:"sidecar_memory_max"`
+	Policy   *policyRounds     `json:"policy_rounds,omitempty"`
 	Versions map[string]string `json:"versions"`
 }
 
@@ -110,7 +114,9 @@ type added struct {
 }
 
 func run(c config) error {
-	ctx, cancel := context.WithCancel(context.Background())
+	// An interrupt stops the load and still tears the mesh down (deferred
+	// stopAll), so no sidecar outlives the bench.
+	ctx, cancel := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer cancel()
 	for _, p := range []string{filepath.Join(c.bin, "meshd"), filepath.Join(c.bin, "sentry"), c.fortio} {
 		if _, err := os.Stat(p); err != nil {
@@ -131,9 +137,7 @@ func run(c config) error {
 	if c.hold {
 		fmt.Printf("mesh up in %s; pids a=%d b=%d bg=%d bp=%d\nports %v\n", dir, m.pid("a"), m.pid("b"), m.pid("bg"), m.pid("bp"), m.ports)
 		fmt.Printf("HTTP through the pair: http://127.0.0.1:%d/v1.0/invoke/b/method/echo\n", m.ports["a-http"])
-		sig := make(chan os.Signal, 1)
-		signal.Notify(sig, os.Interrupt, syscall.SIGTERM)
-		<-sig
+		<-ctx.Done()
 		return nil
 	}
 	rep := report{
@@ -172,6 +176,13 @@ func run(c config) error {
 				rep.Results = append(rep.Results, r)
 			}
 		}
+	}
+	if c.rounds > 0 {
+		pr, err := m.policyRounds(ctx, c)
+		if err != nil {
+			return err
+		}
+		rep.Policy = pr
 	}
 	rep.Memory = sampler.max()
 	for _, proto := range protos {
@@ -234,6 +245,10 @@ func printTable(rep report) {
 	}
 	fmt.Println("| daprd mTLS (anchor-bench.md) | +0.84 | +2.65 | +8.3 | +14.0 |")
 	fmt.Println("| nginx mTLS pair (anchor-bench.md) | +0.21 | +0.27 | +0.74 | +0.5 |")
+	if pr := rep.Policy; pr != nil {
+		fmt.Printf("\n50-rule policy vs none, %d alternating pairs of fixed-rate windows: median p50 %+.3f ms, median p90 %+.3f ms (per pair p50: %s)\n",
+			len(pr.DiffP50ms), pr.MedianDiffP50ms, pr.MedianDiffP90ms, fmtDiffs(pr.DiffP50ms))
+	}
 	fmt.Println("\n| sidecar | max VmRSS MB | max RssAnon MB |")
 	fmt.Println("|---|---|---|")
 	for _, k := range []string{"sidecar-a", "sidecar-b", "sidecar-bg", "sidecar-bp (policy)"} {
@@ -696,4 +711,61 @@ func writePolicy(dir string) (string, error) {
 		return "", err
 	}
 	return root, nil
+}
+
+// policyRounds is the policy variant against the same path without policy,
+// measured in alternating pairs of fixed-rate windows.
+type policyRounds struct {
+	DiffP50ms       []float64 `json:"diff_p50_ms"`
+	DiffP90ms       []float64 `json:"diff_p90_ms"`
+	MedianDiffP50ms float64   `json:"median_diff_p50_ms"`
+	MedianDiffP90ms float64   `json:"median_diff_p90_ms"`
+}
+
+func (m *mesh) policyRounds(ctx context.Context, c config) (*policyRounds, error) {
+	pr := &policyRounds{}
+	for i := range c.rounds {
+		order := []string{"meshd", "meshd-policy"}
+		if i%2 == 1 { // ABBA: neither variant always goes first
+			order[0], order[1] = order[1], order[0]
+		}
+		got := map[string]result{}
+		for _, v := range order {
+			r, err := m.load(ctx, c, "http", "fixed", v)
+			if err != nil {
+				return nil, err
+			}
+			if r.Errors > 0 {
+				return nil, fmt.Errorf("policy round %d %s: %d failed requests", i, v, r.Errors)
+			}
+			got[v] = r
+		}
+		d50 := got["meshd-policy"].P50ms - got["meshd"].P50ms
+		d90 := got["meshd-policy"].P90ms - got["meshd"].P90ms
+		fmt.Fprintf(os.Stderr, "policy round %d: p50 %.3f vs %.3f ms (%+.3f)\n", i, got["meshd-policy"].P50ms, got["meshd"].P50ms, d50)
+		pr.DiffP50ms = append(pr.DiffP50ms, d50)
+		pr.DiffP90ms = append(pr.DiffP90ms, d90)
+	}
+	pr.MedianDiffP50ms, pr.MedianDiffP90ms = median(pr.DiffP50ms), median(pr.DiffP90ms)
+	return pr, nil
+}
+
+func median(xs []float64) float64 {
+	s := slices.Clone(xs)
+	slices.Sort(s)
+	if len(s) == 0 {
+		return 0
+	}
+	if len(s)%2 == 1 {
+		return s[len(s)/2]
+	}
+	return (s[len(s)/2-1] + s[len(s)/2]) / 2
+}
+
+func fmtDiffs(xs []float64) string {
+	parts := make([]string, len(xs))
+	for i, x := range xs {
+		parts[i] = fmt.Sprintf("%+.3f", x)
+	}
+	return strings.Join(parts, " ")
 }

@@ -15,3 +15,8 @@ test_frontend_cannot_put if {
 test_delete_denied if {
 	count(authz.deny) == 1 with input as {"source": frontend, "destination": {"app_id": "orders"}, "request": {"method": "DELETE", "path": "/orders/1"}}
 }
+
+# _mesh rules are part of a namespace's decision, in tests as in the sidecar.
+test_mesh_wide_admin_deny_applies if {
+	"admin routes are closed mesh-wide" in authz.deny with input as {"source": frontend, "destination": {"app_id": "orders"}, "request": {"method": "GET", "path": "/Admin/users"}}
+}
