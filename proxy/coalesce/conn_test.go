@@ -235,3 +235,101 @@ func BenchmarkWrite(b *testing.B) {
 		}
 	}
 }
+
+func pingAckFrame(b byte) []byte {
+	return append(pingAck[:], b, b, b, b, b, b, b, b)
+}
+
+func TestPingAckRidesWithNextWrite(t *testing.T) {
+	c, s := tcpPair(t)
+	c.DeferPingAcks()
+	cnt := &countingConn{Conn: c.Conn}
+	c.Conn = cnt
+	ack := pingAckFrame(7)
+	if _, err := c.Write(ack); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(ackDelay / 5)
+	cnt.mu.Lock()
+	early := cnt.writes
+	cnt.mu.Unlock()
+	if early != 0 {
+		t.Fatalf("a lone PING ack was written at once (%d writes)", early)
+	}
+	answer := []byte("\x00\x00\x03\x00\x01\x00\x00\x00\x01abc") // DATA, END_STREAM
+	if _, err := c.Write(answer); err != nil {
+		t.Fatal(err)
+	}
+	got := make([]byte, len(ack)+len(answer))
+	if _, err := io.ReadFull(s, got); err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(got, append(append([]byte{}, ack...), answer...)) {
+		t.Fatalf("got %x", got)
+	}
+	cnt.mu.Lock()
+	defer cnt.mu.Unlock()
+	if cnt.writes != 1 {
+		t.Fatalf("ack and answer took %d writes, want 1", cnt.writes)
+	}
+}
+
+func TestPingAckAloneLeavesWithinDelay(t *testing.T) {
+	c, s := tcpPair(t)
+	c.DeferPingAcks()
+	ack := append(pingAckFrame(1), pingAckFrame(2)...)
+	start := time.Now()
+	if _, err := c.Write(ack); err != nil {
+		t.Fatal(err)
+	}
+	got := make([]byte, len(ack))
+	_ = s.SetReadDeadline(time.Now().Add(2 * time.Second))
+	if _, err := io.ReadFull(s, got); err != nil {
+		t.Fatalf("held acks never left: %v", err)
+	}
+	if !bytes.Equal(got, ack) {
+		t.Fatalf("got %x", got)
+	}
+	if d := time.Since(start); d < ackDelay/2 {
+		t.Fatalf("acks left after %s, expected them held ~%s", d, ackDelay)
+	}
+}
+
+func TestOnlyPingAcks(t *testing.T) {
+	data := []byte("\x00\x00\x08\x00\x00\x00\x00\x00\x01abcdefgh") // DATA with 8 bytes: same length, other type
+	ping := append(pingAck[:], 1, 2, 3, 4, 5, 6, 7, 8)
+	ping[4] = 0 // a PING that is not an ack must be answered, not held
+	for _, tc := range []struct {
+		name string
+		b    []byte
+		want bool
+	}{
+		{"empty", nil, false},
+		{"one ack", pingAckFrame(0), true},
+		{"two acks", append(pingAckFrame(1), pingAckFrame(2)...), true},
+		{"ack then data", append(pingAckFrame(1), data...), false},
+		{"data of ack length", data, false},
+		{"ping, not ack", ping, false},
+		{"truncated ack", pingAckFrame(0)[:16], false},
+	} {
+		if got := onlyPingAcks(tc.b); got != tc.want {
+			t.Errorf("%s: onlyPingAcks = %v, want %v", tc.name, got, tc.want)
+		}
+	}
+}
+
+func TestCloseWritesHeldAcks(t *testing.T) {
+	c, s := tcpPair(t)
+	c.DeferPingAcks()
+	ack := pingAckFrame(9)
+	if _, err := c.Write(ack); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Close(); err != nil {
+		t.Fatal(err)
+	}
+	got, err := io.ReadAll(s)
+	if err != nil || !bytes.Equal(got, ack) {
+		t.Fatalf("after Close read %x, %v; want the held ack", got, err)
+	}
+}
