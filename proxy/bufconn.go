@@ -20,7 +20,9 @@ func (l bufferedListener) Accept() (net.Conn, error) {
 	return &bufferedConn{Conn: c, r: newConnReader(c)}, nil
 }
 
-func newConnReader(c net.Conn) *bufio.Reader { return bufio.NewReaderSize(c, 16<<10) }
+// 4 KiB holds a burst of small frames; a larger frame's payload is read
+// straight into the framer's buffer (bufio bypasses its own for big reads).
+func newConnReader(c net.Conn) *bufio.Reader { return bufio.NewReaderSize(c, 4<<10) }
 
 // bufferedConn is a net.Conn whose reads go through r.
 type bufferedConn struct {

@@ -105,8 +105,9 @@ func (ps *peers) newTransport(t discovery.Target, h1 bool) (*http.Transport, err
 		IdleConnTimeout:    5 * time.Minute,
 		Protocols:          new(http.Protocols),
 		HTTP2: &http.HTTP2Config{
-			SendPingTimeout: 30 * time.Second,
-			PingTimeout:     15 * time.Second,
+			MaxReadFrameSize: h2FrameSize,
+			SendPingTimeout:  30 * time.Second,
+			PingTimeout:      15 * time.Second,
 		},
 	}
 	alpn := "h2"

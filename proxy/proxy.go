@@ -176,6 +176,10 @@ func (p *Proxy) InternalTLSConfig() *tls.Config {
 	return cfg
 }
 
+// h2FrameSize is the largest HTTP/2 frame the sidecar reads (RFC 9113's
+// default); peers size their write buffers by it.
+const h2FrameSize = 16 << 10
+
 // Listeners are the sockets Serve serves. A nil listener is not served.
 type Listeners struct {
 	HTTP     net.Listener // app-facing HTTP (--http-port)
@@ -204,6 +208,11 @@ func (p *Proxy) Serve(ctx context.Context, ls Listeners, grace time.Duration) er
 			IdleTimeout:       5 * time.Minute,
 			ErrorLog:          slog.NewLogLogger(p.log.Handler(), slog.LevelDebug),
 			Protocols:         new(http.Protocols),
+			// HTTP/2's default frame size. net/http's own default (1 MiB)
+			// makes every HTTP/2 client size its per-stream scratch buffer
+			// for a streamed body (gRPC) at 512 KiB: sixteen concurrent
+			// calls held 8 MiB.
+			HTTP2: &http.HTTP2Config{MaxReadFrameSize: h2FrameSize},
 		}
 		if internal {
 			// HTTP/2 for gRPC and HTTP/2 callers, HTTP/1.1 for HTTP/1.1
