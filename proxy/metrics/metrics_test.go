@@ -12,10 +12,9 @@ import (
 	"time"
 
 	dto "github.com/prometheus/client_model/go"
-	"github.com/prometheus/common/expfmt"
-	"github.com/prometheus/common/model"
 
 	"github.com/meshd/meshd/discovery"
+	"github.com/meshd/meshd/proxy/metrics/metricstest"
 )
 
 var (
@@ -44,43 +43,14 @@ func scrape(t testing.TB, h http.Handler) map[string]*dto.MetricFamily {
 	if rec.Code != 200 {
 		t.Fatalf("scrape: %d %s", rec.Code, rec.Body)
 	}
-	p := expfmt.NewTextParser(model.UTF8Validation)
-	fams, err := p.TextToMetricFamilies(rec.Body)
+	fams, err := metricstest.Parse(rec.Body)
 	if err != nil {
-		t.Fatalf("parse: %v", err)
+		t.Fatal(err)
 	}
 	return fams
 }
 
-// value returns the value of the sample of family name whose labels
-// include want, and whether there is one.
-func value(fams map[string]*dto.MetricFamily, name string, want map[string]string) (float64, bool) {
-	f := fams[name]
-	if f == nil {
-		return 0, false
-	}
-next:
-	for _, m := range f.Metric {
-		got := map[string]string{}
-		for _, l := range m.Label {
-			got[l.GetName()] = l.GetValue()
-		}
-		for k, v := range want {
-			if got[k] != v {
-				continue next
-			}
-		}
-		switch {
-		case m.Counter != nil:
-			return m.Counter.GetValue(), true
-		case m.Gauge != nil:
-			return m.Gauge.GetValue(), true
-		case m.Histogram != nil:
-			return float64(m.Histogram.GetSampleCount()), true
-		}
-	}
-	return 0, false
-}
+var value = metricstest.Value
 
 func labelValues(fams map[string]*dto.MetricFamily, name, label string) map[string]bool {
 	out := map[string]bool{}

@@ -13,13 +13,12 @@ import (
 	"time"
 
 	dto "github.com/prometheus/client_model/go"
-	"github.com/prometheus/common/expfmt"
-	"github.com/prometheus/common/model"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 	testpb "google.golang.org/grpc/interop/grpc_testing"
 	"google.golang.org/grpc/metadata"
 
+	"github.com/meshd/meshd/proxy/metrics/metricstest"
 	"github.com/meshd/meshd/tests/harness"
 )
 
@@ -356,43 +355,14 @@ func scrape(t *testing.T, port int) map[string]*dto.MetricFamily {
 	if resp.StatusCode != 200 {
 		t.Fatalf("scrape: %s", resp.Status)
 	}
-	p := expfmt.NewTextParser(model.UTF8Validation)
-	fams, err := p.TextToMetricFamilies(resp.Body)
+	fams, err := metricstest.Parse(resp.Body)
 	if err != nil {
-		t.Fatalf("parse metrics: %v", err)
+		t.Fatal(err)
 	}
 	return fams
 }
 
-// sample returns the value of the sample of family name whose labels
-// include want.
-func sample(fams map[string]*dto.MetricFamily, name string, want map[string]string) (float64, bool) {
-	f := fams[name]
-	if f == nil {
-		return 0, false
-	}
-next:
-	for _, m := range f.Metric {
-		got := map[string]string{}
-		for _, l := range m.Label {
-			got[l.GetName()] = l.GetValue()
-		}
-		for k, v := range want {
-			if got[k] != v {
-				continue next
-			}
-		}
-		switch {
-		case m.Counter != nil:
-			return m.Counter.GetValue(), true
-		case m.Gauge != nil:
-			return m.Gauge.GetValue(), true
-		case m.Histogram != nil:
-			return float64(m.Histogram.GetSampleCount()), true
-		}
-	}
-	return 0, false
-}
+var sample = metricstest.Value
 
 func TestMetricsFollowCalls(t *testing.T) {
 	_, caller, callee := mesh(t)
