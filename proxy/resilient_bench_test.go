@@ -59,25 +59,7 @@ func BenchmarkInvokeResiliency(b *testing.B) {
 	client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 64}}
 	for _, bc := range []struct{ name, app string }{{"timeout+retry+breaker", "orders"}, {"retry+breaker", "inventory"}, {"no-policy", "stock"}} {
 		b.Run(bc.name, func(b *testing.B) {
-			target := caller.httpURL + "/v1.0/invoke/" + bc.app + "/method/api/orders/42?x=1"
-			b.SetParallelism(8)
-			b.ReportAllocs()
-			b.ResetTimer()
-			b.RunParallel(func(pb *testing.PB) {
-				for pb.Next() {
-					resp, err := client.Get(target)
-					if err != nil {
-						b.Error(err)
-						return
-					}
-					_, _ = io.Copy(io.Discard, resp.Body)
-					resp.Body.Close()
-					if resp.StatusCode != 200 {
-						b.Errorf("status %d", resp.StatusCode)
-						return
-					}
-				}
-			})
+			benchGET(b, client, caller.httpURL+"/v1.0/invoke/"+bc.app+"/method/api/orders/42?x=1")
 		})
 	}
 }
