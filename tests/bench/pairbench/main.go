@@ -61,7 +61,7 @@ func main() {
 	flag.BoolVar(&c.skipGRPC, "skip-grpc", false, "HTTP only")
 	flag.BoolVar(&c.skipMax, "skip-max", false, "fixed rate only")
 	flag.StringVar(&c.meshdEnv, "meshd-env", "", "extra environment of the sidecars, space-separated KEY=VALUE (experiments)")
-	flag.IntVar(&c.rounds, "policy-rounds", 0, "extra fixed-rate HTTP windows of meshd and meshd-policy, alternating (ABBA) so that order and drift cancel; reports the median paired p50 difference")
+	flag.IntVar(&c.rounds, "policy-rounds", 0, "extra fixed-rate HTTP rounds of meshd, meshd-policy and meshd-twin (a second callee sidecar identical to meshd's: the A/A control), in rotating order; reports the median per-round p50/p90 difference of policy and of twin against meshd")
 	flag.BoolVar(&c.hold, "hold", false, "start the mesh, print its ports and wait for an interrupt (for perf/pprof by hand)")
 	flag.BoolVar(&c.profile, "profile", false, "write CPU profiles of both sidecars during each max-rate meshd window to -out")
 	flag.Parse()
@@ -149,7 +149,7 @@ func run(c config) error {
 	}
 	rep.Host, _ = os.Hostname()
 	sampler := newMemSampler(map[string]int{"sidecar-a": m.pid("a"), "sidecar-b": m.pid("b"),
-		"sidecar-bg": m.pid("bg"), "sidecar-bp (policy)": m.pid("bp")})
+		"sidecar-bg": m.pid("bg"), "sidecar-bp (policy)": m.pid("bp"), "sidecar-b2 (twin)": m.pid("b2")})
 	go sampler.run(ctx)
 
 	protos := []string{"http"}
@@ -246,12 +246,14 @@ func printTable(rep report) {
 	fmt.Println("| daprd mTLS (anchor-bench.md) | +0.84 | +2.65 | +8.3 | +14.0 |")
 	fmt.Println("| nginx mTLS pair (anchor-bench.md) | +0.21 | +0.27 | +0.74 | +0.5 |")
 	if pr := rep.Policy; pr != nil {
-		fmt.Printf("\n50-rule policy vs none, %d alternating pairs of fixed-rate windows: median p50 %+.3f ms, median p90 %+.3f ms (per pair p50: %s)\n",
+		fmt.Printf("\n50-rule policy vs none, %d rounds of fixed-rate windows: median p50 %+.3f ms, median p90 %+.3f ms (per round p50: %s)\n",
 			len(pr.DiffP50ms), pr.MedianDiffP50ms, pr.MedianDiffP90ms, fmtDiffs(pr.DiffP50ms))
+		fmt.Printf("control, an identical twin sidecar vs none: median p50 %+.3f ms (per round: %s)\n",
+			pr.TwinMedianP50ms, fmtDiffs(pr.TwinDiffP50ms))
 	}
 	fmt.Println("\n| sidecar | max VmRSS MB | max RssAnon MB |")
 	fmt.Println("|---|---|---|")
-	for _, k := range []string{"sidecar-a", "sidecar-b", "sidecar-bg", "sidecar-bp (policy)"} {
+	for _, k := range []string{"sidecar-a", "sidecar-b", "sidecar-bg", "sidecar-bp (policy)", "sidecar-b2 (twin)"} {
 		if mem, ok := rep.Memory[k]; ok {
 			fmt.Printf("| %s | %.1f | %.1f |\n", k, mem.VmRSSMB, mem.RssAnonMB)
 		}
@@ -369,7 +371,7 @@ func (m *mesh) start(ctx context.Context) error {
 	if err := m.allocPorts("sentry", "sentry-health", "app-http", "app-grpc",
 		"a-http", "a-grpc", "a-int", "a-met", "b-http", "b-grpc", "b-int", "b-met",
 		"bg-http", "bg-grpc", "bg-int", "bg-met", "bp-http", "bp-grpc", "bp-int", "bp-met",
-		"a-prof", "b-prof", "bg-prof", "bp-prof"); err != nil {
+		"a-prof", "b-prof", "bg-prof", "bp-prof", "b2-http", "b2-grpc", "b2-int", "b2-met", "b2-prof"); err != nil {
 		return err
 	}
 	p := m.ports
@@ -387,8 +389,8 @@ func (m *mesh) start(ctx context.Context) error {
 		"-grpc-port", fmt.Sprintf("127.0.0.1:%d", p["app-grpc"]), "-redirect-port", "disabled", "-loglevel", "Warning"); err != nil {
 		return err
 	}
-	static := fmt.Sprintf("apps:\n  - appId: a\n    addresses: [\"127.0.0.1:%d\"]\n  - appId: b\n    addresses: [\"127.0.0.1:%d\"]\n  - appId: bg\n    addresses: [\"127.0.0.1:%d\"]\n  - appId: bp\n    addresses: [\"127.0.0.1:%d\"]\n",
-		p["a-int"], p["b-int"], p["bg-int"], p["bp-int"])
+	static := fmt.Sprintf("apps:\n  - appId: a\n    addresses: [\"127.0.0.1:%d\"]\n  - appId: b\n    addresses: [\"127.0.0.1:%d\"]\n  - appId: bg\n    addresses: [\"127.0.0.1:%d\"]\n  - appId: bp\n    addresses: [\"127.0.0.1:%d\"]\n  - appId: b2\n    addresses: [\"127.0.0.1:%d\"]\n",
+		p["a-int"], p["b-int"], p["bg-int"], p["bp-int"], p["b2-int"])
 	staticFile := filepath.Join(m.dir, "static.yaml")
 	if err := os.WriteFile(staticFile, []byte(static), 0o644); err != nil {
 		return err
@@ -396,6 +398,7 @@ func (m *mesh) start(ctx context.Context) error {
 	for _, sc := range []struct{ id, proto, appPort string }{
 		{"a", "", ""}, {"b", "http", strconv.Itoa(p["app-http"])}, {"bg", "grpc", strconv.Itoa(p["app-grpc"])},
 		{"bp", "http", strconv.Itoa(p["app-http"])},
+		{"b2", "http", strconv.Itoa(p["app-http"])}, // b's twin: the A/A control of -policy-rounds
 	} {
 		tok, err := exec.CommandContext(ctx, sentry, "token", "create", "--data-dir", sentryDir,
 			"--app-id", sc.id, "--namespace", "default", "--ttl", "1h").Output()
@@ -428,7 +431,7 @@ func (m *mesh) start(ctx context.Context) error {
 			return err
 		}
 	}
-	for _, id := range []string{"a", "b", "bg", "bp"} {
+	for _, id := range []string{"a", "b", "bg", "bp", "b2"} {
 		if err := waitHTTP(ctx, fmt.Sprintf("http://127.0.0.1:%d/v1.0/healthz", p[id+"-http"]), 204, 20*time.Second); err != nil {
 			return fmt.Errorf("sidecar %s: %w\n%s", id, err, m.logTail(id))
 		}
@@ -458,6 +461,8 @@ func (m *mesh) load(ctx context.Context, c config, proto, mode, variant string) 
 	switch {
 	case proto == "http" && variant == "direct":
 		target = []string{fmt.Sprintf("http://127.0.0.1:%d/echo", p["app-http"])}
+	case proto == "http" && variant == "meshd-twin":
+		target = []string{fmt.Sprintf("http://127.0.0.1:%d/v1.0/invoke/b2/method/echo", p["a-http"])}
 	case proto == "http" && variant == "meshd-policy":
 		target = []string{fmt.Sprintf("http://127.0.0.1:%d/v1.0/invoke/bp/method/echo", p["a-http"])}
 	case proto == "http":
@@ -555,6 +560,8 @@ func (m *mesh) callee(proto, variant string) string {
 		return "bg"
 	case variant == "meshd-policy":
 		return "bp"
+	case variant == "meshd-twin":
+		return "b2"
 	}
 	return "b"
 }
@@ -714,23 +721,25 @@ func writePolicy(dir string) (string, error) {
 }
 
 // policyRounds is the policy variant against the same path without policy,
-// measured in alternating pairs of fixed-rate windows.
+// and, as the control that shows the noise floor, an identical second
+// callee sidecar (twin) against the first: two sidecars that differ in
+// nothing differ by about as much, run to run.
 type policyRounds struct {
-	DiffP50ms       []float64 `json:"diff_p50_ms"`
-	DiffP90ms       []float64 `json:"diff_p90_ms"`
-	MedianDiffP50ms float64   `json:"median_diff_p50_ms"`
-	MedianDiffP90ms float64   `json:"median_diff_p90_ms"`
+	DiffP50ms       []float64 `json:"policy_diff_p50_ms"`
+	DiffP90ms       []float64 `json:"policy_diff_p90_ms"`
+	MedianDiffP50ms float64   `json:"policy_median_diff_p50_ms"`
+	MedianDiffP90ms float64   `json:"policy_median_diff_p90_ms"`
+	TwinDiffP50ms   []float64 `json:"twin_diff_p50_ms"`
+	TwinMedianP50ms float64   `json:"twin_median_diff_p50_ms"`
 }
 
 func (m *mesh) policyRounds(ctx context.Context, c config) (*policyRounds, error) {
 	pr := &policyRounds{}
+	variants := []string{"meshd", "meshd-policy", "meshd-twin"}
 	for i := range c.rounds {
-		order := []string{"meshd", "meshd-policy"}
-		if i%2 == 1 { // ABBA: neither variant always goes first
-			order[0], order[1] = order[1], order[0]
-		}
 		got := map[string]result{}
-		for _, v := range order {
+		for j := range variants { // rotate: no variant always goes first
+			v := variants[(i+j)%len(variants)]
 			r, err := m.load(ctx, c, "http", "fixed", v)
 			if err != nil {
 				return nil, err
@@ -740,13 +749,18 @@ func (m *mesh) policyRounds(ctx context.Context, c config) (*policyRounds, error
 			}
 			got[v] = r
 		}
-		d50 := got["meshd-policy"].P50ms - got["meshd"].P50ms
-		d90 := got["meshd-policy"].P90ms - got["meshd"].P90ms
-		fmt.Fprintf(os.Stderr, "policy round %d: p50 %.3f vs %.3f ms (%+.3f)\n", i, got["meshd-policy"].P50ms, got["meshd"].P50ms, d50)
+		base := got["meshd"]
+		d50 := got["meshd-policy"].P50ms - base.P50ms
+		d90 := got["meshd-policy"].P90ms - base.P90ms
+		t50 := got["meshd-twin"].P50ms - base.P50ms
+		fmt.Fprintf(os.Stderr, "policy round %d: p50 meshd %.3f, policy %.3f (%+.3f), twin %.3f (%+.3f) ms\n",
+			i, base.P50ms, got["meshd-policy"].P50ms, d50, got["meshd-twin"].P50ms, t50)
 		pr.DiffP50ms = append(pr.DiffP50ms, d50)
 		pr.DiffP90ms = append(pr.DiffP90ms, d90)
+		pr.TwinDiffP50ms = append(pr.TwinDiffP50ms, t50)
 	}
 	pr.MedianDiffP50ms, pr.MedianDiffP90ms = median(pr.DiffP50ms), median(pr.DiffP90ms)
+	pr.TwinMedianP50ms = median(pr.TwinDiffP50ms)
 	return pr, nil
 }
 
