@@ -250,6 +250,7 @@ func printTable(rep report) {
 			len(pr.DiffP50ms), pr.MedianDiffP50ms, pr.MedianDiffP90ms, fmtDiffs(pr.DiffP50ms))
 		fmt.Printf("control, an identical twin sidecar vs none: median p50 %+.3f ms (per round: %s)\n",
 			pr.TwinMedianP50ms, fmtDiffs(pr.TwinDiffP50ms))
+		fmt.Printf("policy vs the twin: median p50 %+.3f ms (per round: %s)\n", pr.VsTwinMedianP50ms, fmtDiffs(pr.VsTwinP50ms))
 	}
 	fmt.Println("\n| sidecar | max VmRSS MB | max RssAnon MB |")
 	fmt.Println("|---|---|---|")
@@ -731,6 +732,9 @@ type policyRounds struct {
 	MedianDiffP90ms float64   `json:"policy_median_diff_p90_ms"`
 	TwinDiffP50ms   []float64 `json:"twin_diff_p50_ms"`
 	TwinMedianP50ms float64   `json:"twin_median_diff_p50_ms"`
+	// Policy against the twin: both are the "other" sidecar of their round.
+	VsTwinP50ms       []float64 `json:"policy_vs_twin_diff_p50_ms"`
+	VsTwinMedianP50ms float64   `json:"policy_vs_twin_median_diff_p50_ms"`
 }
 
 func (m *mesh) policyRounds(ctx context.Context, c config) (*policyRounds, error) {
@@ -758,9 +762,11 @@ func (m *mesh) policyRounds(ctx context.Context, c config) (*policyRounds, error
 		pr.DiffP50ms = append(pr.DiffP50ms, d50)
 		pr.DiffP90ms = append(pr.DiffP90ms, d90)
 		pr.TwinDiffP50ms = append(pr.TwinDiffP50ms, t50)
+		pr.VsTwinP50ms = append(pr.VsTwinP50ms, d50-t50)
 	}
 	pr.MedianDiffP50ms, pr.MedianDiffP90ms = median(pr.DiffP50ms), median(pr.DiffP90ms)
 	pr.TwinMedianP50ms = median(pr.TwinDiffP50ms)
+	pr.VsTwinMedianP50ms = median(pr.VsTwinP50ms)
 	return pr, nil
 }
 
