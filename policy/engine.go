@@ -332,11 +332,13 @@ func (e *Engine) evalVerdict(ctx context.Context, rs *regoSet, req *authz.Reques
 	in := buildInput(req, e.source(req), rs.needHeaders, rs.needQuery)
 	var optsBuf [3]rego.EvalOption
 	opts := append(append(optsBuf[:0], rs.baseOpts...), rego.EvalParsedInput(in))
+	q := rs.verdict
 	if tr != nil {
 		tr.rego = newRegoTrace()
 		opts = append(opts, rego.EvalQueryTracer(tr.rego.buf))
+		q = rs.explain
 	}
-	res, err := rs.verdict.Eval(ctx, opts...)
+	res, err := q.Eval(ctx, opts...)
 	if err != nil {
 		return "", err
 	}

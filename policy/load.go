@@ -40,8 +40,22 @@ ns_deny contains r if some r in data.mesh.authz.deny
 allowed if data.meshwide.authz.allow == true
 allowed if data.mesh.authz.allow == true
 
+# denied stops at the first deny reason found; the reasons are collected
+# (reasons below) only for a call that is denied.
+denied if data.meshwide.authz.deny[_]
+denied if data.mesh.authz.deny[_]
+
 default verdict := "none"
 verdict := "deny" if {
+	denied
+} else := "allow" if {
+	allowed
+}
+
+# full_verdict is verdict with every deny rule evaluated: explanations list
+# all the rules that matched.
+default full_verdict := "none"
+full_verdict := "deny" if {
 	count(mesh_deny) + count(ns_deny) > 0
 } else := "allow" if {
 	allowed
@@ -52,6 +66,7 @@ reasons := array.concat(sort([sprintf("%v", [r]) | some r in mesh_deny]), sort([
 
 var (
 	verdictQuery = ast.MustParseBody("data.meshd.decision.verdict")
+	explainQuery = ast.MustParseBody("data.meshd.decision.full_verdict")
 	reasonsQuery = ast.MustParseBody("data.meshd.decision.reasons")
 )
 
@@ -88,6 +103,7 @@ type Source struct {
 // namespace's modules (or none).
 type regoSet struct {
 	verdict, reasons rego.PreparedEvalQuery
+	explain          rego.PreparedEvalQuery // verdict with every rule evaluated (Explain)
 	compiler         *ast.Compiler
 	needHeaders      bool
 	needQuery        bool
@@ -355,6 +371,9 @@ func prepare(ctx context.Context, mesh, ns []*ast.Module, files []string) (*rego
 		return nil, err
 	}
 	if rs.reasons, err = rego.New(rego.Compiler(c), rego.ParsedQuery(reasonsQuery)).PrepareForEval(ctx); err != nil {
+		return nil, err
+	}
+	if rs.explain, err = rego.New(rego.Compiler(c), rego.ParsedQuery(explainQuery)).PrepareForEval(ctx); err != nil {
 		return nil, err
 	}
 	return rs, nil
