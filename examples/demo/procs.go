@@ -5,17 +5,16 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"math/rand/v2"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"sync"
 	"syscall"
 	"time"
+
+	"github.com/meshd/meshd/internal/freeport"
 )
 
 // proc is one child process; its output goes to a log file in the temp dir.
@@ -131,58 +130,18 @@ func (ps *procs) stopAll(grace time.Duration) int {
 	return n
 }
 
-// freePorts returns n distinct loopback ports that were free a moment ago.
-// They are drawn at random below the kernel's ephemeral range, so that the
-// outgoing connections of a busy machine (which take ephemeral ports) do
-// not grab one between now and the moment a child binds it.
+// freePorts returns n distinct loopback ports that were free a moment ago
+// (internal/freeport: below the ephemeral range, never twice).
 func freePorts(n int) ([]int, error) {
-	lo, hi := 20000, ephemeralLow()
-	if hi-lo < 4*n {
-		lo, hi = 0, 0 // no room: let the kernel choose
-	}
-	ports := make([]int, 0, n)
-	seen := map[int]bool{}
-	var ls []net.Listener
-	defer func() {
-		for _, l := range ls {
-			l.Close()
-		}
-	}()
-	for tries := 0; len(ports) < n; tries++ {
-		p := 0
-		if hi > lo && tries < 50*n {
-			p = lo + rand.IntN(hi-lo)
-		}
-		if seen[p] && p != 0 {
-			continue
-		}
-		l, err := net.Listen("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(p)))
+	ports := make([]int, n)
+	for i := range ports {
+		p, err := freeport.Take()
 		if err != nil {
-			if p != 0 {
-				continue
-			}
-			return nil, fmt.Errorf("demo: free port: %w", err)
+			return nil, fmt.Errorf("demo: %w", err)
 		}
-		ls = append(ls, l)
-		p = l.Addr().(*net.TCPAddr).Port
-		seen[p] = true
-		ports = append(ports, p)
+		ports[i] = p
 	}
 	return ports, nil
-}
-
-// ephemeralLow is the first port of the kernel's ephemeral range (Linux),
-// or 32768.
-func ephemeralLow() int {
-	b, err := os.ReadFile("/proc/sys/net/ipv4/ip_local_port_range")
-	if err == nil {
-		if f := strings.Fields(string(b)); len(f) == 2 {
-			if v, err := strconv.Atoi(f[0]); err == nil && v > 1024 {
-				return v
-			}
-		}
-	}
-	return 32768
 }
 
 // pollHTTP polls url until it answers want, the process p exits, or d passes.

@@ -8,7 +8,6 @@ import (
 	"bytes"
 	"context"
 	"fmt"
-	"math/rand/v2"
 	"net"
 	"net/http"
 	"os"
@@ -22,6 +21,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/meshd/meshd/internal/freeport"
 )
 
 // Binaries are the paths of the built programs.
@@ -81,47 +82,16 @@ func Build(t testing.TB) Binaries {
 	return bins
 }
 
-// FreePort returns a loopback TCP port that was free a moment ago and that
-// this process has not handed out before. Ports come from 20000–32767, below
-// Linux's ephemeral range, so an outgoing connection of some other process
-// cannot take the port between this check and the moment a child binds it;
-// the start is random so that test packages running in parallel rarely try
-// the same ports.
+// FreePort returns a loopback TCP port for a child process to bind
+// (internal/freeport: below the ephemeral range, never twice).
 func FreePort(t testing.TB) int {
 	t.Helper()
-	portMu.Lock()
-	defer portMu.Unlock()
-	if portNext == 0 {
-		portNext = portLow + rand.IntN(portHigh-portLow)
+	p, err := freeport.Take()
+	if err != nil {
+		t.Fatal("harness: ", err)
 	}
-	for range portHigh - portLow {
-		p := portNext
-		portNext++
-		if portNext >= portHigh {
-			portNext = portLow
-		}
-		if portUsed[p] {
-			continue
-		}
-		l, err := net.Listen("tcp", "127.0.0.1:"+strconv.Itoa(p))
-		if err != nil {
-			continue
-		}
-		l.Close()
-		portUsed[p] = true
-		return p
-	}
-	t.Fatal("harness: no free port in 20000-32767")
-	return 0
+	return p
 }
-
-const portLow, portHigh = 20000, 32768
-
-var (
-	portMu   sync.Mutex
-	portNext int
-	portUsed = map[int]bool{}
-)
 
 // Process is a running child process with its log captured.
 type Process struct {

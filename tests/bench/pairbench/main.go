@@ -22,7 +22,6 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -34,6 +33,8 @@ import (
 	"sync"
 	"syscall"
 	"time"
+
+	"github.com/meshd/meshd/internal/freeport"
 )
 
 type config struct {
@@ -281,18 +282,9 @@ func (m *mesh) pid(name string) int {
 	return 0
 }
 
-func freePort() (int, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0, err
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port, nil
-}
-
 func (m *mesh) allocPorts(names ...string) error {
 	for _, n := range names {
-		p, err := freePort()
+		p, err := freeport.Take()
 		if err != nil {
 			return err
 		}
