@@ -29,7 +29,6 @@ type Conn struct {
 	// acknowledgements wait for the next write (see DeferPingAcks).
 	deferAcks bool
 	ackTimer  *time.Timer
-	ackArmed  bool // ackTimer will fire: the first held ack leaves by then
 
 	mu       sync.Mutex
 	cond     sync.Cond // signalled after every write and when the flusher stops
@@ -106,13 +105,7 @@ func (c *Conn) DeferPingAcks() *Conn {
 	return c
 }
 
-// armAckTimer starts the hold of the first acknowledgement; later ones
-// leave with it, never later.
 func (c *Conn) armAckTimer() {
-	if c.ackArmed {
-		return
-	}
-	c.ackArmed = true
 	if c.ackTimer == nil {
 		c.ackTimer = time.AfterFunc(ackDelay, c.ackTimeout)
 		return
@@ -123,7 +116,6 @@ func (c *Conn) armAckTimer() {
 // ackTimeout writes acknowledgements that found no company in time.
 func (c *Conn) ackTimeout() {
 	c.mu.Lock()
-	c.ackArmed = false
 	if c.flushing || len(c.buf) == 0 || c.err != nil {
 		c.mu.Unlock()
 		return

@@ -333,34 +333,3 @@ func TestCloseWritesHeldAcks(t *testing.T) {
 		t.Fatalf("after Close read %x, %v; want the held ack", got, err)
 	}
 }
-
-// A peer that keeps pinging must not keep its acks waiting: the first held
-// ack leaves ackDelay after it was held, with those that followed.
-func TestPingAckHoldIsNotExtended(t *testing.T) {
-	c, s := tcpPair(t)
-	c.DeferPingAcks()
-	start := time.Now()
-	stop := time.After(4 * ackDelay)
-	go func() {
-		tick := time.NewTicker(ackDelay / 5)
-		defer tick.Stop()
-		for {
-			select {
-			case <-stop:
-				return
-			case <-tick.C:
-				if _, err := c.Write(pingAckFrame(1)); err != nil {
-					return
-				}
-			}
-		}
-	}()
-	buf := make([]byte, 17)
-	_ = s.SetReadDeadline(time.Now().Add(2 * time.Second))
-	if _, err := io.ReadFull(s, buf); err != nil {
-		t.Fatalf("no ack left while acks kept coming: %v", err)
-	}
-	if d := time.Since(start); d > 3*ackDelay {
-		t.Fatalf("first ack left after %s; the hold is %s", d, ackDelay)
-	}
-}
