@@ -235,7 +235,7 @@ func (p *Proxy) Serve(ctx context.Context, ls Listeners, grace time.Duration) er
 			s.Protocols.SetUnencryptedHTTP2(true)
 		}
 		if grpcPort {
-			l = coalesce.Listener{Listener: l, DeferPingAcks: true} // gRPC: HEADERS, DATA, trailers (and the PING ack) in one write
+			l = coalesce.Listener{Listener: l} // gRPC: HEADERS, DATA and trailers in one write
 		}
 		if !internal || p.cfg.Insecure {
 			l = bufferedListener{l} // cleartext HTTP/2 reads unbuffered

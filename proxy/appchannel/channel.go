@@ -118,7 +118,7 @@ func New(cfg Config) (*Channel, error) {
 			if err != nil {
 				return nil, err
 			}
-			return coalesce.New(conn).DeferPingAcks(), nil
+			return coalesce.New(conn), nil
 		}
 	case HTTPS, GRPCS:
 		c.scheme = "https"

@@ -25,10 +25,6 @@ type Conn struct {
 
 	// passthrough: writes go straight to Conn (see NewPassthrough).
 	passthrough atomic.Bool
-	// deferAcks: a cleartext HTTP/2 connection whose lone PING
-	// acknowledgements wait for the next write (see DeferPingAcks).
-	deferAcks bool
-	ackTimer  *time.Timer
 
 	mu       sync.Mutex
 	cond     sync.Cond // signalled after every write and when the flusher stops
@@ -79,69 +75,11 @@ func (c *Conn) Write(p []byte) (int, error) {
 	}
 	c.buf = append(c.buf, p...)
 	if !c.flushing {
-		if c.deferAcks && onlyPingAcks(c.buf) {
-			c.armAckTimer()
-		} else {
-			c.flushing = true
-			go c.flush()
-		}
+		c.flushing = true
+		go c.flush()
 	}
 	c.mu.Unlock()
 	return len(p), nil
-}
-
-// ackDelay bounds how long a lone PING acknowledgement waits for company.
-const ackDelay = 5 * time.Millisecond
-
-// DeferPingAcks makes a cleartext HTTP/2 connection hold pending bytes that
-// are only PING acknowledgements until the next write or ackDelay, so they
-// ride with the answer instead of costing a write of their own. gRPC
-// clients and servers (grpc-go's flow-control estimator) send a PING with
-// nearly every message; acking each at once cost the app-facing gRPC port
-// and the gRPC app channel one extra write per call. Only for cleartext
-// connections (the bytes are HTTP/2 frames) and before the first write.
-func (c *Conn) DeferPingAcks() *Conn {
-	c.deferAcks = true
-	return c
-}
-
-func (c *Conn) armAckTimer() {
-	if c.ackTimer == nil {
-		c.ackTimer = time.AfterFunc(ackDelay, c.ackTimeout)
-		return
-	}
-	c.ackTimer.Reset(ackDelay)
-}
-
-// ackTimeout writes acknowledgements that found no company in time.
-func (c *Conn) ackTimeout() {
-	c.mu.Lock()
-	if c.flushing || len(c.buf) == 0 || c.err != nil {
-		c.mu.Unlock()
-		return
-	}
-	c.flushing = true
-	c.mu.Unlock()
-	c.flush()
-}
-
-// pingAck is the 9-byte header of an HTTP/2 PING frame with the ACK flag
-// (length 8, type 6, flags 1, stream 0), followed by 8 bytes of payload.
-var pingAck = [9]byte{0, 0, 8, 6, 1, 0, 0, 0, 0}
-
-// onlyPingAcks reports whether b is one or more whole PING ACK frames.
-// Pending bytes normally start at a frame boundary; should a frame's tail
-// ever look like acknowledgements, it is only held for ackDelay.
-func onlyPingAcks(b []byte) bool {
-	if len(b) == 0 || len(b)%17 != 0 {
-		return false
-	}
-	for ; len(b) > 0; b = b[17:] {
-		if [9]byte(b[:9]) != pingAck {
-			return false
-		}
-	}
-	return true
 }
 
 // flush writes the pending bytes until none are left.
@@ -177,10 +115,6 @@ func (c *Conn) flush() {
 func (c *Conn) drain() {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if !c.flushing && len(c.buf) > 0 && c.err == nil { // held acknowledgements
-		c.flushing = true
-		go c.flush()
-	}
 	if c.flushing && c.err == nil {
 		_ = c.Conn.SetWriteDeadline(time.Now().Add(closeFlushTimeout))
 	}
@@ -216,10 +150,6 @@ func (c *Conn) CloseWrite() error {
 func (c *Conn) Flush() error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if !c.flushing && len(c.buf) > 0 && c.err == nil { // held acknowledgements
-		c.flushing = true
-		go c.flush()
-	}
 	for c.flushing && c.err == nil {
 		c.cond.Wait()
 	}
@@ -227,12 +157,10 @@ func (c *Conn) Flush() error {
 }
 
 // Listener wraps every accepted connection with New, or with
-// NewPassthrough when Passthrough is set; DeferPingAcks applies
-// Conn.DeferPingAcks (cleartext HTTP/2 only).
+// NewPassthrough when Passthrough is set.
 type Listener struct {
 	net.Listener
-	Passthrough   bool
-	DeferPingAcks bool
+	Passthrough bool
 }
 
 // Accept waits for the next connection and wraps it.
@@ -244,9 +172,7 @@ func (l Listener) Accept() (net.Conn, error) {
 	if l.Passthrough {
 		return NewPassthrough(c), nil
 	}
-	cc := New(c)
-	cc.deferAcks = l.DeferPingAcks
-	return cc, nil
+	return New(c), nil
 }
 
 // EnableForH2 returns a tls.Config.GetConfigForClient hook: it turns
