@@ -18,14 +18,7 @@ import (
 func BenchmarkInvoke(b *testing.B) {
 	ca := newCA(b, "cluster.local")
 	res := newResolver()
-	app := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		_, _ = io.Copy(io.Discard, r.Body)
-		_, _ = w.Write([]byte("ok"))
-	}))
-	defer app.Close()
-	u, _ := url.Parse(app.URL)
-	port, _ := strconv.Atoi(u.Port())
-	ch, _ := appchannel.New(appchannel.Config{Port: port})
+	ch := benchApp(b)
 	callee := startSidecar(b, ca, Config{Identity: mustIdentity(b, "orders"), Resolver: res, App: ch})
 	caller := startSidecar(b, ca, Config{Identity: mustIdentity(b, "frontend"), Resolver: res})
 	res.set("orders", callee.internal)
@@ -54,6 +47,23 @@ func benchGET(b *testing.B, client *http.Client, url string) {
 			}
 		}
 	})
+}
+
+// benchApp starts the benchmarks' app (it reads the body, answers "ok")
+// and returns an HTTP app channel to it.
+func benchApp(b *testing.B) *appchannel.Channel {
+	app := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_, _ = io.Copy(io.Discard, r.Body)
+		_, _ = w.Write([]byte("ok"))
+	}))
+	b.Cleanup(app.Close)
+	u, _ := url.Parse(app.URL)
+	port, _ := strconv.Atoi(u.Port())
+	ch, err := appchannel.New(appchannel.Config{Port: port})
+	if err != nil {
+		b.Fatal(err)
+	}
+	return ch
 }
 
 // BenchmarkDirect is the same app called directly, for comparison.

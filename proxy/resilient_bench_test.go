@@ -1,14 +1,9 @@
 package proxy
 
 import (
-	"io"
 	"net/http"
-	"net/http/httptest"
-	"net/url"
-	"strconv"
 	"testing"
 
-	"github.com/meshd/meshd/proxy/appchannel"
 	"github.com/meshd/meshd/proxy/resiliency"
 )
 
@@ -40,14 +35,7 @@ func BenchmarkInvokeResiliency(b *testing.B) {
 	}
 	ca := newCA(b, "cluster.local")
 	res := newResolver()
-	app := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		_, _ = io.Copy(io.Discard, r.Body)
-		_, _ = w.Write([]byte("ok"))
-	}))
-	defer app.Close()
-	u, _ := url.Parse(app.URL)
-	port, _ := strconv.Atoi(u.Port())
-	ch, _ := appchannel.New(appchannel.Config{Port: port})
+	ch := benchApp(b)
 	callee := startSidecar(b, ca, Config{Identity: mustIdentity(b, "orders"), Resolver: res, App: ch})
 	stock := startSidecar(b, ca, Config{Identity: mustIdentity(b, "stock"), Resolver: res, App: ch})
 	inventory := startSidecar(b, ca, Config{Identity: mustIdentity(b, "inventory"), Resolver: res, App: ch})

@@ -5,15 +5,12 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
-	"net/url"
-	"strconv"
 	"testing"
 
 	"go.opentelemetry.io/otel/sdk/trace/tracetest"
 
 	"github.com/meshd/meshd/discovery"
 	"github.com/meshd/meshd/internal/daprconfig"
-	"github.com/meshd/meshd/proxy/appchannel"
 	"github.com/meshd/meshd/proxy/metrics"
 	"github.com/meshd/meshd/proxy/route"
 	"github.com/meshd/meshd/proxy/tracing"
@@ -39,14 +36,7 @@ func BenchmarkInvokeTelemetry(b *testing.B) {
 		b.Run(c.name, func(b *testing.B) {
 			ca := newCA(b, "cluster.local")
 			res := newResolver()
-			app := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-				_, _ = io.Copy(io.Discard, r.Body)
-				_, _ = w.Write([]byte("ok"))
-			}))
-			defer app.Close()
-			u, _ := url.Parse(app.URL)
-			port, _ := strconv.Atoi(u.Port())
-			ch, _ := appchannel.New(appchannel.Config{Port: port})
+			ch := benchApp(b)
 			calleeCfg := Config{Identity: mustIdentity(b, "orders"), Resolver: res, App: ch}
 			callerCfg := Config{Identity: mustIdentity(b, "frontend"), Resolver: res}
 			for _, cfg := range []*Config{&calleeCfg, &callerCfg} {
