@@ -7,7 +7,6 @@ import (
 	"io"
 	"net"
 	"net/url"
-	"os"
 	"regexp"
 	"slices"
 	"strconv"
@@ -15,6 +14,7 @@ import (
 	"time"
 
 	"github.com/hashicorp/consul/api"
+	"github.com/meshd/meshd/discovery"
 	"go.yaml.in/yaml/v3"
 )
 
@@ -174,17 +174,9 @@ var (
 
 // Load reads and parses the file at path.
 func Load(path string) (*Config, error) {
-	f, err := os.Open(path)
+	data, err := discovery.ReadFile(path, MaxFileSize)
 	if err != nil {
 		return nil, fmt.Errorf("consul: %w", err)
-	}
-	defer f.Close()
-	data, err := io.ReadAll(io.LimitReader(f, MaxFileSize+1))
-	if err != nil {
-		return nil, fmt.Errorf("consul: %s: %w", path, err)
-	}
-	if len(data) > MaxFileSize {
-		return nil, fmt.Errorf("consul: %s: larger than %d bytes", path, MaxFileSize)
 	}
 	cfg, err := Parse(data)
 	if err != nil {

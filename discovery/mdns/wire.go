@@ -150,26 +150,7 @@ func validAddr(addr string) bool {
 	if _, err := netip.ParseAddr(host); err == nil {
 		return true
 	}
-	return validHostname(host)
-}
-
-func validHostname(h string) bool {
-	h = strings.TrimSuffix(h, ".")
-	if h == "" || len(h) > 253 {
-		return false
-	}
-	for label := range strings.SplitSeq(h, ".") {
-		if label == "" || len(label) > 63 || label[0] == '-' || label[len(label)-1] == '-' {
-			return false
-		}
-		for i := 0; i < len(label); i++ {
-			c := label[i]
-			if !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || c == '-') {
-				return false
-			}
-		}
-	}
-	return true
+	return discovery.ValidHostname(host)
 }
 
 // asksFor reports whether query m asks for the records of service or of

@@ -7,7 +7,6 @@ import (
 	"io"
 	"net"
 	"net/netip"
-	"os"
 	"strconv"
 	"strings"
 
@@ -48,22 +47,6 @@ func Load(path string) (map[discovery.Target][]discovery.Endpoint, error) {
 		return nil, fmt.Errorf("static: %s: %w", path, err)
 	}
 	return set, nil
-}
-
-func readFile(path string) ([]byte, error) {
-	f, err := os.Open(path)
-	if err != nil {
-		return nil, fmt.Errorf("static: %w", err)
-	}
-	defer f.Close()
-	data, err := io.ReadAll(io.LimitReader(f, MaxFileSize+1))
-	if err != nil {
-		return nil, fmt.Errorf("static: %s: %w", path, err)
-	}
-	if len(data) > MaxFileSize {
-		return nil, fmt.Errorf("static: %s: larger than %d bytes", path, MaxFileSize)
-	}
-	return data, nil
 }
 
 // Parse validates a static resolver document strictly and returns its
@@ -184,32 +167,10 @@ func ValidateAddress(addr string) error {
 	if strings.HasPrefix(addr, "[") {
 		return fmt.Errorf("address %q: %q in brackets is not an IPv6 address", addr, host)
 	}
-	if !validHostname(host) {
+	if !discovery.ValidHostname(host) {
 		return fmt.Errorf("address %q: host %q is neither an IP address nor a DNS name", addr, host)
 	}
 	return nil
-}
-
-// validHostname checks RFC 1123 names: dot-separated labels of letters,
-// digits and hyphens, 1..63 long, not starting or ending with a hyphen; a
-// trailing dot is allowed; 253 characters at most.
-func validHostname(h string) bool {
-	h = strings.TrimSuffix(h, ".")
-	if h == "" || len(h) > 253 {
-		return false
-	}
-	for label := range strings.SplitSeq(h, ".") {
-		if label == "" || len(label) > 63 || label[0] == '-' || label[len(label)-1] == '-' {
-			return false
-		}
-		for i := 0; i < len(label); i++ {
-			c := label[i]
-			if !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || c == '-') {
-				return false
-			}
-		}
-	}
-	return true
 }
 
 // appLines returns the line of each entry of the apps list, for messages.
@@ -233,4 +194,13 @@ func appLines(data []byte) []int {
 		}
 	}
 	return nil
+}
+
+// readFile reads the resolver file (at most MaxFileSize bytes).
+func readFile(path string) ([]byte, error) {
+	data, err := discovery.ReadFile(path, MaxFileSize)
+	if err != nil {
+		return nil, fmt.Errorf("static: %w", err)
+	}
+	return data, nil
 }
