@@ -232,7 +232,9 @@ func TestWatchAgainstFakeAgent(t *testing.T) {
 	waitReady(t, cache, inv, "127.0.0.1:5001", 10*time.Millisecond)
 	agent.setDown(false)
 	agent.set("inventory", fakeInstance{id: "a", addr: "127.0.0.1", port: "5001"})
-	time.Sleep(300 * time.Millisecond)
+	// The watches may sit in a backoff of up to 800ms by now: wait until one
+	// has seen the agent again, or the next outage would be part of this one.
+	waitLog(t, logs, "reachable again", 3*time.Second)
 	logs.mu.Lock()
 	logs.b.Reset() // the outage above counted; the next one is counted alone
 	logs.mu.Unlock()
@@ -249,13 +251,7 @@ func TestWatchAgainstFakeAgent(t *testing.T) {
 	// Agent back without the instances: the picker is held for the grace...
 	agent.set("inventory")
 	agent.setDown(false)
-	deadline := time.Now().Add(3 * time.Second)
-	for !strings.Contains(logs.String(), "reachable again") {
-		if time.Now().After(deadline) {
-			t.Fatalf("no recovery logged:\n%s", logs.String())
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
+	waitLog(t, logs, "reachable again", 3*time.Second)
 	waitReady(t, cache, inv, "127.0.0.1:5001", 10*time.Millisecond)
 	// ... and a registration arriving meanwhile is applied at once.
 	agent.set("inventory", fakeInstance{id: "z", addr: "127.0.0.9", port: "5009"})
@@ -297,5 +293,17 @@ func TestBuildFailsWhenAgentDoesNotAnswer(t *testing.T) {
 	_, err = discovery.Build(context.Background(), Name, discovery.BuildOptions{ConfigFile: cfgPath}, discovery.NewCache(discovery.Options{}))
 	if err == nil || !strings.Contains(err.Error(), cfgPath) || !strings.Contains(err.Error(), "bogus") {
 		t.Fatalf("Build with a bad file = %v", err)
+	}
+}
+
+// waitLog waits until the log holds substr.
+func waitLog(t *testing.T, logs *logBuffer, substr string, within time.Duration) {
+	t.Helper()
+	deadline := time.Now().Add(within)
+	for !strings.Contains(logs.String(), substr) {
+		if time.Now().After(deadline) {
+			t.Fatalf("%q not logged within %v:\n%s", substr, within, logs.String())
+		}
+		time.Sleep(5 * time.Millisecond)
 	}
 }
