@@ -20,6 +20,7 @@ import (
 	"github.com/meshd/meshd/proxy/appchannel"
 	"github.com/meshd/meshd/proxy/authz"
 	"github.com/meshd/meshd/proxy/coalesce"
+	"github.com/meshd/meshd/proxy/h1"
 	"github.com/meshd/meshd/proxy/metrics"
 	"github.com/meshd/meshd/proxy/tracing"
 )
@@ -192,12 +193,7 @@ type Listeners struct {
 // finish, then remaining connections are closed. It returns the first
 // server error, or nil after a clean shutdown.
 func (p *Proxy) Serve(ctx context.Context, ls Listeners, grace time.Duration) error {
-	type srv struct {
-		s *http.Server
-		l net.Listener
-		t bool
-	}
-	var servers []srv
+	var servers []server
 	mk := func(h http.Handler, l net.Listener, internal, grpcPort bool) {
 		if l == nil {
 			return
@@ -214,6 +210,7 @@ func (p *Proxy) Serve(ctx context.Context, ls Listeners, grace time.Duration) er
 			// calls held 8 MiB.
 			HTTP2: &http.HTTP2Config{MaxReadFrameSize: h2FrameSize},
 		}
+		var tlsCfg *tls.Config
 		if internal {
 			// HTTP/2 for gRPC and HTTP/2 callers, HTTP/1.1 for HTTP/1.1
 			// callers (see peerTransports).
@@ -223,16 +220,31 @@ func (p *Proxy) Serve(ctx context.Context, ls Listeners, grace time.Duration) er
 				s.Protocols.SetUnencryptedHTTP2(true)
 				s.Protocols.SetHTTP2(false)
 			} else {
-				s.TLSConfig = p.InternalTLSConfig()
+				tlsCfg = p.InternalTLSConfig()
+				s.TLSConfig = tlsCfg
 				s.ConnContext = connContext
 				// HTTP/2 connections coalesce their frame writes;
 				// HTTP/1.1 ones write each answer once anyway.
-				s.TLSConfig.GetConfigForClient = coalesce.EnableForH2(s.TLSConfig.NextProtos)
+				tlsCfg.GetConfigForClient = coalesce.EnableForH2(tlsCfg.NextProtos)
 				l = coalesce.Listener{Listener: l, Passthrough: true}
 			}
 		} else {
 			s.Protocols.SetHTTP1(true)
 			s.Protocols.SetUnencryptedHTTP2(true)
+		}
+		if !grpcPort && h1.ServerEnabled {
+			// HTTP/1.x on proxy/h1's server, HTTP/2 handed to s.
+			hs := &h1.Server{
+				Handler:           h,
+				ReadHeaderTimeout: s.ReadHeaderTimeout,
+				IdleTimeout:       s.IdleTimeout,
+				Log:               p.log,
+			}
+			if internal && !p.cfg.Insecure {
+				hs.ConnContext = connContext
+			}
+			servers = append(servers, newH1Mux(l, tlsCfg, hs, s, p.log))
+			return
 		}
 		if grpcPort {
 			l = coalesce.Listener{Listener: l} // gRPC: HEADERS, DATA and trailers in one write
@@ -240,7 +252,7 @@ func (p *Proxy) Serve(ctx context.Context, ls Listeners, grace time.Duration) er
 		if !internal || p.cfg.Insecure {
 			l = bufferedListener{l} // cleartext HTTP/2 reads unbuffered
 		}
-		servers = append(servers, srv{s, l, internal && !p.cfg.Insecure})
+		servers = append(servers, &netHTTPServer{s, l, internal && !p.cfg.Insecure})
 	}
 	mk(p.HTTPHandler(), ls.HTTP, false, false)
 	mk(p.GRPCHandler(), ls.GRPC, false, true)
@@ -252,14 +264,9 @@ func (p *Proxy) Serve(ctx context.Context, ls Listeners, grace time.Duration) er
 	errc := make(chan error, len(servers))
 	for _, s := range servers {
 		go func() {
-			var err error
-			if s.t {
-				err = s.s.ServeTLS(s.l, "", "")
-			} else {
-				err = s.s.Serve(s.l)
-			}
+			err := s.serve()
 			if !errors.Is(err, http.ErrServerClosed) {
-				errc <- fmt.Errorf("proxy: serve %s: %w", s.l.Addr(), err)
+				errc <- fmt.Errorf("proxy: serve %s: %w", s.addr(), err)
 				return
 			}
 			errc <- nil
@@ -275,9 +282,9 @@ func (p *Proxy) Serve(ctx context.Context, ls Listeners, grace time.Duration) er
 	var wg sync.WaitGroup
 	for _, s := range servers {
 		wg.Go(func() {
-			if err := s.s.Shutdown(sctx); err != nil {
-				p.log.Warn("proxy: grace period over, closing connections", "addr", s.l.Addr().String(), "err", err)
-				_ = s.s.Close()
+			if err := s.shutdown(sctx); err != nil {
+				p.log.Warn("proxy: grace period over, closing connections", "addr", s.addr(), "err", err)
+				s.close()
 			}
 		})
 	}
@@ -288,3 +295,32 @@ func (p *Proxy) Serve(ctx context.Context, ls Listeners, grace time.Duration) er
 	}
 	return serveErr
 }
+
+// server is one listener's server.
+type server interface {
+	serve() error // until closed: http.ErrServerClosed
+	shutdown(ctx context.Context) error
+	close()
+	addr() string
+}
+
+// netHTTPServer is a listener served by net/http alone (the gRPC port, and
+// every port with MESHD_H1_SERVER=nethttp).
+type netHTTPServer struct {
+	s   *http.Server
+	l   net.Listener
+	tls bool
+}
+
+func (s *netHTTPServer) serve() error {
+	if s.tls {
+		return s.s.ServeTLS(s.l, "", "")
+	}
+	return s.s.Serve(s.l)
+}
+
+func (s *netHTTPServer) shutdown(ctx context.Context) error { return s.s.Shutdown(ctx) }
+func (s *netHTTPServer) close()                             { _ = s.s.Close() }
+func (s *netHTTPServer) addr() string                       { return s.l.Addr().String() }
+
+func (m *h1Mux) addr() string { return m.l.Addr().String() }

@@ -75,55 +75,17 @@ type lineSpan struct{ ks, ke, vs, ve int }
 func readHead(br *bufio.Reader, budget *int) (*http.Response, error) {
 	sp := getBuf()
 	defer putBuf(sp)
-	blk := (*sp)[:0]
-	var (
-		spansArr [32]lineSpan
-		spans    = spansArr[:0]
-		start    int
-		first    = true
-		statusE  int
-	)
-	for {
-		line, err := br.ReadSlice('\n')
-		if len(line) > *budget {
-			return nil, ErrHeaderTooLarge
-		}
-		*budget -= len(line)
-		blk = append(blk, line...)
-		if err == bufio.ErrBufferFull {
-			continue
-		}
-		if err != nil {
-			if err == io.EOF {
-				err = io.ErrUnexpectedEOF
-			}
-			*sp = blk
-			return nil, fmt.Errorf("h1: read response head: %w", err)
-		}
-		// One full line in blk[start:], ending in "\n".
-		end := len(blk) - 1
-		if end > start && blk[end-1] == '\r' {
-			end--
-		}
-		l := blk[start:end]
-		if first {
-			statusE = end
-			first = false
-			start = len(blk)
-			continue
-		}
-		if len(l) == 0 {
-			break
-		}
-		s, err := parseField(blk, start, end)
-		if err != nil {
-			*sp = blk
+	var spansArr [32]lineSpan
+	blk, statusE, spans, err := readBlock(br, budget, sp, spansArr[:0], false)
+	if err != nil {
+		if errors.Is(err, ErrHeaderTooLarge) || errors.Is(err, ErrMalformed) {
 			return nil, err
 		}
-		spans = append(spans, s)
-		start = len(blk)
+		if err == io.EOF {
+			err = io.ErrUnexpectedEOF
+		}
+		return nil, fmt.Errorf("h1: read response head: %w", err)
 	}
-	*sp = blk
 	// Status line: "HTTP/1.x NNN reason".
 	sl := blk[:statusE]
 	if len(sl) < 12 || string(sl[:7]) != "HTTP/1." || (sl[7] != '0' && sl[7] != '1') || sl[8] != ' ' ||
@@ -172,6 +134,57 @@ func readHead(br *bufio.Reader, budget *int) (*http.Response, error) {
 		}
 	}
 	return resp, nil
+}
+
+// readBlock reads a start line and header fields, up to the empty line,
+// into *sp (which it may grow): the block, where the start line ends and
+// the fields' spans. Keys are canonicalized in place. With skipEmpty, empty
+// lines before the start line are skipped (RFC 9112 §2.2; they count
+// against the budget). Errors are ErrHeaderTooLarge, ErrMalformed (wrapped)
+// or the reader's (io.ErrUnexpectedEOF for an end inside the block).
+func readBlock(br *bufio.Reader, budget *int, sp *[]byte, spans []lineSpan, skipEmpty bool) (blk []byte, firstEnd int, _ []lineSpan, err error) {
+	blk = (*sp)[:0]
+	defer func() { *sp = blk }()
+	start, first := 0, true
+	for {
+		line, err := br.ReadSlice('\n')
+		if len(line) > *budget {
+			return nil, 0, nil, ErrHeaderTooLarge
+		}
+		*budget -= len(line)
+		blk = append(blk, line...)
+		if err == bufio.ErrBufferFull {
+			continue
+		}
+		if err != nil {
+			if err == io.EOF && len(blk) > 0 {
+				err = io.ErrUnexpectedEOF
+			}
+			return nil, 0, nil, err
+		}
+		// One full line in blk[start:], ending in "\n".
+		end := len(blk) - 1
+		if end > start && blk[end-1] == '\r' {
+			end--
+		}
+		if first {
+			if end == start && skipEmpty {
+				blk, start = blk[:0], 0
+				continue
+			}
+			firstEnd, first, start = end, false, len(blk)
+			continue
+		}
+		if end == start {
+			return blk, firstEnd, spans, nil
+		}
+		s, err := parseField(blk, start, end)
+		if err != nil {
+			return nil, 0, nil, err
+		}
+		spans = append(spans, s)
+		start = len(blk)
+	}
 }
 
 // parseField checks "key: value" in blk[start:end], canonicalizes the key in
@@ -426,7 +439,7 @@ func (b *body) read(p []byte) (int, error) {
 	case kindChunked:
 		n, err := b.cr.Read(p)
 		if err == io.EOF {
-			if terr := readTrailer(b.br, b.resp); terr != nil {
+			if terr := readTrailer(b.br, &b.resp.Trailer); terr != nil {
 				return n, b.fail(terr)
 			}
 			b.end(true)
@@ -496,9 +509,9 @@ func (u *upgradedBody) Write(p []byte) (int, error) {
 	return u.ex.c.nc.Write(p)
 }
 
-// readTrailer reads the trailer section after the last chunk into
-// resp.Trailer.
-func readTrailer(br *bufio.Reader, resp *http.Response) error {
+// readTrailer reads the trailer section after the last chunk into *trailer
+// (allocated on the first field).
+func readTrailer(br *bufio.Reader, trailer *http.Header) error {
 	budget := DefaultMaxResponseHeader
 	for {
 		line, err := br.ReadSlice('\n')
@@ -528,9 +541,9 @@ func readTrailer(br *bufio.Reader, resp *http.Response) error {
 		case "Transfer-Encoding", "Trailer", "Content-Length":
 			continue
 		}
-		if resp.Trailer == nil {
-			resp.Trailer = http.Header{}
+		if *trailer == nil {
+			*trailer = http.Header{}
 		}
-		resp.Trailer[k] = append(resp.Trailer[k], string(line[f.vs:f.ve]))
+		(*trailer)[k] = append((*trailer)[k], string(line[f.vs:f.ve]))
 	}
 }

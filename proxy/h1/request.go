@@ -1,0 +1,329 @@
+package h1
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/http/httputil"
+	"net/url"
+	"strings"
+
+	"golang.org/x/net/http/httpguts"
+)
+
+// DefaultMaxRequestHeader bounds a request line and its header fields,
+// net/http's default (http.DefaultMaxHeaderBytes).
+const DefaultMaxRequestHeader = 1 << 20
+
+// requestError is a request the server refuses: the status it answers with
+// and a reason that never quotes the request.
+type requestError struct {
+	code   int
+	reason string
+}
+
+func (e *requestError) Error() string { return fmt.Sprintf("h1: %d %s", e.code, e.reason) }
+
+func badRequest(reason string) error { return &requestError{http.StatusBadRequest, reason} }
+
+// ReadRequest reads one request head from br and frames its body, which
+// reads from br. Malformed and ambiguous requests are refused: the framing
+// rules are those of RFC 9112 §6 with every ambiguity a smuggling attack
+// needs (Content-Length with Transfer-Encoding, conflicting lengths, codings
+// other than chunked, folded or space-prefixed fields, bare CR, control
+// bytes) an error. Exported for the fuzz test and for tools.
+func ReadRequest(br *bufio.Reader, maxHeader int) (*http.Request, error) {
+	req, _, err := readRequest(context.Background(), br, maxHeader)
+	return req, err
+}
+
+// readRequest also returns the request's body when it has one.
+func readRequest(ctx context.Context, br *bufio.Reader, maxHeader int) (*http.Request, *reqBody, error) {
+	sp := getBuf()
+	defer putBuf(sp)
+	var spansArr [32]lineSpan
+	budget := maxHeader
+	blk, lineE, spans, err := readBlock(br, &budget, sp, spansArr[:0], true)
+	if err != nil {
+		switch {
+		case errors.Is(err, ErrHeaderTooLarge):
+			return nil, nil, &requestError{http.StatusRequestHeaderFieldsTooLarge, "request header fields too large"}
+		case errors.Is(err, ErrMalformed):
+			return nil, nil, badRequest("malformed header field")
+		}
+		return nil, nil, err
+	}
+
+	// Request line: method SP request-target SP HTTP-version.
+	line := blk[:lineE]
+	m := indexByte(line, ' ')
+	if m <= 0 {
+		return nil, nil, badRequest("malformed request line")
+	}
+	t := indexByte(line[m+1:], ' ')
+	if t <= 0 {
+		return nil, nil, badRequest("malformed request line")
+	}
+	t += m + 1
+	version := line[t+1:]
+	for _, c := range line[:m] {
+		if !isTokenByte(c) {
+			return nil, nil, badRequest("malformed request method")
+		}
+	}
+	for _, c := range line[m+1 : t] {
+		if c <= ' ' || c == 0x7f {
+			return nil, nil, badRequest("malformed request target")
+		}
+	}
+	var minor int
+	switch string(version) {
+	case "HTTP/1.1":
+		minor = 1
+	case "HTTP/1.0":
+		minor = 0
+	default:
+		if len(version) > 5 && string(version[:5]) == "HTTP/" {
+			return nil, nil, &requestError{http.StatusHTTPVersionNotSupported, "HTTP version not supported"}
+		}
+		return nil, nil, badRequest("malformed HTTP version")
+	}
+
+	// One string for the head; method, target, keys and values are its
+	// substrings (interned where common).
+	s := string(blk)
+	req := &http.Request{} // on the stack: WithContext makes the one handed out
+	*req = http.Request{
+		Method:     methodString(s[:m]),
+		RequestURI: s[m+1 : t],
+		Proto:      "HTTP/1.1",
+		ProtoMajor: 1,
+		ProtoMinor: minor,
+		Header:     make(http.Header, len(spans)),
+	}
+	if minor == 0 {
+		req.Proto = "HTTP/1.0"
+	}
+	vals := make([]string, len(spans))
+	for i, f := range spans {
+		k, ok := commonKeys[string(blk[f.ks:f.ke])]
+		if !ok {
+			k = s[f.ks:f.ke]
+		}
+		vals[i] = s[f.vs:f.ve]
+		if vv, ok := req.Header[k]; ok {
+			req.Header[k] = append(vv, vals[i])
+		} else {
+			req.Header[k] = vals[i : i+1 : i+1]
+		}
+	}
+
+	// Target (RFC 9112 §3.2): origin-form, absolute-form (the HTTP proxy
+	// form), authority-form for CONNECT, asterisk-form for OPTIONS; parsed
+	// as net/http parses it, so that handlers see what they would there.
+	raw := req.RequestURI
+	authority := req.Method == http.MethodConnect && !strings.HasPrefix(raw, "/")
+	if authority {
+		raw = "http://" + raw
+	}
+	if req.URL, err = url.ParseRequestURI(raw); err != nil {
+		return nil, nil, badRequest("malformed request target")
+	}
+	if authority {
+		req.URL.Scheme = ""
+	}
+	if raw == "*" && req.Method != http.MethodOptions {
+		return nil, nil, badRequest("asterisk-form target is for OPTIONS only")
+	}
+
+	// Host (RFC 9112 §3.2): exactly one in HTTP/1.1; an absolute-form
+	// target's authority wins over it.
+	hosts := req.Header["Host"]
+	if len(hosts) > 1 || (minor == 1 && len(hosts) == 0) {
+		return nil, nil, badRequest("missing or repeated Host header")
+	}
+	if len(hosts) == 1 && !httpguts.ValidHostHeader(hosts[0]) {
+		return nil, nil, badRequest("malformed Host header")
+	}
+	req.Host = req.URL.Host
+	if req.Host == "" && len(hosts) == 1 {
+		req.Host = hosts[0]
+	}
+	delete(req.Header, "Host")
+
+	req.Close = shouldClose(minor, req.Header["Connection"])
+	body, err := frameRequest(req, br)
+	if err != nil {
+		return nil, nil, err
+	}
+	out := req.WithContext(ctx)
+	if body != nil {
+		body.req = out
+		out.Body = body
+	}
+	return out, body, nil
+}
+
+// frameRequest frames the body of req from its framing headers (RFC 9112
+// §6.1–6.3), refusing every ambiguous framing. A body, when there is one,
+// is returned for the caller to attach (req itself may live on the stack).
+func frameRequest(req *http.Request, br *bufio.Reader) (*reqBody, error) {
+	h := req.Header
+	te, hasTE := h["Transfer-Encoding"]
+	cl, hasCL := h["Content-Length"]
+	switch {
+	case hasTE && hasCL:
+		return nil, badRequest("both Transfer-Encoding and Content-Length")
+	case hasTE:
+		if req.ProtoMinor == 0 {
+			return nil, badRequest("Transfer-Encoding in an HTTP/1.0 request")
+		}
+		if len(te) != 1 || !strings.EqualFold(te[0], "chunked") {
+			return nil, &requestError{http.StatusNotImplemented, "unsupported Transfer-Encoding"}
+		}
+		delete(h, "Transfer-Encoding")
+		req.TransferEncoding = []string{"chunked"}
+		req.ContentLength = -1
+		return &reqBody{br: br, kind: kindChunked, left: -1, cr: httputil.NewChunkedReader(br)}, nil
+	case hasCL:
+		n, err := parseLength(cl)
+		if err != nil {
+			return nil, badRequest("malformed Content-Length")
+		}
+		req.ContentLength = n
+		if n == 0 {
+			req.Body = http.NoBody
+			return nil, nil
+		}
+		return &reqBody{br: br, kind: kindLength, left: n}, nil
+	}
+	req.Body = http.NoBody
+	return nil, nil
+}
+
+func indexByte(b []byte, c byte) int {
+	for i, x := range b {
+		if x == c {
+			return i
+		}
+	}
+	return -1
+}
+
+// methodString interns the common methods.
+func methodString(m string) string {
+	switch m {
+	case "GET":
+		return http.MethodGet
+	case "POST":
+		return http.MethodPost
+	case "PUT":
+		return http.MethodPut
+	case "DELETE":
+		return http.MethodDelete
+	case "HEAD":
+		return http.MethodHead
+	case "PATCH":
+		return http.MethodPatch
+	case "OPTIONS":
+		return http.MethodOptions
+	}
+	return m
+}
+
+// errBodyAfterHandler: the handler returned; its request body is gone.
+var errBodyAfterHandler = errors.New("h1: read of a request body after its handler returned")
+
+// reqBody is a request body on a server connection. Reads may come from a
+// goroutine other than the handler's (a full-duplex upload); mu orders them
+// with the end of the handler.
+type reqBody struct {
+	br   *bufio.Reader
+	cr   io.Reader // chunked decoder
+	req  *http.Request
+	kind int
+	left int64 // bytes left of a Content-Length body
+	c    *srvConn
+	err  error // sticky
+	eof  bool  // read to its end
+	done bool  // the handler returned
+}
+
+func (b *reqBody) Read(p []byte) (int, error) {
+	c := b.c
+	if c != nil {
+		c.bodyMu.Lock()
+		defer c.bodyMu.Unlock()
+	}
+	switch {
+	case b.done:
+		return 0, errBodyAfterHandler
+	case b.err != nil:
+		return 0, b.err
+	case b.eof:
+		return 0, io.EOF
+	case len(p) == 0:
+		return 0, nil
+	}
+	if c != nil {
+		c.beforeBodyRead()
+	}
+	var (
+		n   int
+		err error
+	)
+	if b.kind == kindLength {
+		if int64(len(p)) > b.left {
+			p = p[:b.left]
+		}
+		n, err = b.br.Read(p)
+		b.left -= int64(n)
+		if b.left == 0 {
+			b.eof = true
+			return n, io.EOF
+		}
+		if err == io.EOF {
+			err = io.ErrUnexpectedEOF
+		}
+	} else {
+		n, err = b.cr.Read(p)
+		if err == io.EOF {
+			if err = readTrailer(b.br, &b.req.Trailer); err == nil {
+				b.eof = true
+				return n, io.EOF
+			}
+		}
+	}
+	if err != nil {
+		b.err = fmt.Errorf("%w: %w", ErrRequestBody, err)
+		return n, b.err
+	}
+	return n, nil
+}
+
+// Close does nothing: the server decides, when the handler returns, whether
+// what is left can be skipped or the connection must close.
+func (b *reqBody) Close() error { return nil }
+
+// finish ends the body when the handler returns. It reports whether the
+// connection can carry another request: the body was read to its end, or
+// what is left is already buffered and is skipped (never waiting on the
+// network for it).
+func (b *reqBody) finish() bool {
+	if b.c != nil {
+		b.c.bodyMu.Lock()
+		defer b.c.bodyMu.Unlock()
+	}
+	b.done = true
+	if b.eof {
+		return true
+	}
+	if b.err != nil || b.kind != kindLength || b.left > int64(b.br.Buffered()) {
+		return false
+	}
+	_, err := b.br.Discard(int(b.left))
+	return err == nil
+}

@@ -1,0 +1,189 @@
+package proxy
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"log/slog"
+	"net"
+	"net/http"
+	"sync"
+	"time"
+
+	"github.com/meshd/meshd/proxy/h1"
+)
+
+// h2Preface starts every HTTP/2 connection (RFC 9113 §3.4).
+const h2Preface = "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
+
+// h1Mux serves one listener: HTTP/1.x connections with proxy/h1's server
+// (no goroutine or read per request beyond the call itself), HTTP/2 ones —
+// ALPN "h2" after the TLS handshake, or the h2c preface on cleartext — with
+// net/http's HTTP/2 server, handed over through a listener of their own.
+type h1Mux struct {
+	l       net.Listener
+	tls     *tls.Config // nil: cleartext
+	h1      *h1.Server
+	h2      *http.Server
+	h2l     *handoffListener
+	timeout time.Duration // TLS handshake and protocol sniffing
+	log     *slog.Logger
+
+	wg sync.WaitGroup // connection goroutines still sorting their protocol
+}
+
+func newH1Mux(l net.Listener, tlsCfg *tls.Config, h1s *h1.Server, h2s *http.Server, log *slog.Logger) *h1Mux {
+	return &h1Mux{
+		l: l, tls: tlsCfg, h1: h1s, h2: h2s, log: log,
+		h2l:     newHandoffListener(l.Addr()),
+		timeout: h1s.ReadHeaderTimeout,
+	}
+}
+
+// serve accepts until the listener closes; net/http's HTTP/2 server runs
+// alongside on the handed-over connections.
+func (m *h1Mux) serve() error {
+	h2err := make(chan error, 1)
+	go func() { h2err <- m.h2.Serve(m.h2l) }()
+	var backoff time.Duration
+	for {
+		c, err := m.l.Accept()
+		if err != nil {
+			if errors.Is(err, net.ErrClosed) {
+				m.h2l.Close()
+				m.wg.Wait()
+				<-h2err
+				return http.ErrServerClosed
+			}
+			var ne net.Error
+			if errors.As(err, &ne) && ne.Timeout() || isTemporary(err) {
+				backoff = min(max(2*backoff, 5*time.Millisecond), time.Second)
+				m.log.Warn("proxy: accept failed; retrying", "addr", m.l.Addr().String(), "err", err, "in", backoff)
+				time.Sleep(backoff)
+				continue
+			}
+			m.h2l.Close()
+			m.wg.Wait()
+			<-h2err
+			return err
+		}
+		backoff = 0
+		m.wg.Add(1)
+		go m.handle(c)
+	}
+}
+
+func isTemporary(err error) bool {
+	var t interface{ Temporary() bool }
+	return errors.As(err, &t) && t.Temporary()
+}
+
+// handle finds a connection's protocol and serves it.
+func (m *h1Mux) handle(c net.Conn) {
+	handedOff := false
+	defer func() {
+		if !handedOff {
+			m.wg.Done()
+		}
+	}()
+	deadline := time.Now().Add(m.timeout)
+	if m.tls != nil {
+		tc := tls.Server(c, m.tls)
+		ctx, cancel := context.WithDeadline(context.Background(), deadline)
+		err := tc.HandshakeContext(ctx)
+		cancel()
+		if err != nil {
+			m.log.Debug("proxy: TLS handshake failed", "remote", c.RemoteAddr().String(), "err", err)
+			_ = c.Close()
+			return
+		}
+		if tc.ConnectionState().NegotiatedProtocol == "h2" {
+			m.wg.Done()
+			handedOff = true
+			m.h2l.push(tc)
+			return
+		}
+		m.wg.Done()
+		handedOff = true
+		m.h1.ServeConn(tc, nil)
+		return
+	}
+	// Cleartext: HTTP/2 only with prior knowledge (the preface).
+	_ = c.SetReadDeadline(deadline)
+	br := newConnReader(c)
+	isH2 := false
+	if b, err := br.Peek(1); err == nil && b[0] == h2Preface[0] {
+		n := min(br.Buffered(), len(h2Preface))
+		b, _ = br.Peek(n)
+		if string(b) == h2Preface[:n] {
+			b, err = br.Peek(len(h2Preface))
+			isH2 = err == nil && string(b) == h2Preface
+		}
+	} else if err != nil {
+		_ = c.Close()
+		return
+	}
+	_ = c.SetReadDeadline(time.Time{})
+	m.wg.Done()
+	handedOff = true
+	if isH2 {
+		m.h2l.push(&bufferedConn{Conn: c, r: br})
+		return
+	}
+	m.h1.ServeConn(c, br)
+}
+
+// shutdown stops both servers gracefully (the listener is closed by the
+// caller's Serve loop ending).
+func (m *h1Mux) shutdown(ctx context.Context) error {
+	_ = m.l.Close()
+	var wg sync.WaitGroup
+	var e1, e2 error
+	wg.Go(func() { e1 = m.h1.Shutdown(ctx) })
+	wg.Go(func() { e2 = m.h2.Shutdown(ctx) })
+	wg.Wait()
+	return errors.Join(e1, e2)
+}
+
+func (m *h1Mux) close() {
+	_ = m.l.Close()
+	m.h1.Close()
+	_ = m.h2.Close()
+}
+
+// handoffListener is a net.Listener fed with connections accepted
+// elsewhere.
+type handoffListener struct {
+	addr   net.Addr
+	ch     chan net.Conn
+	closed chan struct{}
+	once   sync.Once
+}
+
+func newHandoffListener(addr net.Addr) *handoffListener {
+	return &handoffListener{addr: addr, ch: make(chan net.Conn), closed: make(chan struct{})}
+}
+
+func (l *handoffListener) push(c net.Conn) {
+	select {
+	case l.ch <- c:
+	case <-l.closed:
+		_ = c.Close()
+	}
+}
+
+func (l *handoffListener) Accept() (net.Conn, error) {
+	select {
+	case c := <-l.ch:
+		return c, nil
+	case <-l.closed:
+		return nil, net.ErrClosed
+	}
+}
+
+func (l *handoffListener) Close() error {
+	l.once.Do(func() { close(l.closed) })
+	return nil
+}
+
+func (l *handoffListener) Addr() net.Addr { return l.addr }
