@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"io"
 	"net/http"
+	"reflect"
 	"testing"
 )
 
@@ -44,5 +45,70 @@ func FuzzReadResponse(f *testing.F) {
 			t.Fatalf("body %d bytes over Content-Length %d", n, resp.ContentLength)
 		}
 		resp.Body.Close()
+	})
+}
+
+// FuzzReadRequest holds the server's request parser against net/http's: no
+// input makes it panic or hang, and whatever it accepts net/http accepts
+// too, with the same method, target, Host, headers, length and body bytes.
+// Being stricter is allowed; reading a request differently is what request
+// smuggling is made of.
+func FuzzReadRequest(f *testing.F) {
+	for _, s := range []string{
+		"GET /a?b=c HTTP/1.1\r\nHost: x\r\n\r\n",
+		"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n\r\nabc",
+		"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n3;e=1\r\nabc\r\n0\r\nT: 1\r\n\r\n",
+		"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+		"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\nContent-Length: 3\r\n\r\nabc",
+		"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\nContent-Length: 4\r\n\r\nabcd",
+		"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked, identity\r\n\r\n0\r\n\r\n",
+		"GET http://a.b/c HTTP/1.1\r\nHost: d\r\n\r\n",
+		"CONNECT a.b:443 HTTP/1.1\r\nHost: a.b:443\r\n\r\n",
+		"OPTIONS * HTTP/1.1\r\nHost: x\r\n\r\n",
+		"GET / HTTP/1.0\nX: 1\n\n",
+		"GET / HTTP/1.1\r\nHost: x\r\nX: a\r\n b\r\n\r\n",
+		"GET / HTTP/1.1\r\nHost: x\r\nX : a\r\n\r\n",
+		"GET / HTTP/1.1\r\nHost: x\r\nX: a\rb\r\n\r\n",
+		"GET /%2e%2e/a HTTP/1.1\r\nHost: x\r\nPragma: no-cache\r\n\r\n",
+		"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\nffffffffffffffffff\r\n",
+	} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, data []byte) {
+		ours, err := ReadRequest(bufio.NewReaderSize(bytes.NewReader(data), 16), 4096)
+		if err != nil {
+			return
+		}
+		obody, err := io.ReadAll(io.LimitReader(ours.Body, int64(len(data))+1))
+		if err != nil {
+			return // a body that does not parse: the server closes the connection
+		}
+		if len(obody) > len(data) {
+			t.Fatalf("read %d body bytes from %d input bytes", len(obody), len(data))
+		}
+		theirs, err := http.ReadRequest(bufio.NewReader(bytes.NewReader(data)))
+		if err != nil {
+			t.Fatalf("accepted what net/http refuses (%v): %q", err, data)
+		}
+		tbody, err := io.ReadAll(theirs.Body)
+		if err != nil {
+			t.Fatalf("body read that net/http cannot read (%v): %q", err, data)
+		}
+		if ours.Method != theirs.Method || ours.RequestURI != theirs.RequestURI || ours.Host != theirs.Host ||
+			ours.ProtoMinor != theirs.ProtoMinor || ours.ContentLength != theirs.ContentLength ||
+			ours.URL.String() != theirs.URL.String() || !bytes.Equal(obody, tbody) {
+			t.Fatalf("read differently: ours %s %q host %q 1.%d len %d url %q body %q; net/http %s %q host %q 1.%d len %d url %q body %q; input %q",
+				ours.Method, ours.RequestURI, ours.Host, ours.ProtoMinor, ours.ContentLength, ours.URL, obody,
+				theirs.Method, theirs.RequestURI, theirs.Host, theirs.ProtoMinor, theirs.ContentLength, theirs.URL, tbody, data)
+		}
+		for _, h := range []http.Header{ours.Header, theirs.Header} {
+			delete(h, "Content-Length") // net/http folds repeated equal values into one
+			if _, ok := h["Pragma"]; ok {
+				delete(h, "Cache-Control") // net/http adds it for "Pragma: no-cache"
+			}
+		}
+		if !reflect.DeepEqual(ours.Header, theirs.Header) {
+			t.Fatalf("headers differ: ours %q, net/http %q; input %q", ours.Header, theirs.Header, data)
+		}
 	})
 }

@@ -46,7 +46,7 @@ func readRequest(ctx context.Context, br *bufio.Reader, maxHeader int) (*http.Re
 	defer putBuf(sp)
 	var spansArr [32]lineSpan
 	budget := maxHeader
-	blk, lineE, spans, err := readBlock(br, &budget, sp, spansArr[:0], true)
+	blk, lineE, spans, err := readBlock(br, &budget, sp, spansArr[:0])
 	if err != nil {
 		switch {
 		case errors.Is(err, ErrHeaderTooLarge):

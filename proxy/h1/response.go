@@ -76,7 +76,7 @@ func readHead(br *bufio.Reader, budget *int) (*http.Response, error) {
 	sp := getBuf()
 	defer putBuf(sp)
 	var spansArr [32]lineSpan
-	blk, statusE, spans, err := readBlock(br, budget, sp, spansArr[:0], false)
+	blk, statusE, spans, err := readBlock(br, budget, sp, spansArr[:0])
 	if err != nil {
 		if errors.Is(err, ErrHeaderTooLarge) || errors.Is(err, ErrMalformed) {
 			return nil, err
@@ -142,7 +142,7 @@ func readHead(br *bufio.Reader, budget *int) (*http.Response, error) {
 // lines before the start line are skipped (RFC 9112 §2.2; they count
 // against the budget). Errors are ErrHeaderTooLarge, ErrMalformed (wrapped)
 // or the reader's (io.ErrUnexpectedEOF for an end inside the block).
-func readBlock(br *bufio.Reader, budget *int, sp *[]byte, spans []lineSpan, skipEmpty bool) (blk []byte, firstEnd int, _ []lineSpan, err error) {
+func readBlock(br *bufio.Reader, budget *int, sp *[]byte, spans []lineSpan) (blk []byte, firstEnd int, _ []lineSpan, err error) {
 	blk = (*sp)[:0]
 	defer func() { *sp = blk }()
 	start, first := 0, true
@@ -168,10 +168,6 @@ func readBlock(br *bufio.Reader, budget *int, sp *[]byte, spans []lineSpan, skip
 			end--
 		}
 		if first {
-			if end == start && skipEmpty {
-				blk, start = blk[:0], 0
-				continue
-			}
 			firstEnd, first, start = end, false, len(blk)
 			continue
 		}
@@ -525,9 +521,10 @@ func readTrailer(br *bufio.Reader, trailer *http.Header) error {
 			}
 			return fmt.Errorf("h1: read trailer: %w", err)
 		}
-		end := len(line) - 1
-		if end > 0 && line[end-1] == '\r' {
-			end--
+		// CRLF only, as net/http reads a trailer section.
+		end := len(line) - 2
+		if end < 0 || line[end] != '\r' {
+			return fmt.Errorf("%w: trailer line without CRLF", ErrMalformed)
 		}
 		if end == 0 {
 			return nil
