@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"bufio"
 	"context"
 	"crypto/tls"
 	"errors"
@@ -33,10 +34,14 @@ type h1Mux struct {
 }
 
 func newH1Mux(l net.Listener, tlsCfg *tls.Config, h1s *h1.Server, h2s *http.Server, log *slog.Logger) *h1Mux {
+	timeout := h1s.ReadHeaderTimeout
+	if timeout <= 0 {
+		timeout = h1.DefaultReadHeaderTimeout
+	}
 	return &h1Mux{
 		l: l, tls: tlsCfg, h1: h1s, h2: h2s, log: log,
 		h2l:     newHandoffListener(l.Addr()),
-		timeout: h1s.ReadHeaderTimeout,
+		timeout: timeout,
 	}
 }
 
@@ -111,15 +116,8 @@ func (m *h1Mux) handle(c net.Conn) {
 	// Cleartext: HTTP/2 only with prior knowledge (the preface).
 	_ = c.SetReadDeadline(deadline)
 	br := newConnReader(c)
-	isH2 := false
-	if b, err := br.Peek(1); err == nil && b[0] == h2Preface[0] {
-		n := min(br.Buffered(), len(h2Preface))
-		b, _ = br.Peek(n)
-		if string(b) == h2Preface[:n] {
-			b, err = br.Peek(len(h2Preface))
-			isH2 = err == nil && string(b) == h2Preface
-		}
-	} else if err != nil {
+	isH2, err := sniffH2(br)
+	if err != nil {
 		_ = c.Close()
 		return
 	}
@@ -131,6 +129,26 @@ func (m *h1Mux) handle(c net.Conn) {
 		return
 	}
 	m.h1.ServeConn(c, br)
+}
+
+// sniffH2 reports whether a cleartext connection starts with the HTTP/2
+// preface. It waits for more bytes only while those so far match it, so a
+// short HTTP/1 request is never held up.
+func sniffH2(br *bufio.Reader) (bool, error) {
+	for n := 1; ; {
+		b, err := br.Peek(n)
+		if err != nil {
+			return false, err
+		}
+		b, _ = br.Peek(min(br.Buffered(), len(h2Preface)))
+		if string(b) != h2Preface[:len(b)] {
+			return false, nil
+		}
+		if len(b) == len(h2Preface) {
+			return true, nil
+		}
+		n = len(b) + 1
+	}
 }
 
 // shutdown stops both servers gracefully (the listener is closed by the

@@ -1,7 +1,40 @@
-// Package h1 is a minimal HTTP/1.1 client transport (an http.RoundTripper)
-// for the sidecar's hot paths: to the callee sidecar over mTLS and to the
-// local app over plain TCP.
+// Package h1 is the sidecar's HTTP/1.x on its hot paths: a minimal client
+// transport (an http.RoundTripper) to the callee sidecar over mTLS and to
+// the local app over plain TCP, and a server (Server) for the app-facing
+// HTTP port and the HTTP/1.1 connections of the internal port.
 //
+// # Server
+//
+// net/http's server starts a background read on every connection after
+// every request (a goroutine wake-up, a read syscall and two deadline
+// changes per call) and parses with textproto into fresh maps. Server
+// serves each connection on one goroutine: it reads the head through the
+// connection's bufio.Reader, parses it in one pass into one string (keys and
+// values are substrings, common keys interned), calls the handler, and
+// writes the answer through a bufio.Writer in one write when the handler
+// does not flush. The idle deadline is refreshed at most once a second and
+// the header deadline is set only when a head is not already buffered, so a
+// busy connection touches no timer per request. A handler that runs longer
+// than 100 ms gets what net/http gives every request: a read watching for
+// the client to go away, which cancels the request's context.
+//
+// Framing is strict (RFC 9112 §6): Content-Length together with
+// Transfer-Encoding, conflicting or malformed lengths, any coding but a lone
+// "chunked", folded lines, whitespace before a colon, control bytes in
+// values, a missing or repeated Host and unknown Expect values are refused
+// (400, 417, 431, 501, 505) and the connection closes. FuzzReadRequest holds
+// the parser against net/http's: what Server accepts, net/http reads the
+// same way. Answers without a known length are sent with Content-Length when
+// the handler returns within 2 KiB and unflushed, chunked (with trailers,
+// declared or http.TrailerPrefix) otherwise, or until the close for
+// HTTP/1.0. An unread request body already buffered is skipped; one still
+// arriving closes the connection gently (half-close, 500 ms drain), so the
+// client reads the answer before any reset.
+//
+// Unlike net/http: no Content-Type sniffing (the app's answer is passed on as
+// it is), no Hijack and no protocol upgrade (101 ends the connection).
+//
+// # Client
 // Unlike net/http's Transport, which runs a read and a write goroutine per
 // connection and hands every response across goroutines, a Transport does
 // the whole exchange on the caller's goroutine: it takes an idle connection

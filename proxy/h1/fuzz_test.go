@@ -62,6 +62,9 @@ func FuzzReadRequest(f *testing.F) {
 		"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\nContent-Length: 3\r\n\r\nabc",
 		"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\nContent-Length: 4\r\n\r\nabcd",
 		"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked, identity\r\n\r\n0\r\n\r\n",
+		"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chun\u212Aed\r\n\r\n0\r\n\r\n",
+		"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nTrailer: X, Content-Length\r\n\r\n0\r\nX: 1\r\n\r\n",
+		"GET / HTTP/1.1\r\nHost: x\r\nConnection: clo\u017fe\r\n\r\n",
 		"GET http://a.b/c HTTP/1.1\r\nHost: d\r\n\r\n",
 		"CONNECT a.b:443 HTTP/1.1\r\nHost: a.b:443\r\n\r\n",
 		"OPTIONS * HTTP/1.1\r\nHost: x\r\n\r\n",
@@ -95,7 +98,7 @@ func FuzzReadRequest(f *testing.F) {
 			t.Fatalf("body read that net/http cannot read (%v): %q", err, data)
 		}
 		if ours.Method != theirs.Method || ours.RequestURI != theirs.RequestURI || ours.Host != theirs.Host ||
-			ours.ProtoMinor != theirs.ProtoMinor || ours.ContentLength != theirs.ContentLength ||
+			ours.ProtoMinor != theirs.ProtoMinor || ours.ContentLength != theirs.ContentLength || ours.Close != theirs.Close ||
 			ours.URL.String() != theirs.URL.String() || !bytes.Equal(obody, tbody) {
 			t.Fatalf("read differently: ours %s %q host %q 1.%d len %d url %q body %q; net/http %s %q host %q 1.%d len %d url %q body %q; input %q",
 				ours.Method, ours.RequestURI, ours.Host, ours.ProtoMinor, ours.ContentLength, ours.URL, obody,

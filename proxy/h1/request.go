@@ -122,18 +122,16 @@ func readRequest(ctx context.Context, br *bufio.Reader, maxHeader int) (*http.Re
 	}
 
 	// Target (RFC 9112 §3.2): origin-form, absolute-form (the HTTP proxy
-	// form), authority-form for CONNECT, asterisk-form for OPTIONS; parsed
-	// as net/http parses it, so that handlers see what they would there.
-	raw := req.RequestURI
-	authority := req.Method == http.MethodConnect && !strings.HasPrefix(raw, "/")
-	if authority {
-		raw = "http://" + raw
+	// form), asterisk-form for OPTIONS; parsed as net/http parses it, so
+	// that handlers see what they would there.
+	if req.Method == http.MethodConnect {
+		// No tunnels: after a 2xx to CONNECT the bytes that follow are no
+		// longer HTTP, and this server would go on parsing them as such.
+		return nil, nil, &requestError{http.StatusMethodNotAllowed, "CONNECT is not supported"}
 	}
+	raw := req.RequestURI
 	if req.URL, err = url.ParseRequestURI(raw); err != nil {
 		return nil, nil, badRequest("malformed request target")
-	}
-	if authority {
-		req.URL.Scheme = ""
 	}
 	if raw == "*" && req.Method != http.MethodOptions {
 		return nil, nil, badRequest("asterisk-form target is for OPTIONS only")
@@ -181,12 +179,15 @@ func frameRequest(req *http.Request, br *bufio.Reader) (*reqBody, error) {
 		if req.ProtoMinor == 0 {
 			return nil, badRequest("Transfer-Encoding in an HTTP/1.0 request")
 		}
-		if len(te) != 1 || !strings.EqualFold(te[0], "chunked") {
+		if len(te) != 1 || !asciiEqualFold(te[0], "chunked") {
 			return nil, &requestError{http.StatusNotImplemented, "unsupported Transfer-Encoding"}
 		}
 		delete(h, "Transfer-Encoding")
 		req.TransferEncoding = []string{"chunked"}
 		req.ContentLength = -1
+		if err := declareTrailer(req); err != nil {
+			return nil, err
+		}
 		return &reqBody{br: br, kind: kindChunked, left: -1, cr: httputil.NewChunkedReader(br)}, nil
 	case hasCL:
 		n, err := parseLength(cl)
@@ -194,6 +195,9 @@ func frameRequest(req *http.Request, br *bufio.Reader) (*reqBody, error) {
 			return nil, badRequest("malformed Content-Length")
 		}
 		req.ContentLength = n
+		if len(cl) > 1 {
+			h["Content-Length"] = cl[:1] // repeated equal values: one, as net/http keeps
+		}
 		if n == 0 {
 			req.Body = http.NoBody
 			return nil, nil
@@ -202,6 +206,34 @@ func frameRequest(req *http.Request, br *bufio.Reader) (*reqBody, error) {
 	}
 	req.Body = http.NoBody
 	return nil, nil
+}
+
+// declareTrailer reads the Trailer header of a chunked request as net/http
+// does: the declared keys are in req.Trailer before the body is read (their
+// values after), and a declaration of a framing field is refused.
+func declareTrailer(req *http.Request) error {
+	vv, ok := req.Header["Trailer"]
+	if !ok {
+		return nil
+	}
+	t := make(http.Header, len(vv))
+	for _, v := range vv {
+		for v != "" {
+			var k string
+			k, v, _ = strings.Cut(v, ",")
+			if k = http.CanonicalHeaderKey(trimOWS(k)); k == "" {
+				continue
+			}
+			switch k {
+			case "Transfer-Encoding", "Trailer", "Content-Length":
+				return badRequest("bad trailer key")
+			}
+			t[k] = nil
+		}
+	}
+	delete(req.Header, "Trailer")
+	req.Trailer = t
+	return nil
 }
 
 func indexByte(b []byte, c byte) int {
@@ -238,38 +270,63 @@ func methodString(m string) string {
 var errBodyAfterHandler = errors.New("h1: read of a request body after its handler returned")
 
 // reqBody is a request body on a server connection. Reads may come from a
-// goroutine other than the handler's (a full-duplex upload); mu orders them
-// with the end of the handler.
+// goroutine other than the handler's (a full-duplex upload). bodyMu guards
+// the state, never a network read: while reading is set, only the reader
+// touches left, cr and br, and finish interrupts it instead of waiting.
 type reqBody struct {
-	br   *bufio.Reader
-	cr   io.Reader // chunked decoder
-	req  *http.Request
-	kind int
-	left int64 // bytes left of a Content-Length body
-	c    *srvConn
-	err  error // sticky
-	eof  bool  // read to its end
-	done bool  // the handler returned
+	br      *bufio.Reader
+	cr      io.Reader // chunked decoder
+	req     *http.Request
+	kind    int
+	left    int64 // bytes left of a Content-Length body
+	c       *srvConn
+	err     error // sticky
+	eof     bool  // read to its end
+	done    bool  // the handler returned
+	reading bool  // a read is in flight
 }
+
+var errConcurrentRead = errors.New("h1: concurrent reads of a request body")
 
 func (b *reqBody) Read(p []byte) (int, error) {
 	c := b.c
-	if c != nil {
-		c.bodyMu.Lock()
-		defer c.bodyMu.Unlock()
+	if c == nil { // ReadRequest's: no connection, no concurrency
+		return b.read(p)
 	}
+	c.bodyMu.Lock()
 	switch {
 	case b.done:
+		c.bodyMu.Unlock()
 		return 0, errBodyAfterHandler
+	case b.reading:
+		c.bodyMu.Unlock()
+		return 0, errConcurrentRead
+	}
+	if b.err != nil || b.eof || len(p) == 0 {
+		c.bodyMu.Unlock()
+		return b.read(p)
+	}
+	b.reading = true
+	c.beforeBodyRead(b)
+	c.bodyMu.Unlock()
+	n, err := b.read(p)
+	c.bodyMu.Lock()
+	b.reading = false
+	if b.done && err == nil {
+		err = errBodyAfterHandler
+	}
+	c.bodyMu.Unlock()
+	return n, err
+}
+
+func (b *reqBody) read(p []byte) (int, error) {
+	switch {
 	case b.err != nil:
 		return 0, b.err
 	case b.eof:
 		return 0, io.EOF
 	case len(p) == 0:
 		return 0, nil
-	}
-	if c != nil {
-		c.beforeBodyRead()
 	}
 	var (
 		n   int
@@ -308,20 +365,23 @@ func (b *reqBody) Read(p []byte) (int, error) {
 // what is left can be skipped or the connection must close.
 func (b *reqBody) Close() error { return nil }
 
-// finish ends the body when the handler returns. It reports whether the
-// connection can carry another request: the body was read to its end, or
-// what is left is already buffered and is skipped (never waiting on the
-// network for it).
+// finish ends the body when the handler returns; later reads fail. It
+// reports whether the connection can carry another request: the body was
+// read to its end, or what is left is already buffered and is skipped. It
+// never waits on the network: a read still in flight (a full-duplex upload
+// the handler gave up on) is interrupted and the connection closes.
 func (b *reqBody) finish() bool {
-	if b.c != nil {
-		b.c.bodyMu.Lock()
-		defer b.c.bodyMu.Unlock()
-	}
+	c := b.c
+	c.bodyMu.Lock()
+	defer c.bodyMu.Unlock()
 	b.done = true
-	if b.eof {
+	switch {
+	case b.reading:
+		_ = c.nc.SetReadDeadline(aLongTimeAgo)
+		return false
+	case b.eof:
 		return true
-	}
-	if b.err != nil || b.kind != kindLength || b.left > int64(b.br.Buffered()) {
+	case b.err != nil || b.kind != kindLength || b.left > int64(b.br.Buffered()):
 		return false
 	}
 	_, err := b.br.Discard(int(b.left))

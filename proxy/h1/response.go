@@ -254,7 +254,7 @@ func frame(resp *http.Response, br *bufio.Reader, req *http.Request) error {
 	if te, ok := h["Transfer-Encoding"]; ok {
 		delete(h, "Transfer-Encoding")
 		if resp.ProtoMinor > 0 {
-			if len(te) != 1 || !strings.EqualFold(te[0], "chunked") {
+			if len(te) != 1 || !asciiEqualFold(te[0], "chunked") {
 				return fmt.Errorf("%w: unsupported Transfer-Encoding %q", ErrMalformed, te)
 			}
 			chunked = true
@@ -354,9 +354,9 @@ func shouldClose(minor int, conn []string) bool {
 			var tok string
 			tok, v, _ = strings.Cut(v, ",")
 			tok = trimOWS(tok)
-			if strings.EqualFold(tok, "close") {
+			if asciiEqualFold(tok, "close") {
 				closeTok = true
-			} else if strings.EqualFold(tok, "keep-alive") {
+			} else if asciiEqualFold(tok, "keep-alive") {
 				keep = true
 			}
 		}

@@ -11,6 +11,7 @@ import (
 	"net"
 	"net/http"
 	"runtime"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -98,11 +99,12 @@ const (
 	watchOff int32 = iota
 	watchArmed
 	watchRunning
+	watchStopping
 )
 
 // 100-continue states.
 const (
-	contNone    = iota
+	contNone int32 = iota
 	contPending // the client waits for "100 Continue" before its body
 	contSent
 	contDropped // the final answer went first
@@ -125,8 +127,9 @@ type srvConn struct {
 	bodyMu sync.Mutex // orders request body reads with the handler's end
 	body   *reqBody
 
-	contMu sync.Mutex
-	cont   int
+	contMu sync.Mutex   // orders "100 Continue" with the final answer
+	cont   atomic.Int32 // contNone...
+	first  bool         // no request served yet
 
 	wmu    sync.Mutex
 	wstate int32
@@ -165,6 +168,7 @@ func (s *Server) ServeConn(c net.Conn, br *bufio.Reader) {
 		sc.ctx = s.ConnContext(sc.ctx, c)
 	}
 	sc.pend = make([]byte, 0, 2<<10)
+	sc.first = true
 	for sc.awaitRequest() {
 		if !sc.serveOne() {
 			return
@@ -242,9 +246,10 @@ func (c *srvConn) setDeadline(t time.Time) {
 func (c *srvConn) awaitRequest() bool {
 	s := c.srv
 	if c.br.Buffered() == 0 {
-		idle := s.idleTimeout()
 		now := time.Now()
-		if c.deadline.IsZero() || c.deadline.Sub(now) < idle-time.Second {
+		if c.first {
+			c.setDeadline(now.Add(s.readHeaderTimeout())) // a new connection owes a request
+		} else if idle := s.idleTimeout(); c.deadline.IsZero() || c.deadline.Sub(now) < idle-time.Second {
 			c.setDeadline(now.Add(idle))
 		}
 		c.state.Store(connIdle)
@@ -256,7 +261,8 @@ func (c *srvConn) awaitRequest() bool {
 			return false
 		}
 	}
-	if !headBuffered(c.br) {
+	c.first = false
+	if c.deadline.IsZero() || !headBuffered(c.br) {
 		if d := time.Now().Add(s.readHeaderTimeout()); c.deadline.IsZero() || d.Before(c.deadline) {
 			c.setDeadline(d)
 		}
@@ -290,13 +296,13 @@ func (c *srvConn) serveOne() (keep bool) {
 	}
 	c.body = body
 	if ex, ok := req.Header["Expect"]; ok {
-		if len(ex) != 1 || !strings.EqualFold(ex[0], "100-continue") {
+		if len(ex) != 1 || !asciiEqualFold(ex[0], "100-continue") {
 			c.refuse(&requestError{http.StatusExpectationFailed, "unsupported Expect"})
 			return false
 		}
 		delete(req.Header, "Expect") // this hop answers it
 		if body != nil && req.ProtoMinor == 1 {
-			c.cont = contPending
+			c.cont.Store(contPending)
 		}
 	}
 
@@ -306,10 +312,10 @@ func (c *srvConn) serveOne() (keep bool) {
 	defer func() {
 		if panicked {
 			p := recover()
-			c.stopWatch()
 			if body != nil {
 				body.finish()
 			}
+			c.stopWatch()
 			if p != http.ErrAbortHandler { //nolint:errorlint // sentinel compared as net/http does
 				buf := make([]byte, 16<<10)
 				buf = buf[:runtime.Stack(buf, false)]
@@ -320,20 +326,18 @@ func (c *srvConn) serveOne() (keep bool) {
 	}()
 	c.srv.Handler.ServeHTTP(w, req)
 	panicked = false
-	c.stopWatch()
-
+	// The body first: from here on no read of it touches the connection
+	// (one in flight is interrupted), then the watch, then the answer,
+	// which says "Connection: close" if the body was left unread.
 	if body != nil && !body.finish() {
 		w.closeAfter = true
 		c.linger = true
 	}
-	c.contMu.Lock()
-	if c.cont == contPending {
-		w.closeAfter = true // the client still holds its body back
-	}
-	c.cont = contNone
-	c.contMu.Unlock()
+	c.stopWatch()
+	cancel()
 	c.body = nil
 	w.finish()
+	c.cont.Store(contNone)
 	return !w.closeAfter && !req.Close
 }
 
@@ -344,6 +348,7 @@ func (c *srvConn) refuse(err error) {
 	if !errors.As(err, &re) {
 		return
 	}
+	c.linger = true // the client may still be sending; let it read the answer
 	c.srv.log().Debug("h1: request refused", "remote", c.remote, "status", re.code, "reason", re.reason)
 	msg := strconv.Itoa(re.code) + " " + http.StatusText(re.code) + ": " + re.reason
 	_ = c.nc.SetWriteDeadline(time.Now().Add(time.Second))
@@ -374,16 +379,16 @@ func (c *srvConn) lingerClose() {
 // beforeBodyRead runs (under bodyMu) before a request body read: it sends
 // "100 Continue" if the client waits for it, and lifts the idle deadline
 // when the read must wait on the network (an upload may take its time).
-func (c *srvConn) beforeBodyRead() {
-	if c.cont == contPending || c.cont == contDropped {
+func (c *srvConn) beforeBodyRead(b *reqBody) {
+	if c.cont.Load() == contPending {
 		c.contMu.Lock()
-		if c.cont == contPending {
-			c.cont = contSent
+		if c.cont.Load() == contPending {
+			c.cont.Store(contSent)
 			_, _ = c.nc.Write([]byte("HTTP/1.1 100 Continue\r\n\r\n"))
 		}
 		c.contMu.Unlock()
 	}
-	if c.br.Buffered() == 0 && !c.deadline.IsZero() {
+	if !c.deadline.IsZero() && (b.kind != kindLength || b.left > int64(c.br.Buffered())) {
 		c.setDeadline(time.Time{})
 	}
 }
@@ -392,9 +397,7 @@ func (c *srvConn) beforeBodyRead() {
 // "100 Continue" gets the answer instead (and the connection closes).
 func (c *srvConn) dropContinue() {
 	c.contMu.Lock()
-	if c.cont == contPending {
-		c.cont = contDropped
-	}
+	c.cont.CompareAndSwap(contPending, contDropped)
 	c.contMu.Unlock()
 }
 
@@ -421,7 +424,7 @@ func (c *srvConn) watch() {
 	}
 	if b := c.body; b != nil {
 		c.bodyMu.Lock()
-		eof := b.eof
+		eof := !b.reading && b.eof // eof is the reader's while reading
 		c.bodyMu.Unlock()
 		if !eof { // the handler may still read it; its reads see a close
 			c.wstate = watchOff
@@ -438,9 +441,24 @@ func (c *srvConn) watch() {
 	c.wdone = make(chan struct{})
 	cancel, done := c.cancel, c.wdone
 	c.wmu.Unlock()
-	_, err := c.br.Peek(1)
-	if err != nil && !isTimeout(err) {
-		cancel()
+	for {
+		_, err := c.br.Peek(1)
+		if err == nil {
+			break // bytes of a pipelined request: the client is there
+		}
+		if !isTimeout(err) {
+			cancel() // the client closed or reset the connection
+			break
+		}
+		// The idle deadline passed while the handler runs (a long poll,
+		// a stream): watch on without one, unless stopWatch interrupted.
+		c.wmu.Lock()
+		if c.wstate != watchRunning {
+			c.wmu.Unlock()
+			break
+		}
+		c.setDeadline(time.Time{})
+		c.wmu.Unlock()
 	}
 	close(done)
 }
@@ -453,8 +471,9 @@ func (c *srvConn) stopWatch() {
 		c.wtimer.Stop()
 	case watchRunning:
 		done := c.wdone
-		c.wmu.Unlock()
+		c.wstate = watchStopping
 		_ = c.nc.SetReadDeadline(aLongTimeAgo)
+		c.wmu.Unlock()
 		<-done
 		_ = c.nc.SetReadDeadline(c.deadline)
 		c.wmu.Lock()
@@ -502,11 +521,6 @@ func (w *response) WriteHeader(code int) {
 	if cl, ok := w.header["Content-Length"]; ok {
 		if n, err := parseLength(cl); err == nil {
 			w.clen = n
-			if len(cl) > 1 {
-				w.header["Content-Length"] = cl[:1]
-			}
-		} else {
-			delete(w.header, "Content-Length")
 		}
 	}
 }
@@ -632,14 +646,9 @@ func (w *response) finish() {
 // http.TrailerPrefix.
 func (w *response) writeTrailers() {
 	bw := w.c.bw
-	for _, v := range w.header["Trailer"] {
-		for v != "" {
-			var k string
-			k, v, _ = strings.Cut(v, ",")
-			k = http.CanonicalHeaderKey(trimOWS(k))
-			if vv, ok := w.header[k]; ok && allowedTrailer(k) {
-				writeField(bw, k, vv)
-			}
+	for _, k := range trailerKeys(w.header["Trailer"]) {
+		if vv, ok := w.header[k]; ok && allowedTrailer(k) {
+			writeField(bw, k, vv)
 		}
 	}
 	for k, vv := range w.header {
@@ -649,6 +658,21 @@ func (w *response) writeTrailers() {
 			}
 		}
 	}
+}
+
+// trailerKeys lists the keys a Trailer header declares, canonicalized.
+func trailerKeys(vv []string) []string {
+	var keys []string
+	for _, v := range vv {
+		for v != "" {
+			var k string
+			k, v, _ = strings.Cut(v, ",")
+			if k = http.CanonicalHeaderKey(trimOWS(k)); k != "" {
+				keys = append(keys, k)
+			}
+		}
+	}
+	return keys
 }
 
 func allowedTrailer(k string) bool {
@@ -661,27 +685,25 @@ func allowedTrailer(k string) bool {
 
 // writeHead writes the status line and the header fields. final: the
 // handler has returned, so a body of unknown length is what is pending.
+// Framing fields come from the response's state, never from the handler's
+// map as it is now: a Content-Length set or deleted after WriteHeader
+// cannot contradict the body that follows.
 func (w *response) writeHead(final bool) {
 	w.headSent = true
 	c, h := w.c, w.header
-	if c.cont != contNone {
+	if c.cont.Load() != contNone {
 		c.dropContinue()
 	}
-	delete(h, "Transfer-Encoding")
+	noLength := w.status < 200 || w.status == http.StatusNoContent
 	switch {
-	case w.status < 200 || w.status == http.StatusNoContent:
-		delete(h, "Content-Length")
-	case w.req.Method == http.MethodHead || w.status == http.StatusNotModified || w.clen >= 0:
-	case final:
+	case noLength, w.clen >= 0:
+	case w.req.Method == http.MethodHead || w.status == http.StatusNotModified:
+	case final && (w.req.ProtoMinor == 0 || !w.hasTrailers()):
 		w.clen = int64(len(c.pend))
-		h["Content-Length"] = []string{strconv.Itoa(len(c.pend))}
 	case w.req.ProtoMinor == 1:
 		w.chunked = true
 	default:
 		w.closeAfter = true // HTTP/1.0: the body ends with the connection
-	}
-	if !w.chunked {
-		delete(h, "Trailer")
 	}
 	if w.status == http.StatusSwitchingProtocols {
 		w.closeAfter = true // no upgrade over this server
@@ -692,11 +714,25 @@ func (w *response) writeHead(final bool) {
 	if w.req.Close || c.srv.shutting.Load() {
 		w.closeAfter = true
 	}
-	delete(h, "Connection")
 
+	var declared []string // trailers: sent after the body, not here
+	if tr, ok := h["Trailer"]; ok && w.chunked {
+		declared = trailerKeys(tr)
+	}
 	bw := c.bw
 	writeStatusLine(bw, w.status)
 	for k, vv := range h {
+		switch k {
+		case "Content-Length", "Transfer-Encoding", "Connection":
+			continue
+		case "Trailer":
+			if !w.chunked {
+				continue
+			}
+		}
+		if declared != nil && slices.Contains(declared, k) {
+			continue
+		}
 		if strings.HasPrefix(k, http.TrailerPrefix) || !httpguts.ValidHeaderFieldName(k) {
 			continue
 		}
@@ -705,6 +741,12 @@ func (w *response) writeHead(final bool) {
 	if _, ok := h["Date"]; !ok {
 		_, _ = bw.WriteString("Date: ")
 		_, _ = bw.WriteString(httpDate())
+		_, _ = bw.WriteString("\r\n")
+	}
+	if w.clen >= 0 && !noLength {
+		var nb [20]byte
+		_, _ = bw.WriteString("Content-Length: ")
+		_, _ = bw.Write(strconv.AppendInt(nb[:0], w.clen, 10))
 		_, _ = bw.WriteString("\r\n")
 	}
 	if w.chunked {
@@ -716,6 +758,19 @@ func (w *response) writeHead(final bool) {
 		_, _ = bw.WriteString("Connection: keep-alive\r\n")
 	}
 	_, _ = bw.WriteString("\r\n")
+}
+
+// hasTrailers: the handler declared trailers or set one.
+func (w *response) hasTrailers() bool {
+	if _, ok := w.header["Trailer"]; ok {
+		return true
+	}
+	for k := range w.header {
+		if strings.HasPrefix(k, http.TrailerPrefix) {
+			return true
+		}
+	}
+	return false
 }
 
 // writeInformational writes a 1xx answer (other than 101) at once.

@@ -128,6 +128,9 @@ func TestServerRefusesAmbiguousRequests(t *testing.T) {
 		{"empty length", "POST / HTTP/1.1\r\nHost: a\r\nContent-Length:\r\n\r\n", 400},
 		{"gzip coding", "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: gzip, chunked\r\n\r\n", 501},
 		{"chunked twice", "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n", 501},
+		{"Kelvin sign coding", "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chun\u212Aed\r\n\r\n0\r\n\r\n", 501},
+		{"framing trailer", "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\nTrailer: Content-Length\r\n\r\n0\r\nContent-Length: 5\r\n\r\n", 400},
+		{"CONNECT", "CONNECT a.b:443 HTTP/1.1\r\nHost: a.b:443\r\n\r\n", 405},
 		{"identity coding", "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: identity\r\n\r\n", 501},
 		{"chunked junk", "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: xchunked\r\n\r\n", 501},
 		{"TE in 1.0", "POST / HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n", 400},
@@ -564,4 +567,122 @@ func TestServerWithNetHTTPClient(t *testing.T) {
 		})
 	}
 	wg.Wait()
+}
+
+// TestServerAnswersWhileUploadPending: a handler that hands the body to
+// another goroutine (as the sidecar's transport does for large uploads)
+// and answers before the upload is in gets its answer out at once.
+func TestServerAnswersWhileUploadPending(t *testing.T) {
+	readerDone := make(chan error, 1)
+	addr, _ := startServer(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		go func() {
+			_, err := io.Copy(io.Discard, r.Body)
+			readerDone <- err
+		}()
+		time.Sleep(20 * time.Millisecond) // the reader is blocked on the network
+		http.Error(w, "too large", http.StatusRequestEntityTooLarge)
+	}), nil)
+	c := dialRaw(t, addr)
+	c.send("POST /up HTTP/1.1\r\nHost: a\r\nContent-Length: 100000\r\n\r\nabc")
+	start := time.Now()
+	resp, body := c.read("POST")
+	if resp.StatusCode != http.StatusRequestEntityTooLarge || !resp.Close {
+		t.Fatalf("%d %q close=%v", resp.StatusCode, body, resp.Close)
+	}
+	if d := time.Since(start); d > 2*time.Second {
+		t.Fatalf("answer took %v", d)
+	}
+	select {
+	case err := <-readerDone:
+		if err == nil {
+			t.Fatal("the abandoned body read succeeded")
+		}
+	case <-time.After(2 * time.Second):
+		t.Fatal("the body reader is still blocked")
+	}
+}
+
+// TestServerFramingFromState: framing fields changed after WriteHeader do
+// not reach the wire; trailers force chunked framing even for a short
+// answer.
+func TestServerFramingFromState(t *testing.T) {
+	addr, _ := startServer(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		switch r.URL.Path {
+		case "/set-late":
+			w.WriteHeader(200)
+			w.Header().Set("Content-Length", "5")
+			io.WriteString(w, strings.Repeat("y", 3000))
+		case "/del-late":
+			w.Header().Set("Content-Length", "4")
+			w.WriteHeader(200)
+			w.Header().Del("Content-Length")
+			io.WriteString(w, "four")
+		case "/short-trailer":
+			w.Header().Set("Trailer", "X-Sum")
+			io.WriteString(w, "hi")
+			w.Header().Set("X-Sum", "42")
+			w.Header().Set(http.TrailerPrefix+"Grpc-Status", "0")
+		case "/trailers-only":
+			w.Header().Set(http.TrailerPrefix+"Grpc-Status", "5")
+		}
+	}), nil)
+	c := dialRaw(t, addr)
+	c.send("GET /set-late HTTP/1.1\r\nHost: a\r\n\r\n")
+	if resp, body := c.read("GET"); len(body) != 3000 || resp.Header.Get("Content-Length") != "" {
+		t.Fatalf("set-late: %d bytes, Content-Length %q", len(body), resp.Header.Get("Content-Length"))
+	}
+	c.send("GET /del-late HTTP/1.1\r\nHost: a\r\n\r\n")
+	if resp, body := c.read("GET"); body != "four" || resp.ContentLength != 4 {
+		t.Fatalf("del-late: %q length %d", body, resp.ContentLength)
+	}
+	c.send("GET /short-trailer HTTP/1.1\r\nHost: a\r\n\r\n")
+	resp, body := c.read("GET")
+	if body != "hi" || resp.Header.Get("X-Sum") != "" || resp.Trailer.Get("X-Sum") != "42" || resp.Trailer.Get("Grpc-Status") != "0" {
+		t.Fatalf("short-trailer: %q header %v trailer %v", body, resp.Header, resp.Trailer)
+	}
+	c.send("GET /trailers-only HTTP/1.1\r\nHost: a\r\n\r\n")
+	if resp, body := c.read("GET"); body != "" || resp.Trailer.Get("Grpc-Status") != "5" || resp.Close {
+		t.Fatalf("trailers-only: %q trailer %v close=%v", body, resp.Trailer, resp.Close)
+	}
+}
+
+func TestServerFirstRequestDeadline(t *testing.T) {
+	addr, _ := startServer(t, echo, func(s *Server) {
+		s.ReadHeaderTimeout = 200 * time.Millisecond
+		s.IdleTimeout = time.Minute
+	})
+	// A new connection owes its first request within ReadHeaderTimeout.
+	c := dialRaw(t, addr)
+	start := time.Now()
+	if !c.closed() {
+		t.Fatal("a silent new connection stays open")
+	}
+	if d := time.Since(start); d > 1500*time.Millisecond {
+		t.Fatalf("silent connection closed after %v", d)
+	}
+}
+
+func TestServerWatchOutlivesIdleTimeout(t *testing.T) {
+	// A handler running past IdleTimeout still learns that its client left.
+	canceled := make(chan error, 1)
+	addr, _ := startServer(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path != "/long" {
+			return
+		}
+		select {
+		case <-r.Context().Done():
+			canceled <- r.Context().Err()
+		case <-time.After(5 * time.Second):
+			canceled <- errors.New("not canceled within 5s")
+		}
+	}), func(s *Server) { s.IdleTimeout = 300 * time.Millisecond })
+	c := dialRaw(t, addr)
+	c.send("GET /a HTTP/1.1\r\nHost: a\r\n\r\n")
+	c.read("GET") // served at once: the next request waits under IdleTimeout
+	c.send("GET /long HTTP/1.1\r\nHost: a\r\n\r\n")
+	time.Sleep(900 * time.Millisecond)
+	_ = c.c.Close()
+	if err := <-canceled; !errors.Is(err, context.Canceled) {
+		t.Fatal(err)
+	}
 }
