@@ -104,8 +104,8 @@ const (
 
 // 100-continue states.
 const (
-	contNone int32 = iota
-	contPending // the client waits for "100 Continue" before its body
+	contNone    int32 = iota
+	contPending       // the client waits for "100 Continue" before its body
 	contSent
 	contDropped // the final answer went first
 )
