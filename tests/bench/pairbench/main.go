@@ -87,6 +87,9 @@ type result struct {
 	MaxMs       float64 `json:"max_ms"`
 	PairCPUSec  float64 `json:"pair_cpu_seconds,omitempty"`
 	PairCPUUsRq float64 `json:"pair_cpu_us_per_request,omitempty"`
+	// MachineBusy is the share of all CPUs' time not idle during the
+	// window (from /proc/stat): near 100 means the load is CPU-bound.
+	MachineBusy float64 `json:"machine_busy_pct,omitempty"`
 }
 
 type memory struct {
@@ -229,15 +232,15 @@ func run(c config) error {
 
 func printTable(rep report) {
 	fmt.Printf("\n## meshd pair vs direct (%s; %d CPUs)\n\n", rep.Shape, rep.CPUs)
-	fmt.Println("| protocol | mode | variant | req/s | p50 ms | p90 ms | p99 ms | p99.9 ms | errors | pair CPU µs/req |")
-	fmt.Println("|---|---|---|---|---|---|---|---|---|---|")
+	fmt.Println("| protocol | mode | variant | req/s | p50 ms | p90 ms | p99 ms | p99.9 ms | errors | pair CPU µs/req | machine busy % |")
+	fmt.Println("|---|---|---|---|---|---|---|---|---|---|---|")
 	for _, r := range rep.Results {
 		cpu := "–"
 		if r.PairCPUUsRq > 0 {
 			cpu = fmt.Sprintf("%.0f", r.PairCPUUsRq)
 		}
-		fmt.Printf("| %s | %s | %s | %.0f | %.3f | %.3f | %.3f | %.3f | %d | %s |\n",
-			r.Protocol, r.Mode, r.Variant, r.QPS, r.P50ms, r.P90ms, r.P99ms, r.P999ms, r.Errors, cpu)
+		fmt.Printf("| %s | %s | %s | %.0f | %.3f | %.3f | %.3f | %.3f | %d | %s | %.0f |\n",
+			r.Protocol, r.Mode, r.Variant, r.QPS, r.P50ms, r.P90ms, r.P99ms, r.P999ms, r.Errors, cpu, r.MachineBusy)
 	}
 	fmt.Println("\n| added by the pair at the fixed rate | p50 ms | p90 ms | p99 ms | p99.9 ms |")
 	fmt.Println("|---|---|---|---|---|")
@@ -482,6 +485,7 @@ func (m *mesh) load(ctx context.Context, c config, proto, mode, variant string) 
 	jsonPath := filepath.Join(m.dir, fmt.Sprintf("%s-%s-%s.json", proto, mode, variant))
 	args := append(append([]string{}, base...), "-t", dur.String(), "-json", jsonPath)
 	cpuBefore := m.pairCPU(proto, variant)
+	busyBefore, totalBefore := machineCPU()
 	var profiles sync.WaitGroup
 	if c.profile && mode == "max" && variant != "direct" {
 		secs := int(dur.Seconds()) - 2
@@ -499,6 +503,7 @@ func (m *mesh) load(ctx context.Context, c config, proto, mode, variant string) 
 		return result{}, fmt.Errorf("load %s %s %s: %w\n%s", proto, mode, variant, err, out)
 	}
 	cpuAfter := m.pairCPU(proto, variant)
+	busyAfter, totalAfter := machineCPU()
 	profiles.Wait()
 	b, err := os.ReadFile(jsonPath)
 	if err != nil {
@@ -532,6 +537,9 @@ func (m *mesh) load(ctx context.Context, c config, proto, mode, variant string) 
 			r.P999ms = pc.Value * 1e3
 		}
 	}
+	if totalAfter > totalBefore {
+		r.MachineBusy = 100 * float64(busyAfter-busyBefore) / float64(totalAfter-totalBefore)
+	}
 	if variant != "direct" {
 		r.PairCPUSec = cpuAfter - cpuBefore
 		if r.Requests > 0 {
@@ -539,6 +547,31 @@ func (m *mesh) load(ctx context.Context, c config, proto, mode, variant string) 
 		}
 	}
 	return r, nil
+}
+
+// machineCPU returns the busy and total jiffies of all CPUs (/proc/stat):
+// idle and iowait are not busy.
+func machineCPU() (busy, total uint64) {
+	b, err := os.ReadFile("/proc/stat")
+	if err != nil {
+		return 0, 0
+	}
+	line, _, _ := strings.Cut(string(b), "\n")
+	f := strings.Fields(line)
+	if len(f) < 5 || f[0] != "cpu" {
+		return 0, 0
+	}
+	for i, v := range f[1:] {
+		n, _ := strconv.ParseUint(v, 10, 64)
+		if i >= 7 { // guest time is already in user
+			break
+		}
+		total += n
+		if i != 3 && i != 4 {
+			busy += n
+		}
+	}
+	return busy, total
 }
 
 // pairCPU is utime+stime in seconds of the two sidecars on the path.
