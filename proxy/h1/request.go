@@ -102,23 +102,10 @@ func readRequest(ctx context.Context, br *bufio.Reader, maxHeader int) (*http.Re
 		Proto:      "HTTP/1.1",
 		ProtoMajor: 1,
 		ProtoMinor: minor,
-		Header:     make(http.Header, len(spans)),
+		Header:     headerOf(blk, s, spans),
 	}
 	if minor == 0 {
 		req.Proto = "HTTP/1.0"
-	}
-	vals := make([]string, len(spans))
-	for i, f := range spans {
-		k, ok := commonKeys[string(blk[f.ks:f.ke])]
-		if !ok {
-			k = s[f.ks:f.ke]
-		}
-		vals[i] = s[f.vs:f.ve]
-		if vv, ok := req.Header[k]; ok {
-			req.Header[k] = append(vv, vals[i])
-		} else {
-			req.Header[k] = vals[i : i+1 : i+1]
-		}
 	}
 
 	// Target (RFC 9112 §3.2): origin-form, absolute-form (the HTTP proxy

@@ -115,11 +115,19 @@ func readHead(br *bufio.Reader, budget *int) (*http.Response, error) {
 		Proto:      "HTTP/1.1",
 		ProtoMajor: 1,
 		ProtoMinor: 1,
-		Header:     make(http.Header, len(spans)),
+		Header:     headerOf(blk, s, spans),
 	}
 	if sl[7] == '0' {
 		resp.Proto, resp.ProtoMinor = "HTTP/1.0", 0
 	}
+	return resp, nil
+}
+
+// headerOf builds the header of the fields at spans in blk, whose string
+// copy is s: values (and uncommon keys) are substrings of s, common keys
+// interned, all values in one backing array.
+func headerOf(blk []byte, s string, spans []lineSpan) http.Header {
+	h := make(http.Header, len(spans))
 	vals := make([]string, len(spans))
 	for i, f := range spans {
 		k, ok := commonKeys[string(blk[f.ks:f.ke])]
@@ -127,13 +135,13 @@ func readHead(br *bufio.Reader, budget *int) (*http.Response, error) {
 			k = s[f.ks:f.ke]
 		}
 		vals[i] = s[f.vs:f.ve]
-		if vv, ok := resp.Header[k]; ok {
-			resp.Header[k] = append(vv, vals[i])
+		if vv, ok := h[k]; ok {
+			h[k] = append(vv, vals[i])
 		} else {
-			resp.Header[k] = vals[i : i+1 : i+1]
+			h[k] = vals[i : i+1 : i+1]
 		}
 	}
-	return resp, nil
+	return h
 }
 
 // readBlock reads a start line and header fields, up to the empty line,
