@@ -110,6 +110,43 @@ func testErrors(t *testing.T, m *mesh) {
 		}
 	})
 
+	t.Run("ambiguous framing refused", func(t *testing.T) {
+		// Request smuggling attempts at the sidecar's HTTP port: each is
+		// answered 400 (501 for an unknown coding) and the connection
+		// ends, so the request hidden in the body is never served.
+		for _, framing := range []string{
+			"Content-Length: 4\r\nTransfer-Encoding: chunked",
+			"Transfer-Encoding: chunked\r\nContent-Length: 4",
+			"Content-Length: 4\r\nContent-Length: 40",
+			"Transfer-Encoding: chun\u212Aed",
+			"Transfer-Encoding : chunked",
+		} {
+			c, err := net.DialTimeout("tcp", addr, 5*time.Second)
+			if err != nil {
+				t.Fatal(err)
+			}
+			_ = c.SetDeadline(time.Now().Add(10 * time.Second))
+			smuggled := "GET /v1.0/invoke/orders/method/smuggled HTTP/1.1\r\nHost: x\r\n\r\n"
+			req := "POST /v1.0/invoke/orders/method/charge HTTP/1.1\r\nHost: x\r\n" + framing + "\r\n\r\n0\r\n\r\n" + smuggled
+			if _, err := io.WriteString(c, req); err != nil {
+				t.Fatal(err)
+			}
+			br := bufio.NewReader(c)
+			resp, err := http.ReadResponse(br, nil)
+			if err != nil {
+				t.Fatalf("%q: %v", framing, err)
+			}
+			_, _ = io.Copy(io.Discard, resp.Body)
+			if resp.StatusCode != http.StatusBadRequest && resp.StatusCode != http.StatusNotImplemented {
+				t.Errorf("%q: %d, want 400 or 501", framing, resp.StatusCode)
+			}
+			if next, err := http.ReadResponse(br, nil); err == nil {
+				t.Errorf("%q: a second answer (%d) on the connection: the hidden request was served", framing, next.StatusCode)
+			}
+			c.Close()
+		}
+	})
+
 	t.Run("timeout", func(t *testing.T) {
 		// The only call timeout meshd has today is the gRPC deadline
 		// (grpc-timeout); Config.Timeout has no flag. The callee "hang"
