@@ -2,6 +2,7 @@ package h1
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -59,11 +60,11 @@ func readRequest(ctx context.Context, br *bufio.Reader, maxHeader int) (*http.Re
 
 	// Request line: method SP request-target SP HTTP-version.
 	line := blk[:lineE]
-	m := indexByte(line, ' ')
+	m := bytes.IndexByte(line, ' ')
 	if m <= 0 {
 		return nil, nil, badRequest("malformed request line")
 	}
-	t := indexByte(line[m+1:], ' ')
+	t := bytes.IndexByte(line[m+1:], ' ')
 	if t <= 0 {
 		return nil, nil, badRequest("malformed request line")
 	}
@@ -221,15 +222,6 @@ func declareTrailer(req *http.Request) error {
 	delete(req.Header, "Trailer")
 	req.Trailer = t
 	return nil
-}
-
-func indexByte(b []byte, c byte) int {
-	for i, x := range b {
-		if x == c {
-			return i
-		}
-	}
-	return -1
 }
 
 // methodString interns the common methods.
