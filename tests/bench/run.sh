@@ -10,6 +10,18 @@ if [ ! -x .cache/bin/fortio ]; then
   GOBIN="$PWD/.cache/bin" go install fortio.org/fortio@v1.68.2
 fi
 
+# The nginx mTLS pair of shared/research/anchor-bench.md is measured in the
+# same run as the reference floor; nginx comes from Debian's packages.
+if ! command -v nginx >/dev/null && [ ! -x /usr/sbin/nginx ]; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    echo "installing Debian's nginx-light for the nginx reference pair (once)"
+    DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends nginx-light >/dev/null ||
+      echo "nginx-light did not install: the nginx pair is left out of this run"
+  else
+    echo "no nginx and no root to install it: the nginx pair is left out of this run"
+  fi
+fi
+
 echo "== hot-path micro-benchmarks (go test -bench -benchmem)"
 go test -run '^$' -bench . -benchmem -benchtime "${BENCHTIME:-1s}" \
   ./certs/... ./discovery/... ./proxy/... ./policy/... 2>/dev/null | grep -E '^(Benchmark|ok|PASS|FAIL|pkg)' | tee tests/bench/results/micro.txt || true

@@ -7,9 +7,11 @@
 // each preceded by a discarded 3 s warm-up.
 //
 // Variants: direct (fortio → app) and meshd (fortio → sidecar A → mTLS →
-// sidecar B → app), for HTTP and for gRPC unary. For the meshd variants it
-// reads the CPU time (utime+stime) of both sidecars before and after each
-// window and samples VmRSS/RssAnon of each sidecar twice a second.
+// sidecar B → app), for HTTP and for gRPC unary; for HTTP also the anchor's
+// nginx mTLS pair (nginx.go), measured here in the same run when nginx is
+// installed, so the floor is read on this machine rather than the anchor's.
+// For each pair it reads the CPU time (utime+stime) of both proxies before
+// and after each window and samples VmRSS/RssAnon of each twice a second.
 //
 // It writes a Markdown table to stdout and the full results as JSON.
 package main
@@ -46,6 +48,7 @@ type config struct {
 	profile, hold     bool
 	meshdEnv          string
 	rounds            int
+	nginx             string
 }
 
 func main() {
@@ -65,6 +68,7 @@ func main() {
 	flag.IntVar(&c.rounds, "policy-rounds", 0, "extra fixed-rate HTTP rounds of meshd, meshd-policy and meshd-twin (a second callee sidecar identical to meshd's: the A/A control), in rotating order; reports the median per-round p50/p90 difference of policy and of twin against meshd")
 	flag.BoolVar(&c.hold, "hold", false, "start the mesh, print its ports and wait for an interrupt (for perf/pprof by hand)")
 	flag.BoolVar(&c.profile, "profile", false, "write CPU profiles of both sidecars during each max-rate meshd window to -out")
+	flag.StringVar(&c.nginx, "nginx", "", "nginx binary for the nginx mTLS pair variant (default: nginx on PATH or /usr/sbin/nginx; \"off\" to skip)")
 	flag.Parse()
 	if err := run(c); err != nil {
 		fmt.Fprintln(os.Stderr, "pairbench:", err)
@@ -132,7 +136,10 @@ func run(c config) error {
 		return err
 	}
 	defer os.RemoveAll(dir)
-	m := &mesh{dir: dir, bin: c.bin, fortio: c.fortio, meshdEnv: strings.Fields(c.meshdEnv)}
+	m := &mesh{dir: dir, bin: c.bin, fortio: c.fortio, meshdEnv: strings.Fields(c.meshdEnv), nginx: findNginx(c.nginx)}
+	if m.nginx == "" {
+		fmt.Fprintln(os.Stderr, "pairbench: no nginx (install Debian's nginx-light, or pass -nginx PATH): the nginx pair is not measured in this run")
+	}
 	defer m.stopAll()
 	if err := m.start(ctx); err != nil {
 		return err
@@ -152,8 +159,12 @@ func run(c config) error {
 		Versions: map[string]string{"fortio": "1.68.2"},
 	}
 	rep.Host, _ = os.Hostname()
-	sampler := newMemSampler(map[string]int{"sidecar-a": m.pid("a"), "sidecar-b": m.pid("b"),
-		"sidecar-bg": m.pid("bg"), "sidecar-bp (policy)": m.pid("bp"), "sidecar-b2 (twin)": m.pid("b2")})
+	pids := map[string]int{"sidecar-a": m.pid("a"), "sidecar-b": m.pid("b"),
+		"sidecar-bg": m.pid("bg"), "sidecar-bp (policy)": m.pid("bp"), "sidecar-b2 (twin)": m.pid("b2")}
+	if m.nginx != "" {
+		pids[nginxA], pids[nginxB] = m.pid("ngx-a"), m.pid("ngx-b")
+	}
+	sampler := newMemSampler(pids)
 	go sampler.run(ctx)
 
 	protos := []string{"http"}
@@ -169,6 +180,9 @@ func run(c config) error {
 			variants := []string{"direct", "meshd"}
 			if proto == "http" {
 				variants = append(variants, "meshd-policy")
+				if m.nginx != "" {
+					variants = append(variants, "nginx")
+				}
 			}
 			for _, variant := range variants {
 				r, err := m.load(ctx, c, proto, mode, variant)
@@ -203,12 +217,15 @@ func run(c config) error {
 			}
 		}
 		if d != nil && s != nil {
-			rep.Added = append(rep.Added, added{proto, s.P50ms - d.P50ms, s.P90ms - d.P90ms, s.P99ms - d.P99ms, s.P999ms - d.P999ms})
+			rep.Added = append(rep.Added, added{"meshd " + proto, s.P50ms - d.P50ms, s.P90ms - d.P90ms, s.P99ms - d.P99ms, s.P999ms - d.P999ms})
 		}
 		for i := range rep.Results {
 			r := &rep.Results[i]
+			if d != nil && r.Protocol == proto && r.Mode == "fixed" && r.Variant == "nginx" {
+				rep.Added = append(rep.Added, added{"nginx mTLS pair, this run", r.P50ms - d.P50ms, r.P90ms - d.P90ms, r.P99ms - d.P99ms, r.P999ms - d.P999ms})
+			}
 			if d != nil && r.Protocol == proto && r.Mode == "fixed" && r.Variant == "meshd-policy" {
-				rep.Added = append(rep.Added, added{proto + " + 50-rule policy", r.P50ms - d.P50ms, r.P90ms - d.P90ms, r.P99ms - d.P99ms, r.P999ms - d.P999ms})
+				rep.Added = append(rep.Added, added{"meshd " + proto + " + 50-rule policy", r.P50ms - d.P50ms, r.P90ms - d.P90ms, r.P99ms - d.P99ms, r.P999ms - d.P999ms})
 			}
 		}
 	}
@@ -245,7 +262,7 @@ func printTable(rep report) {
 	fmt.Println("\n| added by the pair at the fixed rate | p50 ms | p90 ms | p99 ms | p99.9 ms |")
 	fmt.Println("|---|---|---|---|---|")
 	for _, a := range rep.Added {
-		fmt.Printf("| meshd %s | %+.3f | %+.3f | %+.3f | %+.3f |\n", a.Protocol, a.P50ms, a.P90ms, a.P99ms, a.P999ms)
+		fmt.Printf("| %s | %+.3f | %+.3f | %+.3f | %+.3f |\n", a.Protocol, a.P50ms, a.P90ms, a.P99ms, a.P999ms)
 	}
 	fmt.Println("| daprd mTLS (anchor-bench.md) | +0.84 | +2.65 | +8.3 | +14.0 |")
 	fmt.Println("| nginx mTLS pair (anchor-bench.md) | +0.21 | +0.27 | +0.74 | +0.5 |")
@@ -258,7 +275,7 @@ func printTable(rep report) {
 	}
 	fmt.Println("\n| sidecar | max VmRSS MB | max RssAnon MB |")
 	fmt.Println("|---|---|---|")
-	for _, k := range []string{"sidecar-a", "sidecar-b", "sidecar-bg", "sidecar-bp (policy)", "sidecar-b2 (twin)"} {
+	for _, k := range []string{"sidecar-a", "sidecar-b", "sidecar-bg", "sidecar-bp (policy)", "sidecar-b2 (twin)", nginxA, nginxB} {
 		if mem, ok := rep.Memory[k]; ok {
 			fmt.Printf("| %s | %.1f | %.1f |\n", k, mem.VmRSSMB, mem.RssAnonMB)
 		}
@@ -271,6 +288,7 @@ func printTable(rep report) {
 type mesh struct {
 	dir, bin, fortio string
 	meshdEnv         []string
+	nginx            string // nginx binary; "" when the nginx variant is off
 	mu               sync.Mutex
 	procs            map[string]*exec.Cmd
 	ports            map[string]int
@@ -367,7 +385,8 @@ func (m *mesh) start(ctx context.Context) error {
 	if err := m.allocPorts("sentry", "sentry-health", "app-http", "app-grpc",
 		"a-http", "a-grpc", "a-int", "a-met", "b-http", "b-grpc", "b-int", "b-met",
 		"bg-http", "bg-grpc", "bg-int", "bg-met", "bp-http", "bp-grpc", "bp-int", "bp-met",
-		"a-prof", "b-prof", "bg-prof", "bp-prof", "b2-http", "b2-grpc", "b2-int", "b2-met", "b2-prof"); err != nil {
+		"a-prof", "b-prof", "bg-prof", "bp-prof", "b2-http", "b2-grpc", "b2-int", "b2-met", "b2-prof",
+		"ngx-a", "ngx-b"); err != nil {
 		return err
 	}
 	p := m.ports
@@ -432,6 +451,14 @@ func (m *mesh) start(ctx context.Context) error {
 			return fmt.Errorf("sidecar %s: %w\n%s", id, err, m.logTail(id))
 		}
 	}
+	if m.nginx != "" {
+		if err := m.startNginx(m.nginx); err != nil {
+			return err
+		}
+		if err := waitHTTP(ctx, fmt.Sprintf("http://127.0.0.1:%d/echo", p["ngx-a"]), 200, 20*time.Second); err != nil {
+			return fmt.Errorf("nginx pair: %w\n%s\n%s", err, m.logTail("ngx-a"), m.logTail("ngx-b"))
+		}
+	}
 	// One call through the pair proves the path before measuring.
 	url := fmt.Sprintf("http://127.0.0.1:%d/v1.0/invoke/b/method/echo", p["a-http"])
 	if err := waitHTTP(ctx, url, 200, 10*time.Second); err != nil {
@@ -457,6 +484,8 @@ func (m *mesh) load(ctx context.Context, c config, proto, mode, variant string) 
 	switch {
 	case proto == "http" && variant == "direct":
 		target = []string{fmt.Sprintf("http://127.0.0.1:%d/echo", p["app-http"])}
+	case proto == "http" && variant == "nginx":
+		target = []string{fmt.Sprintf("http://127.0.0.1:%d/echo", p["ngx-a"])}
 	case proto == "http" && variant == "meshd-twin":
 		target = []string{fmt.Sprintf("http://127.0.0.1:%d/v1.0/invoke/b2/method/echo", p["a-http"])}
 	case proto == "http" && variant == "meshd-policy":
@@ -576,6 +605,9 @@ func machineCPU() (busy, total uint64) {
 
 // pairCPU is utime+stime in seconds of the two sidecars on the path.
 func (m *mesh) pairCPU(proto, variant string) float64 {
+	if variant == "nginx" {
+		return treeCPU(m.pid("ngx-a")) + treeCPU(m.pid("ngx-b"))
+	}
 	return cpuSeconds(m.pid("a")) + cpuSeconds(m.pid(m.callee(proto, variant)))
 }
 
@@ -652,7 +684,11 @@ func (s *memSampler) run(ctx context.Context) {
 	defer t.Stop()
 	for {
 		for name, pid := range s.pids {
-			rss, anon, err := readStatus(pid)
+			read := readStatus
+			if name == nginxA || name == nginxB {
+				read = treeStatus // master and workers
+			}
+			rss, anon, err := read(pid)
 			if err != nil {
 				continue
 			}
