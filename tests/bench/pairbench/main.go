@@ -48,6 +48,7 @@ type config struct {
 	profile, hold     bool
 	meshdEnv          string
 	rounds            int
+	reps              int
 	nginx             string
 }
 
@@ -69,6 +70,7 @@ func main() {
 	flag.BoolVar(&c.hold, "hold", false, "start the mesh, print its ports and wait for an interrupt (for perf/pprof by hand)")
 	flag.BoolVar(&c.profile, "profile", false, "write CPU profiles of both sidecars during each max-rate meshd window to -out")
 	flag.StringVar(&c.nginx, "nginx", "", "nginx binary for the nginx mTLS pair variant (default: nginx on PATH or /usr/sbin/nginx; \"off\" to skip)")
+	flag.IntVar(&c.reps, "reps", 1, "repetitions of every window, the variant order reversed in every second one (as the anchor harness does); tables and added latency use the median over repetitions")
 	flag.Parse()
 	if err := run(c); err != nil {
 		fmt.Fprintln(os.Stderr, "pairbench:", err)
@@ -81,6 +83,7 @@ type result struct {
 	Protocol    string  `json:"protocol"`
 	Variant     string  `json:"variant"`
 	Mode        string  `json:"mode"`
+	Rep         int     `json:"rep"` // repetition; -1 in medians
 	QPS         float64 `json:"qps"`
 	Requests    int64   `json:"requests"`
 	Errors      int64   `json:"errors"`
@@ -107,6 +110,7 @@ type report struct {
 	CPUs     int               `json:"cpus"`
 	Shape    string            `json:"load_shape"`
 	Results  []result          `json:"results"`
+	Medians  []result          `json:"medians_over_reps"`
 	Added    []added           `json:"added_vs_direct"`
 	Memory   map[string]memory `json:"sidecar_memory_max"`
 	Policy   *policyRounds     `json:"policy_rounds,omitempty"`
@@ -175,26 +179,33 @@ func run(c config) error {
 	if !c.skipMax {
 		modes = append(modes, "max")
 	}
-	for _, proto := range protos {
-		for _, mode := range modes {
-			variants := []string{"direct", "meshd"}
-			if proto == "http" {
-				variants = append(variants, "meshd-policy")
-				if m.nginx != "" {
-					variants = append(variants, "nginx")
+	for i := range max(c.reps, 1) {
+		for _, proto := range protos {
+			for _, mode := range modes {
+				variants := []string{"direct", "meshd"}
+				if proto == "http" {
+					variants = append(variants, "meshd-policy")
+					if m.nginx != "" {
+						variants = append(variants, "nginx")
+					}
 				}
-			}
-			for _, variant := range variants {
-				r, err := m.load(ctx, c, proto, mode, variant)
-				if err != nil {
-					return err
+				if i%2 == 1 {
+					slices.Reverse(variants)
 				}
-				fmt.Fprintf(os.Stderr, "%-4s %-5s %-6s qps=%.0f p50=%.3fms p99=%.3fms errors=%d\n",
-					proto, mode, variant, r.QPS, r.P50ms, r.P99ms, r.Errors)
-				rep.Results = append(rep.Results, r)
+				for _, variant := range variants {
+					r, err := m.load(ctx, c, proto, mode, variant)
+					if err != nil {
+						return err
+					}
+					r.Rep = i
+					fmt.Fprintf(os.Stderr, "rep %d %-4s %-5s %-12s qps=%.0f p50=%.3fms p99=%.3fms cpu=%.0fµs errors=%d\n",
+						i, proto, mode, variant, r.QPS, r.P50ms, r.P99ms, r.PairCPUUsRq, r.Errors)
+					rep.Results = append(rep.Results, r)
+				}
 			}
 		}
 	}
+	rep.Medians = medians(rep.Results)
 	if c.rounds > 0 {
 		pr, err := m.policyRounds(ctx, c)
 		if err != nil {
@@ -205,8 +216,8 @@ func run(c config) error {
 	rep.Memory = sampler.max()
 	for _, proto := range protos {
 		var d, s *result
-		for i := range rep.Results {
-			r := &rep.Results[i]
+		for i := range rep.Medians {
+			r := &rep.Medians[i]
 			if r.Protocol == proto && r.Mode == "fixed" {
 				switch r.Variant {
 				case "direct":
@@ -219,8 +230,8 @@ func run(c config) error {
 		if d != nil && s != nil {
 			rep.Added = append(rep.Added, added{"meshd " + proto, s.P50ms - d.P50ms, s.P90ms - d.P90ms, s.P99ms - d.P99ms, s.P999ms - d.P999ms})
 		}
-		for i := range rep.Results {
-			r := &rep.Results[i]
+		for i := range rep.Medians {
+			r := &rep.Medians[i]
 			if d != nil && r.Protocol == proto && r.Mode == "fixed" && r.Variant == "nginx" {
 				rep.Added = append(rep.Added, added{"nginx mTLS pair, this run", r.P50ms - d.P50ms, r.P90ms - d.P90ms, r.P99ms - d.P99ms, r.P999ms - d.P999ms})
 			}
@@ -247,11 +258,65 @@ func run(c config) error {
 	return nil
 }
 
+// medians is the median of every metric over the repetitions of each
+// (protocol, mode, variant), in the order of their first window.
+func medians(rs []result) []result {
+	type key struct{ p, m, v string }
+	var order []key
+	groups := map[key][]result{}
+	for _, r := range rs {
+		k := key{r.Protocol, r.Mode, r.Variant}
+		if _, ok := groups[k]; !ok {
+			order = append(order, k)
+		}
+		groups[k] = append(groups[k], r)
+	}
+	out := make([]result, 0, len(order))
+	for _, k := range order {
+		g := groups[k]
+		med := func(f func(r result) float64) float64 {
+			xs := make([]float64, len(g))
+			for i, r := range g {
+				xs[i] = f(r)
+			}
+			return median(xs)
+		}
+		var reqs, errs int64
+		for _, r := range g {
+			reqs += r.Requests
+			errs += r.Errors
+		}
+		out = append(out, result{Protocol: k.p, Mode: k.m, Variant: k.v, Rep: -1, Requests: reqs, Errors: errs,
+			QPS:         med(func(r result) float64 { return r.QPS }),
+			P50ms:       med(func(r result) float64 { return r.P50ms }),
+			P90ms:       med(func(r result) float64 { return r.P90ms }),
+			P99ms:       med(func(r result) float64 { return r.P99ms }),
+			P999ms:      med(func(r result) float64 { return r.P999ms }),
+			MaxMs:       med(func(r result) float64 { return r.MaxMs }),
+			PairCPUSec:  med(func(r result) float64 { return r.PairCPUSec }),
+			PairCPUUsRq: med(func(r result) float64 { return r.PairCPUUsRq }),
+			MachineBusy: med(func(r result) float64 { return r.MachineBusy }),
+		})
+	}
+	return out
+}
+
 func printTable(rep report) {
-	fmt.Printf("\n## meshd pair vs direct (%s; %d CPUs)\n\n", rep.Shape, rep.CPUs)
+	fmt.Printf("\n## meshd pair vs direct (%s; %d CPUs)\n", rep.Shape, rep.CPUs)
+	if len(rep.Medians) < len(rep.Results) {
+		fmt.Println("\nEvery window:")
+		printResults(rep.Results)
+		fmt.Println("\nMedian over the repetitions (errors: the sum):")
+	}
+	fmt.Println()
+	printResults(rep.Medians)
+	printRest(rep)
+}
+
+func printResults(rs []result) {
 	fmt.Println("| protocol | mode | variant | req/s | p50 ms | p90 ms | p99 ms | p99.9 ms | errors | pair CPU µs/req | machine busy % |")
 	fmt.Println("|---|---|---|---|---|---|---|---|---|---|---|")
-	for _, r := range rep.Results {
+	for _, r := range rs {
 		cpu := "–"
 		if r.PairCPUUsRq > 0 {
 			cpu = fmt.Sprintf("%.0f", r.PairCPUUsRq)
@@ -259,6 +324,9 @@ func printTable(rep report) {
 		fmt.Printf("| %s | %s | %s | %.0f | %.3f | %.3f | %.3f | %.3f | %d | %s | %.0f |\n",
 			r.Protocol, r.Mode, r.Variant, r.QPS, r.P50ms, r.P90ms, r.P99ms, r.P999ms, r.Errors, cpu, r.MachineBusy)
 	}
+}
+
+func printRest(rep report) {
 	fmt.Println("\n| added by the pair at the fixed rate | p50 ms | p90 ms | p99 ms | p99.9 ms |")
 	fmt.Println("|---|---|---|---|---|")
 	for _, a := range rep.Added {
