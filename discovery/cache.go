@@ -98,6 +98,9 @@ type entry struct {
 	eps    []*endpointState // backend order
 	byAddr map[string]*endpointState
 	picker atomic.Pointer[picker]
+	// used is set by Pick and taken by TakeUsed; shared by the entries
+	// that follow each other for one target.
+	used *atomic.Bool
 }
 
 // endpointState is one endpoint's health and ejection state. It survives
@@ -181,11 +184,31 @@ func (c *Cache) Pick(t Target) (Endpoint, error) {
 		}
 		return Endpoint{}, ErrUnknownTarget
 	}
+	if !e.used.Load() { // a load, and a store once per TakeUsed
+		e.used.Store(true)
+	}
 	ep, ok := e.picker.Load().pick()
 	if !ok {
 		return Endpoint{}, ErrNoHealthyEndpoint
 	}
 	return ep, nil
+}
+
+// UsageTaker is implemented by Updaters that see the calls (the Cache): an
+// on-demand backend (a Watcher) asks it which of its targets are still
+// called, and stops watching the others.
+type UsageTaker interface {
+	// TakeUsed reports whether Pick was called for t since the last
+	// TakeUsed of t (or since t appeared), and starts a new period.
+	TakeUsed(t Target) bool
+}
+
+var _ UsageTaker = (*Cache)(nil)
+
+// TakeUsed implements UsageTaker. It neither locks nor allocates.
+func (c *Cache) TakeUsed(t Target) bool {
+	e := c.lookup(t)
+	return e != nil && e.used.Swap(false)
 }
 
 func (c *Cache) lookup(t Target) *entry {
@@ -551,6 +574,9 @@ func (c *Cache) makeEntry(old *entry, eps []Endpoint) (*entry, bool) {
 	var next uint64
 	if old != nil {
 		next = old.picker.Load().next.Load() // carry on the rotation
+		ne.used = old.used
+	} else {
+		ne.used = new(atomic.Bool)
 	}
 	ne.picker.Store(newPicker(ne.eps, next))
 	return ne, true

@@ -597,6 +597,7 @@ func TestHotPathDoesNotAllocate(t *testing.T) {
 		"Pick unknown":      func() { c.Pick(unknown) },
 		"Pick none healthy": func() { c.Pick(users) },
 		"ReportSuccess":     func() { c.ReportSuccess(orders, "b:2") },
+		"TakeUsed":          func() { c.TakeUsed(orders) },
 	} {
 		if n := testing.AllocsPerRun(1000, fn); n != 0 {
 			t.Errorf("%s: %v allocs per call, want 0", name, n)
@@ -679,4 +680,44 @@ func BenchmarkPickDuringUpdates(b *testing.B) {
 	})
 	close(stop)
 	<-done
+}
+
+// TestTakeUsed: Pick marks its target used; TakeUsed reports and resets the
+// mark, which survives endpoint updates and is gone with the target.
+func TestTakeUsed(t *testing.T) {
+	c := discovery.NewCache(discovery.Options{})
+	defer c.Close()
+	if c.TakeUsed(orders) {
+		t.Fatal("unknown target reported used")
+	}
+	c.UpdateTarget(orders, eps("10.0.0.1:1"))
+	if c.TakeUsed(orders) {
+		t.Fatal("target never picked reported used")
+	}
+	if _, err := c.Pick(orders); err != nil {
+		t.Fatal(err)
+	}
+	c.UpdateTarget(orders, eps("10.0.0.1:1", "10.0.0.2:1")) // a new entry keeps the mark
+	if !c.TakeUsed(orders) {
+		t.Fatal("picked target not reported used")
+	}
+	if c.TakeUsed(orders) {
+		t.Fatal("mark not reset by TakeUsed")
+	}
+	c.UpdateTarget(orders, nil) // no endpoint: Pick fails, the call still counts
+	if _, err := c.Pick(orders); !errors.Is(err, discovery.ErrNoHealthyEndpoint) {
+		t.Fatalf("Pick = %v", err)
+	}
+	if !c.TakeUsed(orders) {
+		t.Fatal("failed Pick not reported as a use")
+	}
+	_, _ = c.Pick(orders)
+	c.RemoveTarget(orders)
+	if c.TakeUsed(orders) {
+		t.Fatal("removed target reported used")
+	}
+	c.UpdateTarget(orders, eps("10.0.0.1:1"))
+	if c.TakeUsed(orders) {
+		t.Fatal("target added again inherited the old mark")
+	}
 }

@@ -35,6 +35,17 @@ const (
 	DefaultDeregisterAfter = time.Minute
 	// DefaultWaitTime bounds each blocking query.
 	DefaultWaitTime = 30 * time.Second
+	// DefaultWatchIdleTimeout: a target without calls for this long (up to
+	// half as long again) is no longer watched; its next call resolves it
+	// again.
+	DefaultWatchIdleTimeout = 10 * time.Minute
+	// DefaultMaxWatches bounds the targets one sidecar watches at once. Each
+	// watch holds one HTTP connection to the agent, which by default
+	// accepts 200 per client address (limits.http_max_conns_per_client):
+	// past it the agent drops new connections and watches fail.
+	DefaultMaxWatches = 128
+	// MaxMaxWatches is the largest maxWatches accepted.
+	MaxMaxWatches = 4096
 )
 
 // Config is the consul resolver's YAML document: the fields of Dapr's
@@ -64,6 +75,14 @@ type Config struct {
 	// AdvancedRegistration is Dapr's full registration override; meshd
 	// rejects it with a hint (see Parse).
 	AdvancedRegistration any `yaml:"advancedRegistration"`
+
+	// WatchIdleTimeout (meshd's own) ends the watch of a target that had no
+	// call for this long (default DefaultWatchIdleTimeout).
+	WatchIdleTimeout Duration `yaml:"watchIdleTimeout"`
+	// MaxWatches (meshd's own) bounds the targets watched at once (default
+	// DefaultMaxWatches, at most MaxMaxWatches). A call to one more target
+	// ends the watch of the target that has gone longest without a call.
+	MaxWatches int `yaml:"maxWatches"`
 }
 
 // Client is the agent connection (Dapr: *api.Config).
@@ -223,6 +242,12 @@ func parse(data []byte) (*Config, error) {
 	if cfg.DaprPortMetaKey == "" {
 		cfg.DaprPortMetaKey = DefaultDaprPortMetaKey
 	}
+	switch {
+	case cfg.WatchIdleTimeout > 0 && cfg.WatchIdleTimeout < Duration(time.Second):
+		return nil, fmt.Errorf("watchIdleTimeout %s: at least 1s", time.Duration(cfg.WatchIdleTimeout))
+	case cfg.MaxWatches < 0 || cfg.MaxWatches > MaxMaxWatches:
+		return nil, fmt.Errorf("maxWatches %d: want 1 to %d", cfg.MaxWatches, MaxMaxWatches)
+	}
 	if !metaKeyRe.MatchString(cfg.DaprPortMetaKey) {
 		return nil, fmt.Errorf("daprPortMetaKey %q: want 1-128 letters, digits, _ or -", cfg.DaprPortMetaKey)
 	}
@@ -302,6 +327,20 @@ func parse(data []byte) (*Config, error) {
 		}
 	}
 	return &cfg, nil
+}
+
+func (cfg *Config) watchIdleTimeout() time.Duration {
+	if cfg.WatchIdleTimeout == 0 {
+		return DefaultWatchIdleTimeout
+	}
+	return time.Duration(cfg.WatchIdleTimeout)
+}
+
+func (cfg *Config) maxWatches() int {
+	if cfg.MaxWatches == 0 {
+		return DefaultMaxWatches
+	}
+	return cfg.MaxWatches
 }
 
 func emptyDoc(n *yaml.Node) bool {

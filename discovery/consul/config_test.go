@@ -85,6 +85,21 @@ useCache: true
 		{"check without interval", "checks:\n  - http: http://a:1/\n", "interval is required", nil},
 		{"ttl check needs no interval", "checks:\n  - ttl: 10s\n", "", nil},
 		{"bad status", "checks:\n  - ttl: 10s\n    status: fine\n", "status \"fine\"", nil},
+		{"watch defaults", "", "", func(t *testing.T, c *Config) {
+			if c.watchIdleTimeout() != DefaultWatchIdleTimeout || c.maxWatches() != DefaultMaxWatches {
+				t.Fatalf("watchIdleTimeout %v maxWatches %d", c.watchIdleTimeout(), c.maxWatches())
+			}
+		}},
+		{"watch settings", "watchIdleTimeout: 90s\nmaxWatches: 4096\n", "", func(t *testing.T, c *Config) {
+			if c.watchIdleTimeout() != 90*time.Second || c.maxWatches() != 4096 {
+				t.Fatalf("watchIdleTimeout %v maxWatches %d", c.watchIdleTimeout(), c.maxWatches())
+			}
+		}},
+		{"watchIdleTimeout too short", "watchIdleTimeout: 500ms\n", "at least 1s", nil},
+		{"watchIdleTimeout negative", "watchIdleTimeout: -1m\n", "negative duration", nil},
+		{"maxWatches negative", "maxWatches: -1\n", "maxWatches -1: want 1 to 4096", nil},
+		{"maxWatches too large", "maxWatches: 5000\n", "maxWatches 5000", nil},
+		{"maxWatches not a number", "maxWatches: many\n", "cannot unmarshal", nil},
 		{"duplicate check id", "checks:\n  - ttl: 10s\n    checkID: a\n  - ttl: 10s\n    checkID: a\n", "used twice", nil},
 	}
 	for _, tc := range tests {

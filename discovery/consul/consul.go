@@ -24,9 +24,6 @@ const Name = "consul"
 
 // Tunables of the registered Builder.
 const (
-	// MaxTargets bounds how many targets one sidecar watches: apps can name
-	// any target, and each watch is a goroutine and a blocking query.
-	MaxTargets = 4096
 	// DefaultRecoveryGrace: after the agent was unreachable, an empty
 	// answer for a target that had endpoints is held back this long, so a
 	// restarted agent that lost its registrations (-dev) does not empty
@@ -92,7 +89,12 @@ func (b Builder) Build(ctx context.Context, opts discovery.BuildOptions, u disco
 	rctx, cancel := context.WithCancel(context.Background())
 	r := &resolver{
 		cfg: cfg, client: client, u: u, log: log, q: q, wait: wait, grace: grace, flap: flapWindow,
-		ctx: rctx, cancel: cancel, watches: map[discovery.Target]bool{},
+		ctx: rctx, cancel: cancel, watches: map[discovery.Target]*watchHandle{},
+		maxWatches: cfg.maxWatches(),
+	}
+	if used, ok := u.(discovery.UsageTaker); ok {
+		r.wg.Add(1)
+		go r.sweepIdle(cfg.watchIdleTimeout(), used)
 	}
 	if cfg.SelfRegister {
 		if opts.Local.Target.AppID == "" || opts.Local.Address == "" {
@@ -135,11 +137,13 @@ type resolver struct {
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
 
-	watching sync.Map // discovery.Target -> struct{}: lock-free "already watching"
-	mu       sync.Mutex
-	watches  map[discovery.Target]bool
-	full     bool // MaxTargets reached (logged once)
-	closed   bool
+	watching   sync.Map // discovery.Target -> *watchHandle: running, not stopping (lock-free fast path)
+	mu         sync.Mutex
+	watches    map[discovery.Target]*watchHandle // running or stopping
+	active     int                               // watches not stopping
+	maxWatches int
+	full       bool // maxWatches reached (logged once)
+	closed     bool
 
 	down        atomic.Bool  // the agent is unreachable (logged once per outage)
 	recoveredAt atomic.Int64 // unix nanos of the end of the last outage
@@ -149,28 +153,126 @@ type resolver struct {
 
 var _ discovery.Watcher = (*resolver)(nil)
 
+// watchHandle is one target's watch. Its fields are guarded by
+// resolver.mu.
+type watchHandle struct {
+	t        discovery.Target
+	cancel   context.CancelFunc
+	stopping bool // cancelled: it ends by removing t from the Cache
+	rewatch  bool // a call wanted t while it was stopping: start again
+	idle     int  // idle sweeps in a row (no call)
+}
+
 // Watch implements discovery.Watcher: it starts one watch goroutine for t
 // unless one runs. Called on the call path; it never touches the network.
+// At maxWatches it first ends the watch of the target that has gone longest
+// without a call (as of the last idle sweep).
 func (r *resolver) Watch(t discovery.Target) {
 	if _, ok := r.watching.Load(t); ok {
 		return
 	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	if r.closed || r.watches[t] {
+	if r.closed {
 		return
 	}
-	if len(r.watches) >= MaxTargets {
-		if !r.full {
-			r.full = true
-			r.log.Error("consul: too many targets watched; not watching more", "max", MaxTargets, "target", t.String())
+	if h := r.watches[t]; h != nil {
+		if h.stopping {
+			h.rewatch = true // started again when the old watch is gone
 		}
 		return
 	}
-	r.watches[t] = true
-	r.watching.Store(t, struct{}{})
+	r.startLocked(t)
+}
+
+// startLocked starts the watch of t, making room first. r.mu is held.
+// While the agent is unreachable nothing is evicted: the cached endpoints
+// are all a target has then, and a watch that fails holds no connection.
+func (r *resolver) startLocked(t discovery.Target) {
+	for r.active >= r.maxWatches && !r.down.Load() {
+		var victim *watchHandle
+		for _, h := range r.watches {
+			if !h.stopping && (victim == nil || h.idle > victim.idle) {
+				victim = h
+			}
+		}
+		if victim == nil {
+			break
+		}
+		if !r.full {
+			r.full = true
+			r.log.Warn("consul: more targets called than maxWatches; the targets longest without a call lose their watch and are resolved again on their next call",
+				"maxWatches", r.maxWatches, "target", t.String())
+		}
+		r.stopLocked(victim)
+	}
+	ctx, cancel := context.WithCancel(r.ctx)
+	h := &watchHandle{t: t, cancel: cancel}
+	r.watches[t] = h
+	r.watching.Store(t, h)
+	r.active++
 	r.wg.Add(1)
-	go r.watch(t)
+	go r.watch(ctx, h)
+}
+
+// stopLocked cancels h's watch; the watch then removes its target from the
+// Cache and from r.watches (watchEnded). r.mu is held.
+func (r *resolver) stopLocked(h *watchHandle) {
+	h.stopping = true
+	h.cancel()
+	r.watching.Delete(h.t)
+	r.active--
+}
+
+// watchEnded runs when a watch goroutine returns. A watch stopped for
+// idleness or to make room removes its target from the Cache, after its
+// last update, so the next call resolves the target afresh; on Close the
+// Cache keeps the last endpoints.
+func (r *resolver) watchEnded(h *watchHandle) {
+	if r.ctx.Err() != nil {
+		return
+	}
+	r.u.RemoveTarget(h.t)
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	delete(r.watches, h.t)
+	if h.rewatch && !r.closed {
+		r.startLocked(h.t)
+	}
+}
+
+// sweepIdle ends the watches of targets without calls: every idle/2 it asks
+// the Cache which targets were picked, and stops a watch after two idle
+// sweeps in a row (between idle and 1.5 × idle without a call).
+func (r *resolver) sweepIdle(idle time.Duration, used discovery.UsageTaker) {
+	defer r.wg.Done()
+	tick := time.NewTicker(idle / 2)
+	defer tick.Stop()
+	for {
+		select {
+		case <-r.ctx.Done():
+			return
+		case <-tick.C:
+		}
+		if r.down.Load() {
+			continue // the cached endpoints are all there is: keep them
+		}
+		r.mu.Lock()
+		for _, h := range r.watches {
+			if h.stopping {
+				continue
+			}
+			if used.TakeUsed(h.t) {
+				h.idle = 0
+				continue
+			}
+			if h.idle++; h.idle >= 2 {
+				r.log.Info("consul: no calls to target; watch stopped", "target", h.t.String(), "idleFor", idle.String())
+				r.stopLocked(h)
+			}
+		}
+		r.mu.Unlock()
+	}
 }
 
 // flapWindow: an error this soon after a recovery (an agent answering
@@ -199,14 +301,14 @@ func (r *resolver) agentUp() {
 	}
 }
 
-// sleep waits d or until Close; false means closed.
-func (r *resolver) sleep(d time.Duration) bool {
+// sleep waits d or until ctx is done; false means done.
+func sleep(ctx context.Context, d time.Duration) bool {
 	t := time.NewTimer(d)
 	defer t.Stop()
 	select {
 	case <-t.C:
 		return true
-	case <-r.ctx.Done():
+	case <-ctx.Done():
 		return false
 	}
 }
@@ -217,9 +319,12 @@ func backoff(n int) time.Duration {
 	return d/2 + rand.N(d/2+1)
 }
 
-// watch runs blocking queries for t until Close and pushes every change.
-func (r *resolver) watch(t discovery.Target) {
+// watch runs blocking queries for h's target until ctx ends (Close, or the
+// watch is stopped) and pushes every change.
+func (r *resolver) watch(ctx context.Context, h *watchHandle) {
 	defer r.wg.Done()
+	defer r.watchEnded(h)
+	t := h.t
 	var (
 		index    uint64
 		last     []discovery.Endpoint
@@ -228,7 +333,7 @@ func (r *resolver) watch(t discovery.Target) {
 		// emptySince is when an answer would first have emptied the picker.
 		emptySince time.Time
 	)
-	for r.ctx.Err() == nil {
+	for ctx.Err() == nil {
 		q := r.q
 		q.WaitIndex = index
 		q.WaitTime = r.wait
@@ -238,9 +343,9 @@ func (r *resolver) watch(t discovery.Target) {
 			q.WaitTime = max(r.grace-since, 50*time.Millisecond) // re-check when the grace ends
 		}
 		began := time.Now()
-		entries, meta, err := r.client.Health().Service(t.AppID, "", true, q.WithContext(r.ctx))
+		entries, meta, err := r.client.Health().Service(t.AppID, "", true, q.WithContext(ctx))
 		if err != nil {
-			if r.ctx.Err() != nil {
+			if ctx.Err() != nil {
 				return
 			}
 			r.agentDown(err)
@@ -251,7 +356,7 @@ func (r *resolver) watch(t discovery.Target) {
 				r.u.UpdateTarget(t, nil)
 				pushed = true
 			}
-			if !r.sleep(backoff(failures)) {
+			if !sleep(ctx, backoff(failures)) {
 				return
 			}
 			failures++
@@ -262,7 +367,7 @@ func (r *resolver) watch(t discovery.Target) {
 		if index != 0 && meta.LastIndex == index && time.Since(began) < 10*time.Millisecond {
 			// A blocking query that returns at once without a change (an
 			// index that does not move): do not spin.
-			if !r.sleep(100 * time.Millisecond) {
+			if !sleep(ctx, 100*time.Millisecond) {
 				return
 			}
 		}
@@ -372,7 +477,7 @@ func (r *resolver) keepRegistered() {
 		} else {
 			r.agentDown(err)
 		}
-		if !r.sleep(backoff(failures)) {
+		if !sleep(r.ctx, backoff(failures)) {
 			return
 		}
 		failures++

@@ -36,10 +36,11 @@ type fakeAgent struct {
 	svcs    map[string][]fakeInstance
 	down    bool
 	queries int
+	open    map[string]int // blocking queries in flight per app
 }
 
 func newFakeAgent() *fakeAgent {
-	return &fakeAgent{index: 10, changed: make(chan struct{}), svcs: map[string][]fakeInstance{}}
+	return &fakeAgent{index: 10, changed: make(chan struct{}), svcs: map[string][]fakeInstance{}, open: map[string]int{}}
 }
 
 func (f *fakeAgent) set(app string, is ...fakeInstance) {
@@ -80,6 +81,12 @@ func (f *fakeAgent) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		idx, _ := strconv.ParseUint(r.URL.Query().Get("index"), 10, 64)
 		wait, _ := time.ParseDuration(r.URL.Query().Get("wait"))
 		f.mu.Lock()
+		f.open[app]++
+		defer func() {
+			f.mu.Lock()
+			f.open[app]--
+			f.mu.Unlock()
+		}()
 		if idx != 0 && idx >= f.index {
 			ch := f.changed
 			f.mu.Unlock()
@@ -305,5 +312,161 @@ func waitLog(t *testing.T, logs *logBuffer, substr string, within time.Duration)
 			t.Fatalf("%q not logged within %v:\n%s", substr, within, logs.String())
 		}
 		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// openQueries is the number of blocking queries in flight per app.
+func (f *fakeAgent) openQueries() map[string]int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	out := map[string]int{}
+	for app, n := range f.open {
+		if n != 0 {
+			out[app] = n
+		}
+	}
+	return out
+}
+
+func startFake(t *testing.T, cfg string) (*fakeAgent, *discovery.Cache, *logBuffer) {
+	t.Helper()
+	agent := newFakeAgent()
+	srv := httptest.NewServer(agent)
+	t.Cleanup(srv.Close)
+	cfgPath := filepath.Join(t.TempDir(), "consul.yaml")
+	cfg = "client:\n  address: " + strings.TrimPrefix(srv.URL, "http://") + "\n" + cfg
+	if err := os.WriteFile(cfgPath, []byte(cfg), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	logs := &logBuffer{}
+	cache := discovery.NewCache(discovery.Options{Logger: slog.New(slog.DiscardHandler)})
+	t.Cleanup(func() { cache.Close() })
+	res, err := discovery.Build(context.Background(), Name, discovery.BuildOptions{ConfigFile: cfgPath,
+		Logger: slog.New(slog.NewTextHandler(logs, nil))}, cache)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { res.Close() })
+	return agent, cache, logs
+}
+
+// waitFor polls cond every 10ms for at most d.
+func waitFor(t *testing.T, d time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(d)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("not within %s: %s", d, what)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// TestIdleWatchStops: a target without calls loses its watch (its blocking
+// query ends and it leaves the Cache) after watchIdleTimeout; a target
+// called meanwhile keeps its own; the next call to the idle one resolves it
+// again. While the agent is unreachable nothing is dropped.
+func TestIdleWatchStops(t *testing.T) {
+	agent, cache, logs := startFake(t, "watchIdleTimeout: 1s\n")
+	busy := discovery.Target{AppID: "busy", Namespace: "default"}
+	quiet := discovery.Target{AppID: "quiet", Namespace: "default"}
+	agent.set("busy", fakeInstance{id: "b", addr: "127.0.0.1", port: "5001"})
+	agent.set("quiet", fakeInstance{id: "q", addr: "127.0.0.2", port: "5002"})
+	for _, tg := range []discovery.Target{busy, quiet} {
+		if err := cache.WaitTarget(context.Background(), tg); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := cache.Pick(tg); err != nil {
+			t.Fatal(err)
+		}
+	}
+	stopBusy := make(chan struct{})
+	done := make(chan struct{})
+	go func() { // busy is called every 100ms
+		defer close(done)
+		for {
+			select {
+			case <-stopBusy:
+				return
+			case <-time.After(100 * time.Millisecond):
+			}
+			if _, err := cache.Pick(busy); err != nil {
+				t.Error(err)
+				return
+			}
+		}
+	}()
+	start := time.Now()
+	waitFor(t, 3*time.Second, "quiet leaves the cache", func() bool { return cache.Endpoints(quiet) == nil })
+	if d := time.Since(start); d < 900*time.Millisecond {
+		t.Fatalf("quiet dropped after %v, before the 1s idle timeout", d)
+	}
+	waitFor(t, time.Second, "quiet's blocking query ends", func() bool { return agent.openQueries()["quiet"] == 0 })
+	if got := agent.openQueries(); got["busy"] != 1 {
+		t.Fatalf("open queries %v, want busy's only", got)
+	}
+	if cache.Endpoints(busy) == nil {
+		t.Fatal("busy target dropped while called")
+	}
+	if !strings.Contains(logs.String(), "target=quiet.default") {
+		t.Fatalf("stop not logged:\n%s", logs.String())
+	}
+	// The next call resolves it again.
+	if _, err := cache.Pick(quiet); !errors.Is(err, discovery.ErrUnknownTarget) {
+		t.Fatalf("Pick after the stop = %v", err)
+	}
+	if err := cache.WaitTarget(context.Background(), quiet); err != nil {
+		t.Fatal(err)
+	}
+	waitReady(t, cache, quiet, "127.0.0.2:5002", time.Second)
+	close(stopBusy)
+	<-done
+
+	// Agent unreachable: the cached endpoints stay, called or not.
+	agent.setDown(true)
+	time.Sleep(2 * time.Second)
+	for _, tg := range []discovery.Target{busy, quiet} {
+		if cache.Endpoints(tg) == nil {
+			t.Fatalf("%s dropped while the agent was unreachable", tg)
+		}
+	}
+}
+
+// TestMaxWatchesEvicts: past maxWatches a call to a new target ends the watch
+// of another (the one longest without a call); every call still resolves, and no more
+// than maxWatches blocking queries stay open.
+func TestMaxWatchesEvicts(t *testing.T) {
+	agent, cache, logs := startFake(t, "maxWatches: 2\n")
+	var tgs []discovery.Target
+	for i := range 5 {
+		app := fmt.Sprintf("app%d", i)
+		agent.set(app, fakeInstance{id: app, addr: "127.0.0.1", port: strconv.Itoa(6000 + i)})
+		tgs = append(tgs, discovery.Target{AppID: app, Namespace: "default"})
+	}
+	for round := range 3 {
+		for i, tg := range tgs {
+			// A call: a Pick, and after a miss the first-call wait and
+			// another Pick (as the proxy does).
+			ep, err := cache.Pick(tg)
+			if errors.Is(err, discovery.ErrUnknownTarget) {
+				if err := cache.WaitTarget(context.Background(), tg); err != nil {
+					t.Fatalf("round %d, %s: %v", round, tg, err)
+				}
+				ep, err = cache.Pick(tg)
+			}
+			if err != nil || ep.Address != "127.0.0.1:"+strconv.Itoa(6000+i) {
+				t.Fatalf("round %d, %s: Pick = %v, %v", round, tg, ep, err)
+			}
+		}
+	}
+	waitFor(t, 2*time.Second, "at most 2 open queries", func() bool {
+		n := 0
+		for _, c := range agent.openQueries() {
+			n += c
+		}
+		return n <= 2
+	})
+	if n := strings.Count(logs.String(), "more targets called than maxWatches"); n != 1 {
+		t.Fatalf("eviction logged %d times, want once:\n%s", n, logs.String())
 	}
 }
