@@ -39,10 +39,10 @@ const (
 	// half as long again) is no longer watched; its next call resolves it
 	// again.
 	DefaultWatchIdleTimeout = 10 * time.Minute
-	// DefaultMaxWatches bounds the targets one sidecar watches at once. Each
-	// watch holds one HTTP connection to the agent, which by default
-	// accepts 200 per client address (limits.http_max_conns_per_client):
-	// past it the agent drops new connections and watches fail.
+	// DefaultMaxWatches bounds the blocking queries one sidecar keeps open.
+	// Each holds one HTTP connection to the agent, which by default accepts
+	// 200 per client address (limits.http_max_conns_per_client): past it the
+	// agent answers 429 and watches fail.
 	DefaultMaxWatches = 128
 	// MaxMaxWatches is the largest maxWatches accepted.
 	MaxMaxWatches = 4096
@@ -79,9 +79,9 @@ type Config struct {
 	// WatchIdleTimeout (meshd's own) ends the watch of a target that had no
 	// call for this long (default DefaultWatchIdleTimeout).
 	WatchIdleTimeout Duration `yaml:"watchIdleTimeout"`
-	// MaxWatches (meshd's own) bounds the targets watched at once (default
-	// DefaultMaxWatches, at most MaxMaxWatches). A call to one more target
-	// ends the watch of the target that has gone longest without a call.
+	// MaxWatches (meshd's own) bounds the blocking queries open at once
+	// (default DefaultMaxWatches, at most MaxMaxWatches). Targets called
+	// beyond it are polled every PollInterval until one is free.
 	MaxWatches int `yaml:"maxWatches"`
 }
 

@@ -24,6 +24,14 @@ const Name = "consul"
 
 // Tunables of the registered Builder.
 const (
+	// MaxTargets bounds how many targets one sidecar resolves at once
+	// (watched or polled): apps can name any target, and each is a
+	// goroutine and queries to the agent. Past it a new target is not
+	// resolved until an idle one ends (logged once).
+	MaxTargets = 4096
+	// PollInterval is how often a target without a blocking query (past
+	// maxWatches) is queried.
+	PollInterval = 5 * time.Second
 	// DefaultRecoveryGrace: after the agent was unreachable, an empty
 	// answer for a target that had endpoints is held back this long, so a
 	// restarted agent that lost its registrations (-dev) does not empty
@@ -90,7 +98,7 @@ func (b Builder) Build(ctx context.Context, opts discovery.BuildOptions, u disco
 	r := &resolver{
 		cfg: cfg, client: client, u: u, log: log, q: q, wait: wait, grace: grace, flap: flapWindow,
 		ctx: rctx, cancel: cancel, watches: map[discovery.Target]*watchHandle{},
-		maxWatches: cfg.maxWatches(),
+		maxWatches: cfg.maxWatches(), poll: PollInterval,
 	}
 	if used, ok := u.(discovery.UsageTaker); ok {
 		r.wg.Add(1)
@@ -140,9 +148,11 @@ type resolver struct {
 	watching   sync.Map // discovery.Target -> *watchHandle: running, not stopping (lock-free fast path)
 	mu         sync.Mutex
 	watches    map[discovery.Target]*watchHandle // running or stopping
-	active     int                               // watches not stopping
+	slots      int                               // blocking queries allowed now (of maxWatches)
 	maxWatches int
-	full       bool // maxWatches reached (logged once)
+	poll       time.Duration // PollInterval
+	polling    bool          // maxWatches reached (logged once)
+	full       bool          // MaxTargets reached (logged once)
 	closed     bool
 
 	down        atomic.Bool  // the agent is unreachable (logged once per outage)
@@ -165,54 +175,44 @@ type watchHandle struct {
 
 // Watch implements discovery.Watcher: it starts one watch goroutine for t
 // unless one runs. Called on the call path; it never touches the network.
-// At maxWatches it first ends the watch of the target that has gone longest
-// without a call (as of the last idle sweep).
 func (r *resolver) Watch(t discovery.Target) {
 	if _, ok := r.watching.Load(t); ok {
 		return
 	}
 	r.mu.Lock()
-	defer r.mu.Unlock()
 	if r.closed {
+		r.mu.Unlock()
 		return
 	}
 	if h := r.watches[t]; h != nil {
 		if h.stopping {
 			h.rewatch = true // started again when the old watch is gone
 		}
+		r.mu.Unlock()
 		return
 	}
-	r.startLocked(t)
+	full := r.startLocked(t)
+	r.mu.Unlock()
+	if full {
+		r.log.Error("consul: too many targets resolved at once; not resolving more until idle ones end",
+			"max", MaxTargets, "target", t.String())
+	}
 }
 
-// startLocked starts the watch of t, making room first. r.mu is held.
-// While the agent is unreachable nothing is evicted: the cached endpoints
-// are all a target has then, and a watch that fails holds no connection.
-func (r *resolver) startLocked(t discovery.Target) {
-	for r.active >= r.maxWatches && !r.down.Load() {
-		var victim *watchHandle
-		for _, h := range r.watches {
-			if !h.stopping && (victim == nil || h.idle > victim.idle) {
-				victim = h
-			}
-		}
-		if victim == nil {
-			break
-		}
-		if !r.full {
-			r.full = true
-			r.log.Warn("consul: more targets called than maxWatches; the targets longest without a call lose their watch and are resolved again on their next call",
-				"maxWatches", r.maxWatches, "target", t.String())
-		}
-		r.stopLocked(victim)
+// startLocked starts the watch of t; full is true the first time
+// MaxTargets stops it (to be logged). r.mu is held.
+func (r *resolver) startLocked(t discovery.Target) (full bool) {
+	if len(r.watches) >= MaxTargets {
+		full, r.full = !r.full, true
+		return full
 	}
 	ctx, cancel := context.WithCancel(r.ctx)
 	h := &watchHandle{t: t, cancel: cancel}
 	r.watches[t] = h
 	r.watching.Store(t, h)
-	r.active++
 	r.wg.Add(1)
 	go r.watch(ctx, h)
+	return false
 }
 
 // stopLocked cancels h's watch; the watch then removes its target from the
@@ -221,7 +221,31 @@ func (r *resolver) stopLocked(h *watchHandle) {
 	h.stopping = true
 	h.cancel()
 	r.watching.Delete(h.t)
-	r.active--
+}
+
+// takeSlot reserves one of the maxWatches blocking queries; false means
+// the watch polls (every PollInterval) until one is free.
+func (r *resolver) takeSlot(t discovery.Target) bool {
+	r.mu.Lock()
+	if r.slots < r.maxWatches {
+		r.slots++
+		r.mu.Unlock()
+		return true
+	}
+	first := !r.polling
+	r.polling = true
+	r.mu.Unlock()
+	if first {
+		r.log.Warn("consul: more targets called than maxWatches; the others are polled every "+r.poll.String()+" until a blocking query is free",
+			"maxWatches", r.maxWatches, "target", t.String())
+	}
+	return false
+}
+
+func (r *resolver) releaseSlot() {
+	r.mu.Lock()
+	r.slots--
+	r.mu.Unlock()
 }
 
 // watchEnded runs when a watch goroutine returns. A watch stopped for
@@ -237,7 +261,7 @@ func (r *resolver) watchEnded(h *watchHandle) {
 	defer r.mu.Unlock()
 	delete(r.watches, h.t)
 	if h.rewatch && !r.closed {
-		r.startLocked(h.t)
+		r.startLocked(h.t) // one fewer than before: never full
 	}
 }
 
@@ -257,6 +281,7 @@ func (r *resolver) sweepIdle(idle time.Duration, used discovery.UsageTaker) {
 		if r.down.Load() {
 			continue // the cached endpoints are all there is: keep them
 		}
+		var stopped []string
 		r.mu.Lock()
 		for _, h := range r.watches {
 			if h.stopping {
@@ -267,11 +292,14 @@ func (r *resolver) sweepIdle(idle time.Duration, used discovery.UsageTaker) {
 				continue
 			}
 			if h.idle++; h.idle >= 2 {
-				r.log.Info("consul: no calls to target; watch stopped", "target", h.t.String(), "idleFor", idle.String())
+				stopped = append(stopped, h.t.String())
 				r.stopLocked(h)
 			}
 		}
 		r.mu.Unlock()
+		for _, t := range stopped {
+			r.log.Info("consul: no calls to target; watch stopped", "target", t, "idleFor", idle.String())
+		}
 	}
 }
 
@@ -332,8 +360,27 @@ func (r *resolver) watch(ctx context.Context, h *watchHandle) {
 		failures int
 		// emptySince is when an answer would first have emptied the picker.
 		emptySince time.Time
+		slot       bool // this watch holds one of the maxWatches blocking queries
+		polled     bool // the last query was a poll: wait before the next
 	)
+	defer func() {
+		if slot {
+			r.releaseSlot()
+		}
+	}()
 	for ctx.Err() == nil {
+		if !slot {
+			slot = r.takeSlot(t)
+		}
+		if polled && !slot {
+			d := r.poll
+			if !emptySince.IsZero() {
+				d = min(d, max(EmptyConfirm-time.Since(emptySince), 50*time.Millisecond))
+			}
+			if !sleep(ctx, d) {
+				return
+			}
+		}
 		q := r.q
 		q.WaitIndex = index
 		q.WaitTime = r.wait
@@ -341,6 +388,9 @@ func (r *resolver) watch(ctx context.Context, h *watchHandle) {
 			q.WaitTime = max(EmptyConfirm-time.Since(emptySince), 50*time.Millisecond) // confirm then
 		} else if since := time.Since(time.Unix(0, r.recoveredAt.Load())); pushed && len(last) > 0 && since < r.grace {
 			q.WaitTime = max(r.grace-since, 50*time.Millisecond) // re-check when the grace ends
+		}
+		if polled = !slot; polled {
+			q.WaitIndex = 0 // answers at once: no connection held between polls
 		}
 		began := time.Now()
 		entries, meta, err := r.client.Health().Service(t.AppID, "", true, q.WithContext(ctx))
@@ -360,11 +410,12 @@ func (r *resolver) watch(ctx context.Context, h *watchHandle) {
 				return
 			}
 			failures++
+			polled = false // the backoff was the wait
 			continue
 		}
 		failures = 0
 		r.agentUp()
-		if index != 0 && meta.LastIndex == index && time.Since(began) < 10*time.Millisecond {
+		if slot && index != 0 && meta.LastIndex == index && time.Since(began) < 10*time.Millisecond {
 			// A blocking query that returns at once without a change (an
 			// index that does not move): do not spin.
 			if !sleep(ctx, 100*time.Millisecond) {

@@ -36,7 +36,7 @@ type fakeAgent struct {
 	svcs    map[string][]fakeInstance
 	down    bool
 	queries int
-	open    map[string]int // blocking queries in flight per app
+	open    map[string]int // blocking queries (with an index) in flight per app
 }
 
 func newFakeAgent() *fakeAgent {
@@ -81,12 +81,14 @@ func (f *fakeAgent) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		idx, _ := strconv.ParseUint(r.URL.Query().Get("index"), 10, 64)
 		wait, _ := time.ParseDuration(r.URL.Query().Get("wait"))
 		f.mu.Lock()
-		f.open[app]++
-		defer func() {
-			f.mu.Lock()
-			f.open[app]--
-			f.mu.Unlock()
-		}()
+		if idx != 0 {
+			f.open[app]++
+			defer func() {
+				f.mu.Lock()
+				f.open[app]--
+				f.mu.Unlock()
+			}()
+		}
 		if idx != 0 && idx >= f.index {
 			ch := f.changed
 			f.mu.Unlock()
@@ -315,7 +317,8 @@ func waitLog(t *testing.T, logs *logBuffer, substr string, within time.Duration)
 	}
 }
 
-// openQueries is the number of blocking queries in flight per app.
+// openQueries is the number of blocking queries in flight per app (a
+// first query or a poll, without an index, answers at once: not counted).
 func (f *fakeAgent) openQueries() map[string]int {
 	f.mu.Lock()
 	defer f.mu.Unlock()
@@ -328,7 +331,7 @@ func (f *fakeAgent) openQueries() map[string]int {
 	return out
 }
 
-func startFake(t *testing.T, cfg string) (*fakeAgent, *discovery.Cache, *logBuffer) {
+func startFake(t *testing.T, cfg string) (*fakeAgent, *discovery.Cache, *resolver, *logBuffer) {
 	t.Helper()
 	agent := newFakeAgent()
 	srv := httptest.NewServer(agent)
@@ -347,7 +350,7 @@ func startFake(t *testing.T, cfg string) (*fakeAgent, *discovery.Cache, *logBuff
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { res.Close() })
-	return agent, cache, logs
+	return agent, cache, res.(*resolver), logs
 }
 
 // waitFor polls cond every 10ms for at most d.
@@ -367,7 +370,7 @@ func waitFor(t *testing.T, d time.Duration, what string, cond func() bool) {
 // called meanwhile keeps its own; the next call to the idle one resolves it
 // again. While the agent is unreachable nothing is dropped.
 func TestIdleWatchStops(t *testing.T) {
-	agent, cache, logs := startFake(t, "watchIdleTimeout: 1s\n")
+	agent, cache, _, logs := startFake(t, "watchIdleTimeout: 1s\n")
 	busy := discovery.Target{AppID: "busy", Namespace: "default"}
 	quiet := discovery.Target{AppID: "quiet", Namespace: "default"}
 	agent.set("busy", fakeInstance{id: "b", addr: "127.0.0.1", port: "5001"})
@@ -419,11 +422,14 @@ func TestIdleWatchStops(t *testing.T) {
 		t.Fatal(err)
 	}
 	waitReady(t, cache, quiet, "127.0.0.2:5002", time.Second)
-	close(stopBusy)
-	<-done
+	if _, err := cache.Pick(quiet); err != nil {
+		t.Fatal(err)
+	}
 
 	// Agent unreachable: the cached endpoints stay, called or not.
 	agent.setDown(true)
+	close(stopBusy)
+	<-done
 	time.Sleep(2 * time.Second)
 	for _, tg := range []discovery.Target{busy, quiet} {
 		if cache.Endpoints(tg) == nil {
@@ -432,41 +438,84 @@ func TestIdleWatchStops(t *testing.T) {
 	}
 }
 
-// TestMaxWatchesEvicts: past maxWatches a call to a new target ends the watch
-// of another (the one longest without a call); every call still resolves, and no more
-// than maxWatches blocking queries stay open.
-func TestMaxWatchesEvicts(t *testing.T) {
-	agent, cache, logs := startFake(t, "maxWatches: 2\n")
+// TestMaxWatchesPolls: past maxWatches the targets called beyond it are
+// polled instead of watched. Three targets called at once from three
+// goroutines with maxWatches 2: no call fails, no more than two blocking
+// queries are ever open, and a change of the polled target reaches the
+// cache within the poll interval.
+func TestMaxWatchesPolls(t *testing.T) {
+	agent, cache, res, logs := startFake(t, "maxWatches: 2\n")
+	res.poll = 200 * time.Millisecond
 	var tgs []discovery.Target
-	for i := range 5 {
+	for i := range 3 {
 		app := fmt.Sprintf("app%d", i)
 		agent.set(app, fakeInstance{id: app, addr: "127.0.0.1", port: strconv.Itoa(6000 + i)})
 		tgs = append(tgs, discovery.Target{AppID: app, Namespace: "default"})
 	}
-	for round := range 3 {
-		for i, tg := range tgs {
-			// A call: a Pick, and after a miss the first-call wait and
-			// another Pick (as the proxy does).
-			ep, err := cache.Pick(tg)
-			if errors.Is(err, discovery.ErrUnknownTarget) {
-				if err := cache.WaitTarget(context.Background(), tg); err != nil {
-					t.Fatalf("round %d, %s: %v", round, tg, err)
+	var (
+		wg       sync.WaitGroup
+		mu       sync.Mutex
+		failures []string
+		calls    int
+		stop     = make(chan struct{})
+	)
+	for _, tg := range tgs {
+		wg.Go(func() {
+			for {
+				select {
+				case <-stop:
+					return
+				case <-time.After(5 * time.Millisecond):
 				}
-				ep, err = cache.Pick(tg)
+				// A call, as the proxy makes it: a Pick, and after a
+				// miss the first-call wait and another Pick.
+				_, err := cache.Pick(tg)
+				if errors.Is(err, discovery.ErrUnknownTarget) {
+					if err = cache.WaitTarget(context.Background(), tg); err == nil {
+						_, err = cache.Pick(tg)
+					}
+				}
+				mu.Lock()
+				calls++
+				if err != nil {
+					failures = append(failures, tg.String()+": "+err.Error())
+				}
+				mu.Unlock()
 			}
-			if err != nil || ep.Address != "127.0.0.1:"+strconv.Itoa(6000+i) {
-				t.Fatalf("round %d, %s: Pick = %v, %v", round, tg, ep, err)
-			}
-		}
+		})
 	}
-	waitFor(t, 2*time.Second, "at most 2 open queries", func() bool {
+	maxOpen := 0
+	for range 100 { // 1s
 		n := 0
 		for _, c := range agent.openQueries() {
 			n += c
 		}
-		return n <= 2
-	})
-	if n := strings.Count(logs.String(), "more targets called than maxWatches"); n != 1 {
-		t.Fatalf("eviction logged %d times, want once:\n%s", n, logs.String())
+		maxOpen = max(maxOpen, n)
+		time.Sleep(10 * time.Millisecond)
 	}
+	// The target being polled follows a change within the interval.
+	var polled discovery.Target
+	open := agent.openQueries()
+	for _, tg := range tgs {
+		if open[tg.AppID] == 0 {
+			polled = tg
+		}
+	}
+	if polled.AppID == "" {
+		t.Fatalf("no target is polled: open queries %v", open)
+	}
+	agent.set(polled.AppID, fakeInstance{id: "new", addr: "127.0.0.9", port: "7000"})
+	waitReady(t, cache, polled, "127.0.0.9:7000", 2*res.poll+time.Second)
+	close(stop)
+	wg.Wait()
+	if len(failures) > 0 {
+		t.Fatalf("%d of %d calls failed: %v", len(failures), calls, failures[:min(len(failures), 5)])
+	}
+	if maxOpen > 2 {
+		t.Fatalf("%d blocking queries open at once, want at most maxWatches (2)", maxOpen)
+	}
+	if n := strings.Count(logs.String(), "more targets called than maxWatches"); n != 1 {
+		t.Fatalf("polling logged %d times, want once:\n%s", n, logs.String())
+	}
+	t.Logf("%d calls, at most %d blocking queries open; %s polled", calls, maxOpen, polled)
 }

@@ -11,9 +11,10 @@
 // unreachable the Cache keeps serving the last set (logged once per outage)
 // while the watches retry with backoff; they resume when it is back. A
 // target without calls for watchIdleTimeout loses its watch and leaves the
-// Cache (the Cache tells which targets were called: discovery.UsageTaker);
-// at most maxWatches targets are watched at once, each holding one agent
-// connection, since agents accept 200 per client address by default.
+// Cache (the Cache tells which targets were called: discovery.UsageTaker).
+// At most maxWatches blocking queries are open at once, each holding one
+// agent connection (agents accept 200 per client address by default);
+// targets called beyond that are polled every PollInterval.
 //
 // Registration: service name = app ID, ID meshd-{app}-{namespace}-{host}-{port},
 // address and port of the sidecar's internal (mTLS) port, the port also in

@@ -69,7 +69,9 @@ func agentConns(t *testing.T, port int) int {
 // agent lets one client address hold connections (200 by default,
 // limits.http_max_conns_per_client), resolves every one of them, twice
 // over, against a real agent, and never holds more connections to the agent
-// than maxWatches (128) plus its idle pool.
+// than maxWatches (128) plus its idle pool: the targets past maxWatches are
+// polled. (With unbounded watches the agent answered 429 from the ~198th
+// target on, and every watch failed.)
 func TestConsulManyTargets(t *testing.T) {
 	agent := harness.StartConsul(t)
 	client, err := api.NewClient(&api.Config{Address: agent.Addr()})
@@ -115,9 +117,7 @@ func TestConsulManyTargets(t *testing.T) {
 			if want := "127.0.0.1:" + strconv.Itoa(20000+i); err != nil || ep.Address != want {
 				t.Fatalf("pass %d, %s: Pick = %v, %v; want %s\n%s", pass, tg, ep.Address, err, want, logs.String())
 			}
-			if i%25 == 0 {
-				maxConns = max(maxConns, agentConns(t, agent.HTTPPort))
-			}
+			maxConns = max(maxConns, agentConns(t, agent.HTTPPort))
 		}
 	}
 	t.Logf("%d calls to %d apps in %s; at most %d connections to the agent seen", 2*apps, apps, time.Since(start).Round(time.Millisecond), maxConns)
@@ -129,6 +129,6 @@ func TestConsulManyTargets(t *testing.T) {
 		t.Fatalf("the agent refused the resolver:\n%s", logs.String())
 	}
 	if n := strings.Count(logs.String(), "more targets called than maxWatches"); n != 1 {
-		t.Fatalf("eviction logged %d times, want once", n)
+		t.Fatalf("polling logged %d times, want once", n)
 	}
 }
