@@ -9,7 +9,6 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -19,24 +18,6 @@ import (
 	"github.com/meshd/meshd/discovery/consul"
 	"github.com/meshd/meshd/tests/harness"
 )
-
-// syncBuffer is a goroutine-safe log sink.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  strings.Builder
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
 
 // agentConns counts the established TCP connections to the agent's HTTP
 // port from this network namespace (the agent's own side has the port as
@@ -92,7 +73,7 @@ func TestConsulManyTargets(t *testing.T) {
 	if err := os.WriteFile(path, []byte("client:\n  address: "+agent.Addr()+"\n"), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	logs := &syncBuffer{}
+	logs := &harness.LogBuffer{}
 	cache := discovery.NewCache(discovery.Options{Logger: slog.New(slog.DiscardHandler)})
 	t.Cleanup(func() { cache.Close() })
 	res, err := discovery.Build(context.Background(), consul.Name, discovery.BuildOptions{ConfigFile: path,

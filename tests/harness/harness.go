@@ -97,23 +97,24 @@ func FreePort(t testing.TB) int {
 type Process struct {
 	Name string
 	cmd  *exec.Cmd
-	log  *syncBuffer
+	log  *LogBuffer
 	done chan struct{}
 	err  error
 }
 
-type syncBuffer struct {
+// LogBuffer is a goroutine-safe log sink: a bytes.Buffer behind a mutex.
+type LogBuffer struct {
 	mu sync.Mutex
 	b  bytes.Buffer
 }
 
-func (s *syncBuffer) Write(p []byte) (int, error) {
+func (s *LogBuffer) Write(p []byte) (int, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.b.Write(p)
 }
 
-func (s *syncBuffer) String() string {
+func (s *LogBuffer) String() string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.b.String()
@@ -123,7 +124,7 @@ func (s *syncBuffer) String() string {
 // when the test ends, and its output is printed if the test failed.
 func Start(t testing.TB, name, bin string, args ...string) *Process {
 	t.Helper()
-	p := &Process{Name: name, log: &syncBuffer{}, done: make(chan struct{})}
+	p := &Process{Name: name, log: &LogBuffer{}, done: make(chan struct{})}
 	p.cmd = exec.Command(bin, args...)
 	p.cmd.Stdout, p.cmd.Stderr = p.log, p.log
 	p.cmd.Env = append(os.Environ(), "NO_COLOR=1")

@@ -125,7 +125,7 @@ func dialOK(addr string) bool {
 // startEnv is Start with extra environment variables for the child only.
 func startEnv(t testing.TB, name string, env []string, bin string, args ...string) *Process {
 	t.Helper()
-	p := &Process{Name: name, log: &syncBuffer{}, done: make(chan struct{})}
+	p := &Process{Name: name, log: &LogBuffer{}, done: make(chan struct{})}
 	p.cmd = exec.Command(bin, args...)
 	p.cmd.Stdout, p.cmd.Stderr = p.log, p.log
 	p.cmd.Env = append(append(os.Environ(), "NO_COLOR=1"), env...)
