@@ -249,9 +249,9 @@ func (r *resolver) releaseSlot() {
 }
 
 // watchEnded runs when a watch goroutine returns. A watch stopped for
-// idleness or to make room removes its target from the Cache, after its
-// last update, so the next call resolves the target afresh; on Close the
-// Cache keeps the last endpoints.
+// idleness removes its target from the Cache, after its last update, so the
+// next call resolves the target afresh; on Close the Cache keeps the last
+// endpoints.
 func (r *resolver) watchEnded(h *watchHandle) {
 	if r.ctx.Err() != nil {
 		return
