@@ -716,19 +716,24 @@ func fetch(url, file string) error {
 	return f.Close()
 }
 
-func cpuSeconds(pid int) float64 {
+// statFields returns the fields of /proc/PID/stat after the ")" that ends
+// the command name: f[0] is the state (field 3), f[1] the parent PID, f[11]
+// and f[12] utime and stime (fields 14 and 15); nil if unreadable.
+func statFields(pid int) []string {
 	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
 	if err != nil {
-		return 0
+		return nil
 	}
 	s := string(b)
-	// Fields after the ")" that ends the command name: state is field 3;
-	// utime and stime are fields 14 and 15.
 	i := strings.LastIndexByte(s, ')')
 	if i < 0 {
-		return 0
+		return nil
 	}
-	f := strings.Fields(s[i+1:])
+	return strings.Fields(s[i+1:])
+}
+
+func cpuSeconds(pid int) float64 {
+	f := statFields(pid)
 	if len(f) < 13 {
 		return 0
 	}

@@ -130,16 +130,7 @@ func nginxPIDs(master int) []int {
 		if err != nil {
 			continue
 		}
-		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-		if err != nil {
-			continue
-		}
-		s := string(b)
-		i := strings.LastIndexByte(s, ')')
-		if i < 0 {
-			continue
-		}
-		f := strings.Fields(s[i+1:])
+		f := statFields(pid)
 		if len(f) > 1 && f[1] == strconv.Itoa(master) {
 			pids = append(pids, pid)
 		}
