@@ -22,7 +22,12 @@
 //   - rejected outright: NUL and control characters (raw or %-encoded),
 //     "#" and "?" (a method cannot carry a fragment or query), backslashes
 //     (raw or %5C), encoded slashes (%2F), encoded dots (%2E, the
-//     encoded-traversal trick), and malformed %-escapes.
+//     encoded-traversal trick), malformed %-escapes, and a segment whose
+//     part before its first ";" is "." or ".." ("..;", "..;jsessionid=x",
+//     ".;", "..%3B"): servlet containers strip ";params" from each segment
+//     and then resolve dot segments, so they would read "/public/..;/admin"
+//     as "/admin" while the policy saw a path under "/public/". Other
+//     ";params" are kept as they are (matrix parameters are legitimate).
 //
 // Normalize is idempotent (Normalize(Normalize(p)) == Normalize(p)) and does
 // not allocate when its input is already canonical, which is the common

@@ -4,6 +4,8 @@ import (
 	"bufio"
 	"errors"
 	"net/http"
+	"net/url"
+	"slices"
 	"strings"
 	"testing"
 )
@@ -51,6 +53,58 @@ func FuzzNormalize(f *testing.F) {
 			return
 		}
 		checkCanonical(t, in, out)
+	})
+}
+
+// servletView is how Tomcat, Jetty and Spring read a path: strip
+// ";params" from each segment, percent-decode it, then resolve "." and
+// ".." segments. It returns the resolved segments, and the segments as
+// they were before resolution.
+func servletView(p string) (resolved, plain []string) {
+	for _, seg := range strings.Split(strings.TrimPrefix(p, "/"), "/") {
+		if i := strings.IndexByte(seg, ';'); i >= 0 {
+			seg = seg[:i]
+		}
+		if dec, err := url.PathUnescape(seg); err == nil {
+			seg = dec
+		}
+		plain = append(plain, seg)
+		switch seg {
+		case ".":
+		case "..":
+			if len(resolved) > 0 {
+				resolved = resolved[:len(resolved)-1]
+			}
+		default:
+			resolved = append(resolved, seg)
+		}
+	}
+	return resolved, plain
+}
+
+// FuzzNormalizeServletView checks that no path Normalize accepts is read
+// by a ";"-stripping, ".."-resolving parser as another path than the one
+// the policy saw: the parser's view must be the canonical path's own
+// segments (with their parameters stripped), nothing resolved away.
+func FuzzNormalizeServletView(f *testing.F) {
+	for _, s := range []string{"/public/..;/admin/X", "/public/..%3b/admin", "/public/.;/x", "/a;b/..;c/d",
+		"/public/..;jsessionid=x/admin", "/p/%2e%2e;/x", "/p/.%3B/x", "/a;x=1/b", "/public/x;/../../admin"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, in string) {
+		out, err := Normalize(in)
+		if err != nil {
+			return
+		}
+		resolved, plain := servletView(out)
+		if !slices.Equal(resolved, plain) {
+			t.Fatalf("Normalize(%q) = %q: a servlet container reads it as /%s", in, out, strings.Join(resolved, "/"))
+		}
+		for _, seg := range plain {
+			if strings.ContainsAny(seg, "/\\") {
+				t.Fatalf("Normalize(%q) = %q: segment %q decodes to a separator", in, out, seg)
+			}
+		}
 	})
 }
 

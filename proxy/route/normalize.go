@@ -53,7 +53,8 @@ func Normalize(p string) (string, error) {
 }
 
 // dotOrEmptySegment reports whether the segment at the start of s is empty
-// (but not the end of the path), "." or "..".
+// (but not the end of the path), ".", "..", or "." or ".." followed by
+// ";params" (which slowNormalize refuses).
 func dotOrEmptySegment(s string) bool {
 	switch {
 	case s == "":
@@ -62,12 +63,20 @@ func dotOrEmptySegment(s string) bool {
 		return true
 	case s[0] != '.':
 		return false
-	case len(s) == 1 || s[1] == '/':
+	case len(s) == 1 || s[1] == '/' || s[1] == ';':
 		return true
-	case s[1] == '.' && (len(s) == 2 || s[2] == '/'):
+	case s[1] == '.' && (len(s) == 2 || s[2] == '/' || s[2] == ';'):
 		return true
 	}
 	return false
+}
+
+// dotParamSegment reports whether seg, read as a servlet container reads
+// it (the part before its first ';' is the segment, the rest is path
+// parameters), is "." or "..".
+func dotParamSegment(seg []byte) bool {
+	return (len(seg) >= 2 && seg[0] == '.' && seg[1] == ';') ||
+		(len(seg) >= 3 && seg[0] == '.' && seg[1] == '.' && seg[2] == ';')
 }
 
 func unhex(c byte) (byte, bool) {
@@ -132,6 +141,11 @@ func slowNormalize(p string) (string, error) {
 		seg := buf[i:j]
 		last := j >= len(buf)
 		switch {
+		case dotParamSegment(seg):
+			// Tomcat, Jetty and Spring strip ";params" from a segment and
+			// then resolve dot segments: "/public/..;/admin" is "/admin"
+			// to them but "/public/..;/admin" to the policy.
+			return "", fmt.Errorf("%w: %q: a dot segment with ;parameters is ambiguous (path traversal)", ErrBadMethod, seg)
 		case len(seg) == 0:
 			trailing = last && len(out) > 1
 		case len(seg) == 1 && seg[0] == '.':

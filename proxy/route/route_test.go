@@ -35,6 +35,13 @@ func TestNormalize(t *testing.T) {
 		{"/a..b/...", "/a..b/..."},
 		{"/a!$&'()*+,;=:@~_-", "/a!$&'()*+,;=:@~_-"},
 		{"/pkg.Service/Method", "/pkg.Service/Method"},
+		// matrix parameters on ordinary segments are kept
+		{"/a;x=1/b", "/a;x=1/b"},
+		{"/a%3Bv/b", "/a;v/b"},
+		{"/;x/b", "/;x/b"},
+		{"/a/..x;y", "/a/..x;y"},
+		{"/a/...;y", "/a/...;y"},
+		{"/a/x;..", "/a/x;.."},
 	}
 	for _, tc := range ok {
 		got, err := Normalize(tc.in)
@@ -66,6 +73,17 @@ func TestNormalize(t *testing.T) {
 		{"/a%", "truncated"},
 		{"/a%4", "truncated"},
 		{"/a%zz", "invalid"},
+		// servlet-style ";params" on dot segments
+		{"/public/..;/admin/X", "ambiguous"},
+		{"/public/..;jsessionid=x/admin", "ambiguous"},
+		{"/public/.;/admin", "ambiguous"},
+		{"/public/..%3b/admin", "ambiguous"},
+		{"/public/..%3B/admin", "ambiguous"},
+		{"/public/.%3b/x", "ambiguous"},
+		{"/public/..;", "ambiguous"},
+		{"..;/admin", "ambiguous"},
+		{"/a/b/..;x", "ambiguous"},
+		{"/public/..;/..;/admin", "ambiguous"},
 	}
 	for _, tc := range bad {
 		got, err := Normalize(tc.in)
