@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/url"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -239,6 +240,14 @@ func TestSpoofedIdentityHeadersStripped(t *testing.T) {
 	req.Header.Set("dapr-caller-namespace", "kube-system")
 	req.Header.Set("DAPR-CALLEE-APP-ID", "other")
 	req.Header.Set("Dapr-Caller-Extra", "evil")
+	// Underscore twins: CGI, WSGI and Rack fold them into the same
+	// HTTP_DAPR_CALLER_APP_ID as the real header.
+	req.Header["dapr_caller_app_id"] = []string{"evil"}
+	req.Header["Dapr_Callee_App_Id"] = []string{"evil"}
+	req.Header["dapr-caller_namespace"] = []string{"kube-system"}
+	req.Header["Meshd_Timeout"] = []string{"1h"}
+	// A hop-by-hop list must not remove the stamped headers.
+	req.Header.Set("Connection", "Dapr-Caller-App-Id, Dapr-Caller-Namespace")
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
 		t.Fatal(err)
@@ -255,6 +264,50 @@ func TestSpoofedIdentityHeadersStripped(t *testing.T) {
 	}
 	if got.Header.Get("Dapr-Caller-Extra") != "" {
 		t.Errorf("spoofed dapr-caller-extra reached the app")
+	}
+	for k, v := range got.Header {
+		if strings.ContainsRune(k, '_') {
+			t.Errorf("underscore twin %s: %v reached the app", k, v)
+		}
+	}
+}
+
+func TestStripIdentityHeaders(t *testing.T) {
+	h := http.Header{
+		"Dapr-Caller-App-Id":    {"x"},
+		"dapr_caller_app_id":    {"x"},
+		"DAPR_CALLER_NAMESPACE": {"x"},
+		"Dapr-Callee_App-Id":    {"x"},
+		"Dapr_callee_anything":  {"x"},
+		"Meshd_Timeout":         {"1h"},
+		"meshd-timeout":         {"1h"},
+		"Meshd-Timeout":         {"5s"}, // the caller sidecar's own: kept
+		"Dapr-App-Id":           {"kept"},
+		"Dapr_Caller":           {"kept"}, // no dapr-caller- prefix
+		"X_Forwarded_For":       {"kept"},
+		"M":                     {"kept"},
+		"":                      {"kept"},
+	}
+	stripIdentityHeaders(h)
+	var kept []string
+	for k := range h {
+		kept = append(kept, k)
+	}
+	slices.Sort(kept)
+	if want := []string{"", "Dapr-App-Id", "Dapr_Caller", "M", "Meshd-Timeout", "X_Forwarded_For"}; !slices.Equal(kept, want) {
+		t.Errorf("kept %q, want %q", kept, want)
+	}
+
+	r := http.Header{"Meshd-Error-Code": {"x"}, "meshd_error_code": {"x"}, "MESHD_SHORT-CIRCUIT": {"x"},
+		"Meshd-Short-Circuit": {"x"}, "Meshd-Other": {"kept"}, "Content-Type": {"kept"}, "": {"kept"}}
+	stripSidecarMarks(r)
+	kept = kept[:0]
+	for k := range r {
+		kept = append(kept, k)
+	}
+	slices.Sort(kept)
+	if want := []string{"", "Content-Type", "Meshd-Other"}; !slices.Equal(kept, want) {
+		t.Errorf("kept %q, want %q", kept, want)
 	}
 }
 

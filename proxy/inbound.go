@@ -7,13 +7,13 @@ import (
 	"fmt"
 	"net"
 	"net/http"
-	"strings"
 	"sync"
 
 	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
 
 	"github.com/meshd/meshd/certs"
 	"github.com/meshd/meshd/proxy/authz"
+	"github.com/meshd/meshd/proxy/resiliency"
 	"github.com/meshd/meshd/proxy/route"
 )
 
@@ -68,12 +68,62 @@ func connContext(ctx context.Context, c net.Conn) context.Context {
 	return context.WithValue(ctx, peerKey{}, &peerInfo{conn: c})
 }
 
-// stripIdentityHeaders deletes any dapr-caller-* and dapr-callee-* header
-// the caller sent: identity comes from the certificate only.
+// foldHasPrefix reports whether k starts with prefix (lower case, '-'
+// separated) when k is read as CGI, WSGI and Rack read a header name: case
+// folded and '_' taken for '-'.
+func foldHasPrefix(k, prefix string) bool {
+	if len(k) < len(prefix) {
+		return false
+	}
+	for i := 0; i < len(prefix); i++ {
+		c := k[i]
+		switch {
+		case c == '_':
+			c = '-'
+		case 'A' <= c && c <= 'Z':
+			c += 'a' - 'A'
+		}
+		if c != prefix[i] {
+			return false
+		}
+	}
+	return true
+}
+
+// foldEqual is foldHasPrefix for the whole name.
+func foldEqual(k, name string) bool { return len(k) == len(name) && foldHasPrefix(k, name) }
+
+// stripIdentityHeaders deletes every header the caller sent that the app
+// could take for one meshd stamps: any name that, case folded and with
+// '_' read as '-' (CGI, WSGI and Rack fold both into HTTP_DAPR_CALLER_APP_ID),
+// starts with dapr-caller- or dapr-callee-, and any twin of Meshd-Timeout
+// (the exact name is the caller sidecar's, read by inboundDeadline).
+// Identity comes from the certificate only.
 func stripIdentityHeaders(h http.Header) {
 	for k := range h {
-		if len(k) > 11 && (k[:5] == "Dapr-" || strings.EqualFold(k[:5], "dapr-")) &&
-			(strings.EqualFold(k[5:12], "caller-") || strings.EqualFold(k[5:12], "callee-")) {
+		if len(k) < len("meshd-timeout") {
+			continue
+		}
+		switch k[0] {
+		case 'D', 'd':
+			if foldHasPrefix(k, "dapr-caller-") || foldHasPrefix(k, "dapr-callee-") {
+				delete(h, k)
+			}
+		case 'M', 'm':
+			if k != resiliency.HeaderTimeout && foldEqual(k, "meshd-timeout") {
+				delete(h, k)
+			}
+		}
+	}
+}
+
+// stripSidecarMarks deletes from an app's answer every header that marks
+// an answer as a sidecar's own (Meshd-Error-Code, Meshd-Short-Circuit), in
+// any case and with '_' for '-': an app's copy would make the caller retry
+// elsewhere, or proxy/daprapi map the app's answer to a sidecar error.
+func stripSidecarMarks(h http.Header) {
+	for k := range h {
+		if len(k) >= len("meshd-error-code") && (k[0] == 'M' || k[0] == 'm') && (foldEqual(k, "meshd-error-code") || foldEqual(k, "meshd-short-circuit")) {
 			delete(h, k)
 		}
 	}
@@ -91,6 +141,9 @@ func (p *Proxy) serveInbound(w http.ResponseWriter, r *http.Request) {
 	// 1. Identity, from the certificate only.
 	var caller certs.Identity
 	h := r.Header
+	// Hop-by-hop headers go first, so that "Connection: Dapr-Caller-App-Id"
+	// cannot remove the headers stamped below.
+	cleanHopByHop(h)
 	stripIdentityHeaders(h)
 	if !p.cfg.Insecure {
 		pi, _ := r.Context().Value(peerKey{}).(*peerInfo)
@@ -163,7 +216,6 @@ func (p *Proxy) serveInbound(w http.ResponseWriter, r *http.Request) {
 		_ = http.NewResponseController(w).EnableFullDuplex()
 		defer r.Body.Close()
 	}
-	cleanHopByHop(h)
 	req := &http.Request{
 		Method:        r.Method,
 		URL:           p.cfg.App.URL(path, query),
@@ -196,10 +248,7 @@ func (p *Proxy) serveInbound(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	// Only a sidecar may mark an answer as its own error or as a
-	// short-circuit: an app's copy of these headers would make the caller
-	// retry elsewhere, or proxy/daprapi map the app's answer to a sidecar
-	// error.
-	delete(resp.Header, HeaderErrorCode)
-	delete(resp.Header, HeaderShortCircuit)
+	// short-circuit.
+	stripSidecarMarks(resp.Header)
 	copyResponse(w, resp)
 }
