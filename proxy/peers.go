@@ -13,6 +13,7 @@ import (
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"github.com/spiffe/go-spiffe/v2/spiffetls/tlsconfig"
 
+	"github.com/meshd/meshd/certs"
 	"github.com/meshd/meshd/discovery"
 	"github.com/meshd/meshd/proxy/coalesce"
 	"github.com/meshd/meshd/proxy/h1"
@@ -142,7 +143,7 @@ func (ps *peers) newTransport(t discovery.Target, h1 bool) (*http.Transport, err
 	if err != nil {
 		return nil, fmt.Errorf("proxy: SPIFFE ID of %s: %w", t, err)
 	}
-	cfg := tlsconfig.MTLSClientConfig(ps.p.cfg.SVIDSource, ps.p.cfg.BundleSource, tlsconfig.AuthorizeID(id))
+	cfg := tlsconfig.MTLSClientConfig(ps.p.cfg.SVIDSource, ps.p.cfg.BundleSource, certs.RequireServerAuth(tlsconfig.AuthorizeID(id)))
 	cfg.NextProtos = []string{alpn}
 	cfg.MinVersion = tls.VersionTLS13
 	if !h1 {

@@ -169,9 +169,11 @@ func (p *Proxy) serveGRPC(w http.ResponseWriter, r *http.Request) {
 }
 
 // InternalTLSConfig is the server TLS config of the internal port: mTLS,
-// any workload of our trust domain may connect (policy decides the rest).
+// any workload of our trust domain whose certificate allows clientAuth may
+// connect (policy decides the rest).
 func (p *Proxy) InternalTLSConfig() *tls.Config {
-	cfg := tlsconfig.MTLSServerConfig(p.cfg.SVIDSource, p.cfg.BundleSource, tlsconfig.AuthorizeMemberOf(p.cfg.Identity.TrustDomain))
+	cfg := tlsconfig.MTLSServerConfig(p.cfg.SVIDSource, p.cfg.BundleSource,
+		certs.RequireClientAuth(tlsconfig.AuthorizeMemberOf(p.cfg.Identity.TrustDomain)))
 	cfg.NextProtos = []string{"h2", "http/1.1"}
 	cfg.MinVersion = tls.VersionTLS13
 	return cfg
