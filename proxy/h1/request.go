@@ -277,9 +277,6 @@ type reqBody struct {
 	eof     bool  // read to its end
 	done    bool  // the handler returned
 	reading bool  // a read is in flight
-	// Progress, for Server.BodyReadTimeout (the reader's while reading).
-	got, mark int64         // bytes read; got when progress was last made
-	waited    time.Duration // time reads waited since mark
 }
 
 var errConcurrentRead = errors.New("h1: concurrent reads of a request body")
@@ -308,8 +305,9 @@ func (b *reqBody) Read(p []byte) (int, error) {
 	n, err := b.read(p)
 	c.bodyMu.Lock()
 	b.reading = false
+	c.bodyGot += int64(n)
 	if !start.IsZero() {
-		b.waited += time.Since(start)
+		c.bodyWaited += time.Since(start)
 	}
 	switch {
 	case b.done && err == nil:
@@ -351,7 +349,6 @@ func (b *reqBody) read(p []byte) (int, error) {
 		}
 		n, err = b.br.Read(p)
 		b.left -= int64(n)
-		b.got += int64(n)
 		if b.left == 0 {
 			b.eof = true
 			return n, io.EOF
@@ -361,7 +358,6 @@ func (b *reqBody) read(p []byte) (int, error) {
 		}
 	} else {
 		n, err = b.cr.Read(p)
-		b.got += int64(n)
 		if err == io.EOF {
 			if err = readTrailer(b.br, &b.req.Trailer); err == nil {
 				b.eof = true

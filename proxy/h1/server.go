@@ -173,6 +173,10 @@ type srvConn struct {
 
 	bodyMu sync.Mutex // orders request body reads with the handler's end
 	body   *reqBody
+	// The body's progress, for BodyReadTimeout (here, not in reqBody: no
+	// bigger allocation per request).
+	bodyGot, bodyMark int64         // bytes read; bodyGot when progress was last made
+	bodyWaited        time.Duration // time reads waited since bodyMark
 
 	contMu sync.Mutex   // orders "100 Continue" with the final answer
 	cont   atomic.Int32 // contNone...
@@ -340,6 +344,7 @@ func (c *srvConn) serveOne() (keep bool) {
 	w := &response{c: c, req: req, header: make(http.Header, 8), clen: -1}
 	if body != nil {
 		body.c = c
+		c.bodyGot, c.bodyMark, c.bodyWaited = 0, 0, 0
 	}
 	c.body = body
 	if ex, ok := req.Header["Expect"]; ok {
@@ -469,10 +474,10 @@ func (c *srvConn) beforeBodyRead(b *reqBody) time.Time {
 		return time.Time{}
 	}
 	now := time.Now()
-	if b.got-b.mark >= BodyProgress {
-		b.mark, b.waited = b.got, 0
+	if c.bodyGot-c.bodyMark >= BodyProgress {
+		c.bodyMark, c.bodyWaited = c.bodyGot, 0
 	}
-	d := now.Add(t - b.waited)
+	d := now.Add(t - c.bodyWaited)
 	if c.deadline.IsZero() || d.Before(c.deadline) || d.Sub(c.deadline) > t/16 {
 		c.setDeadline(d)
 	}
