@@ -17,7 +17,9 @@ const (
 	ErrCodeAppUnhealthy     = "ERR_APP_UNHEALTHY"       // 503 (short-circuit)
 	ErrCodeNoApp            = "ERR_APP_CHANNEL"         // 503, sidecar has no app
 	ErrCodeTimeout          = "ERR_TIMEOUT"             // 504
-	ErrCodeNotReady         = "ERR_NOT_READY"           // 500 healthz
+	ErrCodeNotReady         = "ERR_NOT_READY"           // 503: no identity yet (healthz, calls)
+	ErrCodeHeadersTooLarge  = "ERR_HEADERS_TOO_LARGE"   // 431: too many header fields, or too many bytes
+	ErrCodeBodyTimeout      = "ERR_BODY_TIMEOUT"        // 408: the request body stalled or trickled
 )
 
 // HeaderErrorCode marks an answer the sidecar wrote itself (never the
@@ -57,8 +59,10 @@ func grpcCode(status int) int {
 		return 7 // PermissionDenied
 	case http.StatusNotFound:
 		return 12 // Unimplemented: no app id given
-	case http.StatusGatewayTimeout:
+	case http.StatusGatewayTimeout, http.StatusRequestTimeout:
 		return 4 // DeadlineExceeded
+	case http.StatusRequestHeaderFieldsTooLarge:
+		return 8 // ResourceExhausted
 	case http.StatusBadGateway, http.StatusServiceUnavailable:
 		return 14 // Unavailable
 	}

@@ -485,8 +485,8 @@ func TestHealthz(t *testing.T) {
 			t.Fatal(err)
 		}
 		resp.Body.Close()
-		if resp.StatusCode != 500 {
-			t.Errorf("%s before ready: %d, want 500", p, resp.StatusCode)
+		if resp.StatusCode != 503 || resp.Header.Get(HeaderErrorCode) != ErrCodeNotReady {
+			t.Errorf("%s before ready: %d %s, want 503 %s", p, resp.StatusCode, resp.Header.Get(HeaderErrorCode), ErrCodeNotReady)
 		}
 	}
 	ready = true

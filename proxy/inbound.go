@@ -238,6 +238,9 @@ func (p *Proxy) serveInbound(w http.ResponseWriter, r *http.Request) {
 			writeError(w, isGRPC, http.StatusGatewayTimeout, ErrCodeTimeout, "app "+p.cfg.Identity.AppID+": deadline of the call passed")
 			return
 		}
+		if p.answerBodyTimeout(w, r, isGRPC) {
+			return
+		}
 		var oe *net.OpError
 		if errors.As(err, &oe) && oe.Op == "dial" {
 			w.Header()[HeaderShortCircuit] = shortCircuitUnreachable

@@ -44,7 +44,7 @@ func (p *Proxy) serveHealthz(w http.ResponseWriter) {
 		w.WriteHeader(http.StatusNoContent)
 		return
 	}
-	writeError(w, false, http.StatusInternalServerError, ErrCodeNotReady, "sidecar is not ready: no workload certificate yet")
+	writeError(w, false, http.StatusServiceUnavailable, ErrCodeNotReady, "sidecar is not ready: no workload certificate yet")
 }
 
 // serveAppHealthz answers 204 while the sidecar is ready and its app is
@@ -155,7 +155,7 @@ func (p *Proxy) forward(w http.ResponseWriter, r *http.Request, rt *route.Route,
 		if hasBody && r.ContentLength > 0 && r.ContentLength <= smallBody {
 			small = make([]byte, r.ContentLength)
 			if _, err := io.ReadFull(r.Body, small); err != nil {
-				if r.Context().Err() == nil {
+				if r.Context().Err() == nil && !p.answerBodyTimeout(w, r, isGRPC) {
 					writeError(w, isGRPC, http.StatusBadRequest, ErrCodeMalformed, "proxy: read request body: "+err.Error())
 				}
 				return
@@ -215,6 +215,9 @@ func (p *Proxy) forward(w http.ResponseWriter, r *http.Request, rt *route.Route,
 					writeError(w, isGRPC, http.StatusGatewayTimeout, ErrCodeTimeout, "call to "+rt.Target.String()+" timed out after "+timeout.String())
 				}
 				return // the caller went away
+			}
+			if p.answerBodyTimeout(w, r, isGRPC) {
+				return // the caller's fault, not the endpoint's
 			}
 			lastErr = err
 			var de *dialError

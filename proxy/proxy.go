@@ -82,6 +82,16 @@ type Config struct {
 	Tracer *tracing.Tracer
 	// Metrics, if set, counts every call; nil: no metrics.
 	Metrics *metrics.Metrics
+	// MaxHeaderFields bounds the header fields of a request on the
+	// app-facing ports (default h1.DefaultMaxHeaderFields, negative: no
+	// bound); more are answered 431. The internal port allows
+	// internalHeaderSlack more, for the fields a caller sidecar adds.
+	MaxHeaderFields int
+	// BodyReadTimeout bounds how long a request body may keep the sidecar
+	// waiting without h1.BodyProgress bytes arriving (default
+	// h1.DefaultBodyReadTimeout, negative: no bound); the call is then
+	// answered 408 if it still can be. gRPC calls are exempt.
+	BodyReadTimeout time.Duration
 }
 
 // Proxy is the data plane of one sidecar.
@@ -200,8 +210,12 @@ func (p *Proxy) Serve(ctx context.Context, ls Listeners, grace time.Duration) er
 		if l == nil {
 			return
 		}
+		maxFields := p.maxFields()
+		if internal && maxFields >= 0 {
+			maxFields += internalHeaderSlack
+		}
 		s := &http.Server{
-			Handler:           h,
+			Handler:           limited(h, maxFields, p.bodyTimeout()),
 			ReadHeaderTimeout: 10 * time.Second,
 			IdleTimeout:       5 * time.Minute,
 			ErrorLog:          slog.NewLogLogger(p.log.Handler(), slog.LevelDebug),
@@ -240,6 +254,9 @@ func (p *Proxy) Serve(ctx context.Context, ls Listeners, grace time.Duration) er
 				Handler:           h,
 				ReadHeaderTimeout: s.ReadHeaderTimeout,
 				IdleTimeout:       s.IdleTimeout,
+				MaxHeaderFields:   maxFields,
+				BodyReadTimeout:   p.cfg.BodyReadTimeout,
+				Refusal:           refusal,
 				Log:               p.log,
 			}
 			if internal && !p.cfg.Insecure {

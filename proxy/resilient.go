@@ -148,7 +148,7 @@ func (p *Proxy) forwardWithPolicy(w http.ResponseWriter, r *http.Request, rt *ro
 	if hasBody && r.ContentLength > 0 && r.ContentLength <= readAhead {
 		replay = make([]byte, r.ContentLength)
 		if _, err := io.ReadFull(r.Body, replay); err != nil {
-			if r.Context().Err() == nil {
+			if r.Context().Err() == nil && !p.answerBodyTimeout(w, r, isGRPC) {
 				writeError(w, isGRPC, http.StatusBadRequest, ErrCodeMalformed, "proxy: read request body: "+err.Error())
 			}
 			return
@@ -298,6 +298,13 @@ func (p *Proxy) forwardWithPolicy(w http.ResponseWriter, r *http.Request, rt *ro
 					closeSC()
 					writeError(w, isGRPC, http.StatusGatewayTimeout, ErrCodeTimeout, "call to "+rt.Target.String()+" timed out after "+timeout.String())
 				}
+				return
+			}
+			if p.answerBodyTimeout(w, r, isGRPC) { // the caller's fault, not the endpoint's
+				if set.Breaker != nil {
+					set.Breaker.Done(gen, true, time.Now())
+				}
+				closeSC()
 				return
 			}
 			if set.Breaker != nil {

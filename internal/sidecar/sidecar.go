@@ -92,6 +92,11 @@ type Config struct {
 	// change.
 	ResiliencyFile string
 
+	// MaxHeaderFields and BodyReadTimeout are the request limits of every
+	// port (see proxy.Config; 0: the defaults, negative: no bound).
+	MaxHeaderFields int
+	BodyReadTimeout time.Duration
+
 	Logger *slog.Logger
 }
 
@@ -173,7 +178,18 @@ func Run(ctx context.Context, cfg Config) error {
 		log.Warn("sidecar: --enable-profiling: Go profiles served on loopback", "addr", profileL.Addr().String())
 		go serveProfiles(ctx, profileL)
 	}
+	// Until the proxy serves them, the ports answer at once: the app-facing
+	// ones 503 ERR_NOT_READY (healthz included), the internal one closes
+	// connections (no identity to present yet). Stop hands the listeners,
+	// still open, to the proxy.
+	reason := "sidecar is not ready: starting"
+	if !cfg.Insecure {
+		reason = "sidecar is not ready: waiting for its identity from sentry at " + cfg.SentryAddress
+	}
+	notReady := proxy.ServeNotReady(ls, reason, log)
+	defer notReady.Stop()
 	closeAll := func() {
+		notReady.Stop()
 		for _, l := range []net.Listener{ls.HTTP, ls.GRPC, ls.Internal, metricsL, profileL} {
 			if l != nil {
 				_ = l.Close()
@@ -189,9 +205,14 @@ func Run(ctx context.Context, cfg Config) error {
 		src, err = startIdentity(ctx, cfg, id, log)
 		if err != nil {
 			closeAll()
+			if ctx.Err() != nil { // shut down while waiting for sentry: no failure
+				log.Info("sidecar: stopped before the first certificate arrived", "err", err)
+				return nil
+			}
 			return err
 		}
 		defer src.Close()
+		notReady.SetReason("sidecar is not ready: starting")
 	}
 
 	// Discovery.
@@ -222,7 +243,8 @@ func Run(ctx context.Context, cfg Config) error {
 	}()
 
 	// App channel and health.
-	pcfg := proxy.Config{Identity: id, Insecure: cfg.Insecure, Resolver: cache, Logger: log}
+	pcfg := proxy.Config{Identity: id, Insecure: cfg.Insecure, Resolver: cache, Logger: log,
+		MaxHeaderFields: cfg.MaxHeaderFields, BodyReadTimeout: cfg.BodyReadTimeout}
 	if src != nil {
 		pcfg.SVIDSource, pcfg.BundleSource = src, src
 	}
@@ -369,6 +391,7 @@ func Run(ctx context.Context, cfg Config) error {
 		"http", ls.HTTP.Addr().String(), "grpc", ls.GRPC.Addr().String(), "internal", ls.Internal.Addr().String(),
 		"advertise", advertise, "resolver", cfg.Resolver, "app_port", cfg.AppPort, "app_protocol", cfg.AppProtocol,
 		"metrics", listenerAddr(metricsL), "tracing", tracer != nil)
+	notReady.Stop()
 	err = p.Serve(ctx, ls, cfg.ShutdownGrace)
 	log.Info("meshd sidecar stopped")
 	return err

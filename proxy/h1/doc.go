@@ -22,7 +22,11 @@
 // Transfer-Encoding, conflicting or malformed lengths, any coding but a lone
 // "chunked", folded lines, whitespace before a colon, control bytes in
 // values, a missing or repeated Host and unknown Expect values are refused
-// (400, 417, 431, 501, 505) and the connection closes. FuzzReadRequest holds
+// (400, 417, 431, 501, 505) and the connection closes; so is a head with
+// more than MaxHeaderFields fields (431, counted while parsing). A request
+// body must make BodyProgress bytes of progress per BodyReadTimeout of
+// waiting on the client, or its reads fail with ErrBodyTimeout (the
+// handler may answer 408). FuzzReadRequest holds
 // the parser against net/http's: what Server accepts, net/http reads the
 // same way. Answers without a known length are sent with Content-Length when
 // the handler returns within 2 KiB and unflushed, chunked (with trailers,

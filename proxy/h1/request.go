@@ -10,7 +10,9 @@ import (
 	"net/http"
 	"net/http/httputil"
 	"net/url"
+	"strconv"
 	"strings"
+	"time"
 
 	"golang.org/x/net/http/httpguts"
 )
@@ -18,6 +20,14 @@ import (
 // DefaultMaxRequestHeader bounds a request line and its header fields,
 // net/http's default (http.DefaultMaxHeaderBytes).
 const DefaultMaxRequestHeader = 1 << 20
+
+// DefaultMaxHeaderFields bounds the number of header fields of a request
+// (Envoy's max_headers_count and Apache's LimitRequestFields default): a
+// browser sends 10–30.
+const DefaultMaxHeaderFields = 100
+
+// errTooManyFields: a head with more header fields than allowed (431).
+var errTooManyFields = errors.New("h1: too many header fields")
 
 // requestError is a request the server refuses: the status it answers with
 // and a reason that never quotes the request.
@@ -35,23 +45,27 @@ func badRequest(reason string) error { return &requestError{http.StatusBadReques
 // rules are those of RFC 9112 §6 with every ambiguity a smuggling attack
 // needs (Content-Length with Transfer-Encoding, conflicting lengths, codings
 // other than chunked, folded or space-prefixed fields, bare CR, control
-// bytes) an error. Exported for the fuzz test and for tools.
+// bytes) an error. Exported for the fuzz test and for tools; it bounds no
+// number of header fields.
 func ReadRequest(br *bufio.Reader, maxHeader int) (*http.Request, error) {
-	req, _, err := readRequest(context.Background(), br, maxHeader)
+	req, _, err := readRequest(context.Background(), br, maxHeader, -1)
 	return req, err
 }
 
-// readRequest also returns the request's body when it has one.
-func readRequest(ctx context.Context, br *bufio.Reader, maxHeader int) (*http.Request, *reqBody, error) {
+// readRequest also returns the request's body when it has one. More than
+// maxFields header fields (negative: no bound) is refused with 431.
+func readRequest(ctx context.Context, br *bufio.Reader, maxHeader, maxFields int) (*http.Request, *reqBody, error) {
 	sp := getBuf()
 	defer putBuf(sp)
 	var spansArr [32]lineSpan
 	budget := maxHeader
-	blk, lineE, spans, err := readBlock(br, &budget, sp, spansArr[:0])
+	blk, lineE, spans, err := readBlock(br, &budget, maxFields, sp, spansArr[:0])
 	if err != nil {
 		switch {
 		case errors.Is(err, ErrHeaderTooLarge):
 			return nil, nil, &requestError{http.StatusRequestHeaderFieldsTooLarge, "request header fields too large"}
+		case err == errTooManyFields:
+			return nil, nil, &requestError{http.StatusRequestHeaderFieldsTooLarge, "more than " + strconv.Itoa(maxFields) + " header fields"}
 		case errors.Is(err, ErrMalformed):
 			return nil, nil, badRequest("malformed header field")
 		}
@@ -286,16 +300,34 @@ func (b *reqBody) Read(p []byte) (int, error) {
 		return b.read(p)
 	}
 	b.reading = true
-	c.beforeBodyRead(b)
+	start := c.beforeBodyRead(b)
 	c.bodyMu.Unlock()
 	n, err := b.read(p)
 	c.bodyMu.Lock()
 	b.reading = false
-	if b.done && err == nil {
+	c.bodyGot += int64(n)
+	if !start.IsZero() {
+		c.bodyWaited += time.Since(start)
+	}
+	switch {
+	case b.done && err == nil:
 		err = errBodyAfterHandler
+	case err != nil && !b.done && !start.IsZero() && isTimeout(err):
+		// The body's deadline, not finish's interruption (done is set).
+		b.err = fmt.Errorf("%w: %w: less than %d bytes in %s", ErrRequestBody, ErrBodyTimeout, BodyProgress, c.srv.bodyTimeout())
+		err = b.err
 	}
 	c.bodyMu.Unlock()
 	return n, err
+}
+
+// TimedOut reports whether a read of the body failed with ErrBodyTimeout.
+func (b *reqBody) TimedOut() bool {
+	if c := b.c; c != nil {
+		c.bodyMu.Lock()
+		defer c.bodyMu.Unlock()
+	}
+	return errors.Is(b.err, ErrBodyTimeout)
 }
 
 func (b *reqBody) read(p []byte) (int, error) {

@@ -76,7 +76,7 @@ func readHead(br *bufio.Reader, budget *int) (*http.Response, error) {
 	sp := getBuf()
 	defer putBuf(sp)
 	var spansArr [32]lineSpan
-	blk, statusE, spans, err := readBlock(br, budget, sp, spansArr[:0])
+	blk, statusE, spans, err := readBlock(br, budget, -1, sp, spansArr[:0])
 	if err != nil {
 		if errors.Is(err, ErrHeaderTooLarge) || errors.Is(err, ErrMalformed) {
 			return nil, err
@@ -148,9 +148,11 @@ func headerOf(blk []byte, s string, spans []lineSpan) http.Header {
 // into *sp (which it may grow): the block, where the start line ends and
 // the fields' spans. Keys are canonicalized in place. With skipEmpty, empty
 // lines before the start line are skipped (RFC 9112 §2.2; they count
-// against the budget). Errors are ErrHeaderTooLarge, ErrMalformed (wrapped)
-// or the reader's (io.ErrUnexpectedEOF for an end inside the block).
-func readBlock(br *bufio.Reader, budget *int, sp *[]byte, spans []lineSpan) (blk []byte, firstEnd int, _ []lineSpan, err error) {
+// against the budget). More than maxFields fields (negative: no bound) is
+// errTooManyFields. Errors are ErrHeaderTooLarge, errTooManyFields,
+// ErrMalformed (wrapped) or the reader's (io.ErrUnexpectedEOF for an end
+// inside the block).
+func readBlock(br *bufio.Reader, budget *int, maxFields int, sp *[]byte, spans []lineSpan) (blk []byte, firstEnd int, _ []lineSpan, err error) {
 	blk = (*sp)[:0]
 	defer func() { *sp = blk }()
 	start, first := 0, true
@@ -181,6 +183,9 @@ func readBlock(br *bufio.Reader, budget *int, sp *[]byte, spans []lineSpan) (blk
 		}
 		if end == start {
 			return blk, firstEnd, spans, nil
+		}
+		if len(spans) == maxFields {
+			return nil, 0, nil, errTooManyFields
 		}
 		s, err := parseField(blk, start, end)
 		if err != nil {

@@ -25,7 +25,16 @@ import (
 const (
 	DefaultReadHeaderTimeout = 10 * time.Second
 	DefaultServerIdleTimeout = 5 * time.Minute
+	DefaultBodyReadTimeout   = 30 * time.Second
 )
+
+// BodyProgress is the progress a request body must make within
+// BodyReadTimeout of waiting: that many bytes, or its end.
+const BodyProgress = 1 << 10
+
+// ErrBodyTimeout marks a request body read that failed because the body
+// made less than BodyProgress bytes of progress within BodyReadTimeout.
+var ErrBodyTimeout = errors.New("h1: request body timed out")
 
 // watchAfter is how long a handler runs before its connection is watched
 // for the client going away (which cancels the request's context). Short
@@ -48,6 +57,23 @@ type Server struct {
 	// MaxHeaderBytes bounds a request line and its fields (default
 	// DefaultMaxRequestHeader); a larger head is answered with 431.
 	MaxHeaderBytes int
+	// MaxHeaderFields bounds the number of a request's header fields
+	// (default DefaultMaxHeaderFields, negative: no bound); more are
+	// answered with 431 before any of them is looked at.
+	MaxHeaderFields int
+	// BodyReadTimeout bounds the time the reads of a request body may wait
+	// on the client without BodyProgress bytes arriving (default
+	// DefaultBodyReadTimeout, negative: no bound). Only time spent waiting
+	// for the client counts, not the handler's pauses between reads, so a
+	// large upload at any sane rate is never cut. A body that stalls or
+	// trickles fails with an error wrapping ErrBodyTimeout (the handler
+	// may still answer, say with 408); the connection then closes.
+	BodyReadTimeout time.Duration
+	// Refusal, if set, renders the answer to a request the server refuses
+	// (malformed, too large, ...): header fields added to Content-Type,
+	// Content-Length and "Connection: close", and the body. reason never
+	// quotes the request. nil: a text/plain body.
+	Refusal func(status int, reason string) (http.Header, []byte)
 	// ConnContext, if set, derives a connection's context, the parent of
 	// its requests' contexts.
 	ConnContext func(ctx context.Context, c net.Conn) context.Context
@@ -78,6 +104,27 @@ func (s *Server) maxHeader() int {
 		return s.MaxHeaderBytes
 	}
 	return DefaultMaxRequestHeader
+}
+
+func (s *Server) maxFields() int {
+	switch {
+	case s.MaxHeaderFields > 0:
+		return s.MaxHeaderFields
+	case s.MaxHeaderFields < 0:
+		return -1
+	}
+	return DefaultMaxHeaderFields
+}
+
+// bodyTimeout is BodyReadTimeout with its default; 0: no bound.
+func (s *Server) bodyTimeout() time.Duration {
+	switch {
+	case s.BodyReadTimeout > 0:
+		return s.BodyReadTimeout
+	case s.BodyReadTimeout < 0:
+		return 0
+	}
+	return DefaultBodyReadTimeout
 }
 
 func (s *Server) log() *slog.Logger {
@@ -126,6 +173,10 @@ type srvConn struct {
 
 	bodyMu sync.Mutex // orders request body reads with the handler's end
 	body   *reqBody
+	// The body's progress, for BodyReadTimeout (here, not in reqBody: no
+	// bigger allocation per request).
+	bodyGot, bodyMark int64         // bytes read; bodyGot when progress was last made
+	bodyWaited        time.Duration // time reads waited since bodyMark
 
 	contMu sync.Mutex   // orders "100 Continue" with the final answer
 	cont   atomic.Int32 // contNone...
@@ -280,7 +331,7 @@ func headBuffered(br *bufio.Reader) bool {
 func (c *srvConn) serveOne() (keep bool) {
 	ctx, cancel := context.WithCancel(c.ctx)
 	defer cancel()
-	req, body, err := readRequest(ctx, c.br, c.srv.maxHeader())
+	req, body, err := readRequest(ctx, c.br, c.srv.maxHeader(), c.srv.maxFields())
 	if d := c.deadline; !d.IsZero() && d.Sub(time.Now()) < c.srv.readHeaderTimeout() {
 		c.setDeadline(time.Time{}) // the header timeout's; the idle one is re-armed when idle
 	}
@@ -293,6 +344,7 @@ func (c *srvConn) serveOne() (keep bool) {
 	w := &response{c: c, req: req, header: make(http.Header, 8), clen: -1}
 	if body != nil {
 		body.c = c
+		c.bodyGot, c.bodyMark, c.bodyWaited = 0, 0, 0
 	}
 	c.body = body
 	if ex, ok := req.Header["Expect"]; ok {
@@ -350,10 +402,28 @@ func (c *srvConn) refuse(err error) {
 	}
 	c.linger = true // the client may still be sending; let it read the answer
 	c.srv.log().Debug("h1: request refused", "remote", c.remote, "status", re.code, "reason", re.reason)
-	msg := strconv.Itoa(re.code) + " " + http.StatusText(re.code) + ": " + re.reason
 	_ = c.nc.SetWriteDeadline(time.Now().Add(time.Second))
-	_, _ = fmt.Fprintf(c.nc, "HTTP/1.1 %d %s\r\nContent-Type: text/plain; charset=utf-8\r\nConnection: close\r\nContent-Length: %d\r\n\r\n%s",
-		re.code, http.StatusText(re.code), len(msg), msg)
+	if c.srv.Refusal == nil {
+		msg := strconv.Itoa(re.code) + " " + http.StatusText(re.code) + ": " + re.reason
+		_, _ = fmt.Fprintf(c.nc, "HTTP/1.1 %d %s\r\nContent-Type: text/plain; charset=utf-8\r\nConnection: close\r\nContent-Length: %d\r\n\r\n%s",
+			re.code, http.StatusText(re.code), len(msg), msg)
+		return
+	}
+	h, body := c.srv.Refusal(re.code, re.reason)
+	bw := c.bw
+	writeStatusLine(bw, re.code)
+	for k, vv := range h {
+		switch k {
+		case "Content-Length", "Transfer-Encoding", "Connection":
+			continue
+		}
+		if httpguts.ValidHeaderFieldName(k) {
+			writeField(bw, k, vv)
+		}
+	}
+	_, _ = fmt.Fprintf(bw, "Connection: close\r\nContent-Length: %d\r\n\r\n", len(body))
+	_, _ = bw.Write(body)
+	_ = bw.Flush()
 }
 
 // lingerTime is how long a connection closed with a request body unread
@@ -377,9 +447,14 @@ func (c *srvConn) lingerClose() {
 }
 
 // beforeBodyRead runs (under bodyMu) before a request body read: it sends
-// "100 Continue" if the client waits for it, and lifts the idle deadline
-// when the read must wait on the network (an upload may take its time).
-func (c *srvConn) beforeBodyRead(b *reqBody) {
+// "100 Continue" if the client waits for it and, when the read may wait on
+// the network, puts the body's deadline in force (see BodyReadTimeout):
+// what is left of the timeout after the time earlier reads waited since
+// the body last made BodyProgress bytes of progress. The deadline is moved
+// only when it would move by more than a sixteenth of the timeout, so a
+// steady upload changes it about once every two seconds, not per read. It
+// returns the time the read starts (zero: not timed).
+func (c *srvConn) beforeBodyRead(b *reqBody) time.Time {
 	if c.cont.Load() == contPending {
 		c.contMu.Lock()
 		if c.cont.Load() == contPending {
@@ -388,9 +463,25 @@ func (c *srvConn) beforeBodyRead(b *reqBody) {
 		}
 		c.contMu.Unlock()
 	}
-	if !c.deadline.IsZero() && (b.kind != kindLength || b.left > int64(c.br.Buffered())) {
-		c.setDeadline(time.Time{})
+	if b.kind == kindLength && b.left <= int64(c.br.Buffered()) {
+		return time.Time{} // all there: no wait
 	}
+	t := c.srv.bodyTimeout()
+	if t <= 0 {
+		if !c.deadline.IsZero() {
+			c.setDeadline(time.Time{}) // an upload may take its time
+		}
+		return time.Time{}
+	}
+	now := time.Now()
+	if c.bodyGot-c.bodyMark >= BodyProgress {
+		c.bodyMark, c.bodyWaited = c.bodyGot, 0
+	}
+	d := now.Add(t - c.bodyWaited)
+	if c.deadline.IsZero() || d.Before(c.deadline) || d.Sub(c.deadline) > t/16 {
+		c.setDeadline(d)
+	}
+	return now
 }
 
 // dropContinue: the final answer goes out; a client still waiting for
