@@ -31,6 +31,21 @@ type Fetcher interface {
 	Fetch(ctx context.Context, csrPEM []byte) (*Issued, error)
 }
 
+// Renewer is an optional interface of a Fetcher: it renews with the current,
+// still-valid X509-SVID as the credential (sentry's client presents it as its
+// TLS client certificate), so that a bootstrap credential such as a join
+// token is needed for the first certificate only. Renew must wrap
+// ErrRenewalRefused when the CA refuses the SVID (expired, unknown root,
+// revoked): the Source then bootstraps again with Fetch. Any other error is
+// retried with backoff.
+type Renewer interface {
+	Renew(ctx context.Context, csrPEM []byte, current *x509svid.SVID) (*Issued, error)
+}
+
+// ErrRenewalRefused is wrapped by a Renewer when the CA refused to renew on
+// the strength of the current SVID.
+var ErrRenewalRefused = errors.New("certs: renewal with the current X509-SVID refused")
+
 // SourceOptions configures NewSource. Zero values pick the defaults.
 type SourceOptions struct {
 	Identity Identity     // the identity the cert must carry (its SPIFFE ID is checked)
@@ -125,7 +140,7 @@ func NewSource(ctx context.Context, f Fetcher, opts SourceOptions) (*Source, err
 	s.updated.Store(&ch)
 
 	for attempt := 1; ; attempt++ {
-		st, err := s.attempt(ctx)
+		st, err := s.attempt(ctx, nil)
 		if err == nil {
 			s.state.Store(st)
 			s.log.Info("certs: X509-SVID obtained", s.idAttr,
@@ -352,7 +367,7 @@ func (s *Source) chainsToBundle(st *sourceState) bool {
 // succeeds or ctx ends. The current SVID keeps being served meanwhile.
 func (s *Source) renew(ctx context.Context) {
 	for attempt := 1; ; attempt++ {
-		st, err := s.attempt(ctx)
+		st, err := s.attempt(ctx, s.state.Load())
 		if err == nil {
 			if !s.install(st) {
 				return // closed meanwhile
@@ -404,8 +419,11 @@ func (s *Source) notifyLocked() {
 	close(*s.updated.Swap(&ch))
 }
 
-// attempt makes one fetch with a fresh key and validates the answer.
-func (s *Source) attempt(ctx context.Context) (*sourceState, error) {
+// attempt makes one fetch with a fresh key and validates the answer. While
+// cur holds an SVID that has not expired and the Fetcher is a Renewer, the
+// SVID is the credential; only if the CA refuses it (or there is none) does
+// attempt bootstrap again with Fetch (the token, read afresh).
+func (s *Source) attempt(ctx context.Context, cur *sourceState) (*sourceState, error) {
 	key, err := GenerateKey()
 	if err != nil {
 		return nil, err
@@ -413,6 +431,19 @@ func (s *Source) attempt(ctx context.Context) (*sourceState, error) {
 	csr, err := NewCSR(key)
 	if err != nil {
 		return nil, err
+	}
+	if r, ok := s.fetcher.(Renewer); ok && cur != nil && !cur.closed && cur.svid != nil && s.now().Before(cur.notAfter) {
+		fctx, cancel := context.WithTimeout(ctx, s.fetchTimeout)
+		iss, err := r.Renew(fctx, csr, cur.svid)
+		cancel()
+		if err == nil {
+			return s.validate(iss, key)
+		}
+		if !errors.Is(err, ErrRenewalRefused) {
+			return nil, fmt.Errorf("certs: renew X509-SVID: %w", err)
+		}
+		s.log.Warn("certs: renewal with the current X509-SVID refused; bootstrapping again with the token",
+			s.idAttr, slog.Time("not_after", cur.notAfter), slog.Any("error", err))
 	}
 	fctx, cancel := context.WithTimeout(ctx, s.fetchTimeout)
 	iss, err := s.fetcher.Fetch(fctx, csr)

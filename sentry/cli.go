@@ -48,7 +48,11 @@ func NewValidator(name, dataDir string, log *slog.Logger) (token.Validator, erro
 		if err != nil {
 			return nil, fmt.Errorf("sentry: %w", err)
 		}
-		return join.NewValidator(key.Public().(ed25519.PublicKey), nil), nil
+		ledger, err := join.OpenLedger(dataDir)
+		if err != nil {
+			return nil, fmt.Errorf("sentry: %w", err)
+		}
+		return join.NewValidator(key.Public().(ed25519.PublicKey), nil).WithLedger(ledger), nil
 	case ValidatorInsecure:
 		return insecure.New(log), nil
 	}
@@ -58,24 +62,59 @@ func NewValidator(name, dataDir string, log *slog.Logger) (token.Validator, erro
 // CreateJoinToken makes a join token for app in namespace ns with the key in
 // dataDir. trustDomain may be "" to use the data dir's trust domain (or the
 // default one if sentry never ran there); if both are known they must agree.
-func CreateJoinToken(dataDir, trustDomain, ns, app string, ttl time.Duration, now time.Time) (string, error) {
+// once makes the token single-use. The claims carry the token's ID, which
+// RevokeJoinToken takes.
+func CreateJoinToken(dataDir, trustDomain, ns, app string, ttl time.Duration, once bool, now time.Time) (string, join.Claims, error) {
 	td, err := dataDirTrustDomain(dataDir, trustDomain)
 	if err != nil {
-		return "", err
+		return "", join.Claims{}, err
 	}
 	id, err := certs.NewIdentity(td.String(), ns, app)
 	if err != nil {
-		return "", fmt.Errorf("sentry: token: %w", err)
+		return "", join.Claims{}, fmt.Errorf("sentry: token: %w", err)
 	}
 	key, err := join.LoadOrCreateKey(dataDir)
 	if err != nil {
-		return "", fmt.Errorf("sentry: token: %w", err)
+		return "", join.Claims{}, fmt.Errorf("sentry: token: %w", err)
 	}
-	tok, err := join.Create(key, id, ttl, now)
+	tok, c, err := join.Issue(key, id, ttl, now, once)
 	if err != nil {
-		return "", fmt.Errorf("sentry: token: %w", err)
+		return "", join.Claims{}, fmt.Errorf("sentry: token: %w", err)
 	}
-	return tok, nil
+	return tok, c, nil
+}
+
+// RevokeJoinToken revokes a join token of dataDir: tok (verified with the
+// data dir's key, so its expiry is known) or, if tok is "", the token ID jti
+// (kept on the list for the longest token lifetime, join.MaxTTL). A running
+// sentry refuses the token from its next request on. It returns the claims
+// of tok, or claims holding only the ID.
+func RevokeJoinToken(dataDir, tok, jti string, now time.Time) (join.Claims, error) {
+	tok = strings.TrimSpace(tok)
+	switch {
+	case tok == "" && jti == "":
+		return join.Claims{}, fmt.Errorf("sentry: token revoke: give a token or its ID")
+	case tok != "":
+		key, err := join.LoadKey(dataDir)
+		if err != nil {
+			return join.Claims{}, fmt.Errorf("sentry: token revoke: %w", err)
+		}
+		c, err := join.Parse(tok, key.Public().(ed25519.PublicKey))
+		if err != nil {
+			return join.Claims{}, fmt.Errorf("sentry: token revoke: %w", err)
+		}
+		if jti != "" && jti != c.ID {
+			return join.Claims{}, fmt.Errorf("sentry: token revoke: the token's ID is %s, not %s", c.ID, jti)
+		}
+		if err := join.Revoke(dataDir, c.ID, c.ExpiresAt(), now); err != nil {
+			return join.Claims{}, fmt.Errorf("sentry: token revoke: %w", err)
+		}
+		return c, nil
+	}
+	if err := join.Revoke(dataDir, jti, now.Add(join.MaxTTL), now); err != nil {
+		return join.Claims{}, fmt.Errorf("sentry: token revoke: %w", err)
+	}
+	return join.Claims{ID: jti}, nil
 }
 
 func dataDirTrustDomain(dataDir, flag string) (spiffeid.TrustDomain, error) {

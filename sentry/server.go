@@ -2,6 +2,7 @@ package sentry
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -31,6 +32,13 @@ type Config struct {
 	Validator       token.Validator
 	Logger          *slog.Logger
 	ShutdownTimeout time.Duration
+	// HandshakeTimeout bounds a connection's TLS handshake and HTTP/2
+	// preface (0: DefaultHandshakeTimeout).
+	HandshakeTimeout time.Duration
+	// MaxPendingHandshakes caps connections that have not completed the TLS
+	// handshake; beyond it the oldest is closed (0: DefaultMaxPendingHandshakes,
+	// negative: no cap).
+	MaxPendingHandshakes int
 }
 
 // Server is a running sentry: the CA, its gRPC service and health state.
@@ -39,6 +47,7 @@ type Server struct {
 	ca       *ca.Authority
 	log      *slog.Logger
 	grpc     *grpc.Server
+	pending  *pendingLimiter
 	ready    atomic.Bool
 	stopOnce sync.Once
 	stopping chan struct{}
@@ -56,15 +65,32 @@ func New(cfg Config) (*Server, error) {
 	if cfg.ShutdownTimeout <= 0 {
 		cfg.ShutdownTimeout = DefaultShutdownTimeout
 	}
+	if cfg.HandshakeTimeout < 0 {
+		return nil, errors.New("sentry: the handshake timeout must not be negative")
+	}
+	if cfg.HandshakeTimeout == 0 {
+		cfg.HandshakeTimeout = DefaultHandshakeTimeout
+	}
+	if cfg.MaxPendingHandshakes == 0 {
+		cfg.MaxPendingHandshakes = DefaultMaxPendingHandshakes
+	}
 	cfg.CA.Logger = cfg.Logger
 	auth, err := ca.Open(cfg.CA)
 	if err != nil {
 		return nil, fmt.Errorf("sentry: %w", err)
 	}
-	s := &Server{cfg: cfg, ca: auth, log: cfg.Logger, stopping: make(chan struct{})}
+	s := &Server{cfg: cfg, ca: auth, log: cfg.Logger, stopping: make(chan struct{}),
+		pending: &pendingLimiter{max: max(cfg.MaxPendingHandshakes, 0), log: cfg.Logger}}
 	tlsCfg := tlsconfig.TLSServerConfig(auth)
+	// A client certificate is asked for but not required: bootstrap
+	// (a token) comes without one, renewal presents the current SVID. crypto/tls
+	// checks the client's proof of possession of the key; the chain is
+	// verified with go-spiffe per request (service.authorizeSVID), so that an
+	// invalid certificate is answered Unauthenticated.
+	tlsCfg.ClientAuth = tls.RequestClientCert
 	s.grpc = grpc.NewServer(
-		grpc.Creds(credentials.NewTLS(tlsCfg)),
+		grpc.Creds(handshakeCreds{TransportCredentials: credentials.NewTLS(tlsCfg), lim: s.pending}),
+		grpc.ConnectionTimeout(cfg.HandshakeTimeout),
 		grpc.MaxRecvMsgSize(maxRequestSize),
 	)
 	sentrypb.RegisterCAServer(s.grpc, &service{ca: auth, validator: cfg.Validator, log: cfg.Logger, stopping: s.stopping})
@@ -90,10 +116,11 @@ func (s *Server) Serve(ctx context.Context, lis net.Listener) error {
 		_ = s.ca.Run(runCtx)
 	}()
 	errc := make(chan error, 1)
-	go func() { errc <- s.grpc.Serve(lis) }()
+	go func() { errc <- s.grpc.Serve(&pendingListener{Listener: lis, lim: s.pending}) }()
 	s.ready.Store(true)
 	s.log.Info("sentry: serving", "addr", lis.Addr().String(), "trust_domain", s.ca.TrustDomain().String(),
-		"workload_ttl", s.ca.WorkloadTTL().String())
+		"workload_ttl", s.ca.WorkloadTTL().String(), "handshake_timeout", s.cfg.HandshakeTimeout.String(),
+		"max_pending_handshakes", s.cfg.MaxPendingHandshakes)
 	var err error
 	select {
 	case err = <-errc:

@@ -2,14 +2,18 @@ package sentry
 
 import (
 	"context"
+	"crypto/x509"
 	"errors"
+	"fmt"
 	"log/slog"
 
 	"github.com/meshd/meshd/certs"
 	"github.com/meshd/meshd/sentry/ca"
 	"github.com/meshd/meshd/sentry/sentrypb"
 	"github.com/meshd/meshd/sentry/token"
+	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/peer"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/timestamppb"
@@ -33,6 +37,35 @@ func (s *service) reject(ctx context.Context, req *sentrypb.SignCertificateReque
 	return status.Error(code, err.Error())
 }
 
+// peerChain returns the certificate chain the caller presented in the TLS
+// handshake (leaf first), or nil.
+func peerChain(ctx context.Context) []*x509.Certificate {
+	p, ok := peer.FromContext(ctx)
+	if !ok {
+		return nil
+	}
+	info, ok := p.AuthInfo.(credentials.TLSInfo)
+	if !ok {
+		return nil
+	}
+	return info.State.PeerCertificates
+}
+
+// authorizeSVID verifies a presented chain against the current trust bundle
+// (every root in it, so a certificate from before a root rotation still
+// renews until its root is retired) with go-spiffe, and allows exactly the
+// identity it carries.
+func (s *service) authorizeSVID(chain []*x509.Certificate, want certs.Identity) (codes.Code, error) {
+	got, _, err := x509svid.Verify(chain, s.ca.Bundle().X509Bundle())
+	if err != nil {
+		return codes.Unauthenticated, fmt.Errorf("sentry: presented client certificate is not a valid SVID of this trust domain: %w", err)
+	}
+	if got != want.ID() {
+		return codes.PermissionDenied, fmt.Errorf("sentry: presented SVID %s may renew only itself, not %s", got, want)
+	}
+	return codes.OK, nil
+}
+
 // SignCertificate implements sentrypb.CAServer.
 func (s *service) SignCertificate(ctx context.Context, req *sentrypb.SignCertificateRequest) (*sentrypb.SignCertificateResponse, error) {
 	id, err := certs.NewIdentity(req.GetTrustDomain(), req.GetNamespace(), req.GetAppId())
@@ -43,16 +76,26 @@ func (s *service) SignCertificate(ctx context.Context, req *sentrypb.SignCertifi
 		return nil, s.reject(ctx, req, codes.PermissionDenied,
 			errors.New("sentry: trust domain "+id.TrustDomain.String()+" is not served here (this CA serves "+td.String()+")"))
 	}
-	if err := s.validator.Validate(ctx, req.GetToken(), id); err != nil {
+	pub, err := ca.ValidateCSR(req.GetCsrPem())
+	if err != nil {
+		return nil, s.reject(ctx, req, codes.InvalidArgument, err)
+	}
+	// A caller that presents a certificate is judged by it alone (renewal):
+	// a certificate that does not verify is refused, never treated as none.
+	// A caller without one needs a token (bootstrap). The token is checked
+	// last because a single-use token is spent by a successful check.
+	via := "token"
+	if chain := peerChain(ctx); len(chain) > 0 {
+		via = "svid"
+		if code, err := s.authorizeSVID(chain, id); err != nil {
+			return nil, s.reject(ctx, req, code, err)
+		}
+	} else if err := s.validator.Validate(ctx, req.GetToken(), id); err != nil {
 		code := codes.Unauthenticated
 		if errors.Is(err, token.ErrDenied) {
 			code = codes.PermissionDenied
 		}
 		return nil, s.reject(ctx, req, code, err)
-	}
-	pub, err := ca.ValidateCSR(req.GetCsrPem())
-	if err != nil {
-		return nil, s.reject(ctx, req, codes.InvalidArgument, err)
 	}
 	signed, err := s.ca.Sign(id, pub)
 	if err != nil {
@@ -60,7 +103,7 @@ func (s *service) SignCertificate(ctx context.Context, req *sentrypb.SignCertifi
 		return nil, status.Error(codes.Internal, "sentry: signing failed")
 	}
 	b := s.ca.Bundle()
-	s.log.Debug("sentry: certificate issued", "id", id.String(), "not_after", signed.NotAfter)
+	s.log.Debug("sentry: certificate issued", "id", id.String(), "not_after", signed.NotAfter, "auth", via)
 	return &sentrypb.SignCertificateResponse{
 		CertChainPem:       signed.ChainPEM,
 		TrustBundlePem:     b.PEM,

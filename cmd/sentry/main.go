@@ -29,7 +29,8 @@ func newRootCmd() *cobra.Command {
 		logLevel, logFormat                                   string
 		files                                                 sentry.RotateFiles
 		workloadTTL, caTTL, propagation, retireMargin         time.Duration
-		autoRotate, shutdownTimeout                           time.Duration
+		autoRotate, shutdownTimeout, handshakeTimeout         time.Duration
+		maxPending                                            int
 	)
 	cmd := &cobra.Command{
 		Use:           "sentry",
@@ -58,9 +59,11 @@ func newRootCmd() *cobra.Command {
 					CATTL: caTTL, PropagationDelay: propagation, RetireMargin: retireMargin,
 					AutoRotateBefore: autoRotate,
 				},
-				Validator:       v,
-				Logger:          log,
-				ShutdownTimeout: shutdownTimeout,
+				Validator:            v,
+				Logger:               log,
+				ShutdownTimeout:      shutdownTimeout,
+				HandshakeTimeout:     handshakeTimeout,
+				MaxPendingHandshakes: maxPending,
 			})
 			if err != nil {
 				log.Error("sentry: cannot start", "err", err)
@@ -95,6 +98,10 @@ func newRootCmd() *cobra.Command {
 	f.DurationVar(&autoRotate, "auto-rotate-before", 30*24*time.Hour,
 		"rotate the root automatically this long before it expires (0: never)")
 	f.DurationVar(&shutdownTimeout, "shutdown-timeout", 10*time.Second, "bound of the graceful stop")
+	f.DurationVar(&handshakeTimeout, "handshake-timeout", sentry.DefaultHandshakeTimeout,
+		"a connection that has not completed its TLS handshake by then is closed")
+	f.IntVar(&maxPending, "max-pending-handshakes", sentry.DefaultMaxPendingHandshakes,
+		"most connections held before their TLS handshake completes; beyond it the oldest is closed (-1: no cap)")
 	f.StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
 	f.StringVar(&logFormat, "log-format", "text", "text or json")
 	_ = cmd.MarkFlagRequired("data-dir")
@@ -108,19 +115,28 @@ func newTokenCmd() *cobra.Command {
 	var (
 		dataDir, trustDomain, appID, ns string
 		ttl                             time.Duration
+		once                            bool
 	)
 	create := &cobra.Command{
-		Use:           "create",
-		Short:         "print a join token for one app ID and namespace on stdout",
+		Use:   "create",
+		Short: "print a join token for one app ID and namespace on stdout (its ID on stderr)",
+		Long: "create prints a join token on stdout and its ID (for `sentry token revoke --jti`) on stderr.\n" +
+			"A token is the bootstrap credential: a sidecar needs it for its first certificate (and again\n" +
+			"only if its certificate expired or sentry refused to renew it); renewals present the current\n" +
+			"certificate instead. --once makes the token single-use.",
 		Args:          cobra.NoArgs,
 		SilenceUsage:  true,
 		SilenceErrors: true,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			t, err := sentry.CreateJoinToken(dataDir, trustDomain, ns, appID, ttl, time.Now())
+			t, c, err := sentry.CreateJoinToken(dataDir, trustDomain, ns, appID, ttl, once, time.Now())
 			if err != nil {
 				return err
 			}
-			_, err = fmt.Fprintln(cmd.OutOrStdout(), t)
+			if _, err := fmt.Fprintln(cmd.OutOrStdout(), t); err != nil {
+				return err
+			}
+			_, err = fmt.Fprintf(cmd.ErrOrStderr(), "jti=%s expires=%s once=%t\n",
+				c.ID, c.ExpiresAt().UTC().Format(time.RFC3339), c.Once)
 			return err
 		},
 	}
@@ -129,10 +145,49 @@ func newTokenCmd() *cobra.Command {
 	f.StringVar(&appID, "app-id", "", "app ID the token is for")
 	f.StringVar(&ns, "namespace", "default", "namespace the token is for")
 	f.StringVar(&trustDomain, "trust-domain", "", "trust domain (default: the data dir's, or cluster.local)")
-	f.DurationVar(&ttl, "ttl", 24*time.Hour, "token lifetime")
+	f.DurationVar(&ttl, "ttl", 24*time.Hour, "token lifetime (it bounds when the token can bootstrap, not how long the identity lives)")
+	f.BoolVar(&once, "once", false, "single-use: sentry refuses the token after its first successful use")
 	_ = create.MarkFlagRequired("data-dir")
 	_ = create.MarkFlagRequired("app-id")
-	tok.AddCommand(create)
+
+	var revDir, revToken, revTokenFile, revJTI string
+	revoke := &cobra.Command{
+		Use:   "revoke",
+		Short: "revoke a join token (by the token, a file holding it, or its ID)",
+		Long: "revoke adds the token's ID to {data-dir}/join-revoked.json; a running sentry refuses the token\n" +
+			"from its next request on, and after a restart. It stops bootstrap with the token only: a\n" +
+			"sidecar that already holds a certificate keeps renewing it.",
+		Args:          cobra.NoArgs,
+		SilenceUsage:  true,
+		SilenceErrors: true,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			t := revToken
+			if revTokenFile != "" {
+				if t != "" {
+					return fmt.Errorf("--token and --token-file are exclusive")
+				}
+				b, err := os.ReadFile(revTokenFile)
+				if err != nil {
+					return fmt.Errorf("--token-file: %w", err)
+				}
+				t = string(b)
+			}
+			c, err := sentry.RevokeJoinToken(revDir, t, revJTI, time.Now())
+			if err != nil {
+				return err
+			}
+			_, err = fmt.Fprintf(cmd.ErrOrStderr(), "revoked jti=%s\n", c.ID)
+			return err
+		},
+	}
+	rf := revoke.Flags()
+	rf.StringVar(&revDir, "data-dir", "", "sentry's data directory")
+	rf.StringVar(&revToken, "token", "", "the token to revoke")
+	rf.StringVar(&revTokenFile, "token-file", "", "a file holding the token to revoke")
+	rf.StringVar(&revJTI, "jti", "", "the ID of the token to revoke (printed by token create)")
+	_ = revoke.MarkFlagRequired("data-dir")
+
+	tok.AddCommand(create, revoke)
 	return tok
 }
 

@@ -435,17 +435,27 @@ func startIdentity(ctx context.Context, cfg Config, id certs.Identity, log *slog
 	if err != nil {
 		return nil, fmt.Errorf("sidecar: trust anchors: %w", err)
 	}
-	token := ""
+	// The token is for bootstrap only (the first certificate, and again if
+	// the SVID expired or sentry refused to renew on its strength): renewals
+	// present the current SVID. The file is read afresh for every bootstrap,
+	// so replacing it heals a sidecar whose token expired or was revoked.
+	tokenFn := func() (string, error) { return "", nil }
 	if cfg.TokenFile != "" {
-		b, err := os.ReadFile(cfg.TokenFile)
-		if err != nil {
+		if _, err := os.ReadFile(cfg.TokenFile); err != nil {
 			return nil, fmt.Errorf("sidecar: --token-file: %w", err)
 		}
-		token = strings.TrimSpace(string(b))
+		tokenFn = func() (string, error) {
+			b, err := os.ReadFile(cfg.TokenFile)
+			if err != nil {
+				return "", fmt.Errorf("sidecar: --token-file: %w", err)
+			}
+			return strings.TrimSpace(string(b)), nil
+		}
 	} else {
 		log.Warn("sidecar: no --token-file: asking sentry for a certificate without a token (works only with its insecure validator)")
 	}
-	client, err := sentryclient.New(ctx, cfg.SentryAddress, anchors, id, token, sentryclient.WithLogger(log))
+	client, err := sentryclient.New(ctx, cfg.SentryAddress, anchors, id, "",
+		sentryclient.WithLogger(log), sentryclient.WithTokenFunc(tokenFn))
 	if err != nil {
 		return nil, fmt.Errorf("sidecar: %w", err)
 	}

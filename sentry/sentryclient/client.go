@@ -20,7 +20,9 @@ import (
 	"github.com/spiffe/go-spiffe/v2/spiffetls/tlsconfig"
 	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/status"
 )
 
 // Sentry's own identity (see sentry/ca.SentryID; repeated here so that
@@ -67,8 +69,10 @@ type Client struct {
 	minBackoff time.Duration
 	maxBackoff time.Duration
 
-	conn *grpc.ClientConn
-	api  sentrypb.CAClient
+	addr     string
+	sentryID spiffeid.ID
+	conn     *grpc.ClientConn // server-authenticated only: bootstrap and the bundle stream
+	api      sentrypb.CAClient
 
 	mu     sync.Mutex // serializes bundle updates
 	bundle atomic.Pointer[bundleState]
@@ -115,6 +119,7 @@ func New(ctx context.Context, addr string, anchors []*x509.Certificate, id certs
 	if err != nil {
 		return nil, fmt.Errorf("sentryclient: %w", err)
 	}
+	c.addr, c.sentryID = addr, sentryID
 	tlsCfg := tlsconfig.TLSClientConfig(c, tlsconfig.AuthorizeID(sentryID))
 	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(credentials.NewTLS(tlsCfg)))
 	if err != nil {
@@ -196,19 +201,60 @@ func (c *Client) update(version uint64, pemBytes []byte) error {
 	return nil
 }
 
-// Fetch implements certs.Fetcher: it sends csrPEM with the token and returns
-// the verified chain and the newest trust bundle the client knows.
+// Fetch implements certs.Fetcher: it sends csrPEM with the token (asked of
+// the token function afresh, so a replaced token file is picked up) and
+// returns the verified chain and the newest trust bundle the client knows.
+// It is the bootstrap path: renewals go through Renew.
 func (c *Client) Fetch(ctx context.Context, csrPEM []byte) (*certs.Issued, error) {
 	tok, err := c.tokenFn()
 	if err != nil {
 		return nil, fmt.Errorf("sentryclient: token: %w", err)
 	}
-	resp, err := c.api.SignCertificate(ctx, &sentrypb.SignCertificateRequest{
+	return c.sign(ctx, c.api, csrPEM, strings.TrimSpace(tok))
+}
+
+// Renew implements certs.Renewer: it dials sentry on a fresh connection that
+// presents current as the TLS client certificate and asks, without a token,
+// for a certificate for csrPEM. Sentry signs for exactly the identity in
+// current. A refusal (Unauthenticated, PermissionDenied) wraps
+// certs.ErrRenewalRefused so the caller can bootstrap with the token again.
+func (c *Client) Renew(ctx context.Context, csrPEM []byte, current *x509svid.SVID) (*certs.Issued, error) {
+	if current == nil {
+		return nil, fmt.Errorf("sentryclient: renew: %w: no current SVID", certs.ErrRenewalRefused)
+	}
+	if current.ID != c.id.ID() {
+		return nil, fmt.Errorf("sentryclient: renew: %w: current SVID is %s, not %s", certs.ErrRenewalRefused, current.ID, c.id)
+	}
+	tlsCfg := tlsconfig.MTLSClientConfig(staticSVID{current}, c, tlsconfig.AuthorizeID(c.sentryID))
+	conn, err := grpc.NewClient(c.addr, grpc.WithTransportCredentials(credentials.NewTLS(tlsCfg)))
+	if err != nil {
+		return nil, fmt.Errorf("sentryclient: renew: dial %s: %w", c.addr, err)
+	}
+	defer conn.Close()
+	iss, err := c.sign(ctx, sentrypb.NewCAClient(conn), csrPEM, "")
+	if err != nil {
+		switch status.Code(err) {
+		case codes.Unauthenticated, codes.PermissionDenied:
+			return nil, fmt.Errorf("sentryclient: renew: %w: %w", certs.ErrRenewalRefused, err)
+		}
+		return nil, fmt.Errorf("sentryclient: renew: %w", err)
+	}
+	return iss, nil
+}
+
+// staticSVID is an x509svid.Source of one SVID.
+type staticSVID struct{ svid *x509svid.SVID }
+
+func (s staticSVID) GetX509SVID() (*x509svid.SVID, error) { return s.svid, nil }
+
+// sign sends one SignCertificate request on api and checks the answer.
+func (c *Client) sign(ctx context.Context, api sentrypb.CAClient, csrPEM []byte, tok string) (*certs.Issued, error) {
+	resp, err := api.SignCertificate(ctx, &sentrypb.SignCertificateRequest{
 		AppId:       c.id.AppID,
 		Namespace:   c.id.Namespace,
 		TrustDomain: c.id.TrustDomain.String(),
 		CsrPem:      csrPEM,
-		Token:       strings.TrimSpace(tok),
+		Token:       tok,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("sentryclient: sign: %w", err)

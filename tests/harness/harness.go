@@ -233,6 +233,7 @@ type Sentry struct {
 	Addr       string
 	HealthAddr string
 	TrustDom   string
+	args       []string
 }
 
 // BundleFile is the trust bundle sentry writes.
@@ -248,10 +249,55 @@ func StartSentry(t testing.TB, b Binaries, dataDir string, extra ...string) *Sen
 	s := &Sentry{bin: b.Sentry, DataDir: dataDir, TrustDom: "cluster.local",
 		Addr:       "127.0.0.1:" + strconv.Itoa(FreePort(t)),
 		HealthAddr: "127.0.0.1:" + strconv.Itoa(FreePort(t))}
-	args := append([]string{"--data-dir", dataDir, "--listen", s.Addr, "--health-listen", s.HealthAddr}, extra...)
-	s.Process = Start(t, "sentry", b.Sentry, args...)
+	s.args = append([]string{"--data-dir", dataDir, "--listen", s.Addr, "--health-listen", s.HealthAddr}, extra...)
+	s.Process = Start(t, "sentry", b.Sentry, s.args...)
 	WaitHTTP(t, "http://"+s.HealthAddr+"/healthz", http.StatusOK, 30*time.Second)
 	return s
+}
+
+// Restart starts sentry again, stopped or not, with the same data dir,
+// addresses and flags, and waits until it is healthy.
+func (s *Sentry) Restart(t testing.TB) {
+	t.Helper()
+	if err := s.Stop(10 * time.Second); err != nil {
+		t.Fatalf("stop sentry: %v", err)
+	}
+	s.Process = Start(t, "sentry", s.bin, s.args...)
+	WaitHTTP(t, "http://"+s.HealthAddr+"/healthz", http.StatusOK, 30*time.Second)
+}
+
+// Token runs `sentry token create` for app in ns with extra flags (e.g.
+// "--ttl", "10s", "--once") and returns the token and the ID it printed on
+// stderr (jti=...).
+func (s *Sentry) Token(t testing.TB, app, ns string, extra ...string) (tok, jti string) {
+	t.Helper()
+	var stderr bytes.Buffer
+	cmd := exec.Command(s.bin, append([]string{"token", "create", "--data-dir", s.DataDir,
+		"--app-id", app, "--namespace", ns}, extra...)...)
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("sentry token create: %v: %s", err, stderr.String())
+	}
+	for _, f := range strings.Fields(stderr.String()) {
+		if v, ok := strings.CutPrefix(f, "jti="); ok {
+			jti = v
+		}
+	}
+	return strings.TrimSpace(string(out)), jti
+}
+
+// WriteToken writes tok to path atomically (by rename), as an operator
+// replacing a token file would.
+func WriteToken(t testing.TB, path, tok string) {
+	t.Helper()
+	tmp := path + ".tmp"
+	if err := os.WriteFile(tmp, []byte(tok+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(tmp, path); err != nil {
+		t.Fatal(err)
+	}
 }
 
 // TokenFile creates a join token for app in ns and writes it to a file.
@@ -303,6 +349,7 @@ type SidecarConfig struct {
 	AppProtocol      string // default http
 	Ports            SidecarPorts
 	ResolverFile     string // static resolver YAML
+	TokenFile        string // "": a fresh 1h join token for the app
 	Extra            []string
 	NoWait           bool // do not wait for readiness
 }
@@ -316,12 +363,15 @@ func StartSidecar(t testing.TB, b Binaries, s *Sentry, c SidecarConfig) *Sidecar
 	if c.Ports == (SidecarPorts{}) {
 		c.Ports = NewSidecarPorts(t)
 	}
+	if c.TokenFile == "" {
+		c.TokenFile = s.TokenFile(t, c.AppID, c.Namespace)
+	}
 	args := []string{"--app-id", c.AppID, "--namespace", c.Namespace,
 		"--http-port", strconv.Itoa(c.Ports.HTTP), "--grpc-port", strconv.Itoa(c.Ports.GRPC),
 		"--internal-port", strconv.Itoa(c.Ports.Internal), "--metrics-port", strconv.Itoa(c.Ports.Metrics),
 		"--listen-address", "127.0.0.1",
 		"--sentry-address", s.Addr, "--trust-anchors-file", s.BundleFile(),
-		"--token-file", s.TokenFile(t, c.AppID, c.Namespace)}
+		"--token-file", c.TokenFile}
 	switch {
 	case c.ResolverFile != "":
 		args = append(args, "--resolver", "static", "--resolver-config", c.ResolverFile)

@@ -42,19 +42,33 @@ type Claims struct {
 	IssuedAt    int64  `json:"iat"`
 	Expiry      int64  `json:"exp"`
 	ID          string `json:"jti"`
+	// Once marks a single-use token: sentry records its ID on first use
+	// and refuses it afterwards.
+	Once bool `json:"once,omitempty"`
 }
 
-// Create returns a join token for id, valid for ttl from now.
+// ExpiresAt is the token's expiry.
+func (c Claims) ExpiresAt() time.Time { return time.Unix(c.Expiry, 0) }
+
+// Create returns a reusable join token for id, valid for ttl from now.
 func Create(key ed25519.PrivateKey, id certs.Identity, ttl time.Duration, now time.Time) (string, error) {
+	tok, _, err := Issue(key, id, ttl, now, false)
+	return tok, err
+}
+
+// Issue returns a join token for id, valid for ttl from now, and its claims
+// (the ID is what `sentry token revoke --jti` takes). once makes it
+// single-use.
+func Issue(key ed25519.PrivateKey, id certs.Identity, ttl time.Duration, now time.Time, once bool) (string, Claims, error) {
 	if ttl <= 0 || ttl > MaxTTL {
-		return "", fmt.Errorf("join: TTL %s must be in (0, %s]", ttl, MaxTTL)
+		return "", Claims{}, fmt.Errorf("join: TTL %s must be in (0, %s]", ttl, MaxTTL)
 	}
 	if _, err := certs.NewIdentity(id.TrustDomain.String(), id.Namespace, id.AppID); err != nil {
-		return "", fmt.Errorf("join: %w", err)
+		return "", Claims{}, fmt.Errorf("join: %w", err)
 	}
 	var jti [16]byte
 	if _, err := rand.Read(jti[:]); err != nil {
-		return "", fmt.Errorf("join: %w", err)
+		return "", Claims{}, fmt.Errorf("join: %w", err)
 	}
 	c := Claims{
 		TrustDomain: id.TrustDomain.String(),
@@ -63,14 +77,15 @@ func Create(key ed25519.PrivateKey, id certs.Identity, ttl time.Duration, now ti
 		IssuedAt:    now.Unix(),
 		Expiry:      now.Add(ttl).Unix(),
 		ID:          hex.EncodeToString(jti[:]),
+		Once:        once,
 	}
 	payload, err := json.Marshal(c)
 	if err != nil {
-		return "", fmt.Errorf("join: %w", err)
+		return "", Claims{}, fmt.Errorf("join: %w", err)
 	}
 	signed := prefix + b64.EncodeToString(payload)
 	sig := ed25519.Sign(key, []byte(signed))
-	return signed + "." + b64.EncodeToString(sig), nil
+	return signed + "." + b64.EncodeToString(sig), c, nil
 }
 
 // Parse verifies tok's signature with pub and decodes its claims. It does
@@ -136,8 +151,9 @@ func ParseClaims(payload []byte) (Claims, error) {
 
 // Validator accepts join tokens signed by one key.
 type Validator struct {
-	pub ed25519.PublicKey
-	now func() time.Time
+	pub    ed25519.PublicKey
+	now    func() time.Time
+	ledger *Ledger
 }
 
 // NewValidator returns a validator for tokens signed by pub's private key.
@@ -147,6 +163,13 @@ func NewValidator(pub ed25519.PublicKey, now func() time.Time) *Validator {
 		now = time.Now
 	}
 	return &Validator{pub: pub, now: now}
+}
+
+// WithLedger makes v refuse revoked tokens and spend single-use ones in l.
+// Without a ledger, single-use tokens are refused (they could not be spent).
+func (v *Validator) WithLedger(l *Ledger) *Validator {
+	v.ledger = l
+	return v
 }
 
 // Validate implements token.Validator.
@@ -168,6 +191,22 @@ func (v *Validator) Validate(_ context.Context, tok string, id certs.Identity) e
 	if c.TrustDomain != id.TrustDomain.String() || c.Namespace != id.Namespace || c.AppID != id.AppID {
 		return fmt.Errorf("%w: join token is for app %q in namespace %q of %q, not %s",
 			token.ErrDenied, c.AppID, c.Namespace, c.TrustDomain, id)
+	}
+	if v.ledger == nil {
+		if c.Once {
+			return fmt.Errorf("%w: single-use join token %s cannot be spent: this validator keeps no ledger", token.ErrInvalid, c.ID)
+		}
+		return nil
+	}
+	revoked, err := v.ledger.Revoked(c.ID)
+	if err != nil {
+		return fmt.Errorf("join: %w", err) // neither missing nor invalid: Unauthenticated is still what the caller sees
+	}
+	if revoked {
+		return fmt.Errorf("%w: join token %s has been revoked", token.ErrInvalid, c.ID)
+	}
+	if c.Once {
+		return v.ledger.Spend(c, now)
 	}
 	return nil
 }
@@ -208,6 +247,12 @@ func LoadOrCreateKey(dataDir string) (ed25519.PrivateKey, error) {
 		return nil, fmt.Errorf("join: %w", err)
 	}
 	return loadKey(path)
+}
+
+// LoadKey reads the join-token signing key from dataDir; unlike
+// LoadOrCreateKey it never creates one.
+func LoadKey(dataDir string) (ed25519.PrivateKey, error) {
+	return loadKey(filepath.Join(dataDir, KeyFile))
 }
 
 func loadKey(path string) (ed25519.PrivateKey, error) {

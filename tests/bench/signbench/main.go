@@ -64,7 +64,7 @@ func run(conc int, dur time.Duration, asJSON bool) error {
 	defer cancel()
 	go func() { _ = srv.Serve(ctx, lis) }()
 
-	tok, err := sentry.CreateJoinToken(dataDir, "", "default", "bench", time.Hour, time.Now())
+	tok, _, err := sentry.CreateJoinToken(dataDir, "", "default", "bench", time.Hour, false, time.Now())
 	if err != nil {
 		return err
 	}
