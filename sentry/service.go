@@ -11,6 +11,7 @@ import (
 	"github.com/meshd/meshd/sentry/ca"
 	"github.com/meshd/meshd/sentry/sentrypb"
 	"github.com/meshd/meshd/sentry/token"
+	"github.com/spiffe/go-spiffe/v2/spiffetls/tlsconfig"
 	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials"
@@ -51,14 +52,21 @@ func peerChain(ctx context.Context) []*x509.Certificate {
 	return info.State.PeerCertificates
 }
 
+// clientAuthOnly refuses a verified SVID whose certificate does not allow
+// clientAuth (go-spiffe's verification ignores extended key usage).
+var clientAuthOnly = certs.RequireClientAuth(tlsconfig.AuthorizeAny())
+
 // authorizeSVID verifies a presented chain against the current trust bundle
 // (every root in it, so a certificate from before a root rotation still
 // renews until its root is retired) with go-spiffe, and allows exactly the
 // identity it carries.
 func (s *service) authorizeSVID(chain []*x509.Certificate, want certs.Identity) (codes.Code, error) {
-	got, _, err := x509svid.Verify(chain, s.ca.Bundle().X509Bundle())
+	got, chains, err := x509svid.Verify(chain, s.ca.Bundle().X509Bundle())
 	if err != nil {
 		return codes.Unauthenticated, fmt.Errorf("sentry: presented client certificate is not a valid SVID of this trust domain: %w", err)
+	}
+	if err := clientAuthOnly(got, chains); err != nil {
+		return codes.Unauthenticated, fmt.Errorf("sentry: presented client certificate: %w", err)
 	}
 	if got != want.ID() {
 		return codes.PermissionDenied, fmt.Errorf("sentry: presented SVID %s may renew only itself, not %s", got, want)

@@ -151,6 +151,21 @@ func TestSVIDRenewalAuthorization(t *testing.T) {
 	_, err = signPresenting(t, p, roots, forged, "orders", p.token(t, "orders", "default"))
 	wantCode(t, "SVID from a foreign CA with a valid token", err, codes.Unauthenticated, "not a valid SVID")
 
+	// Signed by sentry's own issuer, but for serverAuth only: not a client
+	// credential (go-spiffe's verification alone would take it).
+	mat, err := ca.LoadDir(filepath.Join(dir, "ca", "0001"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl.ExtKeyUsage = []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}
+	if der, err = x509.CreateCertificate(rand.Reader, tmpl, mat.Issuer, &key.PublicKey, mat.IssuerKey); err != nil {
+		t.Fatal(err)
+	}
+	sleaf, _ := x509.ParseCertificate(der)
+	serverOnly := &x509svid.SVID{ID: orders.ID, Certificates: []*x509.Certificate{sleaf, mat.Issuer}, PrivateKey: key}
+	_, err = signPresenting(t, p, roots, serverOnly, "orders", "")
+	wantCode(t, "serverAuth-only SVID of the mesh CA", err, codes.Unauthenticated, "clientAuth")
+
 	time.Sleep(time.Until(orders.Certificates[0].NotAfter.Add(1500 * time.Millisecond)))
 	_, err = signPresenting(t, p, roots, orders, "orders", p.token(t, "orders", "default"))
 	wantCode(t, "expired SVID with a valid token", err, codes.Unauthenticated, "not a valid SVID")
