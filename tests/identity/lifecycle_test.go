@@ -14,7 +14,7 @@ import (
 
 // These tests run real meshd sidecars against the real sentry binary and
 // assert what an operator sees: the sidecar's /v1.0/healthz (204 while it
-// holds a valid identity, 500 once its certificate expired) and sentry's
+// holds a valid identity, 503 once its certificate expired) and sentry's
 // answers.
 
 // healthz returns the sidecar's /v1.0/healthz status (0 if unreachable).
@@ -108,7 +108,7 @@ func TestTokenFileReplacedHeals(t *testing.T) {
 	if err := s.Stop(10 * time.Second); err != nil {
 		t.Fatal(err)
 	}
-	harness.WaitHTTP(t, sc.HTTPURL()+"/v1.0/healthz", http.StatusInternalServerError, 20*time.Second)
+	harness.WaitHTTP(t, sc.HTTPURL()+"/v1.0/healthz", http.StatusServiceUnavailable, 20*time.Second)
 	time.Sleep(time.Until(tokenExpiry.Add(time.Second)))
 	fresh, _ := s.Token(t, "orders", "default", "--ttl", "1h")
 	harness.WriteToken(t, path, fresh)
