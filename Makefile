@@ -6,7 +6,7 @@ BINARIES  := meshd sentry meshctl
 PKGS      := ./...
 TEST_TIMEOUT ?= 25m
 
-.PHONY: all build test vet race bench fuzz soak demo clean consul jaeger
+.PHONY: all build test vet race bench fuzz soak demo clean consul jaeger kubernetes
 
 all: build
 
@@ -35,9 +35,18 @@ consul:
 jaeger:
 	./tests/telemetry/install-jaeger.sh >/dev/null
 
+# Kubernetes v1.37.2 (Apache-2.0): kube-apiserver, kube-controller-manager
+# and etcd v3.7.3, the real control plane of the kubernetes tests
+# (tests/kubernetes): built from the Go module proxy into
+# .cache/kubernetes/ once per checkout (about 10 minutes cold on 2 cores),
+# afterwards a file check. The tests build it themselves too
+# (tests/harness.KubeDir).
+kubernetes:
+	./tests/kubernetes/install.sh >/dev/null
+
 # What CI runs (.ci/run). Unit tests, end-to-end tests against real processes
 # on loopback, all with the race detector.
-test: vet consul jaeger
+test: vet consul jaeger kubernetes
 	$(GO) test -race -count=1 -timeout $(TEST_TIMEOUT) $(PKGS)
 
 bench: build

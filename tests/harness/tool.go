@@ -18,6 +18,7 @@ import (
 // time it is needed (once per checkout; afterwards a file check).
 type cachedTool struct {
 	name, version string
+	file          string        // the file the script leaves in .cache/{name}/{version}/ (default name)
 	envVar        string        // overrides the path when set
 	script        string        // relative to the repository root; prints the binary's path
 	timeout       time.Duration // bound of a cold build
@@ -35,7 +36,11 @@ func (c *cachedTool) binary(t testing.TB) string {
 			return
 		}
 		root := RepoRoot()
-		if _, err := os.Stat(filepath.Join(root, ".cache", c.name, c.version, c.name)); err != nil {
+		file := c.file
+		if file == "" {
+			file = c.name
+		}
+		if _, err := os.Stat(filepath.Join(root, ".cache", c.name, c.version, file)); err != nil {
 			t.Logf("harness: building %s %s from the Go module proxy (once per checkout; several minutes on 2 cores)", c.name, c.version)
 		}
 		ctx, cancel := context.WithTimeout(context.Background(), c.timeout)
