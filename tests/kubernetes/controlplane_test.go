@@ -19,9 +19,11 @@ import (
 )
 
 // TestControlPlane checks the harness itself: Pods created through the API
-// and patched Ready with loopback IPs become endpoints of a headless
-// Service's EndpointSlice, made by the real EndpointSlice controller; a pod
-// that turns not ready is marked so in the slice.
+// and patched Ready become endpoints of a headless Service's EndpointSlice,
+// made by the real EndpointSlice controller; a pod that turns not ready is
+// marked so in the slice. (The API server refuses loopback addresses in
+// EndpointSlices: pod IPs that carry traffic in a test must live in network
+// namespaces; these carry none.)
 func TestControlPlane(t *testing.T) {
 	k := harness.StartKube(t)
 	k.StartControllerManager("endpointslice")
@@ -49,7 +51,7 @@ func TestControlPlane(t *testing.T) {
 	if _, err := cs.CoreV1().Services("shop").Create(ctx, svc, metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	for i, ip := range []string{"127.0.0.11", "127.0.0.12"} {
+	for i, ip := range []string{"10.244.0.11", "10.244.0.12"} {
 		name := fmt.Sprintf("orders-%d", i)
 		pod := &corev1.Pod{
 			ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: "shop", Labels: map[string]string{"app": "orders"}},
@@ -79,9 +81,9 @@ func TestControlPlane(t *testing.T) {
 			return nil
 		}
 	}
-	harness.WaitFor(t, 20*time.Second, ready(map[string]bool{"127.0.0.11": true, "127.0.0.12": true}))
-	setPodReady(t, k, "shop", "orders-1", "127.0.0.12", false)
-	harness.WaitFor(t, 20*time.Second, ready(map[string]bool{"127.0.0.11": true, "127.0.0.12": false}))
+	harness.WaitFor(t, 20*time.Second, ready(map[string]bool{"10.244.0.11": true, "10.244.0.12": true}))
+	setPodReady(t, k, "shop", "orders-1", "10.244.0.12", false)
+	harness.WaitFor(t, 20*time.Second, ready(map[string]bool{"10.244.0.11": true, "10.244.0.12": false}))
 }
 
 // setPodReady writes a pod's status as a kubelet would: Running, with the
