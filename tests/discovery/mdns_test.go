@@ -344,7 +344,7 @@ func TestMDNSTwoHosts(t *testing.T) {
 		harness.Start(t, "echo-"+name+"@B", echoB, "--port", strconv.Itoa(port), "--name", name)
 		sc := harness.StartSidecar(t, binsB, s, harness.SidecarConfig{AppID: mdnsApp, AppPort: port, NoWait: true,
 			Extra: mdnsSidecarArgs(cfg, "--listen-address", h.AddrB)})
-		harness.WaitTCP(t, h.AddrB+":"+strconv.Itoa(sc.Ports.Internal), 30*time.Second)
+		harness.WaitServing(t, h.AddrB+":"+strconv.Itoa(sc.Ports.Internal), 30*time.Second)
 		return sc
 	}
 	startB("b1")
@@ -374,7 +374,7 @@ func TestMDNSTwoHosts(t *testing.T) {
 	// A new instance on B appears within 2s of being ready.
 	b3 := startB("b3")
 	d = mdnsWait(t, caller, 2*time.Second, "b1", "b3")
-	t.Logf("b3 on host B reached %s after its internal port opened", d)
+	t.Logf("b3 on host B reached %s after its internal port served TLS", d)
 
 	// kill -9 on B: dropped within the TTL.
 	b3.Kill()

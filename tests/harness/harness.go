@@ -7,6 +7,7 @@ package harness
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
 	"fmt"
 	"net"
 	"net/http"
@@ -486,6 +487,27 @@ func StartGRPCEcho(t testing.TB, b Binaries, name string, port int) *App {
 	a.Process = Start(t, "grpcecho-"+name, b.GRPCEcho, "--port", strconv.Itoa(port), "--name", name)
 	WaitTCP(t, a.Addr(), 30*time.Second)
 	return a
+}
+
+// WaitServing waits until a sidecar's internal (mTLS) port at addr serves
+// with its identity: a TLS handshake completes. Until its first certificate
+// arrives a sidecar accepts connections there and closes them at once, so
+// an open port alone does not mean it is ready.
+func WaitServing(t testing.TB, addr string, d time.Duration) {
+	t.Helper()
+	deadline := time.Now().Add(d)
+	for {
+		c, err := tls.DialWithDialer(&net.Dialer{Timeout: time.Second}, "tcp", addr,
+			&tls.Config{InsecureSkipVerify: true, MinVersion: tls.VersionTLS13}) // only: is a certificate presented?
+		if err == nil {
+			c.Close()
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s does not complete a TLS handshake after %s: %v", addr, d, err)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
 }
 
 // WaitTCP waits until addr accepts TCP connections.
