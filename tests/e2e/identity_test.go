@@ -23,7 +23,6 @@ import (
 	"github.com/spiffe/go-spiffe/v2/workloadapi"
 
 	"github.com/meshd/meshd/certs"
-	"github.com/meshd/meshd/sentry/sentryclient"
 )
 
 // testWorkloadAPI is bullet 5: go-spiffe's Workload API client gets the
@@ -94,35 +93,7 @@ func testWorkloadAPI(t *testing.T, m *mesh) {
 // genuineSource returns a sentry-issued SVID source for app (join token).
 func genuineSource(t *testing.T, m *mesh, app string) *certs.Source {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	id, err := certs.NewIdentity("cluster.local", "default", app)
-	if err != nil {
-		t.Fatal(err)
-	}
-	pemBytes, err := os.ReadFile(m.sentry.BundleFile())
-	if err != nil {
-		t.Fatal(err)
-	}
-	anchors, err := certs.ParseCertsPEM(pemBytes)
-	if err != nil {
-		t.Fatal(err)
-	}
-	token, err := os.ReadFile(m.sentry.TokenFile(t, app, "default"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	cl, err := sentryclient.New(context.Background(), m.sentry.Addr, anchors, id, string(token))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { cl.Close() })
-	src, err := certs.NewSource(ctx, cl, certs.SourceOptions{Identity: id})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { src.Close() })
-	return src
+	return m.sentry.Source(t, app, "default")
 }
 
 // foreignCert is a certificate for spiffe://cluster.local/ns/default/frontend

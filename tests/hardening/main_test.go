@@ -5,14 +5,12 @@ package hardening_test
 
 import (
 	"bufio"
-	"context"
 	"crypto/tls"
 	"encoding/json"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
-	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -23,8 +21,6 @@ import (
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"github.com/spiffe/go-spiffe/v2/spiffetls/tlsconfig"
 
-	"github.com/meshd/meshd/certs"
-	"github.com/meshd/meshd/sentry/sentryclient"
 	"github.com/meshd/meshd/tests/harness"
 )
 
@@ -103,34 +99,7 @@ func startPair(t *testing.T) *pair {
 // for a sidecar's internal port (which expects serverApp's identity).
 func genuineTLS(t *testing.T, s *harness.Sentry, app, serverApp string, alpn ...string) *tls.Config {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	id, err := certs.NewIdentity("cluster.local", "default", app)
-	if err != nil {
-		t.Fatal(err)
-	}
-	pemBytes, err := os.ReadFile(s.BundleFile())
-	if err != nil {
-		t.Fatal(err)
-	}
-	anchors, err := certs.ParseCertsPEM(pemBytes)
-	if err != nil {
-		t.Fatal(err)
-	}
-	token, err := os.ReadFile(s.TokenFile(t, app, "default"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	cl, err := sentryclient.New(context.Background(), s.Addr, anchors, id, string(token))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { cl.Close() })
-	src, err := certs.NewSource(ctx, cl, certs.SourceOptions{Identity: id})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { src.Close() })
+	src := s.Source(t, app, "default")
 	cfg := tlsconfig.MTLSClientConfig(src, src, tlsconfig.AuthorizeID(spiffeid.RequireFromString("spiffe://cluster.local/ns/default/"+serverApp)))
 	cfg.NextProtos = alpn
 	return cfg

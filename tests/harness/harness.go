@@ -23,7 +23,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/meshd/meshd/certs"
 	"github.com/meshd/meshd/internal/freeport"
+	"github.com/meshd/meshd/sentry/sentryclient"
 )
 
 // Binaries are the paths of the built programs.
@@ -314,6 +316,42 @@ func (s *Sentry) TokenFile(t testing.TB, app, ns string) string {
 		t.Fatal(err)
 	}
 	return path
+}
+
+// Source returns a sentry-issued, rotating X509-SVID source for app in
+// namespace ns (bootstrapped with a join token), as a sidecar holds one:
+// for tests that speak to a sidecar's internal port as a genuine peer.
+func (s *Sentry) Source(t testing.TB, app, ns string) *certs.Source {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	id, err := certs.NewIdentity(s.TrustDom, ns, app)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pemBytes, err := os.ReadFile(s.BundleFile())
+	if err != nil {
+		t.Fatal(err)
+	}
+	anchors, err := certs.ParseCertsPEM(pemBytes)
+	if err != nil {
+		t.Fatal(err)
+	}
+	token, err := os.ReadFile(s.TokenFile(t, app, ns))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cl, err := sentryclient.New(context.Background(), s.Addr, anchors, id, string(token))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cl.Close() })
+	src, err := certs.NewSource(ctx, cl, certs.SourceOptions{Identity: id})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { src.Close() })
+	return src
 }
 
 // SidecarPorts are a sidecar's listening ports, chosen before it starts so
