@@ -19,8 +19,9 @@ var (
 	used = map[int]bool{}
 )
 
-// Take returns a port on 127.0.0.1 that was free a moment ago and that this
-// process has not handed out before.
+// Take returns a port on 127.0.0.1 that was free a moment ago, that this
+// process has not handed out before, and that no other live process on the
+// machine took with Take.
 func Take() (int, error) {
 	mu.Lock()
 	defer mu.Unlock()
@@ -34,6 +35,10 @@ func Take() (int, error) {
 			next = low
 		}
 		if used[p] {
+			continue
+		}
+		if !claim(p) {
+			used[p] = true // another process's, for as long as it runs
 			continue
 		}
 		l, err := net.Listen("tcp", "127.0.0.1:"+strconv.Itoa(p))

@@ -1,7 +1,11 @@
 package freeport
 
 import (
+	"fmt"
 	"net"
+	"os"
+	"os/exec"
+	"runtime"
 	"strconv"
 	"testing"
 )
@@ -50,5 +54,34 @@ func TestTakeSkipsBusyPorts(t *testing.T) {
 func TestEphemeralLow(t *testing.T) {
 	if v := ephemeralLow(); v <= low+1024 || v > 65535 {
 		t.Fatalf("ephemeralLow = %d", v)
+	}
+}
+
+// TestClaimAcrossProcesses: a port this process took cannot be claimed by
+// another process while this one runs (the child is this test binary).
+func TestClaimAcrossProcesses(t *testing.T) {
+	if v := os.Getenv("FREEPORT_CLAIM"); v != "" {
+		p, _ := strconv.Atoi(v)
+		fmt.Print(claim(p))
+		os.Exit(0)
+	}
+	if runtime.GOOS == "windows" {
+		t.Skip("claims are flock-based (unix)")
+	}
+	p, err := Take()
+	if err != nil {
+		t.Fatal(err)
+	}
+	child := func(port int) string {
+		cmd := exec.Command(os.Args[0], "-test.run=^TestClaimAcrossProcesses$")
+		cmd.Env = append(os.Environ(), "FREEPORT_CLAIM="+strconv.Itoa(port))
+		out, err := cmd.Output()
+		if err != nil {
+			t.Fatalf("child: %v", err)
+		}
+		return string(out)
+	}
+	if got := child(p); got != "false" {
+		t.Fatalf("another process claimed port %d that this one holds: %q", p, got)
 	}
 }
