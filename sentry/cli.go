@@ -1,6 +1,7 @@
 package sentry
 
 import (
+	"context"
 	"crypto/ed25519"
 	"fmt"
 	"io"
@@ -13,6 +14,7 @@ import (
 	"github.com/meshd/meshd/sentry/token"
 	"github.com/meshd/meshd/sentry/token/insecure"
 	"github.com/meshd/meshd/sentry/token/join"
+	kubetoken "github.com/meshd/meshd/sentry/token/kubernetes"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 )
 
@@ -35,28 +37,65 @@ func NewLogger(w io.Writer, level, format string) (*slog.Logger, error) {
 
 // Token validator names for --token-validator.
 const (
-	ValidatorJoin     = "join"
-	ValidatorInsecure = "insecure"
+	ValidatorJoin       = "join"
+	ValidatorKubernetes = "kubernetes"
+	ValidatorInsecure   = "insecure"
 )
 
+// ValidatorConfig selects and configures a token validator.
+type ValidatorConfig struct {
+	// Name is ValidatorJoin, ValidatorKubernetes or ValidatorInsecure.
+	Name string
+	// DataDir holds the join validator's key and ledger.
+	DataDir string
+	// Kubernetes configures the kubernetes validator (its Logger defaults
+	// to the one given to NewValidatorFromConfig).
+	Kubernetes kubetoken.Options
+}
+
 // NewValidator builds the token validator called name. The join validator's
-// key lives in dataDir (created on first use).
+// key lives in dataDir (created on first use). The kubernetes validator
+// takes the defaults of kubetoken.Options (in-cluster, audience meshd); use
+// NewValidatorFromConfig to set them.
 func NewValidator(name, dataDir string, log *slog.Logger) (token.Validator, error) {
-	switch name {
+	return NewValidatorFromConfig(context.Background(), ValidatorConfig{Name: name, DataDir: dataDir}, log)
+}
+
+// NewValidatorFromConfig builds the token validator cfg names. The
+// kubernetes validator checks its RBAC with the API server first (ctx bounds
+// that check).
+func NewValidatorFromConfig(ctx context.Context, cfg ValidatorConfig, log *slog.Logger) (token.Validator, error) {
+	switch cfg.Name {
 	case ValidatorJoin:
-		key, err := join.LoadOrCreateKey(dataDir)
+		key, err := join.LoadOrCreateKey(cfg.DataDir)
 		if err != nil {
 			return nil, fmt.Errorf("sentry: %w", err)
 		}
-		ledger, err := join.OpenLedger(dataDir)
+		ledger, err := join.OpenLedger(cfg.DataDir)
 		if err != nil {
 			return nil, fmt.Errorf("sentry: %w", err)
 		}
 		return join.NewValidator(key.Public().(ed25519.PublicKey), nil).WithLedger(ledger), nil
+	case ValidatorKubernetes:
+		o := cfg.Kubernetes
+		if o.Logger == nil {
+			o.Logger = log
+		}
+		v, err := kubetoken.NewFromOptions(ctx, o)
+		if err != nil {
+			return nil, fmt.Errorf("sentry: token validator kubernetes: %w", err)
+		}
+		where := o.Kubeconfig
+		if where == "" {
+			where = "in-cluster"
+		}
+		log.Info("sentry: token validator kubernetes: TokenReview with the API server", "kubeconfig", where,
+			"audience", v.Audience(), "review_cache_ttl", o.CacheTTL.String())
+		return v, nil
 	case ValidatorInsecure:
 		return insecure.New(log), nil
 	}
-	return nil, fmt.Errorf("sentry: token validator %q: want %s or %s", name, ValidatorJoin, ValidatorInsecure)
+	return nil, fmt.Errorf("sentry: token validator %q: want %s, %s or %s", cfg.Name, ValidatorJoin, ValidatorKubernetes, ValidatorInsecure)
 }
 
 // CreateJoinToken makes a join token for app in namespace ns with the key in

@@ -3,6 +3,7 @@
 package main
 
 import (
+	"context"
 	"fmt"
 	"os"
 	"os/signal"
@@ -12,6 +13,7 @@ import (
 	"github.com/meshd/meshd/certs"
 	"github.com/meshd/meshd/sentry"
 	"github.com/meshd/meshd/sentry/ca"
+	kubetoken "github.com/meshd/meshd/sentry/token/kubernetes"
 	"github.com/spf13/cobra"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 )
@@ -31,6 +33,7 @@ func newRootCmd() *cobra.Command {
 		workloadTTL, caTTL, propagation, retireMargin         time.Duration
 		autoRotate, shutdownTimeout, handshakeTimeout         time.Duration
 		maxPending                                            int
+		kube                                                  kubetoken.Options
 	)
 	cmd := &cobra.Command{
 		Use:           "sentry",
@@ -47,7 +50,9 @@ func newRootCmd() *cobra.Command {
 			if err != nil {
 				return fmt.Errorf("--trust-domain %q: %w", trustDomain, err)
 			}
-			v, err := sentry.NewValidator(validator, dataDir, log)
+			vctx, vcancel := context.WithTimeout(cmd.Context(), 30*time.Second)
+			v, err := sentry.NewValidatorFromConfig(vctx, sentry.ValidatorConfig{Name: validator, DataDir: dataDir, Kubernetes: kube}, log)
+			vcancel()
 			if err != nil {
 				return err
 			}
@@ -85,7 +90,13 @@ func newRootCmd() *cobra.Command {
 	f.StringVar(&listen, "listen", "127.0.0.1:50003", "gRPC (TLS) listen address")
 	f.StringVar(&healthListen, "health-listen", "127.0.0.1:8080", "HTTP address of /healthz (empty: off)")
 	f.DurationVar(&workloadTTL, "workload-ttl", ca.DefaultWorkloadTTL, "lifetime of workload certificates")
-	f.StringVar(&validator, "token-validator", sentry.ValidatorJoin, "token validator: join or insecure (dev only)")
+	f.StringVar(&validator, "token-validator", sentry.ValidatorJoin, "token validator: join, kubernetes or insecure (dev only)")
+	f.StringVar(&kube.Kubeconfig, "kubeconfig", "", "kubernetes validator: kubeconfig file (empty: in-cluster config)")
+	f.StringVar(&kube.Audience, "kube-token-audience", kubetoken.DefaultAudience,
+		"kubernetes validator: audience the projected service-account token must carry")
+	f.DurationVar(&kube.CacheTTL, "kube-review-cache-ttl", 0,
+		"kubernetes validator: cache a successful TokenReview this long, keyed by the token's hash (0: off; at most 5m)")
+	f.IntVar(&kube.CacheSize, "kube-review-cache-size", kubetoken.DefaultCacheSize, "kubernetes validator: most cached reviews")
 	f.StringVar(&files.RootCert, "root-cert", "", "PEM root certificate to import on first start")
 	f.StringVar(&files.IssuerCert, "issuer-cert", "", "PEM issuer certificate (then intermediates) to import on first start")
 	f.StringVar(&files.IssuerKey, "issuer-key", "", "PEM issuer private key to import on first start")
