@@ -97,6 +97,8 @@ func newRootCmd() *cobra.Command {
 	f.DurationVar(&kube.CacheTTL, "kube-review-cache-ttl", 0,
 		"kubernetes validator: cache a successful TokenReview this long, keyed by the token's hash (0: off; at most 5m)")
 	f.IntVar(&kube.CacheSize, "kube-review-cache-size", kubetoken.DefaultCacheSize, "kubernetes validator: most cached reviews")
+	f.Float32Var(&kube.QPS, "kube-api-qps", kubetoken.DefaultQPS, "kubernetes validator: client-side rate limit of API calls (-1: none)")
+	f.IntVar(&kube.Burst, "kube-api-burst", kubetoken.DefaultBurst, "kubernetes validator: burst of API calls above --kube-api-qps")
 	f.StringVar(&files.RootCert, "root-cert", "", "PEM root certificate to import on first start")
 	f.StringVar(&files.IssuerCert, "issuer-cert", "", "PEM issuer certificate (then intermediates) to import on first start")
 	f.StringVar(&files.IssuerKey, "issuer-key", "", "PEM issuer private key to import on first start")

@@ -49,6 +49,11 @@ const (
 	// has no earlier deadline.
 	DefaultRequestTimeout = 10 * time.Second
 
+	// DefaultQPS and DefaultBurst bound sentry's API calls (a review costs
+	// two: TokenReview and a pod GET).
+	DefaultQPS   = 100
+	DefaultBurst = 200
+
 	saPrefix = "system:serviceaccount:"
 )
 
@@ -64,8 +69,9 @@ type Options struct {
 	CacheTTL time.Duration
 	// CacheSize bounds the cache (0: DefaultCacheSize).
 	CacheSize int
-	// QPS and Burst of the API client (0: 100 and 200; client-go's own
-	// defaults of 5 and 10 would throttle bootstrap storms).
+	// QPS and Burst of the API client (0: DefaultQPS and DefaultBurst;
+	// client-go's own defaults of 5 and 10 would throttle bootstrap
+	// storms). A negative QPS turns the client-side limit off.
 	QPS   float32
 	Burst int
 	// Logger (nil: discard) and Now (nil: time.Now).
@@ -94,10 +100,10 @@ func NewFromOptions(ctx context.Context, o Options) (*Validator, error) {
 	}
 	cfg.QPS, cfg.Burst = o.QPS, o.Burst
 	if cfg.QPS == 0 {
-		cfg.QPS = 100
+		cfg.QPS = DefaultQPS
 	}
 	if cfg.Burst == 0 {
-		cfg.Burst = 200
+		cfg.Burst = DefaultBurst
 	}
 	if cfg.Timeout == 0 {
 		cfg.Timeout = DefaultRequestTimeout
