@@ -6,16 +6,19 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"os"
 	"strings"
 	"time"
 
 	"github.com/meshd/meshd/certs"
 	"github.com/meshd/meshd/sentry/ca"
+	"github.com/meshd/meshd/sentry/kubestore"
 	"github.com/meshd/meshd/sentry/token"
 	"github.com/meshd/meshd/sentry/token/insecure"
 	"github.com/meshd/meshd/sentry/token/join"
 	kubetoken "github.com/meshd/meshd/sentry/token/kubernetes"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
+	"k8s.io/client-go/kubernetes"
 )
 
 // NewLogger returns a slog logger writing to w. level is debug, info, warn
@@ -210,4 +213,54 @@ func RotateRoot(dataDir string, files RotateFiles, caTTL time.Duration, now time
 		return nil, fmt.Errorf("sentry: rotate-root: %w", err)
 	}
 	return m, nil
+}
+
+// CA store names for --ca-store.
+const (
+	CAStoreDir        = "dir"
+	CAStoreKubernetes = "kubernetes"
+)
+
+// KubeStoreConfig configures --ca-store kubernetes.
+type KubeStoreConfig struct {
+	Kubeconfig      string // "": in-cluster
+	Secret          string // namespace/name
+	Identity        string // "": POD_NAME, else the host name, with the process ID
+	BundleConfigMap string // "-": do not publish
+}
+
+// NewKubeStore builds the Kubernetes Secret CA store and checks its RBAC
+// (ctx bounds that check).
+func NewKubeStore(ctx context.Context, c KubeStoreConfig, log *slog.Logger) (*kubestore.Store, error) {
+	ns, name, ok := strings.Cut(c.Secret, "/")
+	if !ok || ns == "" || name == "" || strings.Contains(name, "/") {
+		return nil, fmt.Errorf("sentry: --ca-secret %q: want namespace/name", c.Secret)
+	}
+	cfg, err := kubetoken.RESTConfig(c.Kubeconfig)
+	if err != nil {
+		return nil, fmt.Errorf("sentry: ca store: %w", err)
+	}
+	cfg.UserAgent = "meshd-sentry"
+	cs, err := kubernetes.NewForConfig(cfg)
+	if err != nil {
+		return nil, fmt.Errorf("sentry: ca store: %w", err)
+	}
+	id := c.Identity
+	if id == "" {
+		id = os.Getenv("POD_NAME")
+		if id == "" {
+			id, _ = os.Hostname()
+		}
+		id = fmt.Sprintf("%s-%d", id, os.Getpid())
+	}
+	st, err := kubestore.New(kubestore.Options{Client: cs, Namespace: ns, Secret: name, Identity: id,
+		BundleConfigMap: c.BundleConfigMap, Logger: log})
+	if err != nil {
+		return nil, fmt.Errorf("sentry: %w", err)
+	}
+	if err := st.CheckAccess(ctx); err != nil {
+		return nil, fmt.Errorf("sentry: ca store: %w", err)
+	}
+	log.Info("sentry: CA shared through a Kubernetes Secret", "secret", c.Secret, "replica", id)
+	return st, nil
 }

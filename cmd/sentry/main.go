@@ -34,6 +34,8 @@ func newRootCmd() *cobra.Command {
 		autoRotate, shutdownTimeout, handshakeTimeout         time.Duration
 		maxPending                                            int
 		kube                                                  kubetoken.Options
+		caStore                                               string
+		store                                                 sentry.KubeStoreConfig
 	)
 	cmd := &cobra.Command{
 		Use:           "sentry",
@@ -56,7 +58,23 @@ func newRootCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
+			var caStoreImpl sentry.CAStore
+			switch caStore {
+			case sentry.CAStoreDir:
+			case sentry.CAStoreKubernetes:
+				store.Kubeconfig = kube.Kubeconfig
+				sctx, scancel := context.WithTimeout(cmd.Context(), 30*time.Second)
+				st, err := sentry.NewKubeStore(sctx, store, log)
+				scancel()
+				if err != nil {
+					return err
+				}
+				caStoreImpl = st
+			default:
+				return fmt.Errorf("--ca-store %q: want %s or %s", caStore, sentry.CAStoreDir, sentry.CAStoreKubernetes)
+			}
 			srv, err := sentry.New(sentry.Config{
+				Store: caStoreImpl,
 				CA: ca.Options{
 					DataDir: dataDir, TrustDomain: td, WorkloadTTL: workloadTTL,
 					RootCertFile: files.RootCert, IssuerCertFile: files.IssuerCert,
@@ -91,7 +109,7 @@ func newRootCmd() *cobra.Command {
 	f.StringVar(&healthListen, "health-listen", "127.0.0.1:8080", "HTTP address of /healthz (empty: off)")
 	f.DurationVar(&workloadTTL, "workload-ttl", ca.DefaultWorkloadTTL, "lifetime of workload certificates")
 	f.StringVar(&validator, "token-validator", sentry.ValidatorJoin, "token validator: join, kubernetes or insecure (dev only)")
-	f.StringVar(&kube.Kubeconfig, "kubeconfig", "", "kubernetes validator: kubeconfig file (empty: in-cluster config)")
+	f.StringVar(&kube.Kubeconfig, "kubeconfig", "", "kubernetes validator and CA store: kubeconfig file (empty: in-cluster config)")
 	f.StringVar(&kube.Audience, "kube-token-audience", kubetoken.DefaultAudience,
 		"kubernetes validator: audience the projected service-account token must carry")
 	f.DurationVar(&kube.CacheTTL, "kube-review-cache-ttl", 0,
@@ -115,6 +133,12 @@ func newRootCmd() *cobra.Command {
 		"a connection that has not completed its TLS handshake by then is closed")
 	f.IntVar(&maxPending, "max-pending-handshakes", sentry.DefaultMaxPendingHandshakes,
 		"most connections held before their TLS handshake completes; beyond it the oldest is closed (-1: no cap)")
+	f.StringVar(&caStore, "ca-store", sentry.CAStoreDir,
+		"where the CA lives: dir (the data dir alone) or kubernetes (a Secret shared by replicas; the data dir is a working copy)")
+	f.StringVar(&store.Secret, "ca-secret", "meshd-system/meshd-sentry-ca", "--ca-store kubernetes: namespace/name of the CA Secret (also the leader Lease's)")
+	f.StringVar(&store.Identity, "replica-id", "", "--ca-store kubernetes: this replica's name in the Lease (default: $POD_NAME or the host name, with the PID)")
+	f.StringVar(&store.BundleConfigMap, "bundle-configmap", "meshd-trust-bundle",
+		"--ca-store kubernetes: ConfigMap the leader publishes the trust bundle to in every namespace with meshd pods (-: none)")
 	f.StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
 	f.StringVar(&logFormat, "log-format", "text", "text or json")
 	_ = cmd.MarkFlagRequired("data-dir")

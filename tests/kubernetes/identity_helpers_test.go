@@ -154,7 +154,7 @@ func identMintToken(t testing.TB, k *harness.Kube, sa *corev1.ServiceAccount, po
 // in its own ClusterRole and binding (named sentry-tokenreviews and
 // sentry-pods) so a test can take one away, and writes a kubeconfig that
 // authenticates as it. verbs limits what is granted ("tokenreviews",
-// "pods"; none: both).
+// "pods", "store"; none: the first two).
 func identSentryKubeconfig(t testing.TB, k *harness.Kube, cs kubernetes.Interface, saName string, verbs ...string) string {
 	t.Helper()
 	ctx := context.Background()
@@ -165,14 +165,22 @@ func identSentryKubeconfig(t testing.TB, k *harness.Kube, cs kubernetes.Interfac
 	if len(verbs) == 0 {
 		verbs = []string{"tokenreviews", "pods"}
 	}
-	rules := map[string]rbacv1.PolicyRule{
-		"tokenreviews": {APIGroups: []string{"authentication.k8s.io"}, Resources: []string{"tokenreviews"}, Verbs: []string{"create"}},
-		"pods":         {APIGroups: []string{""}, Resources: []string{"pods"}, Verbs: []string{"get"}},
+	rules := map[string][]rbacv1.PolicyRule{
+		"tokenreviews": {{APIGroups: []string{"authentication.k8s.io"}, Resources: []string{"tokenreviews"}, Verbs: []string{"create"}}},
+		"pods":         {{APIGroups: []string{""}, Resources: []string{"pods"}, Verbs: []string{"get"}}},
+		// --ca-store kubernetes (cluster-wide here for brevity; the docs
+		// grant secrets and leases in sentry's namespace only).
+		"store": {
+			{APIGroups: []string{""}, Resources: []string{"secrets"}, Verbs: []string{"get", "create", "update"}},
+			{APIGroups: []string{"coordination.k8s.io"}, Resources: []string{"leases"}, Verbs: []string{"get", "create", "update"}},
+			{APIGroups: []string{""}, Resources: []string{"pods"}, Verbs: []string{"list"}},
+			{APIGroups: []string{""}, Resources: []string{"configmaps"}, Verbs: []string{"get", "create", "update"}},
+		},
 	}
 	for _, v := range verbs {
 		name := saName + "-" + v
 		if _, err := cs.RbacV1().ClusterRoles().Create(ctx, &rbacv1.ClusterRole{ObjectMeta: metav1.ObjectMeta{Name: name},
-			Rules: []rbacv1.PolicyRule{rules[v]}}, metav1.CreateOptions{}); err != nil {
+			Rules: rules[v]}, metav1.CreateOptions{}); err != nil {
 			t.Fatal(err)
 		}
 		if _, err := cs.RbacV1().ClusterRoleBindings().Create(ctx, &rbacv1.ClusterRoleBinding{ObjectMeta: metav1.ObjectMeta{Name: name},

@@ -123,6 +123,10 @@ func NewFromOptions(ctx context.Context, o Options) (*Validator, error) {
 	return v, nil
 }
 
+// RESTConfig is the client configuration from kubeconfig, or in-cluster if
+// it is "".
+func RESTConfig(kubeconfig string) (*rest.Config, error) { return restConfig(kubeconfig) }
+
 func restConfig(kubeconfig string) (*rest.Config, error) {
 	if kubeconfig == "" {
 		cfg, err := rest.InClusterConfig()
