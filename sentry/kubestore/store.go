@@ -71,6 +71,7 @@ type Store struct {
 	mu         sync.Mutex
 	lastPushed map[string][]byte
 	lastSeenRV string
+	seen       bool // lastSeenRV is set (a fake API may answer "")
 	lastBundle uint64
 	lastResync time.Time
 }
@@ -177,7 +178,7 @@ func (s *Store) Prepare(ctx context.Context, dataDir string) error {
 		return fmt.Errorf("kubestore: %w", err)
 	}
 	s.existed = true
-	s.lastSeenRV = sec.ResourceVersion
+	s.lastSeenRV, s.seen = sec.ResourceVersion, true
 	s.log.Info("kubestore: took the CA from the Secret", "secret", s.o.Namespace+"/"+s.o.Secret)
 	return nil
 }
@@ -208,7 +209,7 @@ func (s *Store) Init(ctx context.Context, auth *ca.Authority) error {
 		return fmt.Errorf("kubestore: create Secret %s/%s: %w", s.o.Namespace, s.o.Secret, err)
 	}
 	s.mu.Lock()
-	s.lastPushed, s.lastSeenRV = files, created.ResourceVersion
+	s.lastPushed, s.lastSeenRV, s.seen = files, created.ResourceVersion, true
 	s.mu.Unlock()
 	s.log.Info("kubestore: CA stored in the Secret", "secret", s.o.Namespace+"/"+s.o.Secret)
 	return nil
@@ -306,7 +307,7 @@ func (s *Store) pull(ctx context.Context, auth *ca.Authority) error {
 		return fmt.Errorf("kubestore: read Secret: %w", err)
 	}
 	s.mu.Lock()
-	same := sec.ResourceVersion == s.lastSeenRV
+	same := s.seen && sec.ResourceVersion == s.lastSeenRV
 	s.mu.Unlock()
 	if same {
 		return nil
@@ -320,7 +321,7 @@ func (s *Store) pull(ctx context.Context, auth *ca.Authority) error {
 		return fmt.Errorf("kubestore: %w", err)
 	}
 	s.mu.Lock()
-	s.lastSeenRV, s.lastPushed = sec.ResourceVersion, files
+	s.lastSeenRV, s.lastPushed, s.seen = sec.ResourceVersion, files, true
 	s.mu.Unlock()
 	if v := auth.Bundle().Version; v != before {
 		s.log.Info("kubestore: took the leader's CA state", "bundle_version", v)
@@ -357,7 +358,7 @@ func (s *Store) push(ctx context.Context, auth *ca.Authority) error {
 		return fmt.Errorf("kubestore: write Secret: %w", err)
 	}
 	s.mu.Lock()
-	s.lastPushed, s.lastSeenRV = files, upd.ResourceVersion
+	s.lastPushed, s.lastSeenRV, s.seen = files, upd.ResourceVersion, true
 	s.mu.Unlock()
 	s.log.Info("kubestore: CA state written to the Secret", "bundle_version", auth.Bundle().Version)
 	return nil
