@@ -31,7 +31,6 @@ func TestSentryReplicasOneSecret(t *testing.T) {
 	k := harness.StartKube(t)
 	b := harness.Build(t)
 	cs := k.Client()
-	ctx := context.Background()
 
 	identNamespace(t, cs, "shop")
 	identServiceAccount(t, cs, "shop", "orders")
@@ -43,7 +42,7 @@ func TestSentryReplicasOneSecret(t *testing.T) {
 	start := func(id string) *harness.Sentry {
 		return harness.StartSentry(t, b, "", "--token-validator", "kubernetes", "--kubeconfig", kubeconfig,
 			"--ca-store", "kubernetes", "--ca-secret", "meshd-system/meshd-sentry-ca", "--replica-id", id,
-			"--workload-ttl", "10s", "--rotation-propagation-delay", "3s", "--rotation-retire-margin", "2s")
+			"--workload-ttl", "20s", "--rotation-propagation-delay", "8s", "--rotation-retire-margin", "2s")
 	}
 	s1 := start("r1")
 	s2 := start("r2")
@@ -78,21 +77,25 @@ func TestSentryReplicasOneSecret(t *testing.T) {
 	oldRoot := r1[0]
 
 	// The leader, from the Lease.
-	var leader, follower *harness.Sentry
-	harness.WaitFor(t, 30*time.Second, func(ctx context.Context) error {
+	holder := func(ctx context.Context) (*harness.Sentry, *harness.Sentry, error) {
 		l, err := cs.CoordinationV1().Leases("meshd-system").Get(ctx, "meshd-sentry-ca", metav1.GetOptions{})
 		if err != nil {
-			return err
+			return nil, nil, err
 		}
 		switch h := l.Spec.HolderIdentity; {
 		case h != nil && *h == "r1":
-			leader, follower = s1, s2
+			return s1, s2, nil
 		case h != nil && *h == "r2":
-			leader, follower = s2, s1
+			return s2, s1, nil
 		default:
-			return fmt.Errorf("lease holder %v", h)
+			return nil, nil, fmt.Errorf("lease holder %v", h)
 		}
-		return nil
+	}
+	var leader, follower *harness.Sentry
+	harness.WaitFor(t, 30*time.Second, func(ctx context.Context) error {
+		var err error
+		leader, follower, err = holder(ctx)
+		return err
 	})
 
 	// The bundle ConfigMap in the pods' namespace.
@@ -105,7 +108,7 @@ func TestSentryReplicasOneSecret(t *testing.T) {
 	}
 	waitBundles := func(what string, want func([]*x509.Certificate) bool) {
 		t.Helper()
-		harness.WaitFor(t, 30*time.Second, func(ctx context.Context) error {
+		harness.WaitFor(t, 45*time.Second, func(ctx context.Context) error {
 			for _, s := range []*harness.Sentry{s1, s2} {
 				got, err := roots(s.BundleFile())
 				if err != nil || !want(got) {
@@ -138,37 +141,8 @@ func TestSentryReplicasOneSecret(t *testing.T) {
 		ResolverFile: resolver, TokenFile: tokenFile("orders", identTokenRequest(t, cs, "shop", "orders", podOrders, time.Hour, "meshd"))})
 
 	// Traffic: idempotent calls orders -> payments, every failure counted.
-	var ok, failed atomic.Int64
-	var firstErr atomic.Value
-	loadCtx, stopLoad := context.WithCancel(ctx)
-	var wg sync.WaitGroup
-	for range 2 {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			client := &http.Client{Timeout: 5 * time.Second}
-			for loadCtx.Err() == nil {
-				resp, err := client.Get(orders.HTTPURL() + "/v1.0/invoke/payments/method/hello")
-				if err == nil {
-					resp.Body.Close()
-					if resp.StatusCode != http.StatusOK {
-						err = fmt.Errorf("status %s", resp.Status)
-					}
-				}
-				if err != nil {
-					if loadCtx.Err() != nil {
-						return
-					}
-					failed.Add(1)
-					firstErr.CompareAndSwap(nil, err.Error())
-				} else {
-					ok.Add(1)
-				}
-				time.Sleep(10 * time.Millisecond)
-			}
-		}()
-	}
-	defer stopLoad()
+	load := startLoad(orders.HTTPURL() + "/v1.0/invoke/payments/method/hello")
+	defer load.stop()
 	time.Sleep(2 * time.Second)
 
 	// Stage a rotation on the leader's data directory.
@@ -190,18 +164,10 @@ func TestSentryReplicasOneSecret(t *testing.T) {
 	})
 	// (3) the old root is retired everywhere.
 	waitBundles("old root retired", func(r []*x509.Certificate) bool { return len(r) == 1 && !r[0].Equal(oldRoot) })
-	// Certificates renew under the new root for a while (10s TTL).
+	// Certificates renew under the new root for a while.
 	time.Sleep(8 * time.Second)
-	stopLoad()
-	wg.Wait()
-
-	if n := failed.Load(); n != 0 {
-		t.Fatalf("%d of %d calls failed during the rotation; first: %v", n, n+ok.Load(), firstErr.Load())
-	}
-	if ok.Load() < 200 {
-		t.Fatalf("only %d calls made: the load did not run", ok.Load())
-	}
-	t.Logf("%d calls, 0 failed, during a root rotation across two replicas", ok.Load())
+	load.stop()
+	load.check(t, "a root rotation across two replicas")
 	for _, step := range []string{"root rotation started", "signing switched to the new issuer", "old root removed from the bundle"} {
 		if !strings.Contains(leader.Log(), step) {
 			t.Errorf("the leader did not log %q", step)
@@ -210,6 +176,52 @@ func TestSentryReplicasOneSecret(t *testing.T) {
 			t.Errorf("the follower advanced the rotation itself (%q)", step)
 		}
 	}
+
+	// Failover mid-rotation: a second rotation is staged on the leader,
+	// which stops once the new root is published (before the switch). The
+	// other replica takes the Lease and carries out the switch and the
+	// retirement from the Secret's state; the stopped one comes back as a
+	// restarted pod would, now a follower. Calls keep flowing.
+	r2 := mustRoots(t, leader.BundleFile())
+	load = startLoad(orders.HTTPURL() + "/v1.0/invoke/payments/method/hello")
+	defer load.stop()
+	if out, err := exec.Command(b.Sentry, "rotate-root", "--data-dir", leader.DataDir).CombinedOutput(); err != nil {
+		t.Fatalf("rotate-root: %v\n%s", err, out)
+	}
+	waitBundles("second new root published", func(r []*x509.Certificate) bool { return len(r) == 2 && r[0].Equal(r2[0]) })
+	if err := leader.Stop(10 * time.Second); err != nil {
+		t.Fatal(err)
+	}
+	if n := strings.Count(leader.Log(), "signing switched to the new issuer"); n != 1 {
+		t.Fatalf("the leader switched %d times before it stopped (test timing: want the second switch still pending)", n)
+	}
+	old := leader
+	harness.WaitFor(t, 30*time.Second, func(ctx context.Context) error {
+		l, _, err := holder(ctx)
+		if err != nil {
+			return err
+		}
+		if l == old {
+			return fmt.Errorf("the stopped replica still holds the Lease")
+		}
+		leader, follower = l, old
+		return nil
+	})
+	old.Restart(t)
+	harness.WaitFor(t, 45*time.Second, func(context.Context) error {
+		if !strings.Contains(leader.Log(), "signing switched to the new issuer") {
+			return fmt.Errorf("the new leader has not switched")
+		}
+		return nil
+	})
+	waitBundles("second old root retired", func(r []*x509.Certificate) bool { return len(r) == 1 && !r[0].Equal(r2[0]) })
+	time.Sleep(5 * time.Second)
+	load.stop()
+	load.check(t, "a leader failover mid-rotation")
+	if !strings.Contains(leader.Log(), "old root removed from the bundle") {
+		t.Error("the new leader did not retire the old root")
+	}
+
 	// The Secret holds the new state: a third replica starts on it with
 	// the new root only.
 	s3 := start("r3")
@@ -232,4 +244,58 @@ func mustRoots(t *testing.T, path string) []*x509.Certificate {
 		t.Fatal(err)
 	}
 	return r
+}
+
+// identLoad calls url in a loop from two clients and counts failures.
+type identLoad struct {
+	ok, failed atomic.Int64
+	firstErr   atomic.Value
+	cancel     context.CancelFunc
+	wg         sync.WaitGroup
+}
+
+func startLoad(url string) *identLoad {
+	l := &identLoad{}
+	ctx, cancel := context.WithCancel(context.Background())
+	l.cancel = cancel
+	for range 2 {
+		l.wg.Add(1)
+		go func() {
+			defer l.wg.Done()
+			client := &http.Client{Timeout: 5 * time.Second}
+			for ctx.Err() == nil {
+				resp, err := client.Get(url)
+				if err == nil {
+					resp.Body.Close()
+					if resp.StatusCode != http.StatusOK {
+						err = fmt.Errorf("status %s", resp.Status)
+					}
+				}
+				if err != nil {
+					if ctx.Err() != nil {
+						return
+					}
+					l.failed.Add(1)
+					l.firstErr.CompareAndSwap(nil, err.Error())
+				} else {
+					l.ok.Add(1)
+				}
+				time.Sleep(10 * time.Millisecond)
+			}
+		}()
+	}
+	return l
+}
+
+func (l *identLoad) stop() { l.cancel(); l.wg.Wait() }
+
+func (l *identLoad) check(t *testing.T, during string) {
+	t.Helper()
+	if n := l.failed.Load(); n != 0 {
+		t.Fatalf("%d of %d calls failed during %s; first: %v", n, n+l.ok.Load(), during, l.firstErr.Load())
+	}
+	if l.ok.Load() < 200 {
+		t.Fatalf("only %d calls made during %s: the load did not run", l.ok.Load(), during)
+	}
+	t.Logf("%d calls, 0 failed, during %s", l.ok.Load(), during)
 }
