@@ -68,6 +68,9 @@ func NewValidator(name, dataDir string, log *slog.Logger) (token.Validator, erro
 // kubernetes validator checks its RBAC with the API server first (ctx bounds
 // that check).
 func NewValidatorFromConfig(ctx context.Context, cfg ValidatorConfig, log *slog.Logger) (token.Validator, error) {
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
 	switch cfg.Name {
 	case ValidatorJoin:
 		key, err := join.LoadOrCreateKey(cfg.DataDir)

@@ -141,7 +141,7 @@ func TestSentryReplicasOneSecret(t *testing.T) {
 		ResolverFile: resolver, TokenFile: tokenFile("orders", identTokenRequest(t, cs, "shop", "orders", podOrders, time.Hour, "meshd"))})
 
 	// Traffic: idempotent calls orders -> payments, every failure counted.
-	load := startLoad(orders.HTTPURL() + "/v1.0/invoke/payments/method/hello")
+	load := identStartLoad(orders.HTTPURL() + "/v1.0/invoke/payments/method/hello")
 	defer load.stop()
 	time.Sleep(2 * time.Second)
 
@@ -182,8 +182,8 @@ func TestSentryReplicasOneSecret(t *testing.T) {
 	// other replica takes the Lease and carries out the switch and the
 	// retirement from the Secret's state; the stopped one comes back as a
 	// restarted pod would, now a follower. Calls keep flowing.
-	r2 := mustRoots(t, leader.BundleFile())
-	load = startLoad(orders.HTTPURL() + "/v1.0/invoke/payments/method/hello")
+	r2 := identMustRoots(t, leader.BundleFile())
+	load = identStartLoad(orders.HTTPURL() + "/v1.0/invoke/payments/method/hello")
 	defer load.stop()
 	if out, err := exec.Command(b.Sentry, "rotate-root", "--data-dir", leader.DataDir).CombinedOutput(); err != nil {
 		t.Fatalf("rotate-root: %v\n%s", err, out)
@@ -228,12 +228,12 @@ func TestSentryReplicasOneSecret(t *testing.T) {
 	if r3, err := roots(s3.BundleFile()); err != nil || len(r3) != 1 || r3[0].Equal(oldRoot) {
 		t.Fatalf("a new replica's bundle: %d roots (%v)", len(r3), err)
 	}
-	if cur, _ := roots(leader.BundleFile()); !bytes.Equal(cur[0].Raw, mustRoots(t, s3.BundleFile())[0].Raw) {
+	if cur, _ := roots(leader.BundleFile()); !bytes.Equal(cur[0].Raw, identMustRoots(t, s3.BundleFile())[0].Raw) {
 		t.Fatal("a new replica took another root than the leader's")
 	}
 }
 
-func mustRoots(t *testing.T, path string) []*x509.Certificate {
+func identMustRoots(t *testing.T, path string) []*x509.Certificate {
 	t.Helper()
 	b, err := os.ReadFile(path)
 	if err != nil {
@@ -254,7 +254,7 @@ type identLoad struct {
 	wg         sync.WaitGroup
 }
 
-func startLoad(url string) *identLoad {
+func identStartLoad(url string) *identLoad {
 	l := &identLoad{}
 	ctx, cancel := context.WithCancel(context.Background())
 	l.cancel = cancel

@@ -79,12 +79,12 @@ func BenchmarkSignKubernetes(b *testing.B) {
 			if c.token != nil {
 				t = c.token(b, dataDir)
 			}
-			benchSign(b, dataDir, v, t)
+			identBenchSign(b, dataDir, v, t)
 		})
 	}
 }
 
-func benchSign(b *testing.B, dataDir string, v token.Validator, tok string) {
+func identBenchSign(b *testing.B, dataDir string, v token.Validator, tok string) {
 	td := spiffeid.RequireTrustDomainFromString(certs.DefaultTrustDomain)
 	srv, err := sentry.New(sentry.Config{CA: ca.Options{DataDir: dataDir, TrustDomain: td}, Validator: v,
 		Logger: slog.New(slog.DiscardHandler)})
