@@ -267,3 +267,48 @@ func NewKubeStore(ctx context.Context, c KubeStoreConfig, log *slog.Logger) (*ku
 	log.Info("sentry: CA shared through a Kubernetes Secret", "secret", c.Secret, "replica", id)
 	return st, nil
 }
+
+// RotateRootInSecret stages a new root and issuer (generated, or from
+// files) in the CA Secret namespace/name of --ca-store kubernetes; the
+// leading replica takes it and rotates. kubeconfig "" is in-cluster.
+func RotateRootInSecret(ctx context.Context, kubeconfig, secret string, files RotateFiles, caTTL time.Duration, now time.Time) (*ca.Material, error) {
+	ns, name, ok := strings.Cut(secret, "/")
+	if !ok || ns == "" || name == "" || strings.Contains(name, "/") {
+		return nil, fmt.Errorf("sentry: rotate-root: --ca-secret %q: want namespace/name", secret)
+	}
+	cfg, err := kubetoken.RESTConfig(kubeconfig)
+	if err != nil {
+		return nil, fmt.Errorf("sentry: rotate-root: %w", err)
+	}
+	cs, err := kubernetes.NewForConfig(cfg)
+	if err != nil {
+		return nil, fmt.Errorf("sentry: rotate-root: %w", err)
+	}
+	snap, err := kubestore.ReadSnapshot(ctx, cs, ns, name)
+	if err != nil {
+		return nil, fmt.Errorf("sentry: rotate-root: %w", err)
+	}
+	td, err := ca.TrustDomainOfSnapshot(snap)
+	if err != nil {
+		return nil, fmt.Errorf("sentry: rotate-root: %w", err)
+	}
+	var m *ca.Material
+	if files.RootCert != "" || files.IssuerCert != "" || files.IssuerKey != "" {
+		if files.RootCert == "" || files.IssuerCert == "" || files.IssuerKey == "" {
+			return nil, fmt.Errorf("sentry: rotate-root: --root-cert, --issuer-cert and --issuer-key go together")
+		}
+		m, err = ca.LoadFiles(files.RootCert, files.IssuerCert, files.IssuerKey, files.RootKey)
+	} else {
+		m, err = ca.Generate(td, caTTL, now)
+	}
+	if err == nil {
+		err = m.Validate(now)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("sentry: rotate-root: %w", err)
+	}
+	if err := kubestore.StageRotation(ctx, cs, ns, name, m); err != nil {
+		return nil, fmt.Errorf("sentry: rotate-root: %w", err)
+	}
+	return m, nil
+}

@@ -230,9 +230,9 @@ func newTokenCmd() *cobra.Command {
 
 func newRotateCmd() *cobra.Command {
 	var (
-		dataDir string
-		files   sentry.RotateFiles
-		caTTL   time.Duration
+		dataDir, secret, kubeconfig string
+		files                       sentry.RotateFiles
+		caTTL                       time.Duration
 	)
 	cmd := &cobra.Command{
 		Use:   "rotate-root",
@@ -240,11 +240,26 @@ func newRotateCmd() *cobra.Command {
 		Long: "rotate-root stages a new root and issuer (generated, or from --root-cert/--issuer-cert/--issuer-key)\n" +
 			"in the data directory. The running sentry adds the new root to the trust bundle at once, signs\n" +
 			"with the new issuer after --rotation-propagation-delay, and drops the old root once every\n" +
-			"certificate it signed has expired.",
+			"certificate it signed has expired. With --ca-secret (replicas of --ca-store kubernetes) it stages\n" +
+			"the rotation in the CA Secret instead, and the leading replica carries it out.",
 		Args:          cobra.NoArgs,
 		SilenceUsage:  true,
 		SilenceErrors: true,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			if (dataDir == "") == (secret == "") {
+				return fmt.Errorf("give exactly one of --data-dir and --ca-secret")
+			}
+			if secret != "" {
+				ctx, cancel := context.WithTimeout(cmd.Context(), 30*time.Second)
+				defer cancel()
+				m, err := sentry.RotateRootInSecret(ctx, kubeconfig, secret, files, caTTL, time.Now())
+				if err != nil {
+					return err
+				}
+				_, err = fmt.Fprintf(cmd.ErrOrStderr(), "staged new root %q (valid until %s) in Secret %s; the leading sentry rotates to it\n",
+					m.Root.Subject.String(), m.Root.NotAfter.UTC().Format(time.RFC3339), secret)
+				return err
+			}
 			m, err := sentry.RotateRoot(dataDir, files, caTTL, time.Now())
 			if err != nil {
 				return err
@@ -256,11 +271,12 @@ func newRotateCmd() *cobra.Command {
 	}
 	f := cmd.Flags()
 	f.StringVar(&dataDir, "data-dir", "", "sentry's data directory")
+	f.StringVar(&secret, "ca-secret", "", "namespace/name of the CA Secret of --ca-store kubernetes (instead of --data-dir)")
+	f.StringVar(&kubeconfig, "kubeconfig", "", "with --ca-secret: kubeconfig file (empty: in-cluster config)")
 	f.StringVar(&files.RootCert, "root-cert", "", "PEM root certificate to rotate to (default: generate)")
 	f.StringVar(&files.IssuerCert, "issuer-cert", "", "PEM issuer certificate (then intermediates)")
 	f.StringVar(&files.IssuerKey, "issuer-key", "", "PEM issuer private key")
 	f.StringVar(&files.RootKey, "root-key", "", "PEM root private key (optional)")
 	f.DurationVar(&caTTL, "ca-ttl", ca.DefaultCATTL, "lifetime of a generated root and issuer")
-	_ = cmd.MarkFlagRequired("data-dir")
 	return cmd
 }

@@ -12,6 +12,7 @@ import (
 	"strings"
 
 	"github.com/meshd/meshd/certs"
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
 )
 
 // Replication: several sentry replicas can share one CA kept elsewhere
@@ -173,4 +174,70 @@ func (a *Authority) Restore(files map[string][]byte) error {
 		a.log.Info("ca: signing with the replicated active generation", "generation", act.Name)
 	}
 	return a.renewServing(now)
+}
+
+// MaterialFiles returns m as the files Write would create (root.pem,
+// issuer.pem, issuer.key and, if m has it, root.key).
+func MaterialFiles(m *Material) (map[string][]byte, error) {
+	dir, err := os.MkdirTemp("", "ca-material-")
+	if err != nil {
+		return nil, fmt.Errorf("ca: %w", err)
+	}
+	defer os.RemoveAll(dir)
+	sub := filepath.Join(dir, "m")
+	if err := m.Write(sub); err != nil {
+		return nil, err
+	}
+	out := map[string][]byte{}
+	for _, n := range []string{rootCertFile, issuerCertFile, issuerKeyFile, rootKeyFile} {
+		b, err := os.ReadFile(filepath.Join(sub, n))
+		if errors.Is(err, fs.ErrNotExist) && n == rootKeyFile {
+			continue
+		}
+		if err != nil {
+			return nil, fmt.Errorf("ca: %w", err)
+		}
+		out[n] = b
+	}
+	return out, nil
+}
+
+// MaterialFromFiles parses what MaterialFiles returns (unknown names are
+// refused).
+func MaterialFromFiles(files map[string][]byte) (*Material, error) {
+	dir, err := os.MkdirTemp("", "ca-material-")
+	if err != nil {
+		return nil, fmt.Errorf("ca: %w", err)
+	}
+	defer os.RemoveAll(dir)
+	for n, b := range files {
+		switch n {
+		case rootCertFile, issuerCertFile, issuerKeyFile, rootKeyFile:
+		default:
+			return nil, fmt.Errorf("ca: material: unexpected file %q", n)
+		}
+		if err := os.WriteFile(filepath.Join(dir, n), b, 0o600); err != nil {
+			return nil, fmt.Errorf("ca: %w", err)
+		}
+	}
+	return LoadDir(dir)
+}
+
+// StageMaterial stages m in the authority's data directory (see Stage);
+// the leader imports it on its next tick.
+func (a *Authority) StageMaterial(m *Material) error {
+	return Stage(a.opts.DataDir, m, a.opts.Now())
+}
+
+// TrustDomainOfSnapshot reads the trust domain of a snapshot's active root.
+func TrustDomainOfSnapshot(files map[string][]byte) (spiffeid.TrustDomain, error) {
+	dir, err := os.MkdirTemp("", "ca-snapshot-")
+	if err != nil {
+		return spiffeid.TrustDomain{}, fmt.Errorf("ca: %w", err)
+	}
+	defer os.RemoveAll(dir)
+	if _, err := RestoreDir(dir, files); err != nil {
+		return spiffeid.TrustDomain{}, err
+	}
+	return TrustDomainOf(dir)
 }

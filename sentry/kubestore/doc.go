@@ -10,14 +10,17 @@
 //
 // One replica leads (client-go leader election on a Lease named like the
 // Secret). Only the leader advances the root rotation's three persisted
-// steps (publish, switch, retire) and imports a staged rotation (`sentry
-// rotate-root` on the leader's data directory); after every change it
-// writes the new state to the Secret (an Update with the resourceVersion
-// read, so a deposed leader cannot overwrite a newer state). Followers poll
-// the Secret every SyncInterval and restore what changed, so every replica
-// publishes the same bundle versions and signs with the same issuer; the
-// rotation's propagation delay covers their lag. A follower that takes
-// over restores the Secret before it acts.
+// steps (publish, switch, retire) and imports a staged rotation: one staged
+// in the Secret (`sentry rotate-root --ca-secret`, keys staged__*), which
+// it moves into its data directory and removes from the Secret, or one
+// staged in its own data directory. After every change it writes the new
+// state to the Secret (an Update carrying the resourceVersion it read); a
+// leader that finds a state in the Secret it has not seen (a previous
+// leader wrote after it) takes it instead of overwriting it. Followers
+// read the Secret every SyncInterval and restore a changed state, so every
+// replica publishes the same bundle versions and signs with the same
+// issuer; the rotation's propagation delay covers their lag. A follower
+// that takes over restores the Secret before it acts.
 //
 // The leader also publishes the trust bundle as ConfigMap
 // {BundleConfigMap} (key ca.crt) in every namespace that has a pod

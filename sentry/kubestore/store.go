@@ -70,8 +70,7 @@ type Store struct {
 
 	mu         sync.Mutex
 	lastPushed map[string][]byte
-	lastSeenRV string
-	seen       bool // lastSeenRV is set (a fake API may answer "")
+	seen       bool // lastPushed holds a state read from or written to the Secret
 	lastBundle uint64
 	lastResync time.Time
 }
@@ -178,7 +177,7 @@ func (s *Store) Prepare(ctx context.Context, dataDir string) error {
 		return fmt.Errorf("kubestore: %w", err)
 	}
 	s.existed = true
-	s.lastSeenRV, s.seen = sec.ResourceVersion, true
+	s.seen, s.lastPushed = true, files
 	s.log.Info("kubestore: took the CA from the Secret", "secret", s.o.Namespace+"/"+s.o.Secret)
 	return nil
 }
@@ -200,7 +199,7 @@ func (s *Store) Init(ctx context.Context, auth *ca.Authority) error {
 		Type: corev1.SecretTypeOpaque,
 		Data: encode(files),
 	}
-	created, err := s.o.Client.CoreV1().Secrets(s.o.Namespace).Create(ctx, sec, metav1.CreateOptions{})
+	_, err = s.o.Client.CoreV1().Secrets(s.o.Namespace).Create(ctx, sec, metav1.CreateOptions{})
 	if apierrors.IsAlreadyExists(err) {
 		s.log.Info("kubestore: another replica created the CA first: taking it")
 		return s.pull(ctx, auth)
@@ -209,7 +208,7 @@ func (s *Store) Init(ctx context.Context, auth *ca.Authority) error {
 		return fmt.Errorf("kubestore: create Secret %s/%s: %w", s.o.Namespace, s.o.Secret, err)
 	}
 	s.mu.Lock()
-	s.lastPushed, s.lastSeenRV, s.seen = files, created.ResourceVersion, true
+	s.lastPushed, s.seen = files, true
 	s.mu.Unlock()
 	s.log.Info("kubestore: CA stored in the Secret", "secret", s.o.Namespace+"/"+s.o.Secret)
 	return nil
@@ -300,28 +299,30 @@ func (s *Store) sync(ctx context.Context, auth *ca.Authority) error {
 	return s.publishBundle(ctx, auth.Bundle())
 }
 
-// pull restores the Secret's CA into auth if the Secret changed.
+// pull restores the Secret's CA into auth if its state is not the one
+// last read or written (compared by content: a rotation staged in the
+// Secret changes nothing here).
 func (s *Store) pull(ctx context.Context, auth *ca.Authority) error {
 	sec, err := s.o.Client.CoreV1().Secrets(s.o.Namespace).Get(ctx, s.o.Secret, metav1.GetOptions{})
 	if err != nil {
 		return fmt.Errorf("kubestore: read Secret: %w", err)
 	}
-	s.mu.Lock()
-	same := s.seen && sec.ResourceVersion == s.lastSeenRV
-	s.mu.Unlock()
-	if same {
-		return nil
-	}
 	files, err := decode(sec)
 	if err != nil {
 		return err
+	}
+	s.mu.Lock()
+	same := s.seen && equal(files, s.lastPushed)
+	s.mu.Unlock()
+	if same {
+		return nil
 	}
 	before := auth.Bundle().Version
 	if err := auth.Restore(files); err != nil {
 		return fmt.Errorf("kubestore: %w", err)
 	}
 	s.mu.Lock()
-	s.lastSeenRV, s.lastPushed, s.seen = sec.ResourceVersion, files, true
+	s.lastPushed, s.seen = files, true
 	s.mu.Unlock()
 	if v := auth.Bundle().Version; v != before {
 		s.log.Info("kubestore: took the leader's CA state", "bundle_version", v)
@@ -329,39 +330,133 @@ func (s *Store) pull(ctx context.Context, auth *ca.Authority) error {
 	return nil
 }
 
-// push writes the authority's state to the Secret if it changed.
+// push is the leader's sync: it takes a rotation staged in the Secret
+// (`sentry rotate-root --ca-secret`), and writes the authority's state to
+// the Secret if it changed. A Secret whose state is not the one this leader
+// last read or wrote (a previous leader wrote after it) is taken, never
+// overwritten.
 func (s *Store) push(ctx context.Context, auth *ca.Authority) error {
-	files, err := auth.Snapshot()
-	if err != nil {
-		return fmt.Errorf("kubestore: %w", err)
-	}
-	s.mu.Lock()
-	same := equal(files, s.lastPushed)
-	rv := s.lastSeenRV
-	s.mu.Unlock()
-	if same {
-		return nil
-	}
 	sec, err := s.o.Client.CoreV1().Secrets(s.o.Namespace).Get(ctx, s.o.Secret, metav1.GetOptions{})
 	if err != nil {
 		return fmt.Errorf("kubestore: read Secret: %w", err)
 	}
-	if sec.ResourceVersion != rv {
-		// Someone else wrote it since we last read it: never overwrite a
-		// state we have not seen.
-		return fmt.Errorf("kubestore: Secret %s/%s changed under the leader (resourceVersion %s, last seen %s); taking it on the next sync",
-			s.o.Namespace, s.o.Secret, sec.ResourceVersion, rv)
+	inSecret, err := decode(sec)
+	if err != nil {
+		return err
+	}
+	s.mu.Lock()
+	last := s.lastPushed
+	s.mu.Unlock()
+	if !equal(inSecret, last) {
+		if err := auth.Restore(inSecret); err != nil {
+			return fmt.Errorf("kubestore: %w", err)
+		}
+		s.mu.Lock()
+		s.lastPushed, s.seen = inSecret, true
+		s.mu.Unlock()
+		s.log.Warn("kubestore: the Secret holds a CA state this leader had not seen (written by a previous leader): took it",
+			"bundle_version", auth.Bundle().Version)
+		return nil
+	}
+	if staged := stagedOf(sec); len(staged) > 0 {
+		if sec, err = s.takeStaged(ctx, auth, sec, staged); err != nil {
+			return err
+		}
+	}
+	files, err := auth.Snapshot()
+	if err != nil {
+		return fmt.Errorf("kubestore: %w", err)
+	}
+	if equal(files, last) {
+		return nil
 	}
 	sec.Data = encode(files)
-	upd, err := s.o.Client.CoreV1().Secrets(s.o.Namespace).Update(ctx, sec, metav1.UpdateOptions{})
-	if err != nil {
+	// Update carries the resourceVersion read: a concurrent write makes it
+	// fail (Conflict) and the next sync starts over.
+	if _, err := s.o.Client.CoreV1().Secrets(s.o.Namespace).Update(ctx, sec, metav1.UpdateOptions{}); err != nil {
 		return fmt.Errorf("kubestore: write Secret: %w", err)
 	}
 	s.mu.Lock()
-	s.lastPushed, s.lastSeenRV, s.seen = files, upd.ResourceVersion, true
+	s.lastPushed, s.seen = files, true
 	s.mu.Unlock()
 	s.log.Info("kubestore: CA state written to the Secret", "bundle_version", auth.Bundle().Version)
 	return nil
+}
+
+// takeStaged stages a rotation found in the Secret in the leader's data
+// directory (the CA imports it on its next tick) and removes it from the
+// Secret, refused or not.
+func (s *Store) takeStaged(ctx context.Context, auth *ca.Authority, sec *corev1.Secret, staged map[string][]byte) (*corev1.Secret, error) {
+	m, err := ca.MaterialFromFiles(staged)
+	if err == nil {
+		err = auth.StageMaterial(m)
+	}
+	if err != nil {
+		s.log.Error("kubestore: rotation staged in the Secret refused (removed from the Secret)", "err", err)
+	} else {
+		s.log.Info("kubestore: took the rotation staged in the Secret", "root_not_after", m.Root.NotAfter)
+	}
+	for k := range sec.Data {
+		if strings.HasPrefix(k, StagedPrefix) {
+			delete(sec.Data, k)
+		}
+	}
+	upd, uerr := s.o.Client.CoreV1().Secrets(s.o.Namespace).Update(ctx, sec, metav1.UpdateOptions{})
+	if uerr != nil {
+		return nil, fmt.Errorf("kubestore: remove the staged rotation from the Secret: %w", uerr)
+	}
+	return upd, nil
+}
+
+// StagedPrefix marks the Secret keys of a rotation staged for the leader
+// ("staged__root.pem", "staged__issuer.pem", "staged__issuer.key", and
+// optionally "staged__root.key").
+const StagedPrefix = "staged__"
+
+func stagedOf(sec *corev1.Secret) map[string][]byte {
+	out := map[string][]byte{}
+	for k, b := range sec.Data {
+		if n, ok := strings.CutPrefix(k, StagedPrefix); ok {
+			out[n] = b
+		}
+	}
+	return out
+}
+
+// StageRotation stages CA material m in the Secret namespace/name for the
+// leader to rotate to (what `sentry rotate-root --ca-secret` does). Only one
+// rotation can be staged at a time.
+func StageRotation(ctx context.Context, client k8s.Interface, namespace, name string, m *ca.Material) error {
+	sec, err := client.CoreV1().Secrets(namespace).Get(ctx, name, metav1.GetOptions{})
+	if err != nil {
+		return fmt.Errorf("kubestore: read Secret %s/%s: %w", namespace, name, err)
+	}
+	if _, err := decode(sec); err != nil {
+		return err
+	}
+	if len(stagedOf(sec)) > 0 {
+		return fmt.Errorf("kubestore: a rotation is already staged in Secret %s/%s (the leader takes it within seconds; is a sentry leading?)", namespace, name)
+	}
+	files, err := ca.MaterialFiles(m)
+	if err != nil {
+		return err
+	}
+	for n, b := range files {
+		sec.Data[StagedPrefix+n] = b
+	}
+	if _, err := client.CoreV1().Secrets(namespace).Update(ctx, sec, metav1.UpdateOptions{}); err != nil {
+		return fmt.Errorf("kubestore: stage the rotation in Secret %s/%s: %w", namespace, name, err)
+	}
+	return nil
+}
+
+// ReadSnapshot returns the CA state held in the Secret namespace/name.
+func ReadSnapshot(ctx context.Context, client k8s.Interface, namespace, name string) (map[string][]byte, error) {
+	sec, err := client.CoreV1().Secrets(namespace).Get(ctx, name, metav1.GetOptions{})
+	if err != nil {
+		return nil, fmt.Errorf("kubestore: read Secret %s/%s: %w", namespace, name, err)
+	}
+	return decode(sec)
 }
 
 // publishBundle writes the bundle ConfigMap into every namespace with
@@ -461,6 +556,9 @@ func decode(sec *corev1.Secret) (map[string][]byte, error) {
 	}
 	out := make(map[string][]byte, len(sec.Data))
 	for k, b := range sec.Data {
+		if strings.HasPrefix(k, StagedPrefix) {
+			continue // a rotation staged for the leader, not state
+		}
 		out[strings.ReplaceAll(k, "__", "/")] = b
 	}
 	return out, nil

@@ -88,22 +88,97 @@ func TestLostCreateRaceTakesWinner(t *testing.T) {
 	}
 }
 
-func TestPushNeverOverwritesUnseenState(t *testing.T) {
+// A leader finding a state in the Secret it has not seen (a previous
+// leader wrote after it last read) takes it instead of overwriting it.
+func TestLeaderTakesUnseenState(t *testing.T) {
+	ctx := context.Background()
 	cs := fake.NewClientset()
 	s := newStore(t, cs, "r1")
 	a := openCA(t, s)
-	// Someone else writes the Secret.
-	sec, _ := cs.CoreV1().Secrets("meshd-system").Get(context.Background(), "ca", metav1.GetOptions{})
-	sec.ResourceVersion = "999"
-	sec.Annotations = map[string]string{"x": "y"}
-	if _, err := cs.CoreV1().Secrets("meshd-system").Update(context.Background(), sec, metav1.UpdateOptions{}); err != nil {
+	s.leading.Store(true)
+	other, err := ca.Open(ca.Options{DataDir: filepath.Join(t.TempDir(), "o"), TrustDomain: td})
+	if err != nil {
 		t.Fatal(err)
 	}
-	s.mu.Lock()
-	s.lastPushed = nil // our state "changed"
-	s.mu.Unlock()
-	if err := s.push(context.Background(), a); err == nil || !strings.Contains(err.Error(), "changed under the leader") {
-		t.Fatalf("push over an unseen Secret: %v", err)
+	snap, _ := other.Snapshot()
+	sec, _ := cs.CoreV1().Secrets("meshd-system").Get(ctx, "ca", metav1.GetOptions{})
+	sec.Data = encode(snap)
+	if _, err := cs.CoreV1().Secrets("meshd-system").Update(ctx, sec, metav1.UpdateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.push(ctx, a); err != nil {
+		t.Fatal(err)
+	}
+	if !a.ActiveRoot().Equal(other.ActiveRoot()) {
+		t.Fatal("the leader did not take the newer state")
+	}
+	got, _ := ReadSnapshot(ctx, cs, "meshd-system", "ca")
+	if !equal(got, snap) {
+		t.Fatal("the leader overwrote a state it had not seen")
+	}
+}
+
+// A rotation staged in the Secret is taken by the leader alone, removed
+// from the Secret, imported, and the new state written back; followers
+// ignore the staged keys.
+func TestRotationStagedInSecret(t *testing.T) {
+	ctx := context.Background()
+	cs := fake.NewClientset()
+	ls := newStore(t, cs, "r1")
+	la := openCA(t, ls)
+	fs := newStore(t, cs, "r2")
+	fa := openCA(t, fs)
+	ls.leading.Store(true)
+
+	m, err := ca.Generate(td, 24*time.Hour, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := StageRotation(ctx, cs, "meshd-system", "ca", m); err != nil {
+		t.Fatal(err)
+	}
+	if err := StageRotation(ctx, cs, "meshd-system", "ca", m); err == nil || !strings.Contains(err.Error(), "already staged") {
+		t.Fatalf("second staging: %v", err)
+	}
+	if err := fs.sync(ctx, fa); err != nil { // a follower with staged keys in the Secret
+		t.Fatalf("follower sync: %v", err)
+	}
+	if err := ls.sync(ctx, la); err != nil {
+		t.Fatal(err)
+	}
+	sec, _ := cs.CoreV1().Secrets("meshd-system").Get(ctx, "ca", metav1.GetOptions{})
+	if len(stagedOf(sec)) != 0 {
+		t.Fatal("the staged rotation was left in the Secret")
+	}
+	if err := la.Tick(); err != nil {
+		t.Fatal(err)
+	}
+	if len(la.Bundle().Roots) != 2 || !la.Bundle().Roots[1].Equal(m.Root) {
+		t.Fatal("the leader did not import the staged root")
+	}
+	if err := ls.sync(ctx, la); err != nil {
+		t.Fatal(err)
+	}
+	if err := fs.sync(ctx, fa); err != nil {
+		t.Fatal(err)
+	}
+	if len(fa.Bundle().Roots) != 2 || fa.Bundle().Version != la.Bundle().Version {
+		t.Fatalf("the follower has %d roots at version %d", len(fa.Bundle().Roots), fa.Bundle().Version)
+	}
+	// Garbage staged: refused, removed, nothing imported.
+	sec, _ = cs.CoreV1().Secrets("meshd-system").Get(ctx, "ca", metav1.GetOptions{})
+	sec.Data[StagedPrefix+"root.pem"] = []byte("junk")
+	if _, err := cs.CoreV1().Secrets("meshd-system").Update(ctx, sec, metav1.UpdateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	v := la.Bundle().Version
+	if err := ls.sync(ctx, la); err != nil {
+		t.Fatal(err)
+	}
+	_ = la.Tick()
+	sec, _ = cs.CoreV1().Secrets("meshd-system").Get(ctx, "ca", metav1.GetOptions{})
+	if len(stagedOf(sec)) != 0 || la.Bundle().Version != v {
+		t.Fatal("a garbage staged rotation was kept or imported")
 	}
 }
 

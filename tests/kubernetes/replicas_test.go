@@ -177,20 +177,30 @@ func TestSentryReplicasOneSecret(t *testing.T) {
 		}
 	}
 
-	// Failover mid-rotation: a second rotation is staged on the leader,
-	// which stops once the new root is published (before the switch). The
+	// Failover mid-rotation: a second rotation is staged (in the Secret);
+	// the leader takes it and stops once the new root is published (before
+	// the switch). The
 	// other replica takes the Lease and carries out the switch and the
 	// retirement from the Secret's state; the stopped one comes back as a
 	// restarted pod would, now a follower. Calls keep flowing.
 	r2 := identMustRoots(t, leader.BundleFile())
 	load = identStartLoad(orders.HTTPURL() + "/v1.0/invoke/payments/method/hello")
 	defer load.stop()
-	if out, err := exec.Command(b.Sentry, "rotate-root", "--data-dir", leader.DataDir).CombinedOutput(); err != nil {
-		t.Fatalf("rotate-root: %v\n%s", err, out)
+	// This time staged through the Secret, as an operator who does not
+	// know the leader would: the leader takes it.
+	if out, err := exec.Command(b.Sentry, "rotate-root", "--ca-secret", "meshd-system/meshd-sentry-ca",
+		"--kubeconfig", k.Kubeconfig).CombinedOutput(); err != nil {
+		t.Fatalf("rotate-root --ca-secret: %v\n%s", err, out)
 	}
 	waitBundles("second new root published", func(r []*x509.Certificate) bool { return len(r) == 2 && r[0].Equal(r2[0]) })
 	if err := leader.Stop(10 * time.Second); err != nil {
 		t.Fatal(err)
+	}
+	if !strings.Contains(leader.Log(), "took the rotation staged in the Secret") {
+		t.Fatalf("the leader did not take the rotation from the Secret:\n%s", leader.Log())
+	}
+	if strings.Contains(follower.Log(), "took the rotation staged in the Secret") {
+		t.Fatal("the follower took the staged rotation")
 	}
 	if n := strings.Count(leader.Log(), "signing switched to the new issuer"); n != 1 {
 		t.Fatalf("the leader switched %d times before it stopped (test timing: want the second switch still pending)", n)
