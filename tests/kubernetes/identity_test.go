@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -219,6 +220,30 @@ func TestSentryKubernetes(t *testing.T) {
 				t.Fatalf("sentry's start error does not name %s:\n%s", c.missing, p.Log())
 			}
 		}
+		// --ca-store kubernetes without the store's RBAC: named at start.
+		p := harness.Start(t, "sentry-rbac-store", b.Sentry, "--data-dir", filepath.Join(t.TempDir(), "d"),
+			"--listen", "127.0.0.1:0", "--health-listen", "", "--token-validator", "kubernetes", "--kubeconfig", kubeconfig,
+			"--ca-store", "kubernetes")
+		if err := p.Wait(30 * time.Second); err == nil || !strings.Contains(p.Log(), `RBAC: sentry may not "get" secrets in namespace meshd-system`) {
+			t.Fatalf("sentry without the CA store's RBAC (exit %v):\n%s", err, p.Log())
+		}
+		// An API server that is not there: a clear error at start.
+		down := filepath.Join(t.TempDir(), "down.kubeconfig")
+		if err := os.WriteFile(down, []byte(fmt.Sprintf(`apiVersion: v1
+kind: Config
+clusters: [{name: c, cluster: {server: "https://127.0.0.1:%d", insecure-skip-tls-verify: true}}]
+users: [{name: u, user: {token: x}}]
+contexts: [{name: c, context: {cluster: c, user: u}}]
+current-context: c
+`, harness.FreePort(t))), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		p = harness.Start(t, "sentry-down", b.Sentry, "--data-dir", filepath.Join(t.TempDir(), "d"),
+			"--listen", "127.0.0.1:0", "--health-listen", "", "--token-validator", "kubernetes", "--kubeconfig", down)
+		if err := p.Wait(45 * time.Second); err == nil || !strings.Contains(p.Log(), "cannot check sentry's permissions with the API server") {
+			t.Fatalf("sentry with no API server (exit %v):\n%s", err, p.Log())
+		}
+
 		// Taken away while sentry runs: bootstrap answers Unavailable and
 		// names the verb (nothing is signed; the sidecar retries).
 		kc := identSentryKubeconfig(t, k, cs, "sentry-live")
