@@ -1,19 +1,24 @@
 package sentry
 
 import (
+	"context"
 	"crypto/ed25519"
 	"fmt"
 	"io"
 	"log/slog"
+	"os"
 	"strings"
 	"time"
 
 	"github.com/meshd/meshd/certs"
 	"github.com/meshd/meshd/sentry/ca"
+	"github.com/meshd/meshd/sentry/kubestore"
 	"github.com/meshd/meshd/sentry/token"
 	"github.com/meshd/meshd/sentry/token/insecure"
 	"github.com/meshd/meshd/sentry/token/join"
+	kubetoken "github.com/meshd/meshd/sentry/token/kubernetes"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
+	"k8s.io/client-go/kubernetes"
 )
 
 // NewLogger returns a slog logger writing to w. level is debug, info, warn
@@ -35,28 +40,68 @@ func NewLogger(w io.Writer, level, format string) (*slog.Logger, error) {
 
 // Token validator names for --token-validator.
 const (
-	ValidatorJoin     = "join"
-	ValidatorInsecure = "insecure"
+	ValidatorJoin       = "join"
+	ValidatorKubernetes = "kubernetes"
+	ValidatorInsecure   = "insecure"
 )
 
+// ValidatorConfig selects and configures a token validator.
+type ValidatorConfig struct {
+	// Name is ValidatorJoin, ValidatorKubernetes or ValidatorInsecure.
+	Name string
+	// DataDir holds the join validator's key and ledger.
+	DataDir string
+	// Kubernetes configures the kubernetes validator (its Logger defaults
+	// to the one given to NewValidatorFromConfig).
+	Kubernetes kubetoken.Options
+}
+
 // NewValidator builds the token validator called name. The join validator's
-// key lives in dataDir (created on first use).
+// key lives in dataDir (created on first use). The kubernetes validator
+// takes the defaults of kubetoken.Options (in-cluster, audience meshd); use
+// NewValidatorFromConfig to set them.
 func NewValidator(name, dataDir string, log *slog.Logger) (token.Validator, error) {
-	switch name {
+	return NewValidatorFromConfig(context.Background(), ValidatorConfig{Name: name, DataDir: dataDir}, log)
+}
+
+// NewValidatorFromConfig builds the token validator cfg names. The
+// kubernetes validator checks its RBAC with the API server first (ctx bounds
+// that check).
+func NewValidatorFromConfig(ctx context.Context, cfg ValidatorConfig, log *slog.Logger) (token.Validator, error) {
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	switch cfg.Name {
 	case ValidatorJoin:
-		key, err := join.LoadOrCreateKey(dataDir)
+		key, err := join.LoadOrCreateKey(cfg.DataDir)
 		if err != nil {
 			return nil, fmt.Errorf("sentry: %w", err)
 		}
-		ledger, err := join.OpenLedger(dataDir)
+		ledger, err := join.OpenLedger(cfg.DataDir)
 		if err != nil {
 			return nil, fmt.Errorf("sentry: %w", err)
 		}
 		return join.NewValidator(key.Public().(ed25519.PublicKey), nil).WithLedger(ledger), nil
+	case ValidatorKubernetes:
+		o := cfg.Kubernetes
+		if o.Logger == nil {
+			o.Logger = log
+		}
+		v, err := kubetoken.NewFromOptions(ctx, o)
+		if err != nil {
+			return nil, fmt.Errorf("sentry: token validator kubernetes: %w", err)
+		}
+		where := o.Kubeconfig
+		if where == "" {
+			where = "in-cluster"
+		}
+		log.Info("sentry: token validator kubernetes: TokenReview with the API server", "kubeconfig", where,
+			"audience", v.Audience(), "review_cache_ttl", o.CacheTTL.String())
+		return v, nil
 	case ValidatorInsecure:
 		return insecure.New(log), nil
 	}
-	return nil, fmt.Errorf("sentry: token validator %q: want %s or %s", name, ValidatorJoin, ValidatorInsecure)
+	return nil, fmt.Errorf("sentry: token validator %q: want %s, %s or %s", cfg.Name, ValidatorJoin, ValidatorKubernetes, ValidatorInsecure)
 }
 
 // CreateJoinToken makes a join token for app in namespace ns with the key in
@@ -168,6 +213,101 @@ func RotateRoot(dataDir string, files RotateFiles, caTTL time.Duration, now time
 		return nil, fmt.Errorf("sentry: rotate-root: %w", err)
 	}
 	if err := ca.Stage(dataDir, m, now); err != nil {
+		return nil, fmt.Errorf("sentry: rotate-root: %w", err)
+	}
+	return m, nil
+}
+
+// CA store names for --ca-store.
+const (
+	CAStoreDir        = "dir"
+	CAStoreKubernetes = "kubernetes"
+)
+
+// KubeStoreConfig configures --ca-store kubernetes.
+type KubeStoreConfig struct {
+	Kubeconfig      string // "": in-cluster
+	Secret          string // namespace/name
+	Identity        string // "": POD_NAME, else the host name, with the process ID
+	BundleConfigMap string // "-": do not publish
+}
+
+// NewKubeStore builds the Kubernetes Secret CA store and checks its RBAC
+// (ctx bounds that check).
+func NewKubeStore(ctx context.Context, c KubeStoreConfig, log *slog.Logger) (*kubestore.Store, error) {
+	ns, name, ok := strings.Cut(c.Secret, "/")
+	if !ok || ns == "" || name == "" || strings.Contains(name, "/") {
+		return nil, fmt.Errorf("sentry: --ca-secret %q: want namespace/name", c.Secret)
+	}
+	cfg, err := kubetoken.RESTConfig(c.Kubeconfig)
+	if err != nil {
+		return nil, fmt.Errorf("sentry: ca store: %w", err)
+	}
+	cfg.UserAgent = "meshd-sentry"
+	cs, err := kubernetes.NewForConfig(cfg)
+	if err != nil {
+		return nil, fmt.Errorf("sentry: ca store: %w", err)
+	}
+	id := c.Identity
+	if id == "" {
+		id = os.Getenv("POD_NAME")
+		if id == "" {
+			id, _ = os.Hostname()
+		}
+		id = fmt.Sprintf("%s-%d", id, os.Getpid())
+	}
+	st, err := kubestore.New(kubestore.Options{Client: cs, Namespace: ns, Secret: name, Identity: id,
+		BundleConfigMap: c.BundleConfigMap, Logger: log})
+	if err != nil {
+		return nil, fmt.Errorf("sentry: %w", err)
+	}
+	if err := st.CheckAccess(ctx); err != nil {
+		return nil, fmt.Errorf("sentry: ca store: %w", err)
+	}
+	log.Info("sentry: CA shared through a Kubernetes Secret", "secret", c.Secret, "replica", id)
+	return st, nil
+}
+
+// RotateRootInSecret stages a new root and issuer (generated, or from
+// files) in the CA Secret namespace/name of --ca-store kubernetes; the
+// leading replica takes it and rotates. kubeconfig "" is in-cluster.
+func RotateRootInSecret(ctx context.Context, kubeconfig, secret string, files RotateFiles, caTTL time.Duration, now time.Time) (*ca.Material, error) {
+	ns, name, ok := strings.Cut(secret, "/")
+	if !ok || ns == "" || name == "" || strings.Contains(name, "/") {
+		return nil, fmt.Errorf("sentry: rotate-root: --ca-secret %q: want namespace/name", secret)
+	}
+	cfg, err := kubetoken.RESTConfig(kubeconfig)
+	if err != nil {
+		return nil, fmt.Errorf("sentry: rotate-root: %w", err)
+	}
+	cs, err := kubernetes.NewForConfig(cfg)
+	if err != nil {
+		return nil, fmt.Errorf("sentry: rotate-root: %w", err)
+	}
+	snap, err := kubestore.ReadSnapshot(ctx, cs, ns, name)
+	if err != nil {
+		return nil, fmt.Errorf("sentry: rotate-root: %w", err)
+	}
+	td, err := ca.TrustDomainOfSnapshot(snap)
+	if err != nil {
+		return nil, fmt.Errorf("sentry: rotate-root: %w", err)
+	}
+	var m *ca.Material
+	if files.RootCert != "" || files.IssuerCert != "" || files.IssuerKey != "" {
+		if files.RootCert == "" || files.IssuerCert == "" || files.IssuerKey == "" {
+			return nil, fmt.Errorf("sentry: rotate-root: --root-cert, --issuer-cert and --issuer-key go together")
+		}
+		m, err = ca.LoadFiles(files.RootCert, files.IssuerCert, files.IssuerKey, files.RootKey)
+	} else {
+		m, err = ca.Generate(td, caTTL, now)
+	}
+	if err == nil {
+		err = m.Validate(now)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("sentry: rotate-root: %w", err)
+	}
+	if err := kubestore.StageRotation(ctx, cs, ns, name, m); err != nil {
 		return nil, fmt.Errorf("sentry: rotate-root: %w", err)
 	}
 	return m, nil

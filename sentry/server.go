@@ -39,7 +39,23 @@ type Config struct {
 	// handshake; beyond it the oldest is closed (0: DefaultMaxPendingHandshakes,
 	// negative: no cap).
 	MaxPendingHandshakes int
+	// Store, when set, shares the CA with other sentry replicas (see
+	// package sentry/kubestore); nil: the data directory alone.
+	Store CAStore
 }
+
+// CAStore shares the CA between replicas: Prepare runs before the CA is
+// opened from the data directory, Init after, Run while sentry serves;
+// Leading gates the rotation steps (ca.Options.Leading).
+type CAStore interface {
+	Prepare(ctx context.Context, dataDir string) error
+	Init(ctx context.Context, auth *ca.Authority) error
+	Run(ctx context.Context, auth *ca.Authority) error
+	Leading() bool
+}
+
+// storeTimeout bounds the CA store's start-up calls.
+const storeTimeout = 30 * time.Second
 
 // Server is a running sentry: the CA, its gRPC service and health state.
 type Server struct {
@@ -75,9 +91,24 @@ func New(cfg Config) (*Server, error) {
 		cfg.MaxPendingHandshakes = DefaultMaxPendingHandshakes
 	}
 	cfg.CA.Logger = cfg.Logger
+	if cfg.Store != nil {
+		ctx, cancel := context.WithTimeout(context.Background(), storeTimeout)
+		defer cancel()
+		if err := cfg.Store.Prepare(ctx, cfg.CA.DataDir); err != nil {
+			return nil, fmt.Errorf("sentry: %w", err)
+		}
+		cfg.CA.Leading = cfg.Store.Leading
+	}
 	auth, err := ca.Open(cfg.CA)
 	if err != nil {
 		return nil, fmt.Errorf("sentry: %w", err)
+	}
+	if cfg.Store != nil {
+		ctx, cancel := context.WithTimeout(context.Background(), storeTimeout)
+		defer cancel()
+		if err := cfg.Store.Init(ctx, auth); err != nil {
+			return nil, fmt.Errorf("sentry: %w", err)
+		}
 	}
 	s := &Server{cfg: cfg, ca: auth, log: cfg.Logger, stopping: make(chan struct{}),
 		pending: &pendingLimiter{max: max(cfg.MaxPendingHandshakes, 0), log: cfg.Logger}}
@@ -115,6 +146,13 @@ func (s *Server) Serve(ctx context.Context, lis net.Listener) error {
 		defer wg.Done()
 		_ = s.ca.Run(runCtx)
 	}()
+	if s.cfg.Store != nil {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			_ = s.cfg.Store.Run(runCtx, s.ca)
+		}()
+	}
 	errc := make(chan error, 1)
 	go func() { errc <- s.grpc.Serve(&pendingListener{Listener: lis, lim: s.pending}) }()
 	s.ready.Store(true)

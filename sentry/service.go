@@ -100,8 +100,11 @@ func (s *service) SignCertificate(ctx context.Context, req *sentrypb.SignCertifi
 		}
 	} else if err := s.validator.Validate(ctx, req.GetToken(), id); err != nil {
 		code := codes.Unauthenticated
-		if errors.Is(err, token.ErrDenied) {
+		switch {
+		case errors.Is(err, token.ErrDenied):
 			code = codes.PermissionDenied
+		case errors.Is(err, token.ErrUnavailable):
+			code = codes.Unavailable
 		}
 		return nil, s.reject(ctx, req, code, err)
 	}

@@ -3,6 +3,7 @@
 package main
 
 import (
+	"context"
 	"fmt"
 	"os"
 	"os/signal"
@@ -12,6 +13,7 @@ import (
 	"github.com/meshd/meshd/certs"
 	"github.com/meshd/meshd/sentry"
 	"github.com/meshd/meshd/sentry/ca"
+	kubetoken "github.com/meshd/meshd/sentry/token/kubernetes"
 	"github.com/spf13/cobra"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 )
@@ -31,6 +33,9 @@ func newRootCmd() *cobra.Command {
 		workloadTTL, caTTL, propagation, retireMargin         time.Duration
 		autoRotate, shutdownTimeout, handshakeTimeout         time.Duration
 		maxPending                                            int
+		kube                                                  kubetoken.Options
+		caStore                                               string
+		store                                                 sentry.KubeStoreConfig
 	)
 	cmd := &cobra.Command{
 		Use:           "sentry",
@@ -47,11 +52,29 @@ func newRootCmd() *cobra.Command {
 			if err != nil {
 				return fmt.Errorf("--trust-domain %q: %w", trustDomain, err)
 			}
-			v, err := sentry.NewValidator(validator, dataDir, log)
+			vctx, vcancel := context.WithTimeout(cmd.Context(), 30*time.Second)
+			v, err := sentry.NewValidatorFromConfig(vctx, sentry.ValidatorConfig{Name: validator, DataDir: dataDir, Kubernetes: kube}, log)
+			vcancel()
 			if err != nil {
 				return err
 			}
+			var caStoreImpl sentry.CAStore
+			switch caStore {
+			case sentry.CAStoreDir:
+			case sentry.CAStoreKubernetes:
+				store.Kubeconfig = kube.Kubeconfig
+				sctx, scancel := context.WithTimeout(cmd.Context(), 30*time.Second)
+				st, err := sentry.NewKubeStore(sctx, store, log)
+				scancel()
+				if err != nil {
+					return err
+				}
+				caStoreImpl = st
+			default:
+				return fmt.Errorf("--ca-store %q: want %s or %s", caStore, sentry.CAStoreDir, sentry.CAStoreKubernetes)
+			}
 			srv, err := sentry.New(sentry.Config{
+				Store: caStoreImpl,
 				CA: ca.Options{
 					DataDir: dataDir, TrustDomain: td, WorkloadTTL: workloadTTL,
 					RootCertFile: files.RootCert, IssuerCertFile: files.IssuerCert,
@@ -85,7 +108,15 @@ func newRootCmd() *cobra.Command {
 	f.StringVar(&listen, "listen", "127.0.0.1:50003", "gRPC (TLS) listen address")
 	f.StringVar(&healthListen, "health-listen", "127.0.0.1:8080", "HTTP address of /healthz (empty: off)")
 	f.DurationVar(&workloadTTL, "workload-ttl", ca.DefaultWorkloadTTL, "lifetime of workload certificates")
-	f.StringVar(&validator, "token-validator", sentry.ValidatorJoin, "token validator: join or insecure (dev only)")
+	f.StringVar(&validator, "token-validator", sentry.ValidatorJoin, "token validator: join, kubernetes or insecure (dev only)")
+	f.StringVar(&kube.Kubeconfig, "kubeconfig", "", "kubernetes validator and CA store: kubeconfig file (empty: in-cluster config)")
+	f.StringVar(&kube.Audience, "kube-token-audience", kubetoken.DefaultAudience,
+		"kubernetes validator: audience the projected service-account token must carry")
+	f.DurationVar(&kube.CacheTTL, "kube-review-cache-ttl", 0,
+		"kubernetes validator: cache a successful TokenReview this long, keyed by the token's hash (0: off; at most 5m)")
+	f.IntVar(&kube.CacheSize, "kube-review-cache-size", kubetoken.DefaultCacheSize, "kubernetes validator: most cached reviews")
+	f.Float32Var(&kube.QPS, "kube-api-qps", kubetoken.DefaultQPS, "kubernetes validator: client-side rate limit of API calls (-1: none)")
+	f.IntVar(&kube.Burst, "kube-api-burst", kubetoken.DefaultBurst, "kubernetes validator: burst of API calls above --kube-api-qps")
 	f.StringVar(&files.RootCert, "root-cert", "", "PEM root certificate to import on first start")
 	f.StringVar(&files.IssuerCert, "issuer-cert", "", "PEM issuer certificate (then intermediates) to import on first start")
 	f.StringVar(&files.IssuerKey, "issuer-key", "", "PEM issuer private key to import on first start")
@@ -102,6 +133,12 @@ func newRootCmd() *cobra.Command {
 		"a connection that has not completed its TLS handshake by then is closed")
 	f.IntVar(&maxPending, "max-pending-handshakes", sentry.DefaultMaxPendingHandshakes,
 		"most connections held before their TLS handshake completes; beyond it the oldest is closed (-1: no cap)")
+	f.StringVar(&caStore, "ca-store", sentry.CAStoreDir,
+		"where the CA lives: dir (the data dir alone) or kubernetes (a Secret shared by replicas; the data dir is a working copy)")
+	f.StringVar(&store.Secret, "ca-secret", "meshd-system/meshd-sentry-ca", "--ca-store kubernetes: namespace/name of the CA Secret (also the leader Lease's)")
+	f.StringVar(&store.Identity, "replica-id", "", "--ca-store kubernetes: this replica's name in the Lease (default: $POD_NAME or the host name, with the PID)")
+	f.StringVar(&store.BundleConfigMap, "bundle-configmap", "meshd-trust-bundle",
+		"--ca-store kubernetes: ConfigMap the leader publishes the trust bundle to in every namespace with meshd pods (-: none)")
 	f.StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
 	f.StringVar(&logFormat, "log-format", "text", "text or json")
 	_ = cmd.MarkFlagRequired("data-dir")
@@ -193,9 +230,9 @@ func newTokenCmd() *cobra.Command {
 
 func newRotateCmd() *cobra.Command {
 	var (
-		dataDir string
-		files   sentry.RotateFiles
-		caTTL   time.Duration
+		dataDir, secret, kubeconfig string
+		files                       sentry.RotateFiles
+		caTTL                       time.Duration
 	)
 	cmd := &cobra.Command{
 		Use:   "rotate-root",
@@ -203,11 +240,26 @@ func newRotateCmd() *cobra.Command {
 		Long: "rotate-root stages a new root and issuer (generated, or from --root-cert/--issuer-cert/--issuer-key)\n" +
 			"in the data directory. The running sentry adds the new root to the trust bundle at once, signs\n" +
 			"with the new issuer after --rotation-propagation-delay, and drops the old root once every\n" +
-			"certificate it signed has expired.",
+			"certificate it signed has expired. With --ca-secret (replicas of --ca-store kubernetes) it stages\n" +
+			"the rotation in the CA Secret instead, and the leading replica carries it out.",
 		Args:          cobra.NoArgs,
 		SilenceUsage:  true,
 		SilenceErrors: true,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			if (dataDir == "") == (secret == "") {
+				return fmt.Errorf("give exactly one of --data-dir and --ca-secret")
+			}
+			if secret != "" {
+				ctx, cancel := context.WithTimeout(cmd.Context(), 30*time.Second)
+				defer cancel()
+				m, err := sentry.RotateRootInSecret(ctx, kubeconfig, secret, files, caTTL, time.Now())
+				if err != nil {
+					return err
+				}
+				_, err = fmt.Fprintf(cmd.ErrOrStderr(), "staged new root %q (valid until %s) in Secret %s; the leading sentry rotates to it\n",
+					m.Root.Subject.String(), m.Root.NotAfter.UTC().Format(time.RFC3339), secret)
+				return err
+			}
 			m, err := sentry.RotateRoot(dataDir, files, caTTL, time.Now())
 			if err != nil {
 				return err
@@ -219,11 +271,12 @@ func newRotateCmd() *cobra.Command {
 	}
 	f := cmd.Flags()
 	f.StringVar(&dataDir, "data-dir", "", "sentry's data directory")
+	f.StringVar(&secret, "ca-secret", "", "namespace/name of the CA Secret of --ca-store kubernetes (instead of --data-dir)")
+	f.StringVar(&kubeconfig, "kubeconfig", "", "with --ca-secret: kubeconfig file (empty: in-cluster config)")
 	f.StringVar(&files.RootCert, "root-cert", "", "PEM root certificate to rotate to (default: generate)")
 	f.StringVar(&files.IssuerCert, "issuer-cert", "", "PEM issuer certificate (then intermediates)")
 	f.StringVar(&files.IssuerKey, "issuer-key", "", "PEM issuer private key")
 	f.StringVar(&files.RootKey, "root-key", "", "PEM root private key (optional)")
 	f.DurationVar(&caTTL, "ca-ttl", ca.DefaultCATTL, "lifetime of a generated root and issuer")
-	_ = cmd.MarkFlagRequired("data-dir")
 	return cmd
 }

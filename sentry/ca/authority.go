@@ -81,8 +81,13 @@ type Options struct {
 	// PollInterval is how often the data directory is checked for a staged
 	// rotation and the rotation steps are advanced (default 1s).
 	PollInterval time.Duration
-	Logger       *slog.Logger
-	Now          func() time.Time
+	// Leading, when set, reports whether this replica may advance rotations
+	// (import a staged CA, rotate automatically, switch, retire). A replica
+	// that is not leading only renews its serving certificate and takes the
+	// leader's state through Restore. nil: always leading (one sentry).
+	Leading func() bool
+	Logger  *slog.Logger
+	Now     func() time.Time
 }
 
 func (o *Options) setDefaults() error {
@@ -482,6 +487,9 @@ func (a *Authority) Tick() error {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	now := a.opts.Now()
+	if a.opts.Leading != nil && !a.opts.Leading() {
+		return a.renewServing(now)
+	}
 	var errs []error
 	if err := a.importStagedLocked(now); err != nil {
 		errs = append(errs, err)

@@ -14,7 +14,8 @@ type Validator interface {
 }
 
 // Errors a Validator wraps. The gRPC service maps ErrMissing and ErrInvalid
-// to Unauthenticated and ErrDenied to PermissionDenied.
+// to Unauthenticated, ErrDenied to PermissionDenied and ErrUnavailable to
+// Unavailable.
 var (
 	// ErrMissing: no token was presented.
 	ErrMissing = errors.New("token: missing")
@@ -22,4 +23,8 @@ var (
 	ErrInvalid = errors.New("token: invalid")
 	// ErrDenied: the token is genuine but not for the requested identity.
 	ErrDenied = errors.New("token: not valid for the requested identity")
+	// ErrUnavailable: the validator could not judge the token (its
+	// authority, e.g. the Kubernetes API server, is unreachable or refuses
+	// sentry itself). Nothing is signed; the caller may retry.
+	ErrUnavailable = errors.New("token: validator unavailable")
 )

@@ -29,5 +29,9 @@ go test -run '^$' -bench . -benchmem -benchtime "${BENCHTIME:-1s}" \
 echo "== sentry signing throughput (concurrent clients over gRPC+TLS)"
 for c in 1 4 16; do go run ./tests/bench/signbench -c "$c" -d 5s -json; done | tee tests/bench/results/signing.txt
 
+echo "== sentry signing with the kubernetes token validator (real kube-apiserver; review cache off/on)"
+go test -run '^$' -bench SignKubernetes -benchtime "${BENCHTIME:-3s}" ./tests/kubernetes/ 2>/dev/null |
+  grep -E '^(Benchmark|ok|FAIL)' | tee tests/bench/results/signing-kubernetes.txt || true
+
 echo "== sidecar pair vs direct"
 go run ./tests/bench/pairbench -bin bin -fortio .cache/bin/fortio -policy-rounds "${POLICY_ROUNDS:-4}" "$@"
