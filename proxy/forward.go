@@ -6,15 +6,19 @@ import (
 	"errors"
 	"io"
 	"net/http"
-	"strconv"
-	"sync"
+	"net/url"
 	"sync/atomic"
 	"time"
 
 	"github.com/meshd/meshd/discovery"
+	"github.com/meshd/meshd/proxy/h1"
 	"github.com/meshd/meshd/proxy/resiliency"
 	"github.com/meshd/meshd/proxy/route"
 )
+
+// maxAttempts bounds the attempts of a call without a retry policy: one per
+// endpoint, at most this many.
+const maxAttempts = 3
 
 // maxReplayBody bounds a request body kept so that a retry policy can
 // resend it: read ahead when its Content-Length says it fits, recorded
@@ -22,105 +26,44 @@ import (
 // sent.
 const maxReplayBody = 64 << 10
 
+// noPolicy is the resiliency of a target without a Resiliency policy, the
+// built-in default: no per-attempt timeout, no circuit breaker, no retry
+// budget, and the safe retry rule (a nil Retry): a call that was never
+// delivered (connection refused, callee short-circuited) or an idempotent
+// one broken in flight goes to another endpoint at once, each endpoint at
+// most once, maxAttempts in all.
+var noPolicy = &resiliency.Set{}
+
+// resiliencyRef holds the Resiliency config in force.
+type resiliencyRef = atomic.Pointer[resiliency.Config]
+
 // SetResiliency replaces the Resiliency config (nil: none); calls in
 // flight keep the one they started with.
 func (p *Proxy) SetResiliency(c *resiliency.Config) { p.res.Store(c) }
 
-// callTimeout is the deadline of a whole call: the smallest of the
-// sidecar's Timeout, the Meshd-Timeout header and, for gRPC, grpc-timeout.
-func (p *Proxy) callTimeout(r *http.Request, isGRPC bool) time.Duration {
-	timeout := p.cfg.Timeout
-	if d, ok := resiliency.ParseTimeout(r.Header[resiliency.HeaderTimeout]); ok && (timeout == 0 || d < timeout) {
-		timeout = d
-	}
-	if isGRPC {
-		if d, ok := parseGRPCTimeout(r.Header["Grpc-Timeout"]); ok && (timeout == 0 || d < timeout) {
-			timeout = d
-		}
-	}
-	return timeout
+// forwardCall is what startForward prepared for one call.
+type forwardCall struct {
+	ctx     context.Context
+	cancel  context.CancelFunc // nil without a deadline
+	timeout time.Duration      // 0: none
+	tr      http.RoundTripper
+	hasBody bool
 }
 
-// setDeadline tells the callee sidecar (and through it the app) the time
-// left before ctx's deadline.
-func setDeadline(ctx context.Context, h http.Header, isGRPC bool) {
-	dl, ok := ctx.Deadline()
-	if !ok {
-		return
+// forward sends r to a sidecar of rt.Target and streams the answer to w.
+// It is the one loop of every outbound call: pick an endpoint, make an
+// attempt, count its outcome (settle), and decide once whether to try again
+// (tryAgain), under the target's Resiliency set or, without one, noPolicy.
+func (p *Proxy) forward(w http.ResponseWriter, r *http.Request, rt *route.Route, isGRPC bool) {
+	if p.observe {
+		o := p.startOutbound(w, r, rt)
+		defer p.endOutbound(o, rt.Target, isGRPC)
+		w = o
 	}
-	left := time.Until(dl)
-	h[resiliency.HeaderTimeout] = []string{resiliency.FormatTimeout(left)}
-	if isGRPC {
-		h["Grpc-Timeout"] = []string{resiliency.FormatGRPCTimeout(left)}
+	set := p.res.Load().For(rt.Target.AppID, rt.Target.Namespace)
+	if set == nil {
+		set = noPolicy
 	}
-}
-
-// grpcStatus reads the status of a trailers-only gRPC answer (-1: none).
-func grpcStatus(h http.Header) int {
-	v := h["Grpc-Status"]
-	if len(v) != 1 || len(v[0]) == 0 || len(v[0]) > 2 {
-		return -1
-	}
-	n, err := strconv.Atoi(v[0])
-	if err != nil {
-		return -1
-	}
-	return n
-}
-
-// recordingBody keeps what the transport reads of a streamed body, up to
-// maxReplayBody, so that the body can be resent once it was read to its end.
-// Like sealableBody, an attempt that never read it can hand the body on.
-type recordingBody struct {
-	sealableBody
-	mu   sync.Mutex
-	buf  []byte
-	over bool
-	eof  bool
-}
-
-func newRecordingBody(r io.Reader) *recordingBody {
-	return &recordingBody{sealableBody: sealableBody{r: r}}
-}
-
-func (b *recordingBody) Read(p []byte) (int, error) {
-	n, err := b.sealableBody.Read(p)
-	if err == errSealed {
-		return n, err
-	}
-	b.mu.Lock()
-	if !b.over {
-		if len(b.buf)+n > maxReplayBody {
-			b.over, b.buf = true, nil
-		} else {
-			b.buf = append(b.buf, p[:n]...)
-		}
-	}
-	if err == io.EOF {
-		b.eof = true
-	}
-	b.mu.Unlock()
-	return n, err
-}
-
-// replay returns the whole body once it was read to its end and fits.
-func (b *recordingBody) replay() ([]byte, bool) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf, b.eof && !b.over
-}
-
-// discard drains a little of an answer that will not be forwarded, so its
-// connection can be reused, and closes it.
-func discard(resp *http.Response) {
-	_, _ = io.CopyN(io.Discard, resp.Body, 16<<10)
-	resp.Body.Close()
-}
-
-// forwardWithPolicy is forward for a target with a Resiliency policy: a
-// per-attempt timeout, retries by the policy (or the safe default), the
-// target's circuit breaker and retry budget.
-func (p *Proxy) forwardWithPolicy(w http.ResponseWriter, r *http.Request, rt *route.Route, isGRPC bool, set *resiliency.Set) {
 	f, ok := p.startForward(w, r, rt, isGRPC)
 	if !ok {
 		return
@@ -130,7 +73,14 @@ func (p *Proxy) forwardWithPolicy(w http.ResponseWriter, r *http.Request, rt *ro
 	}
 	ctx, timeout, tr, hasBody := f.ctx, f.timeout, f.tr, f.hasBody
 	if hasBody && r.ProtoMajor == 1 {
-		defer r.Body.Close() // see forward
+		// In full-duplex mode net/http does not drain an unread body when
+		// the answer starts; its drain after the handler returns restarts
+		// the connection's background read after aborting it, and the next
+		// request on that keep-alive connection panics ("invalid concurrent
+		// Body.Read call") and is reset. Errors answered before the body
+		// was sent (no endpoint, refused dial) hit this: drain here, while
+		// the handler still runs. A no-op once the body was read to EOF.
+		defer r.Body.Close()
 	}
 	pol := set.Retry
 	readAhead := int64(0)
@@ -138,7 +88,9 @@ func (p *Proxy) forwardWithPolicy(w http.ResponseWriter, r *http.Request, rt *ro
 	case pol != nil:
 		readAhead = maxReplayBody
 	case r.ProtoMajor == 1 && !isGRPC:
-		readAhead = smallBody
+		// Sent with the headers in one write (net/http flushes headers on
+		// their own before a streamed body) and resent as-is on a retry.
+		readAhead = h1.DefaultInlineBody
 	}
 	var (
 		replay   []byte // the whole body, resent by each attempt
@@ -158,12 +110,17 @@ func (p *Proxy) forwardWithPolicy(w http.ResponseWriter, r *http.Request, rt *ro
 	}
 
 	idempotent := !isGRPC && resiliency.IsIdempotent(r.Method)
-	maxRetries := maxAttempts - 1 // the safe default: calls not delivered, on other endpoints
+	rc := retryCall{ctx: ctx, set: set, target: rt.Target, maxRetries: maxAttempts - 1}
 	if pol != nil {
-		maxRetries = pol.Retries
+		rc.maxRetries = pol.Retries
+		rc.start = time.Now()
 	}
-	start := time.Now()
-	set.Budget.Request(start)
+	if set.Budget != nil {
+		if rc.start.IsZero() {
+			rc.start = time.Now()
+		}
+		set.Budget.Request(rc.start)
+	}
 	var (
 		tried    [resiliency.MaxRetriesCap + 1]string
 		lastErr  error
@@ -178,42 +135,6 @@ func (p *Proxy) forwardWithPolicy(w http.ResponseWriter, r *http.Request, rt *ro
 		}
 	}
 	defer closeSC()
-	// retry decides whether to make attempt number attempt+1 after a
-	// failure, waiting its backoff first (no wait for a call that was never
-	// delivered: it goes to another endpoint at once).
-	retry := func(attempt int, delivered bool) bool {
-		if attempt >= maxRetries {
-			return false
-		}
-		if !delivered && pol == nil {
-			return true // the default rule: one try per endpoint, bounded by maxAttempts
-		}
-		now := time.Now()
-		var wait time.Duration
-		if pol != nil && delivered {
-			wait = pol.Backoff(attempt + 1)
-			if pol.MaxElapsedTime > 0 && now.Add(wait).Sub(start) > pol.MaxElapsedTime {
-				return false
-			}
-			if dl, ok := ctx.Deadline(); ok && now.Add(wait).After(dl) {
-				return false
-			}
-		}
-		if !set.Budget.TryRetry(now) {
-			p.log.Debug("proxy: retry budget spent", "target", rt.Target.String())
-			return false
-		}
-		if wait > 0 {
-			t := time.NewTimer(wait)
-			defer t.Stop()
-			select {
-			case <-t.C:
-			case <-ctx.Done():
-				return false
-			}
-		}
-		return true
-	}
 
 	for attempt := 0; ; attempt++ {
 		ep, err := p.pickOther(ctx, rt.Target, tried[:attempt], attempt == 0)
@@ -258,11 +179,13 @@ func (p *Proxy) forwardWithPolicy(w http.ResponseWriter, r *http.Request, rt *ro
 		default:
 			req.ContentLength = 0
 		}
-		actx, acancel := ctx, context.CancelFunc(func() {})
+		actx, acancel := ctx, context.CancelFunc(noCancel)
 		if set.Timeout > 0 {
 			actx, acancel = context.WithTimeout(ctx, set.Timeout)
 		}
-		setDeadline(actx, r.Header, isGRPC)
+		if timeout > 0 || set.Timeout > 0 {
+			setDeadline(actx, r.Header, isGRPC) // the time left, to the callee sidecar and its app
+		}
 		resp, err := tr.RoundTrip(req.WithContext(actx))
 		// replayable reports whether this attempt's body can be sent again.
 		replayable := func() bool {
@@ -291,35 +214,25 @@ func (p *Proxy) forwardWithPolicy(w http.ResponseWriter, r *http.Request, rt *ro
 			attemptTimedOut := actx.Err() != nil && ctx.Err() == nil
 			acancel()
 			if ctx.Err() != nil {
-				if set.Breaker != nil {
-					set.Breaker.Done(gen, r.Context().Err() != nil, time.Now()) // a caller gone is no failure
-				}
+				p.settle(rt.Target, ep.Address, set, gen, outcome{skip: true}, r.Context().Err() != nil) // a caller gone is no failure
 				if errors.Is(ctx.Err(), context.DeadlineExceeded) && r.Context().Err() == nil {
 					closeSC()
 					writeError(w, isGRPC, http.StatusGatewayTimeout, ErrCodeTimeout, "call to "+rt.Target.String()+" timed out after "+timeout.String())
 				}
-				return
+				return // the caller went away
 			}
 			if p.answerBodyTimeout(w, r, isGRPC) { // the caller's fault, not the endpoint's
-				if set.Breaker != nil {
-					set.Breaker.Done(gen, true, time.Now())
-				}
+				p.settle(rt.Target, ep.Address, set, gen, outcome{skip: true}, true)
 				closeSC()
 				return
-			}
-			if set.Breaker != nil {
-				set.Breaker.Done(gen, false, time.Now())
 			}
 			lastErr = err
 			var de *dialError
 			delivered := !errors.As(err, &de)
-			switch {
-			case !delivered:
-				p.cfg.Resolver.ReportFailure(rt.Target, ep.Address) // refused: out at once
-			case !attemptTimedOut:
-				p.reportResult(rt.Target, ep.Address, 0) // broken after connecting: counted
-			}
-			if (!delivered || (idempotent && (pol != nil || !attemptTimedOut))) && replayable() && retry(attempt, delivered) {
+			// Refused: out at once. Broken after connecting: counted, unless
+			// the attempt's own timeout broke it.
+			p.settle(rt.Target, ep.Address, set, gen, outcome{down: !delivered, skip: delivered && attemptTimedOut}, false)
+			if (!delivered || (idempotent && (pol != nil || !attemptTimedOut))) && replayable() && rc.tryAgain(p, attempt, delivered) {
 				continue
 			}
 			if attemptTimedOut {
@@ -330,11 +243,9 @@ func (p *Proxy) forwardWithPolicy(w http.ResponseWriter, r *http.Request, rt *ro
 			break
 		}
 		if resp.Header[HeaderShortCircuit] != nil {
-			p.cfg.Resolver.ReportFailure(rt.Target, ep.Address)
-			if set.Breaker != nil {
-				set.Breaker.Done(gen, false, time.Now())
-			}
-			if replayable() && retry(attempt, false) {
+			// The callee's app is unhealthy: the endpoint goes out at once.
+			p.settle(rt.Target, ep.Address, set, gen, outcome{down: true}, false)
+			if replayable() && rc.tryAgain(p, attempt, false) {
 				closeSC()
 				lastSC, scCancel = resp, acancel
 				continue
@@ -344,17 +255,14 @@ func (p *Proxy) forwardWithPolicy(w http.ResponseWriter, r *http.Request, rt *ro
 			acancel()
 			return
 		}
-		p.reportResult(rt.Target, ep.Address, resp.StatusCode) // 5xx counted
 		var failed, again bool
-		if code := grpcStatus(resp.Header); isGRPC && code >= 0 {
+		if code := trailersOnlyGRPCStatus(resp.Header); isGRPC && code >= 0 {
 			failed, again = pol.FailedGRPC(code), pol.MayRetryGRPC(code)
 		} else {
 			failed, again = pol.FailedHTTP(resp.StatusCode), pol.MayRetryHTTP(resp.StatusCode, idempotent)
 		}
-		if set.Breaker != nil {
-			set.Breaker.Done(gen, !failed, time.Now())
-		}
-		if again && replayable() && retry(attempt, true) {
+		p.settle(rt.Target, ep.Address, set, gen, outcome{status: resp.StatusCode}, !failed) // 5xx counted
+		if again && replayable() && rc.tryAgain(p, attempt, true) {
 			discard(resp)
 			acancel()
 			continue
@@ -378,8 +286,127 @@ func (p *Proxy) forwardWithPolicy(w http.ResponseWriter, r *http.Request, rt *ro
 	writeError(w, isGRPC, http.StatusBadGateway, ErrCodeTransport, msg)
 }
 
+// outcome is what one attempt tells discovery about its endpoint.
+type outcome struct {
+	skip   bool // nothing: the attempt says nothing about the endpoint
+	down   bool // bad beyond doubt (refused, short-circuited): out at once
+	status int  // the answer's HTTP status; 0: the connection broke after it was made
+}
+
+// settle is the one place an attempt's outcome is counted: to discovery
+// (passive outlier detection) and to the target's circuit breaker, for
+// which ok says whether the attempt was a success.
+func (p *Proxy) settle(t discovery.Target, addr string, set *resiliency.Set, gen uint64, o outcome, ok bool) {
+	switch {
+	case o.skip:
+	case o.down:
+		p.cfg.Resolver.ReportFailure(t, addr)
+	default:
+		p.reportResult(t, addr, o.status)
+	}
+	if set.Breaker != nil {
+		set.Breaker.Done(gen, ok, time.Now())
+	}
+}
+
+// retryCall is what the try-again decision needs of a call.
+type retryCall struct {
+	ctx        context.Context
+	set        *resiliency.Set
+	target     discovery.Target
+	maxRetries int
+	start      time.Time // zero without a retry policy or budget
+}
+
+// tryAgain is the one try-again decision: whether to make attempt number
+// attempt+1 after a failure, waiting its backoff first. A call that was
+// never delivered goes to another endpoint at once; the default rule (no
+// retry policy) does not consult the retry budget for it.
+func (rc *retryCall) tryAgain(p *Proxy, attempt int, delivered bool) bool {
+	if attempt >= rc.maxRetries {
+		return false
+	}
+	pol := rc.set.Retry
+	if !delivered && pol == nil {
+		return true // the default rule: one try per endpoint, bounded by maxAttempts
+	}
+	now := time.Now()
+	var wait time.Duration
+	if pol != nil && delivered {
+		wait = pol.Backoff(attempt + 1)
+		if pol.MaxElapsedTime > 0 && now.Add(wait).Sub(rc.start) > pol.MaxElapsedTime {
+			return false
+		}
+		if dl, ok := rc.ctx.Deadline(); ok && now.Add(wait).After(dl) {
+			return false
+		}
+	}
+	if !rc.set.Budget.TryRetry(now) {
+		p.log.Debug("proxy: retry budget spent", "target", rc.target.String())
+		return false
+	}
+	if wait > 0 {
+		t := time.NewTimer(wait)
+		defer t.Stop()
+		select {
+		case <-t.C:
+		case <-rc.ctx.Done():
+			return false
+		}
+	}
+	return true
+}
+
+// startForward does what every forwarded call needs first: the call's
+// deadline, the target's transport — HTTP/1.1 callers ride HTTP/1.1 to the
+// callee sidecar (see peerTransports), gRPC and HTTP/2 callers HTTP/2 —
+// hop-by-hop and dapr-app-id headers removed, and full duplex for HTTP/1.1
+// uploads so the app can stream its answer while the upload goes on. ok is
+// false when an error answer was written.
+func (p *Proxy) startForward(w http.ResponseWriter, r *http.Request, rt *route.Route, isGRPC bool) (f forwardCall, ok bool) {
+	f.ctx = r.Context()
+	if f.timeout = p.callTimeout(r, isGRPC); f.timeout > 0 {
+		f.ctx, f.cancel = context.WithTimeout(f.ctx, f.timeout)
+	}
+	pt, err := p.peers.get(rt.Target)
+	if err != nil {
+		if f.cancel != nil {
+			f.cancel()
+		}
+		writeError(w, isGRPC, http.StatusBadRequest, ErrCodeMalformed, err.Error())
+		return forwardCall{}, false
+	}
+	cleanHopByHop(r.Header)
+	delete(r.Header, route.HeaderAppID)
+	f.hasBody = r.Body != nil && r.Body != http.NoBody && r.ContentLength != 0
+	if f.hasBody && r.ProtoMajor == 1 {
+		_ = http.NewResponseController(w).EnableFullDuplex()
+	}
+	f.tr = pt.h2
+	if r.ProtoMajor == 1 && !isGRPC {
+		f.tr = pt.h1
+	}
+	return f, true
+}
+
+// peerRequest is one attempt's request to the callee sidecar at addr: the
+// caller's method, headers and length, and the one normalized path and query.
+// The caller sets its body.
+func (p *Proxy) peerRequest(r *http.Request, rt *route.Route, addr string) *http.Request {
+	return &http.Request{
+		Method:        r.Method,
+		URL:           &url.URL{Scheme: p.peerScheme, Host: addr, Opaque: rt.Path, RawQuery: rt.Query},
+		Proto:         "HTTP/2.0",
+		ProtoMajor:    2,
+		Header:        r.Header,
+		ContentLength: r.ContentLength,
+		Host:          addr,
+	}
+}
+
 // pickOther picks an endpoint of t not in tried when there is one (a few
-// picks of the round robin), else one already tried.
+// picks of the round robin), else one already tried. The first pick of a
+// target an on-demand backend has not resolved yet waits for it.
 func (p *Proxy) pickOther(ctx context.Context, t discovery.Target, tried []string, first bool) (discovery.Endpoint, error) {
 	ep, err := p.cfg.Resolver.Pick(t)
 	if first && errors.Is(err, discovery.ErrUnknownTarget) {
@@ -396,17 +423,27 @@ func (p *Proxy) pickOther(ctx context.Context, t discovery.Target, tried []strin
 	return ep, err
 }
 
-// resiliencyRef holds the Resiliency config in force.
-type resiliencyRef = atomic.Pointer[resiliency.Config]
-
-// inboundDeadline is the callee side of deadline propagation: the caller
-// sidecar's Meshd-Timeout (the time left of the call) bounds the call to
-// the app. The header goes on to the app unchanged.
-func inboundDeadline(r *http.Request) (context.Context, context.CancelFunc) {
-	if d, ok := resiliency.ParseTimeout(r.Header[resiliency.HeaderTimeout]); ok {
-		return context.WithTimeout(r.Context(), d)
+func seen(tried []string, addr string) bool {
+	for _, a := range tried {
+		if a == addr {
+			return true
+		}
 	}
-	return r.Context(), noCancel
+	return false
 }
 
-func noCancel() {}
+// trailersOnlyGRPCStatus reads the status of a trailers-only gRPC answer
+// (-1: none).
+func trailersOnlyGRPCStatus(h http.Header) int {
+	if v := h["Grpc-Status"]; len(v) == 1 {
+		return parseGRPCCode(v[0])
+	}
+	return -1
+}
+
+// discard drains a little of an answer that will not be forwarded, so its
+// connection can be reused, and closes it.
+func discard(resp *http.Response) {
+	_, _ = io.CopyN(io.Discard, resp.Body, 16<<10)
+	resp.Body.Close()
+}

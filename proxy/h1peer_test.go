@@ -179,3 +179,6 @@ func TestInsecurePeerProtocols(t *testing.T) {
 		}
 	}
 }
+
+// smallBody is the largest body sent with its headers in one write.
+const smallBody = h1.DefaultInlineBody

@@ -85,7 +85,7 @@ func (ps *peers) get(t discovery.Target) (*peerTransports, error) {
 			DialContext:    h1t.DialTLSContext,
 			MaxIdlePerHost: maxIdlePerPeer,
 			IdleTimeout:    h1t.IdleConnTimeout,
-			InlineBody:     smallBody,
+			InlineBody:     h1.DefaultInlineBody,
 		}
 		if ps.p.cfg.Insecure {
 			pt.h1.(*h1.Transport).DialContext = h1t.DialContext

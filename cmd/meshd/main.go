@@ -17,6 +17,7 @@ import (
 	"github.com/meshd/meshd/internal/sidecar"
 	"github.com/meshd/meshd/policy"
 	"github.com/meshd/meshd/proxy/h1"
+	"github.com/meshd/meshd/telemetry/logging"
 )
 
 func main() {
@@ -145,16 +146,9 @@ func setCPUs(explicit bool, n int) {
 }
 
 func newLogger(level, format string) (*slog.Logger, error) {
-	var lv slog.Level
-	if err := lv.UnmarshalText([]byte(level)); err != nil {
-		return nil, fmt.Errorf("meshd: --log-level %q: %w", level, err)
+	log, err := logging.New(os.Stderr, level, format)
+	if err != nil {
+		return nil, fmt.Errorf("meshd: %w", err)
 	}
-	opts := &slog.HandlerOptions{Level: lv}
-	switch format {
-	case "text":
-		return slog.New(slog.NewTextHandler(os.Stderr, opts)), nil
-	case "json":
-		return slog.New(slog.NewJSONHandler(os.Stderr, opts)), nil
-	}
-	return nil, fmt.Errorf("meshd: --log-format %q: want text or json", format)
+	return log, nil
 }

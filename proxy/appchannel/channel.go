@@ -97,7 +97,7 @@ func New(cfg Config) (*Channel, error) {
 		DisableCompression:  true,
 		TLSHandshakeTimeout: cfg.DialTimeout,
 		Protocols:           new(http.Protocols),
-		// Room for the headers and a small body (smallBody) in one write.
+		// Room for the headers and a small body (h1.DefaultInlineBody) in one write.
 		WriteBufferSize: 16 << 10,
 	}
 	c := &Channel{proto: cfg.Protocol, host: net.JoinHostPort(cfg.Address, strconv.Itoa(cfg.Port)), rt: t}
@@ -106,7 +106,7 @@ func New(cfg Config) (*Channel, error) {
 		c.scheme = "http"
 		t.Protocols.SetHTTP1(true)
 		if h1.Enabled {
-			c.h1 = &h1.Transport{DialContext: d.DialContext, MaxIdlePerHost: cfg.MaxIdleConns, IdleTimeout: t.IdleConnTimeout, InlineBody: smallBody}
+			c.h1 = &h1.Transport{DialContext: d.DialContext, MaxIdlePerHost: cfg.MaxIdleConns, IdleTimeout: t.IdleConnTimeout, InlineBody: h1.DefaultInlineBody}
 		}
 	case H2C, GRPC:
 		c.scheme = "http"
@@ -151,9 +151,6 @@ func (c *Channel) URL(path, rawQuery string) *url.URL {
 	return &url.URL{Scheme: c.scheme, Host: c.host, Opaque: path, RawQuery: rawQuery}
 }
 
-// smallBody bounds the request bodies RoundTrip reads ahead (see RoundTrip).
-const smallBody = 8 << 10
-
 // RoundTrip sends req to the app. req.URL must come from URL.
 //
 // To an HTTP/1.1 app, a body of known length up to 8 KiB is read first and
@@ -168,7 +165,7 @@ func (c *Channel) RoundTrip(req *http.Request) (*http.Response, error) {
 		}
 		return resp, err
 	}
-	if req.Body != nil && req.ContentLength > 0 && req.ContentLength <= smallBody && c.proto != H2C && !c.proto.IsGRPC() {
+	if req.Body != nil && req.ContentLength > 0 && req.ContentLength <= h1.DefaultInlineBody && c.proto != H2C && !c.proto.IsGRPC() {
 		b := make([]byte, req.ContentLength)
 		if _, err := io.ReadFull(req.Body, b); err != nil {
 			req.Body.Close()
