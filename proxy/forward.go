@@ -137,7 +137,7 @@ func (p *Proxy) forward(w http.ResponseWriter, r *http.Request, rt *route.Route,
 	defer closeSC()
 
 	for attempt := 0; ; attempt++ {
-		ep, err := p.pickOther(ctx, rt.Target, tried[:attempt], attempt == 0)
+		ep, err := p.pickOther(ctx, rt.Target, tried[:attempt])
 		if err != nil {
 			if attempt == 0 {
 				writeError(w, isGRPC, http.StatusServiceUnavailable, ErrCodeNoEndpoint, err.Error())
@@ -214,7 +214,7 @@ func (p *Proxy) forward(w http.ResponseWriter, r *http.Request, rt *route.Route,
 			attemptTimedOut := actx.Err() != nil && ctx.Err() == nil
 			acancel()
 			if ctx.Err() != nil {
-				p.settle(rt.Target, ep.Address, set, gen, outcome{skip: true}, r.Context().Err() != nil) // a caller gone is no failure
+				settle(&ep, set, gen, outcome{skip: true}, r.Context().Err() != nil) // a caller gone is no failure
 				if errors.Is(ctx.Err(), context.DeadlineExceeded) && r.Context().Err() == nil {
 					closeSC()
 					writeError(w, isGRPC, http.StatusGatewayTimeout, ErrCodeTimeout, "call to "+rt.Target.String()+" timed out after "+timeout.String())
@@ -222,7 +222,7 @@ func (p *Proxy) forward(w http.ResponseWriter, r *http.Request, rt *route.Route,
 				return // the caller went away
 			}
 			if p.answerBodyTimeout(w, r, isGRPC) { // the caller's fault, not the endpoint's
-				p.settle(rt.Target, ep.Address, set, gen, outcome{skip: true}, true)
+				settle(&ep, set, gen, outcome{skip: true}, true)
 				closeSC()
 				return
 			}
@@ -231,7 +231,7 @@ func (p *Proxy) forward(w http.ResponseWriter, r *http.Request, rt *route.Route,
 			delivered := !errors.As(err, &de)
 			// Refused: out at once. Broken after connecting: counted, unless
 			// the attempt's own timeout broke it.
-			p.settle(rt.Target, ep.Address, set, gen, outcome{down: !delivered, skip: delivered && attemptTimedOut}, false)
+			settle(&ep, set, gen, outcome{down: !delivered, skip: delivered && attemptTimedOut}, false)
 			if (!delivered || (idempotent && (pol != nil || !attemptTimedOut))) && replayable() && rc.tryAgain(p, attempt, delivered) {
 				continue
 			}
@@ -244,7 +244,7 @@ func (p *Proxy) forward(w http.ResponseWriter, r *http.Request, rt *route.Route,
 		}
 		if resp.Header[HeaderShortCircuit] != nil {
 			// The callee's app is unhealthy: the endpoint goes out at once.
-			p.settle(rt.Target, ep.Address, set, gen, outcome{down: true}, false)
+			settle(&ep, set, gen, outcome{down: true}, false)
 			if replayable() && rc.tryAgain(p, attempt, false) {
 				closeSC()
 				lastSC, scCancel = resp, acancel
@@ -261,7 +261,7 @@ func (p *Proxy) forward(w http.ResponseWriter, r *http.Request, rt *route.Route,
 		} else {
 			failed, again = pol.FailedHTTP(resp.StatusCode), pol.MayRetryHTTP(resp.StatusCode, idempotent)
 		}
-		p.settle(rt.Target, ep.Address, set, gen, outcome{status: resp.StatusCode}, !failed) // 5xx counted
+		settle(&ep, set, gen, outcome{status: resp.StatusCode}, !failed) // 5xx counted
 		if again && replayable() && rc.tryAgain(p, attempt, true) {
 			discard(resp)
 			acancel()
@@ -294,15 +294,12 @@ type outcome struct {
 }
 
 // settle is the one place an attempt's outcome is counted: to discovery
-// (passive outlier detection) and to the target's circuit breaker, for
-// which ok says whether the attempt was a success.
-func (p *Proxy) settle(t discovery.Target, addr string, set *resiliency.Set, gen uint64, o outcome, ok bool) {
-	switch {
-	case o.skip:
-	case o.down:
-		p.cfg.Resolver.ReportFailure(t, addr)
-	default:
-		p.reportResult(t, addr, o.status)
+// through the pick's own report (passive outlier detection) and to the
+// target's circuit breaker, for which ok says whether the attempt was a
+// success.
+func settle(pr *discovery.PickResult, set *resiliency.Set, gen uint64, o outcome, ok bool) {
+	if !o.skip && pr.Done != nil {
+		pr.Done(discovery.DoneInfo{Down: o.down, Status: o.status})
 	}
 	if set.Breaker != nil {
 		set.Breaker.Done(gen, ok, time.Now())
@@ -405,22 +402,17 @@ func (p *Proxy) peerRequest(r *http.Request, rt *route.Route, addr string) *http
 }
 
 // pickOther picks an endpoint of t not in tried when there is one (a few
-// picks of the round robin), else one already tried. The first pick of a
-// target an on-demand backend has not resolved yet waits for it.
-func (p *Proxy) pickOther(ctx context.Context, t discovery.Target, tried []string, first bool) (discovery.Endpoint, error) {
-	ep, err := p.cfg.Resolver.Pick(t)
-	if first && errors.Is(err, discovery.ErrUnknownTarget) {
-		if tw, ok := p.cfg.Resolver.(targetWaiter); ok && tw.WaitTarget(ctx, t) == nil {
-			ep, err = p.cfg.Resolver.Pick(t)
+// picks of the round robin), else one already tried. A pick of a target an
+// on-demand backend has not resolved yet waits for it (bounded by ctx).
+func (p *Proxy) pickOther(ctx context.Context, t discovery.Target, tried []string) (discovery.PickResult, error) {
+	pr, err := p.cfg.Resolver.Pick(ctx, t)
+	for i := 0; err == nil && i < 4 && seen(tried, pr.Address); i++ {
+		var next discovery.PickResult
+		if next, err = p.cfg.Resolver.Pick(ctx, t); err == nil {
+			pr = next
 		}
 	}
-	for i := 0; err == nil && i < 4 && seen(tried, ep.Address); i++ {
-		var next discovery.Endpoint
-		if next, err = p.cfg.Resolver.Pick(t); err == nil {
-			ep = next
-		}
-	}
-	return ep, err
+	return pr, err
 }
 
 func seen(tried []string, addr string) bool {

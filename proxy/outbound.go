@@ -1,11 +1,9 @@
 package proxy
 
 import (
-	"context"
 	"errors"
 	"net/http"
 
-	"github.com/meshd/meshd/discovery"
 	"github.com/meshd/meshd/proxy/route"
 )
 
@@ -47,28 +45,6 @@ func (p *Proxy) serveAppHealthz(w http.ResponseWriter) {
 		return
 	}
 	w.WriteHeader(http.StatusNoContent)
-}
-
-// resultReporter is implemented by resolvers with passive outlier detection
-// (discovery.Cache): status 0 is a connection broken after it was made.
-type resultReporter interface {
-	ReportResult(t discovery.Target, addr string, status int)
-}
-
-// targetWaiter is implemented by resolvers that resolve targets on demand
-// (discovery.Cache over a Watcher backend such as consul).
-type targetWaiter interface {
-	WaitTarget(ctx context.Context, t discovery.Target) error
-}
-
-func (p *Proxy) reportResult(t discovery.Target, addr string, status int) {
-	if rr, ok := p.cfg.Resolver.(resultReporter); ok {
-		rr.ReportResult(t, addr, status)
-	} else if status == 0 {
-		p.cfg.Resolver.ReportFailure(t, addr)
-	} else {
-		p.cfg.Resolver.ReportSuccess(t, addr)
-	}
 }
 
 // Ready reports whether the sidecar can make calls: it has a workload

@@ -25,18 +25,10 @@ import (
 	"github.com/meshd/meshd/proxy/tracing"
 )
 
-// Resolver finds endpoints of target apps. discovery.Cache implements it.
-// Pick must neither block nor touch the network.
-type Resolver interface {
-	// Pick returns an endpoint; its errors wrap discovery.ErrUnknownTarget
-	// or discovery.ErrNoHealthyEndpoint.
-	Pick(t discovery.Target) (discovery.Endpoint, error)
-	// ReportFailure reports a connection failure to addr, or an answer
-	// marked as a short-circuit (the callee's app is unhealthy).
-	ReportFailure(t discovery.Target, addr string)
-	// ReportSuccess reports a completed exchange with addr.
-	ReportSuccess(t discovery.Target, addr string)
-}
+// Resolver finds an endpoint of a target app for each attempt of a call,
+// and takes back the attempt's outcome through the pick's Done
+// (discovery.Cache's Picker implements it).
+type Resolver = discovery.Picker
 
 // AppHealth reports whether the local app is healthy (apphealth.Checker
 // implements it). Healthy is called on every inbound call.

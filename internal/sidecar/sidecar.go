@@ -226,12 +226,12 @@ func Run(ctx context.Context, cfg Config) error {
 		}
 		advertise = net.JoinHostPort(host, strconv.Itoa(ls.Internal.Addr().(*net.TCPAddr).Port))
 	}
-	res, err := discovery.Build(ctx, cfg.Resolver, discovery.BuildOptions{
+	res, err := cache.Build(ctx, cfg.Resolver, discovery.BuildOptions{
 		ConfigFile: cfg.ResolverConfig, Logger: log,
 		Local: discovery.LocalInstance{Target: discovery.Target{AppID: id.AppID, Namespace: id.Namespace}, Address: advertise,
 			// 503 while the app is unhealthy (proxy: /v1.0/healthz/app): consul's check.
 			HealthURL: "http://" + ls.HTTP.Addr().String() + "/v1.0/healthz/app"},
-	}, cache)
+	})
 	if err != nil {
 		closeAll()
 		return fmt.Errorf("sidecar: resolver %q: %w", cfg.Resolver, err)
@@ -243,7 +243,7 @@ func Run(ctx context.Context, cfg Config) error {
 	}()
 
 	// App channel and health.
-	pcfg := proxy.Config{Identity: id, Insecure: cfg.Insecure, Resolver: cache, Logger: log,
+	pcfg := proxy.Config{Identity: id, Insecure: cfg.Insecure, Resolver: cache.Picker(), Logger: log,
 		MaxHeaderFields: cfg.MaxHeaderFields, BodyReadTimeout: cfg.BodyReadTimeout}
 	if src != nil {
 		pcfg.SVIDSource, pcfg.BundleSource = src, src
