@@ -10,7 +10,7 @@ import (
 
 	"go.yaml.in/yaml/v3"
 
-	"github.com/meshd/meshd/internal/yamlnode"
+	"github.com/meshd/meshd/config/strictyaml"
 )
 
 // Error is a problem in a file, at a line.
@@ -77,13 +77,13 @@ func Parse(file string, data []byte) ([]*ACL, error) {
 	}
 }
 
-func yamlErrLine(err error) int { return yamlnode.ErrLine(err) }
+func yamlErrLine(err error) int { return strictyaml.ErrLine(err) }
 
-func lookup(m *yaml.Node, key string) *yaml.Node { return yamlnode.Lookup(m, key) }
+func lookup(m *yaml.Node, key string) *yaml.Node { return strictyaml.Lookup(m, key) }
 
 // fields checks that m is a mapping with only the allowed keys.
 func fields(file string, m *yaml.Node, what string, allowed ...string) error {
-	if line, msg, ok := yamlnode.Fields(m, what, allowed...); !ok {
+	if line, msg, ok := strictyaml.Fields(m, what, allowed...); !ok {
 		return &Error{file, line, msg}
 	}
 	return nil

@@ -1,8 +1,8 @@
-// Package yamlnode holds the small helpers meshd's strict YAML readers share
+// Package strictyaml holds the small helpers meshd's strict YAML readers share
 // (Dapr Configuration sections read by policy/accesscontrol and
 // internal/daprconfig): key lookup in a mapping node, unknown-field checks
 // that name the offending line, and the line of a yaml.v3 syntax error.
-package yamlnode
+package strictyaml
 
 import (
 	"fmt"
