@@ -1,11 +1,19 @@
-// Package strictyaml holds the small helpers meshd's strict YAML readers share
-// (Dapr Configuration sections read by policy/accesscontrol and
-// internal/daprconfig): key lookup in a mapping node, unknown-field checks
-// that name the offending line, and the line of a yaml.v3 syntax error.
+// Package strictyaml is meshd's one strict YAML reader. Every config file
+// meshd reads (the resolver configs, the Dapr Configuration, accessControl,
+// Resiliency) goes through it, so they refuse the same things the same way:
+// unknown fields, values of the wrong type and extra documents are errors
+// that name their line.
+//
+// Decode reads one document into a struct (yaml.v3 with KnownFields);
+// Documents hands node-walking parsers each document's root, with the
+// helpers they share (Lookup, Fields, ErrLine).
 package strictyaml
 
 import (
+	"bytes"
+	"errors"
 	"fmt"
+	"io"
 	"slices"
 	"strconv"
 	"strings"
@@ -55,4 +63,67 @@ func Fields(m *yaml.Node, what string, allowed ...string) (line int, msg string,
 		}
 	}
 	return 0, "", true
+}
+
+// ErrEmpty is returned by Decode for an input without a document.
+var ErrEmpty = errors.New("strictyaml: no YAML document")
+
+// Decode decodes the one YAML document of data into v strictly: an unknown
+// field or a value of the wrong type is an error naming its line (yaml.v3's
+// "line N: ..."), and only empty documents may follow the first ("---" at
+// the end). An input without a document leaves v as it is and returns
+// ErrEmpty.
+func Decode(data []byte, v any) error {
+	dec := yaml.NewDecoder(bytes.NewReader(data))
+	dec.KnownFields(true)
+	if err := dec.Decode(v); err != nil {
+		if errors.Is(err, io.EOF) {
+			return ErrEmpty
+		}
+		return err
+	}
+	for {
+		var extra yaml.Node
+		err := dec.Decode(&extra)
+		if errors.Is(err, io.EOF) {
+			return nil
+		}
+		if err != nil || !emptyDoc(&extra) {
+			return errors.New("more than one YAML document")
+		}
+	}
+}
+
+func emptyDoc(n *yaml.Node) bool {
+	if n.Kind == yaml.DocumentNode && len(n.Content) == 1 {
+		n = n.Content[0]
+	}
+	return n.Kind == 0 || n.Kind == yaml.DocumentNode && len(n.Content) == 0 ||
+		n.Kind == yaml.ScalarNode && n.Tag == "!!null"
+}
+
+// Documents returns the root node of each document of data, in order,
+// skipping empty and null documents. A syntax error is returned as yaml.v3
+// gives it (ErrLine finds its line).
+func Documents(data []byte) ([]*yaml.Node, error) {
+	dec := yaml.NewDecoder(bytes.NewReader(data))
+	var out []*yaml.Node
+	for {
+		var doc yaml.Node
+		err := dec.Decode(&doc)
+		if errors.Is(err, io.EOF) {
+			return out, nil
+		}
+		if err != nil {
+			return nil, err
+		}
+		if len(doc.Content) == 0 {
+			continue
+		}
+		root := doc.Content[0]
+		if root.Kind == yaml.ScalarNode && root.Tag == "!!null" {
+			continue
+		}
+		out = append(out, root)
+	}
 }
