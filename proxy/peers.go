@@ -34,7 +34,7 @@ func (e *dialError) Unwrap() error { return e.err }
 // stream: the callee's server runs the handler on the connection's own
 // goroutine, and headers and a small body leave in one TLS record.
 //
-// h1 is proxy/h1's client unless h1.Enabled is off (net/http's then).
+// h1 is proxy/h1's client unless Config.NetHTTPClient (net/http's then).
 type peerTransports struct {
 	h2, h1 http.RoundTripper
 }
@@ -80,7 +80,7 @@ func (ps *peers) get(t discovery.Target) (*peerTransports, error) {
 		return nil, err
 	}
 	pt := &peerTransports{h2: h2, h1: h1t}
-	if h1.Enabled {
+	if !ps.p.cfg.NetHTTPClient {
 		pt.h1 = &h1.Transport{
 			DialContext:    h1t.DialTLSContext,
 			MaxIdlePerHost: maxIdlePerPeer,

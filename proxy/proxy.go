@@ -84,6 +84,13 @@ type Config struct {
 	// h1.DefaultBodyReadTimeout, negative: no bound); the call is then
 	// answered 408 if it still can be. gRPC calls are exempt.
 	BodyReadTimeout time.Duration
+	// NetHTTPServer serves HTTP/1.x on the HTTP and internal ports with
+	// net/http's server instead of proxy/h1's (--h1-server nethttp).
+	NetHTTPServer bool
+	// NetHTTPClient sends the HTTP/1.1 hop to peer sidecars with net/http's
+	// Transport instead of proxy/h1's (--h1-client nethttp; the app
+	// channel has its own switch, appchannel.Config.NetHTTPClient).
+	NetHTTPClient bool
 }
 
 // Proxy is the data plane of one sidecar.
@@ -240,7 +247,7 @@ func (p *Proxy) Serve(ctx context.Context, ls Listeners, grace time.Duration) er
 			s.Protocols.SetHTTP1(true)
 			s.Protocols.SetUnencryptedHTTP2(true)
 		}
-		if !grpcPort && h1.ServerEnabled {
+		if !grpcPort && !p.cfg.NetHTTPServer {
 			// HTTP/1.x on proxy/h1's server, HTTP/2 handed to s.
 			hs := &h1.Server{
 				Handler:           h,
@@ -316,7 +323,7 @@ type server interface {
 }
 
 // netHTTPServer is a listener served by net/http alone (the gRPC port, and
-// every port with MESHD_H1_SERVER=nethttp).
+// every port with Config.NetHTTPServer).
 type netHTTPServer struct {
 	s   *http.Server
 	l   net.Listener

@@ -36,6 +36,7 @@ func newCommand() *cobra.Command {
 		logLevel, logFormat string
 		cpus                int
 		allowLogEvery       int
+		h1Server, h1Client  string
 	)
 	cmd := &cobra.Command{
 		Use:           "meshd",
@@ -74,6 +75,12 @@ func newCommand() *cobra.Command {
 				cfg.PolicyAllowLogEvery = -1
 			}
 			cfg.DisableMetrics = !enableMetrics
+			if cfg.NetHTTPServer, err = parseH1("--h1-server", h1Server); err != nil {
+				return err
+			}
+			if cfg.NetHTTPClient, err = parseH1("--h1-client", h1Client); err != nil {
+				return err
+			}
 			if cfg.MaxHeaderFields == 0 || cfg.BodyReadTimeout == 0 {
 				return fmt.Errorf("meshd: --max-request-header-fields and --request-body-timeout: want a bound, or -1 for none (0 is neither)")
 			}
@@ -126,6 +133,8 @@ func newCommand() *cobra.Command {
 	f.StringVar(&logFormat, "log-format", "text", "text or json")
 	f.IntVar(&cpus, "cpus", 1, "CPUs that run the sidecar's Go code at once (GOMAXPROCS); 0: the Go runtime's default (all CPUs the cgroup allows). The GOMAXPROCS environment variable wins unless this flag is given")
 	f.StringVar(&cfg.WorkloadAPISocket, "workload-api-socket", "", "unix socket path to serve the SPIFFE Workload API on")
+	f.StringVar(&h1Server, "h1-server", envOr("MESHD_H1_SERVER", h1Impl), "HTTP/1.x server of the HTTP and internal ports: h1 (meshd's) or nethttp (Go's net/http; env MESHD_H1_SERVER)")
+	f.StringVar(&h1Client, "h1-client", envOr("MESHD_H1_CLIENT", h1Impl), "HTTP/1.1 client to peer sidecars and the app: h1 (meshd's) or nethttp (Go's net/http; env MESHD_H1_CLIENT)")
 	_ = cmd.MarkFlagRequired("app-id")
 	return cmd
 }
@@ -151,4 +160,31 @@ func newLogger(level, format string) (*slog.Logger, error) {
 		return nil, fmt.Errorf("meshd: %w", err)
 	}
 	return log, nil
+}
+
+// h1Impl and netHTTPImpl are the values of --h1-server and --h1-client.
+const (
+	h1Impl      = "h1"
+	netHTTPImpl = "nethttp"
+)
+
+// parseH1 reads --h1-server or --h1-client: whether net/http serves (or
+// sends) HTTP/1.x instead of proxy/h1.
+func parseH1(flag, v string) (netHTTP bool, err error) {
+	switch v {
+	case h1Impl:
+		return false, nil
+	case netHTTPImpl:
+		return true, nil
+	}
+	return false, fmt.Errorf("meshd: %s %q: want %s or %s", flag, v, h1Impl, netHTTPImpl)
+}
+
+// envOr returns the environment variable key, or def when it is unset or
+// empty.
+func envOr(key, def string) string {
+	if v := os.Getenv(key); v != "" {
+		return v
+	}
+	return def
 }

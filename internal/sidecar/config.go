@@ -72,6 +72,11 @@ type Config struct {
 	// port (see proxy.Config; 0: the defaults, negative: no bound).
 	MaxHeaderFields int
 	BodyReadTimeout time.Duration
+	// NetHTTPServer and NetHTTPClient put net/http in the place of
+	// proxy/h1 for HTTP/1.x: the server of the HTTP and internal ports,
+	// and the client to peer sidecars and the app (see proxy.Config).
+	NetHTTPServer bool
+	NetHTTPClient bool
 
 	Logger *slog.Logger
 }

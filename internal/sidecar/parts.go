@@ -149,7 +149,8 @@ func (s *sidecar) discovery(ctx context.Context) error {
 		return nil
 	})
 	s.pcfg = proxy.Config{Identity: s.id, Insecure: cfg.Insecure, Resolver: s.cache.Picker(), Logger: s.log,
-		MaxHeaderFields: cfg.MaxHeaderFields, BodyReadTimeout: cfg.BodyReadTimeout}
+		MaxHeaderFields: cfg.MaxHeaderFields, BodyReadTimeout: cfg.BodyReadTimeout,
+		NetHTTPServer: cfg.NetHTTPServer, NetHTTPClient: cfg.NetHTTPClient}
 	if s.src != nil {
 		s.pcfg.SVIDSource, s.pcfg.BundleSource = s.src, s.src
 	}
@@ -169,7 +170,8 @@ func (s *sidecar) app(context.Context) error {
 	if err != nil {
 		return err
 	}
-	ch, err := appchannel.New(appchannel.Config{Protocol: proto, Address: cfg.AppChannelAddress, Port: cfg.AppPort})
+	ch, err := appchannel.New(appchannel.Config{Protocol: proto, Address: cfg.AppChannelAddress, Port: cfg.AppPort,
+		NetHTTPClient: cfg.NetHTTPClient})
 	if err != nil {
 		return err
 	}
@@ -287,7 +289,8 @@ func (s *sidecar) proxy(ctx context.Context) error {
 		s.log.Info("meshd sidecar started", "app", s.id.AppID, "namespace", s.id.Namespace, "spiffe_id", s.id.String(),
 			"http", s.ls.HTTP.Addr().String(), "grpc", s.ls.GRPC.Addr().String(), "internal", s.ls.Internal.Addr().String(),
 			"advertise", s.advertise, "resolver", cfg.Resolver, "app_port", cfg.AppPort, "app_protocol", cfg.AppProtocol,
-			"metrics", listenerAddr(s.metricsL), "tracing", s.pcfg.Tracer != nil)
+			"metrics", listenerAddr(s.metricsL), "tracing", s.pcfg.Tracer != nil,
+			"h1_server", h1Name(cfg.NetHTTPServer), "h1_client", h1Name(cfg.NetHTTPClient))
 		s.notReady.Stop()
 		return p.Serve(ctx, s.ls, cfg.ShutdownGrace)
 	})
@@ -308,4 +311,12 @@ func (s *sidecar) workloadAPI(context.Context) error {
 	}
 	s.run(wl.Serve)
 	return nil
+}
+
+// h1Name names the HTTP/1.x implementation in the start log line.
+func h1Name(netHTTP bool) string {
+	if netHTTP {
+		return "nethttp"
+	}
+	return "h1"
 }

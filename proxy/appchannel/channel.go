@@ -57,6 +57,9 @@ type Config struct {
 	MaxIdleConns int
 	// DialTimeout bounds connecting to the app (default 5s).
 	DialTimeout time.Duration
+	// NetHTTPClient sends HTTP/1.1 with net/http's Transport instead of
+	// proxy/h1's (--h1-client nethttp), e.g. to compare.
+	NetHTTPClient bool
 }
 
 // Channel sends requests to the local app.
@@ -65,7 +68,7 @@ type Channel struct {
 	scheme string
 	host   string // host:port
 	rt     *http.Transport
-	h1     *h1.Transport // protocol http, when h1.Enabled
+	h1     *h1.Transport // protocol http, unless Config.NetHTTPClient
 }
 
 // New builds a Channel. It does not connect.
@@ -105,7 +108,7 @@ func New(cfg Config) (*Channel, error) {
 	case HTTP:
 		c.scheme = "http"
 		t.Protocols.SetHTTP1(true)
-		if h1.Enabled {
+		if !cfg.NetHTTPClient {
 			c.h1 = &h1.Transport{DialContext: d.DialContext, MaxIdlePerHost: cfg.MaxIdleConns, IdleTimeout: t.IdleConnTimeout, InlineBody: h1.DefaultInlineBody}
 		}
 	case H2C, GRPC:
