@@ -12,6 +12,13 @@ import (
 	"github.com/meshd/meshd/proxy/h1"
 )
 
+// Defaults of Config.MaxHeaderFields and Config.BodyReadTimeout (those of
+// the HTTP/1.x server).
+const (
+	DefaultMaxHeaderFields = h1.DefaultMaxHeaderFields
+	DefaultBodyReadTimeout = h1.DefaultBodyReadTimeout
+)
+
 // internalHeaderSlack is how many more header fields the internal port
 // accepts than the app-facing ports: the caller sidecar adds a few
 // (traceparent, tracestate, the call's deadline) to a request that was
@@ -26,7 +33,7 @@ func (p *Proxy) maxFields() int {
 	case p.cfg.MaxHeaderFields < 0:
 		return -1
 	}
-	return h1.DefaultMaxHeaderFields
+	return DefaultMaxHeaderFields
 }
 
 // bodyTimeout is Config.BodyReadTimeout with its default; 0: no bound.
@@ -37,7 +44,7 @@ func (p *Proxy) bodyTimeout() time.Duration {
 	case p.cfg.BodyReadTimeout < 0:
 		return 0
 	}
-	return h1.DefaultBodyReadTimeout
+	return DefaultBodyReadTimeout
 }
 
 // refusal renders proxy/h1's answer to a request it refuses (malformed,

@@ -16,7 +16,7 @@ import (
 
 	"github.com/meshd/meshd/internal/sidecar"
 	"github.com/meshd/meshd/policy"
-	"github.com/meshd/meshd/proxy/h1"
+	"github.com/meshd/meshd/proxy"
 	"github.com/meshd/meshd/telemetry/logging"
 )
 
@@ -127,8 +127,8 @@ func newCommand() *cobra.Command {
 	f.DurationVar(&cfg.AppHealthProbeTimeout, "app-health-probe-timeout", 5e8, "timeout of one app health probe")
 	f.IntVar(&cfg.AppHealthThreshold, "app-health-threshold", 3, "consecutive failed probes before the app is unhealthy")
 	f.DurationVar(&cfg.ShutdownGrace, "shutdown-grace", 5e9, "how long in-flight calls may finish on shutdown")
-	f.IntVar(&cfg.MaxHeaderFields, "max-request-header-fields", h1.DefaultMaxHeaderFields, "most header fields a request may carry on any port (more: 431); the internal port allows 16 more for those the caller sidecar adds; -1: no bound")
-	f.DurationVar(&cfg.BodyReadTimeout, "request-body-timeout", h1.DefaultBodyReadTimeout, "longest a request body may keep the sidecar waiting without 1 KiB arriving (then 408); gRPC calls are exempt; -1s: no bound")
+	f.IntVar(&cfg.MaxHeaderFields, "max-request-header-fields", proxy.DefaultMaxHeaderFields, "most header fields a request may carry on any port (more: 431); the internal port allows 16 more for those the caller sidecar adds; -1: no bound")
+	f.DurationVar(&cfg.BodyReadTimeout, "request-body-timeout", proxy.DefaultBodyReadTimeout, "longest a request body may keep the sidecar waiting without 1 KiB arriving (then 408); gRPC calls are exempt; -1s: no bound")
 	f.StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
 	f.StringVar(&logFormat, "log-format", "text", "text or json")
 	f.IntVar(&cpus, "cpus", 1, "CPUs that run the sidecar's Go code at once (GOMAXPROCS); 0: the Go runtime's default (all CPUs the cgroup allows). The GOMAXPROCS environment variable wins unless this flag is given")
