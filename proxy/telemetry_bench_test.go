@@ -9,8 +9,8 @@ import (
 
 	"go.opentelemetry.io/otel/sdk/trace/tracetest"
 
+	"github.com/meshd/meshd/config/daprconfig"
 	"github.com/meshd/meshd/discovery"
-	"github.com/meshd/meshd/internal/daprconfig"
 	"github.com/meshd/meshd/proxy/metrics"
 	"github.com/meshd/meshd/proxy/route"
 	"github.com/meshd/meshd/proxy/tracing"

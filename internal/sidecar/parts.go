@@ -9,11 +9,11 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/meshd/meshd/config/daprconfig"
 	"github.com/meshd/meshd/discovery"
 	_ "github.com/meshd/meshd/discovery/consul" // --resolver consul
 	_ "github.com/meshd/meshd/discovery/mdns"   // --resolver mdns
 	_ "github.com/meshd/meshd/discovery/static" // --resolver static
-	"github.com/meshd/meshd/internal/daprconfig"
 	"github.com/meshd/meshd/policy"
 	"github.com/meshd/meshd/policy/decisionlog"
 	"github.com/meshd/meshd/proxy"

@@ -8,8 +8,8 @@ import (
 
 	"go.yaml.in/yaml/v3"
 
+	"github.com/meshd/meshd/config/daprconfig"
 	"github.com/meshd/meshd/config/strictyaml"
-	"github.com/meshd/meshd/internal/daprconfig"
 )
 
 // Error is a problem in a file, at a line.

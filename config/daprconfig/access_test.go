@@ -3,7 +3,7 @@ package daprconfig_test
 import (
 	"testing"
 
-	"github.com/meshd/meshd/internal/daprconfig"
+	"github.com/meshd/meshd/config/daprconfig"
 	"github.com/meshd/meshd/policy/accesscontrol"
 )
 
