@@ -1,5 +1,5 @@
 // Command meshd is the meshd sidecar. It parses flags (daprd-compatible
-// names, see DESIGN.md "meshd flags") and runs internal/sidecar.
+// names, see DESIGN.md "meshd flags") and runs sidecar.
 package main
 
 import (
@@ -14,9 +14,9 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/meshd/meshd/internal/sidecar"
 	"github.com/meshd/meshd/policy"
 	"github.com/meshd/meshd/proxy"
+	"github.com/meshd/meshd/sidecar"
 	"github.com/meshd/meshd/telemetry/logging"
 )
 
