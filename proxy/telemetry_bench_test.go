@@ -11,9 +11,9 @@ import (
 
 	"github.com/meshd/meshd/config/daprconfig"
 	"github.com/meshd/meshd/discovery"
-	"github.com/meshd/meshd/proxy/metrics"
 	"github.com/meshd/meshd/proxy/route"
 	"github.com/meshd/meshd/proxy/tracing"
+	"github.com/meshd/meshd/telemetry/metrics"
 )
 
 // BenchmarkInvokeTelemetry is BenchmarkInvoke with telemetry off, metrics

@@ -20,10 +20,10 @@ import (
 	"github.com/meshd/meshd/proxy/appchannel"
 	"github.com/meshd/meshd/proxy/apphealth"
 	"github.com/meshd/meshd/proxy/daprapi"
-	"github.com/meshd/meshd/proxy/metrics"
 	"github.com/meshd/meshd/proxy/resiliency"
 	"github.com/meshd/meshd/proxy/tracing"
 	"github.com/meshd/meshd/proxy/workloadapi"
+	"github.com/meshd/meshd/telemetry/metrics"
 )
 
 // readConfig reads --resiliency and --config: a bad file stops the start,

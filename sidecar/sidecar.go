@@ -22,9 +22,9 @@ import (
 	"github.com/meshd/meshd/lifecycle"
 	"github.com/meshd/meshd/policy"
 	"github.com/meshd/meshd/proxy"
-	"github.com/meshd/meshd/proxy/metrics"
 	"github.com/meshd/meshd/proxy/resiliency"
 	"github.com/meshd/meshd/sentry/sentryclient"
+	"github.com/meshd/meshd/telemetry/metrics"
 )
 
 // Run starts the sidecar and serves until ctx is done, then shuts down
