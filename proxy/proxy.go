@@ -21,8 +21,8 @@ import (
 	"github.com/meshd/meshd/proxy/authz"
 	"github.com/meshd/meshd/proxy/coalesce"
 	"github.com/meshd/meshd/proxy/h1"
-	"github.com/meshd/meshd/proxy/tracing"
 	"github.com/meshd/meshd/telemetry/metrics"
+	"github.com/meshd/meshd/telemetry/tracing"
 )
 
 // Resolver finds an endpoint of a target app for each attempt of a call,

@@ -12,8 +12,8 @@ import (
 	"github.com/meshd/meshd/config/daprconfig"
 	"github.com/meshd/meshd/discovery"
 	"github.com/meshd/meshd/proxy/route"
-	"github.com/meshd/meshd/proxy/tracing"
 	"github.com/meshd/meshd/telemetry/metrics"
+	"github.com/meshd/meshd/telemetry/tracing"
 )
 
 // BenchmarkInvokeTelemetry is BenchmarkInvoke with telemetry off, metrics

@@ -21,9 +21,9 @@ import (
 	"github.com/meshd/meshd/proxy/apphealth"
 	"github.com/meshd/meshd/proxy/daprapi"
 	"github.com/meshd/meshd/proxy/resiliency"
-	"github.com/meshd/meshd/proxy/tracing"
 	"github.com/meshd/meshd/proxy/workloadapi"
 	"github.com/meshd/meshd/telemetry/metrics"
+	"github.com/meshd/meshd/telemetry/tracing"
 )
 
 // readConfig reads --resiliency and --config: a bad file stops the start,
