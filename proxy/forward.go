@@ -11,7 +11,7 @@ import (
 	"time"
 
 	"github.com/meshd/meshd/discovery"
-	"github.com/meshd/meshd/proxy/h1"
+	"github.com/meshd/meshd/proxy/internal/h1"
 	"github.com/meshd/meshd/proxy/resiliency"
 	"github.com/meshd/meshd/proxy/route"
 )

@@ -18,7 +18,7 @@ import (
 
 	"github.com/meshd/meshd/discovery"
 	"github.com/meshd/meshd/proxy/appchannel"
-	"github.com/meshd/meshd/proxy/h1"
+	"github.com/meshd/meshd/proxy/internal/h1"
 )
 
 func h1Client(cfg *tls.Config) *http.Client {

@@ -16,7 +16,7 @@ import (
 	"github.com/meshd/meshd/certs"
 	"github.com/meshd/meshd/discovery"
 	"github.com/meshd/meshd/proxy/coalesce"
-	"github.com/meshd/meshd/proxy/h1"
+	"github.com/meshd/meshd/proxy/internal/h1"
 )
 
 // dialError marks a failure before any byte of the request left: TCP
@@ -34,7 +34,7 @@ func (e *dialError) Unwrap() error { return e.err }
 // stream: the callee's server runs the handler on the connection's own
 // goroutine, and headers and a small body leave in one TLS record.
 //
-// h1 is proxy/h1's client unless Config.NetHTTPClient (net/http's then).
+// h1 is proxy/internal/h1's client unless Config.NetHTTPClient (net/http's then).
 type peerTransports struct {
 	h2, h1 http.RoundTripper
 }

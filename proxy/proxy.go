@@ -20,7 +20,7 @@ import (
 	"github.com/meshd/meshd/proxy/appchannel"
 	"github.com/meshd/meshd/proxy/authz"
 	"github.com/meshd/meshd/proxy/coalesce"
-	"github.com/meshd/meshd/proxy/h1"
+	"github.com/meshd/meshd/proxy/internal/h1"
 	"github.com/meshd/meshd/telemetry/metrics"
 	"github.com/meshd/meshd/telemetry/tracing"
 )
@@ -85,10 +85,10 @@ type Config struct {
 	// answered 408 if it still can be. gRPC calls are exempt.
 	BodyReadTimeout time.Duration
 	// NetHTTPServer serves HTTP/1.x on the HTTP and internal ports with
-	// net/http's server instead of proxy/h1's (--h1-server nethttp).
+	// net/http's server instead of proxy/internal/h1's (--h1-server nethttp).
 	NetHTTPServer bool
 	// NetHTTPClient sends the HTTP/1.1 hop to peer sidecars with net/http's
-	// Transport instead of proxy/h1's (--h1-client nethttp; the app
+	// Transport instead of proxy/internal/h1's (--h1-client nethttp; the app
 	// channel has its own switch, appchannel.Config.NetHTTPClient).
 	NetHTTPClient bool
 }
@@ -248,7 +248,7 @@ func (p *Proxy) Serve(ctx context.Context, ls Listeners, grace time.Duration) er
 			s.Protocols.SetUnencryptedHTTP2(true)
 		}
 		if !grpcPort && !p.cfg.NetHTTPServer {
-			// HTTP/1.x on proxy/h1's server, HTTP/2 handed to s.
+			// HTTP/1.x on proxy/internal/h1's server, HTTP/2 handed to s.
 			hs := &h1.Server{
 				Handler:           h,
 				ReadHeaderTimeout: s.ReadHeaderTimeout,

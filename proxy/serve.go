@@ -11,13 +11,13 @@ import (
 	"sync"
 	"time"
 
-	"github.com/meshd/meshd/proxy/h1"
+	"github.com/meshd/meshd/proxy/internal/h1"
 )
 
 // h2Preface starts every HTTP/2 connection (RFC 9113 §3.4).
 const h2Preface = "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
 
-// h1Mux serves one listener: HTTP/1.x connections with proxy/h1's server
+// h1Mux serves one listener: HTTP/1.x connections with proxy/internal/h1's server
 // (no goroutine or read per request beyond the call itself), HTTP/2 ones —
 // ALPN "h2" after the TLS handshake, or the h2c preface on cleartext — with
 // net/http's HTTP/2 server, handed over through a listener of their own.

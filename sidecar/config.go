@@ -73,7 +73,7 @@ type Config struct {
 	MaxHeaderFields int
 	BodyReadTimeout time.Duration
 	// NetHTTPServer and NetHTTPClient put net/http in the place of
-	// proxy/h1 for HTTP/1.x: the server of the HTTP and internal ports,
+	// proxy/internal/h1 for HTTP/1.x: the server of the HTTP and internal ports,
 	// and the client to peer sidecars and the app (see proxy.Config).
 	NetHTTPServer bool
 	NetHTTPClient bool

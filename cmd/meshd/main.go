@@ -169,7 +169,7 @@ const (
 )
 
 // parseH1 reads --h1-server or --h1-client: whether net/http serves (or
-// sends) HTTP/1.x instead of proxy/h1.
+// sends) HTTP/1.x instead of proxy/internal/h1.
 func parseH1(flag, v string) (netHTTP bool, err error) {
 	switch v {
 	case h1Impl:

@@ -14,7 +14,7 @@ import (
 	"time"
 
 	"github.com/meshd/meshd/proxy/coalesce"
-	"github.com/meshd/meshd/proxy/h1"
+	"github.com/meshd/meshd/proxy/internal/h1"
 )
 
 // Protocol is an app protocol.
@@ -58,7 +58,7 @@ type Config struct {
 	// DialTimeout bounds connecting to the app (default 5s).
 	DialTimeout time.Duration
 	// NetHTTPClient sends HTTP/1.1 with net/http's Transport instead of
-	// proxy/h1's (--h1-client nethttp), e.g. to compare.
+	// proxy/internal/h1's (--h1-client nethttp), e.g. to compare.
 	NetHTTPClient bool
 }
 

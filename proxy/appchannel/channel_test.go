@@ -11,7 +11,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/meshd/meshd/proxy/h1"
+	"github.com/meshd/meshd/proxy/internal/h1"
 )
 
 // oneReadApp accepts one connection, reads once, answers 204 and reports
