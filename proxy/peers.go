@@ -15,7 +15,7 @@ import (
 
 	"github.com/meshd/meshd/certs"
 	"github.com/meshd/meshd/discovery"
-	"github.com/meshd/meshd/proxy/coalesce"
+	"github.com/meshd/meshd/proxy/internal/coalesce"
 	"github.com/meshd/meshd/proxy/internal/h1"
 )
 

@@ -19,7 +19,7 @@ import (
 	"github.com/meshd/meshd/discovery"
 	"github.com/meshd/meshd/proxy/appchannel"
 	"github.com/meshd/meshd/proxy/authz"
-	"github.com/meshd/meshd/proxy/coalesce"
+	"github.com/meshd/meshd/proxy/internal/coalesce"
 	"github.com/meshd/meshd/proxy/internal/h1"
 	"github.com/meshd/meshd/telemetry/metrics"
 	"github.com/meshd/meshd/telemetry/tracing"

@@ -13,7 +13,7 @@ import (
 	"strconv"
 	"time"
 
-	"github.com/meshd/meshd/proxy/coalesce"
+	"github.com/meshd/meshd/proxy/internal/coalesce"
 	"github.com/meshd/meshd/proxy/internal/h1"
 )
 
@@ -115,7 +115,7 @@ func New(cfg Config) (*Channel, error) {
 		c.scheme = "http"
 		t.Protocols.SetUnencryptedHTTP2(true)
 		// One multiplexed connection, several frames per call: coalesce
-		// the writes (see proxy/coalesce).
+		// the writes (see proxy/internal/coalesce).
 		t.DialContext = func(ctx context.Context, network, addr string) (net.Conn, error) {
 			conn, err := d.DialContext(ctx, network, addr)
 			if err != nil {
