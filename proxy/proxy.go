@@ -17,8 +17,8 @@ import (
 
 	"github.com/meshd/meshd/certs"
 	"github.com/meshd/meshd/discovery"
+	"github.com/meshd/meshd/policy/authz"
 	"github.com/meshd/meshd/proxy/appchannel"
-	"github.com/meshd/meshd/proxy/authz"
 	"github.com/meshd/meshd/proxy/internal/coalesce"
 	"github.com/meshd/meshd/proxy/internal/h1"
 	"github.com/meshd/meshd/telemetry/metrics"
