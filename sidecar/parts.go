@@ -9,6 +9,7 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/meshd/meshd/certs/workloadapi"
 	"github.com/meshd/meshd/config/daprconfig"
 	"github.com/meshd/meshd/discovery"
 	_ "github.com/meshd/meshd/discovery/consul" // --resolver consul
@@ -21,7 +22,6 @@ import (
 	"github.com/meshd/meshd/proxy/apphealth"
 	"github.com/meshd/meshd/proxy/daprapi"
 	"github.com/meshd/meshd/proxy/resiliency"
-	"github.com/meshd/meshd/proxy/workloadapi"
 	"github.com/meshd/meshd/telemetry/metrics"
 	"github.com/meshd/meshd/telemetry/tracing"
 )
