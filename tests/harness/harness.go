@@ -22,7 +22,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/meshd/meshd/internal/freeport"
+	"github.com/meshd/meshd/tests/freeport"
 )
 
 // Binaries are the paths of the built programs.
@@ -83,7 +83,7 @@ func Build(t testing.TB) Binaries {
 }
 
 // FreePort returns a loopback TCP port for a child process to bind
-// (internal/freeport: below the ephemeral range, never twice).
+// (tests/freeport: below the ephemeral range, never twice).
 func FreePort(t testing.TB) int {
 	t.Helper()
 	p, err := freeport.Take()
