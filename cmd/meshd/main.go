@@ -1,5 +1,5 @@
 // Command meshd is the meshd sidecar. It parses flags (daprd-compatible
-// names, see DESIGN.md "meshd flags") and runs sidecar.
+// names: docs/sidecar.md) and runs package sidecar.
 package main
 
 import (
