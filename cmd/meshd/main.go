@@ -5,7 +5,6 @@ package main
 import (
 	"context"
 	"fmt"
-	"log/slog"
 	"os"
 	"os/signal"
 	"runtime"
@@ -45,9 +44,9 @@ func newCommand() *cobra.Command {
 		SilenceErrors: false,
 		Args:          cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			log, err := newLogger(logLevel, logFormat)
+			log, err := logging.New(os.Stderr, logLevel, logFormat)
 			if err != nil {
-				return err
+				return fmt.Errorf("meshd: %w", err)
 			}
 			cfg.Logger = log
 			setCPUs(cmd.Flags().Changed("cpus"), cpus)
@@ -152,14 +151,6 @@ func setCPUs(explicit bool, n int) {
 		return // the runtime's default: all CPUs the cgroup allows
 	}
 	runtime.GOMAXPROCS(n)
-}
-
-func newLogger(level, format string) (*slog.Logger, error) {
-	log, err := logging.New(os.Stderr, level, format)
-	if err != nil {
-		return nil, fmt.Errorf("meshd: %w", err)
-	}
-	return log, nil
 }
 
 // h1Impl and netHTTPImpl are the values of --h1-server and --h1-client.
