@@ -14,7 +14,7 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/meshd/meshd/tests/freeport"
+	"github.com/meshd/meshd/internal/freeport"
 )
 
 // proc is one child process; its output goes to a log file in the temp dir.
@@ -131,7 +131,7 @@ func (ps *procs) stopAll(grace time.Duration) int {
 }
 
 // freePorts returns n distinct loopback ports that were free a moment ago
-// (tests/freeport: below the ephemeral range, never twice).
+// (internal/freeport: below the ephemeral range, never twice).
 func freePorts(n int) ([]int, error) {
 	ports := make([]int, n)
 	for i := range ports {

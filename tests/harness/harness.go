@@ -22,7 +22,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/meshd/meshd/tests/freeport"
+	"github.com/meshd/meshd/internal/freeport"
 )
 
 // Binaries are the paths of the built programs.
@@ -83,7 +83,7 @@ func Build(t testing.TB) Binaries {
 }
 
 // FreePort returns a loopback TCP port for a child process to bind
-// (tests/freeport: below the ephemeral range, never twice).
+// (internal/freeport: below the ephemeral range, never twice).
 func FreePort(t testing.TB) int {
 	t.Helper()
 	p, err := freeport.Take()

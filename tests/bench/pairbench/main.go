@@ -36,7 +36,7 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/meshd/meshd/tests/freeport"
+	"github.com/meshd/meshd/internal/freeport"
 )
 
 type config struct {
