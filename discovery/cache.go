@@ -106,7 +106,8 @@ type entry struct {
 // endpointState is one endpoint's health and ejection state. It survives
 // updates that keep its address.
 type endpointState struct {
-	ep Endpoint
+	ep   Endpoint
+	done func(DoneInfo) // PickResult.Done: c.settle(target, this)
 
 	// ejected and ejections are written under Cache.mu and read without it
 	// by ReportFailure and ReportSuccess to skip the lock on the common path.
@@ -123,13 +124,13 @@ type endpointState struct {
 type picker struct {
 	next atomic.Uint64
 	_    [56]byte // keep the contended counter off the line of eps
-	eps  []Endpoint
+	eps  []*endpointState
 }
 
-func (p *picker) pick() (Endpoint, bool) {
+func (p *picker) pick() (*endpointState, bool) {
 	n := uint64(len(p.eps))
 	if n == 0 {
-		return Endpoint{}, false
+		return nil, false
 	}
 	return p.eps[(p.next.Add(1)-1)%n], true
 }
@@ -184,14 +185,19 @@ func (c *Cache) Pick(t Target) (Endpoint, error) {
 		}
 		return Endpoint{}, ErrUnknownTarget
 	}
-	if !e.used.Load() { // a load, and a store once per TakeUsed
-		e.used.Store(true)
-	}
-	ep, ok := e.picker.Load().pick()
+	st, ok := c.pickEntry(e)
 	if !ok {
 		return Endpoint{}, ErrNoHealthyEndpoint
 	}
-	return ep, nil
+	return st.ep, nil
+}
+
+// pickEntry is the round robin of Pick and of the Picker.
+func (c *Cache) pickEntry(e *entry) (*endpointState, bool) {
+	if !e.used.Load() { // a load, and a store once per TakeUsed
+		e.used.Store(true)
+	}
+	return e.picker.Load().pick()
 }
 
 // UsageTaker is implemented by Updaters that see the calls (the Cache): an
@@ -232,11 +238,16 @@ func (c *Cache) state(t Target, addr string) *endpointState {
 // unhealthy"). The endpoint is ejected at once, unless it already is or
 // MaxEjectionPercent forbids it. Unknown targets and addresses are ignored.
 func (c *Cache) ReportFailure(t Target, addr string) {
-	st := c.state(t, addr)
-	if st == nil || st.ejected.Load() {
+	if st := c.state(t, addr); st != nil {
+		c.reportFailure(t, st)
+	}
+}
+
+func (c *Cache) reportFailure(t Target, st *endpointState) {
+	if st.ejected.Load() {
 		return // concurrent failures of an ejected endpoint: nothing to do
 	}
-	c.eject(t, addr, st, "failure", c.opts.MaxEjectionPercent)
+	c.eject(t, st.ep.Address, st, "failure", c.opts.MaxEjectionPercent)
 }
 
 // ReportResult reports the outcome of one exchange with addr: status is the
@@ -248,18 +259,25 @@ func (c *Cache) ReportFailure(t Target, addr string) {
 // common path (a success after a success) it does two map reads and two
 // atomic loads, without lock or allocation.
 func (c *Cache) ReportResult(t Target, addr string, status int) {
-	if status != 0 && (status < 500 || status > 599) {
-		c.ReportSuccess(t, addr)
-		return
-	}
 	st := c.state(t, addr)
-	if st == nil || st.ejected.Load() {
+	switch {
+	case st == nil:
+	case status != 0 && (status < 500 || status > 599):
+		c.reportSuccess(st)
+	default:
+		c.reportFailed(t, st)
+	}
+}
+
+// reportFailed counts one failed exchange with st in a row.
+func (c *Cache) reportFailed(t Target, st *endpointState) {
+	if st.ejected.Load() {
 		return
 	}
 	if st.fails.Add(1) < int32(c.opts.ConsecutiveFailures) {
 		return
 	}
-	c.eject(t, addr, st, "consecutive failures", min(c.opts.MaxEjectionPercent, c.opts.MaxOutlierEjectionPercent))
+	c.eject(t, st.ep.Address, st, "consecutive failures", min(c.opts.MaxEjectionPercent, c.opts.MaxOutlierEjectionPercent))
 }
 
 // eject takes st out of t's picker unless more than maxPercent of t's
@@ -330,10 +348,12 @@ func (c *Cache) unEject(t Target, st *endpointState, seq uint64) {
 // common path (no failure since the last success) it only does two map
 // reads and two atomic loads.
 func (c *Cache) ReportSuccess(t Target, addr string) {
-	st := c.state(t, addr)
-	if st == nil {
-		return
+	if st := c.state(t, addr); st != nil {
+		c.reportSuccess(st)
 	}
+}
+
+func (c *Cache) reportSuccess(st *endpointState) {
 	if st.fails.Load() != 0 {
 		st.fails.Store(0)
 	}
@@ -377,7 +397,7 @@ func (c *Cache) UpdateTarget(t Target, eps []Endpoint) {
 		return
 	}
 	old := *c.targets.Load()
-	ne, changed := c.makeEntry(old[t], eps)
+	ne, changed := c.makeEntry(t, old[t], eps)
 	if !changed {
 		return
 	}
@@ -425,7 +445,7 @@ func (c *Cache) ReplaceAll(all map[Target][]Endpoint) {
 	m := make(map[Target]*entry, len(all))
 	var updated []Target
 	for t, eps := range all {
-		ne, changed := c.makeEntry(old[t], eps)
+		ne, changed := c.makeEntry(t, old[t], eps)
 		m[t] = ne
 		if changed {
 			updated = append(updated, t)
@@ -464,7 +484,7 @@ func (c *Cache) wake(t Target) {
 
 // Watcher is implemented by Resolvers that resolve targets on demand
 // (consul): rather than watching every app, they watch the targets the
-// sidecar calls. discovery.Build hands such a Resolver to the Cache it
+// sidecar calls. Cache.Build hands such a Resolver to the Cache it
 // builds into; the Cache then calls Watch on every Pick of a target it does
 // not know yet.
 //
@@ -478,7 +498,7 @@ type Watcher interface {
 }
 
 // SetWatcher makes the Cache ask w to watch the targets Pick does not know.
-// discovery.Build calls it for Resolvers that implement Watcher; nil stops
+// Cache.Build calls it for Resolvers that implement Watcher; nil stops
 // the calls.
 func (c *Cache) SetWatcher(w Watcher) {
 	if w == nil {
@@ -543,7 +563,7 @@ func (c *Cache) ReportError(err error) {
 // makeEntry builds the entry for a new endpoint set, keeping the state of
 // addresses that stay. It returns old itself (changed false) when the set is
 // the same, in the same order. Called with c.mu held.
-func (c *Cache) makeEntry(old *entry, eps []Endpoint) (*entry, bool) {
+func (c *Cache) makeEntry(t Target, old *entry, eps []Endpoint) (*entry, bool) {
 	ne := &entry{
 		eps:    make([]*endpointState, 0, len(eps)),
 		byAddr: make(map[string]*endpointState, len(eps)),
@@ -561,6 +581,7 @@ func (c *Cache) makeEntry(old *entry, eps []Endpoint) (*entry, bool) {
 		}
 		if st == nil {
 			st = &endpointState{ep: ep}
+			st.done = func(d DoneInfo) { c.settle(t, st, d) }
 		}
 		ne.eps = append(ne.eps, st)
 		ne.byAddr[ep.Address] = st
@@ -605,10 +626,10 @@ func (c *Cache) rebuild(e *entry) int {
 }
 
 func newPicker(eps []*endpointState, next uint64) *picker {
-	p := &picker{eps: make([]Endpoint, 0, len(eps))}
+	p := &picker{eps: make([]*endpointState, 0, len(eps))}
 	for _, st := range eps {
 		if !st.unhealthy && !st.ejected.Load() {
-			p.eps = append(p.eps, st.ep)
+			p.eps = append(p.eps, st)
 		}
 	}
 	p.next.Store(next)
@@ -666,7 +687,12 @@ func (c *Cache) Ready(t Target) []Endpoint {
 	if e == nil {
 		return nil
 	}
-	return slices.Clone(e.picker.Load().eps)
+	sts := e.picker.Load().eps
+	out := make([]Endpoint, len(sts))
+	for i, st := range sts {
+		out[i] = st.ep
+	}
+	return out
 }
 
 // Targets returns the known targets, in no particular order.

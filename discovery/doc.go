@@ -15,18 +15,24 @@
 //
 //	cache := discovery.NewCache(discovery.Options{Logger: log})
 //	defer cache.Close()
-//	r, err := discovery.Build(ctx, "static", discovery.BuildOptions{ConfigFile: f, Logger: log}, cache)
+//	r, err := cache.Build(ctx, "static", discovery.BuildOptions{ConfigFile: f, Logger: log})
 //	if err != nil { ... }
 //	defer r.Close()
+//	picker := cache.Picker() // what the proxy holds
 //
-// and per call:
+// and per attempt, the pick hands back its own report (grpc-go's
+// PickResult.Done):
 //
-//	ep, err := cache.Pick(target)   // errors.Is(err, discovery.ErrUnknownTarget / ErrNoHealthyEndpoint)
-//	... call ep.Address ...
-//	cache.ReportFailure(target, ep.Address)            // refused, or "app unhealthy": eject now
-//	cache.ReportResult(target, ep.Address, status)     // the answer's status; 0: broken after connecting
+//	pr, err := picker.Pick(ctx, target) // errors.Is(err, discovery.ErrUnknownTarget / ErrNoHealthyEndpoint)
+//	... call pr.Address ...
+//	pr.Done(discovery.DoneInfo{Down: true})        // refused, or "app unhealthy": eject now
+//	pr.Done(discovery.DoneInfo{Status: status})    // the answer's status; 0: broken after connecting
 //
-// Outlier ejection (passive, in the caller): ReportFailure ejects at once;
+// Callers that hold an address rather than a pick (tools, tests) use
+// Cache.Pick, ReportFailure and ReportResult, the same rules keyed by
+// address.
+//
+// Outlier ejection (passive, in the caller): a Down report ejects at once;
 // Options.ConsecutiveFailures (5) results of 0 or 5xx in a row eject too.
 // An ejected endpoint leaves the picker for Options.BaseEjectionTime (5s),
 // doubled on each further ejection up to Options.MaxEjectionTime (30s); it
@@ -37,8 +43,10 @@
 // most Options.MaxOutlierEjectionPercent (50), so an app's 5xx answer to a
 // repeated bad request cannot take every instance out.
 //
-// On-demand backends (consul) implement Watcher: Pick of an unknown target
-// starts its watch and answers ErrUnknownTarget without waiting; the proxy
-// then calls WaitTarget once (bounded by Options.FirstResolveTimeout) and
-// picks again. After that first answer every Pick is a cache read.
+// On-demand backends (consul) implement Watcher, and Cache.Build wires them
+// to the Cache: the Picker's Pick of an unknown target starts its watch and
+// waits for its first answer (WaitTarget: bounded by ctx and
+// Options.FirstResolveTimeout); Cache.Pick starts the watch and answers
+// ErrUnknownTarget without waiting. After that first answer every Pick is a
+// cache read.
 package discovery

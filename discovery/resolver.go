@@ -117,9 +117,10 @@ func Names() []string {
 	return names
 }
 
-// Build looks up the backend called name and builds it. An unknown name gives
-// an error that lists the registered ones. When u is a *Cache and the
-// Resolver is a Watcher, the Cache is wired to it (Cache.SetWatcher).
+// Build looks up the backend called name and builds it, pushing into u. An
+// unknown name gives an error that lists the registered ones. A Cache
+// builds its backend with Cache.Build, which also wires an on-demand
+// backend (a Watcher) to it.
 func Build(ctx context.Context, name string, opts BuildOptions, u Updater) (Resolver, error) {
 	b := Get(name)
 	if b == nil {
@@ -129,10 +130,19 @@ func Build(ctx context.Context, name string, opts BuildOptions, u Updater) (Reso
 	if err != nil {
 		return nil, fmt.Errorf("discovery: resolver %q: %w", name, err)
 	}
+	return r, nil
+}
+
+// Build builds the backend called name (see discovery.Build) into c. When
+// the Resolver resolves targets on demand (it is a Watcher), c asks it to
+// watch the targets Pick does not know (SetWatcher).
+func (c *Cache) Build(ctx context.Context, name string, opts BuildOptions) (Resolver, error) {
+	r, err := Build(ctx, name, opts, c)
+	if err != nil {
+		return nil, err
+	}
 	if w, ok := r.(Watcher); ok {
-		if c, ok := u.(*Cache); ok {
-			c.SetWatcher(w)
-		}
+		c.SetWatcher(w)
 	}
 	return r, nil
 }

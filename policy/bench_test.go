@@ -10,8 +10,8 @@ import (
 	"testing"
 
 	"github.com/meshd/meshd/discovery"
+	"github.com/meshd/meshd/policy/authz"
 	"github.com/meshd/meshd/policy/decisionlog"
-	"github.com/meshd/meshd/proxy/authz"
 )
 
 // rules50 is a realistic namespace policy: 45 allow rules (caller app,

@@ -2,7 +2,7 @@
 // ({dir}/{namespace}/*.rego and *.yaml, {dir}/_mesh/ for mesh-wide rules)
 // and an optional Dapr Configuration (--config), compiles everything once
 // per load into an immutable Snapshot, and decides each call against the
-// destination namespace's policy. Engine implements proxy/authz.Authorizer.
+// destination namespace's policy. Engine implements policy/authz.Authorizer.
 //
 // Decision: mesh-wide rules first; any deny (a Rego deny reason or an
 // accessControl deny) wins; otherwise the call is allowed if some rule

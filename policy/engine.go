@@ -15,8 +15,8 @@ import (
 
 	"github.com/meshd/meshd/certs"
 	"github.com/meshd/meshd/policy/accesscontrol"
+	"github.com/meshd/meshd/policy/authz"
 	"github.com/meshd/meshd/policy/decisionlog"
-	"github.com/meshd/meshd/proxy/authz"
 )
 
 // Default is the decision for a namespace that has no policy. The zero

@@ -11,7 +11,7 @@ import (
 
 	"github.com/meshd/meshd/certs"
 	"github.com/meshd/meshd/discovery"
-	"github.com/meshd/meshd/proxy/authz"
+	"github.com/meshd/meshd/policy/authz"
 	"github.com/meshd/meshd/proxy/route"
 )
 

@@ -6,7 +6,7 @@ import (
 
 	"github.com/open-policy-agent/opa/v1/ast"
 
-	"github.com/meshd/meshd/proxy/authz"
+	"github.com/meshd/meshd/policy/authz"
 )
 
 var (

@@ -11,7 +11,7 @@ import (
 	"time"
 
 	"github.com/meshd/meshd/discovery"
-	"github.com/meshd/meshd/proxy/authz"
+	"github.com/meshd/meshd/policy/authz"
 )
 
 func TestLoadErrorsHaveFileAndLine(t *testing.T) {

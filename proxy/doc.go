@@ -5,16 +5,18 @@
 // Outbound (caller side), on the app-facing ports:
 //
 //	app --HTTP/1.1 or h2c--> Outbound: route.FromRequest (target + one normalized path)
-//	    -> Resolver.Pick -> per-target mTLS transport (callee SPIFFE ID checked
-//	    in the handshake) -> callee sidecar's internal port
+//	    -> forward (forward.go): Resolver.Pick(ctx, target) -> per-target mTLS
+//	    transport (callee SPIFFE ID checked in the handshake) -> callee
+//	    sidecar's internal port; the pick's Done takes the attempt's outcome
 //
 // Between sidecars the protocol follows the caller's: gRPC and HTTP/2
 // callers ride one multiplexed HTTP/2 connection per endpoint; HTTP/1.1
 // callers ride a keep-alive pool of HTTP/1.1 mTLS connections (ALPN
 // http/1.1), which costs each sidecar fewer goroutine hand-offs and
 // syscalls per call (the callee runs the handler on the connection's own
-// goroutine). This departs from DESIGN.md §2 step 4 ("a pooled HTTP/2
-// connection") for speed; mTLS, identity and policy are the same on both.
+// goroutine). This departs from the original design's single pooled HTTP/2
+// connection for speed (docs/architecture.md, "Decisions"); mTLS, identity
+// and policy are the same on both.
 // Request bodies of known length up to 8 KiB from HTTP/1.1 callers are read
 // ahead and sent with the headers in one TLS record (and resent as-is on a
 // retry); all other bodies stream.
@@ -33,21 +35,26 @@
 // (see the Err* codes) and gRPC statuses (trailers-only responses) for gRPC
 // callers. The app's own status and body pass through untouched.
 //
-// Retries: a call is retried on another endpoint (at most 3 attempts, never
-// the same endpoint twice) when the body was never sent and either the
-// failure happened before the request reached the callee (dial or TLS
-// handshake failure, or a short-circuit answer) or the method is idempotent
-// (GET HEAD OPTIONS PUT DELETE TRACE).
+// One forward loop (forward.go) serves every outbound call: pick, attempt,
+// settle (the one place an attempt's outcome is counted: the pick's Done
+// for outlier detection, the target's circuit breaker) and tryAgain (the
+// one try-again decision), under the target's resiliency.Set.
 //
-// Resiliency (resilient.go, package proxy/resiliency, docs/resiliency.md):
-// a target that a Dapr Resiliency document gives a policy takes
-// forwardWithPolicy: per-attempt timeout, retries by the policy (backoff,
-// status matching, bodies up to 64 KiB replayed, another endpoint per
-// retry, a retry budget) and the target's circuit breaker (503
-// ERR_CIRCUIT_OPEN while open). Every call honours Meshd-Timeout and
-// grpc-timeout; the time left travels to the callee sidecar (its context
-// deadline for the call to the app) and on to the app. A target without
-// policy costs one atomic load and a map lookup, no allocation.
+// Without a Resiliency policy a target runs under noPolicy, the built-in
+// default: a call is retried on another endpoint (at most 3 attempts, each
+// endpoint once) when the body was never sent and either the failure
+// happened before the request reached the callee (dial or TLS handshake
+// failure, or a short-circuit answer) or the method is idempotent (GET HEAD
+// OPTIONS PUT DELETE TRACE). Such a target costs one atomic load and a map
+// lookup, no allocation.
+//
+// With a policy (package proxy/resiliency, docs/resiliency.md): per-attempt
+// timeout, retries by the policy (backoff, status matching, bodies up to
+// 64 KiB replayed, another endpoint per retry, a retry budget) and the
+// target's circuit breaker (503 ERR_CIRCUIT_OPEN while open). Every call
+// honours Meshd-Timeout and grpc-timeout (deadline.go); the time left
+// travels to the callee sidecar (its context deadline for the call to the
+// app) and on to the app.
 //
 // Helper handlers: Proxy.HTTPHandler is the outbound HTTP invoke path as an
 // http.Handler (the Dapr gRPC InvokeService translation calls it); set

@@ -18,7 +18,7 @@ import (
 
 	"github.com/meshd/meshd/discovery"
 	"github.com/meshd/meshd/proxy/appchannel"
-	"github.com/meshd/meshd/proxy/h1"
+	"github.com/meshd/meshd/proxy/internal/h1"
 )
 
 func h1Client(cfg *tls.Config) *http.Client {
@@ -177,5 +177,51 @@ func TestInsecurePeerProtocols(t *testing.T) {
 		if resp.StatusCode != 200 || string(b) != "got 4" {
 			t.Errorf("%s: status %d body %q", name, resp.StatusCode, b)
 		}
+	}
+}
+
+// smallBody is the largest body sent with its headers in one write.
+const smallBody = h1.DefaultInlineBody
+
+// TestNetHTTPFallback: with Config.NetHTTPServer and NetHTTPClient (the
+// --h1-server/--h1-client nethttp switches) a pair of sidecars, mTLS and
+// cleartext, carries HTTP/1.1 calls on net/http alone, bodies small and
+// large, with the app channel on net/http's Transport too.
+func TestNetHTTPFallback(t *testing.T) {
+	ca := newCA(t, "cluster.local")
+	app := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		n, _ := io.Copy(io.Discard, r.Body)
+		_, _ = io.WriteString(w, r.Method+" got "+strconv.FormatInt(n, 10))
+	}))
+	defer app.Close()
+	u, _ := url.Parse(app.URL)
+	port, _ := strconv.Atoi(u.Port())
+	for _, insecure := range []bool{false, true} {
+		res := newResolver()
+		ch, err := appchannel.New(appchannel.Config{Port: port, NetHTTPClient: true})
+		if err != nil {
+			t.Fatal(err)
+		}
+		cfg := func(app string) Config {
+			return Config{Identity: mustIdentity(t, app), Resolver: res, Insecure: insecure, NetHTTPServer: true, NetHTTPClient: true}
+		}
+		calleeCfg := cfg("orders")
+		calleeCfg.App = ch
+		callee := startSidecar(t, ca, calleeCfg)
+		caller := startSidecar(t, ca, cfg("frontend"))
+		res.set("orders", callee.internal)
+		c := &http.Client{Transport: &http.Transport{}}
+		for _, n := range []int{0, smallBody + 1, 1 << 20} {
+			resp, err := c.Post(caller.httpURL+"/v1.0/invoke/orders/method/x", "text/plain", strings.NewReader(strings.Repeat("x", n)))
+			if err != nil {
+				t.Fatalf("insecure=%v, %d bytes: %v", insecure, n, err)
+			}
+			b, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if want := "POST got " + strconv.Itoa(n); resp.StatusCode != 200 || string(b) != want {
+				t.Errorf("insecure=%v, %d bytes: status %d body %q, want %q", insecure, n, resp.StatusCode, b, want)
+			}
+		}
+		c.CloseIdleConnections()
 	}
 }

@@ -79,50 +79,56 @@ func (ca *testCA) svid(t testing.TB, ns, app string) *x509svid.SVID {
 	return &x509svid.SVID{ID: id, Certificates: []*x509.Certificate{cert}, PrivateKey: key}
 }
 
-// fakeResolver is a static, round-robin Resolver that records reports.
+// fakeResolver is a static, round-robin Resolver that records reports:
+// a Down report or a broken connection (status 0) as a failure, any answer
+// as a success.
 type fakeResolver struct {
 	mu        sync.Mutex
 	eps       map[discovery.Target][]string
 	next      map[discovery.Target]int
+	done      map[string]func(discovery.DoneInfo) // per address, made once
 	failures  []string
 	successes []string
 }
 
 func newResolver() *fakeResolver {
-	return &fakeResolver{eps: map[discovery.Target][]string{}, next: map[discovery.Target]int{}}
+	return &fakeResolver{eps: map[discovery.Target][]string{}, next: map[discovery.Target]int{}, done: map[string]func(discovery.DoneInfo){}}
 }
 
 func (f *fakeResolver) set(app string, addrs ...string) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.eps[discovery.Target{AppID: app, Namespace: "default"}] = addrs
+	for _, a := range addrs {
+		if f.done[a] == nil {
+			f.done[a] = func(d discovery.DoneInfo) { f.report(a, d) }
+		}
+	}
 }
 
-func (f *fakeResolver) Pick(t discovery.Target) (discovery.Endpoint, error) {
+func (f *fakeResolver) Pick(_ context.Context, t discovery.Target) (discovery.PickResult, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	eps, ok := f.eps[t]
 	if !ok {
-		return discovery.Endpoint{}, discovery.ErrUnknownTarget
+		return discovery.PickResult{}, discovery.ErrUnknownTarget
 	}
 	if len(eps) == 0 {
-		return discovery.Endpoint{}, discovery.ErrNoHealthyEndpoint
+		return discovery.PickResult{}, discovery.ErrNoHealthyEndpoint
 	}
 	i := f.next[t] % len(eps)
 	f.next[t]++
-	return discovery.Endpoint{Address: eps[i]}, nil
+	return discovery.PickResult{Endpoint: discovery.Endpoint{Address: eps[i]}, Done: f.done[eps[i]]}, nil
 }
 
-func (f *fakeResolver) ReportFailure(t discovery.Target, addr string) {
+func (f *fakeResolver) report(addr string, d discovery.DoneInfo) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	f.failures = append(f.failures, addr)
-}
-
-func (f *fakeResolver) ReportSuccess(t discovery.Target, addr string) {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	f.successes = append(f.successes, addr)
+	if d.Down || d.Status == 0 {
+		f.failures = append(f.failures, addr)
+	} else {
+		f.successes = append(f.successes, addr)
+	}
 }
 
 func (f *fakeResolver) reports() (fail, ok []string) {

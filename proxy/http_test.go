@@ -17,8 +17,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/meshd/meshd/policy/authz"
 	"github.com/meshd/meshd/proxy/appchannel"
-	"github.com/meshd/meshd/proxy/authz"
 )
 
 type echo struct {

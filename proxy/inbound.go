@@ -12,7 +12,7 @@ import (
 	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
 
 	"github.com/meshd/meshd/certs"
-	"github.com/meshd/meshd/proxy/authz"
+	"github.com/meshd/meshd/policy/authz"
 	"github.com/meshd/meshd/proxy/resiliency"
 	"github.com/meshd/meshd/proxy/route"
 )

@@ -9,7 +9,14 @@ import (
 	"sync"
 	"time"
 
-	"github.com/meshd/meshd/proxy/h1"
+	"github.com/meshd/meshd/proxy/internal/h1"
+)
+
+// Defaults of Config.MaxHeaderFields and Config.BodyReadTimeout (those of
+// the HTTP/1.x server).
+const (
+	DefaultMaxHeaderFields = h1.DefaultMaxHeaderFields
+	DefaultBodyReadTimeout = h1.DefaultBodyReadTimeout
 )
 
 // internalHeaderSlack is how many more header fields the internal port
@@ -26,7 +33,7 @@ func (p *Proxy) maxFields() int {
 	case p.cfg.MaxHeaderFields < 0:
 		return -1
 	}
-	return h1.DefaultMaxHeaderFields
+	return DefaultMaxHeaderFields
 }
 
 // bodyTimeout is Config.BodyReadTimeout with its default; 0: no bound.
@@ -37,10 +44,10 @@ func (p *Proxy) bodyTimeout() time.Duration {
 	case p.cfg.BodyReadTimeout < 0:
 		return 0
 	}
-	return h1.DefaultBodyReadTimeout
+	return DefaultBodyReadTimeout
 }
 
-// refusal renders proxy/h1's answer to a request it refuses (malformed,
+// refusal renders proxy/internal/h1's answer to a request it refuses (malformed,
 // head too large, too many fields) as the sidecar's JSON error.
 func refusal(status int, reason string) (http.Header, []byte) {
 	code := ErrCodeMalformed
@@ -52,7 +59,7 @@ func refusal(status int, reason string) (http.Header, []byte) {
 }
 
 // limited wraps the handler of a port's net/http server (HTTP/2 on every
-// port, and the gRPC port): what proxy/h1's server enforces while parsing,
+// port, and the gRPC port): what proxy/internal/h1's server enforces while parsing,
 // here before any other work — at most maxFields header fields (431), and
 // a request body that keeps making progress (h1.BodyProgress bytes per
 // timeout of waiting; the handler answers 408). gRPC calls are exempt from
@@ -90,7 +97,7 @@ func tooManyFields(h http.Header, max int) bool {
 }
 
 // timedOutBody is a request body that can tell it timed out
-// (h1.ErrBodyTimeout): proxy/h1's, and progressBody.
+// (h1.ErrBodyTimeout): proxy/internal/h1's, and progressBody.
 type timedOutBody interface{ TimedOut() bool }
 
 // answerBodyTimeout answers 408 when r's body timed out; it reports

@@ -15,8 +15,8 @@ import (
 
 	"github.com/meshd/meshd/certs"
 	"github.com/meshd/meshd/discovery"
-	"github.com/meshd/meshd/proxy/coalesce"
-	"github.com/meshd/meshd/proxy/h1"
+	"github.com/meshd/meshd/proxy/internal/coalesce"
+	"github.com/meshd/meshd/proxy/internal/h1"
 )
 
 // dialError marks a failure before any byte of the request left: TCP
@@ -34,7 +34,7 @@ func (e *dialError) Unwrap() error { return e.err }
 // stream: the callee's server runs the handler on the connection's own
 // goroutine, and headers and a small body leave in one TLS record.
 //
-// h1 is proxy/h1's client unless h1.Enabled is off (net/http's then).
+// h1 is proxy/internal/h1's client unless Config.NetHTTPClient (net/http's then).
 type peerTransports struct {
 	h2, h1 http.RoundTripper
 }
@@ -80,12 +80,12 @@ func (ps *peers) get(t discovery.Target) (*peerTransports, error) {
 		return nil, err
 	}
 	pt := &peerTransports{h2: h2, h1: h1t}
-	if h1.Enabled {
+	if !ps.p.cfg.NetHTTPClient {
 		pt.h1 = &h1.Transport{
 			DialContext:    h1t.DialTLSContext,
 			MaxIdlePerHost: maxIdlePerPeer,
 			IdleTimeout:    h1t.IdleConnTimeout,
-			InlineBody:     smallBody,
+			InlineBody:     h1.DefaultInlineBody,
 		}
 		if ps.p.cfg.Insecure {
 			pt.h1.(*h1.Transport).DialContext = h1t.DialContext

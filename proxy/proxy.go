@@ -17,26 +17,18 @@ import (
 
 	"github.com/meshd/meshd/certs"
 	"github.com/meshd/meshd/discovery"
+	"github.com/meshd/meshd/policy/authz"
 	"github.com/meshd/meshd/proxy/appchannel"
-	"github.com/meshd/meshd/proxy/authz"
-	"github.com/meshd/meshd/proxy/coalesce"
-	"github.com/meshd/meshd/proxy/h1"
-	"github.com/meshd/meshd/proxy/metrics"
-	"github.com/meshd/meshd/proxy/tracing"
+	"github.com/meshd/meshd/proxy/internal/coalesce"
+	"github.com/meshd/meshd/proxy/internal/h1"
+	"github.com/meshd/meshd/telemetry/metrics"
+	"github.com/meshd/meshd/telemetry/tracing"
 )
 
-// Resolver finds endpoints of target apps. discovery.Cache implements it.
-// Pick must neither block nor touch the network.
-type Resolver interface {
-	// Pick returns an endpoint; its errors wrap discovery.ErrUnknownTarget
-	// or discovery.ErrNoHealthyEndpoint.
-	Pick(t discovery.Target) (discovery.Endpoint, error)
-	// ReportFailure reports a connection failure to addr, or an answer
-	// marked as a short-circuit (the callee's app is unhealthy).
-	ReportFailure(t discovery.Target, addr string)
-	// ReportSuccess reports a completed exchange with addr.
-	ReportSuccess(t discovery.Target, addr string)
-}
+// Resolver finds an endpoint of a target app for each attempt of a call,
+// and takes back the attempt's outcome through the pick's Done
+// (discovery.Cache's Picker implements it).
+type Resolver = discovery.Picker
 
 // AppHealth reports whether the local app is healthy (apphealth.Checker
 // implements it). Healthy is called on every inbound call.
@@ -92,6 +84,13 @@ type Config struct {
 	// h1.DefaultBodyReadTimeout, negative: no bound); the call is then
 	// answered 408 if it still can be. gRPC calls are exempt.
 	BodyReadTimeout time.Duration
+	// NetHTTPServer serves HTTP/1.x on the HTTP and internal ports with
+	// net/http's server instead of proxy/internal/h1's (--h1-server nethttp).
+	NetHTTPServer bool
+	// NetHTTPClient sends the HTTP/1.1 hop to peer sidecars with net/http's
+	// Transport instead of proxy/internal/h1's (--h1-client nethttp; the app
+	// channel has its own switch, appchannel.Config.NetHTTPClient).
+	NetHTTPClient bool
 }
 
 // Proxy is the data plane of one sidecar.
@@ -248,8 +247,8 @@ func (p *Proxy) Serve(ctx context.Context, ls Listeners, grace time.Duration) er
 			s.Protocols.SetHTTP1(true)
 			s.Protocols.SetUnencryptedHTTP2(true)
 		}
-		if !grpcPort && h1.ServerEnabled {
-			// HTTP/1.x on proxy/h1's server, HTTP/2 handed to s.
+		if !grpcPort && !p.cfg.NetHTTPServer {
+			// HTTP/1.x on proxy/internal/h1's server, HTTP/2 handed to s.
 			hs := &h1.Server{
 				Handler:           h,
 				ReadHeaderTimeout: s.ReadHeaderTimeout,
@@ -324,7 +323,7 @@ type server interface {
 }
 
 // netHTTPServer is a listener served by net/http alone (the gRPC port, and
-// every port with MESHD_H1_SERVER=nethttp).
+// every port with Config.NetHTTPServer).
 type netHTTPServer struct {
 	s   *http.Server
 	l   net.Listener

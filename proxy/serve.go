@@ -11,13 +11,13 @@ import (
 	"sync"
 	"time"
 
-	"github.com/meshd/meshd/proxy/h1"
+	"github.com/meshd/meshd/proxy/internal/h1"
 )
 
 // h2Preface starts every HTTP/2 connection (RFC 9113 §3.4).
 const h2Preface = "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
 
-// h1Mux serves one listener: HTTP/1.x connections with proxy/h1's server
+// h1Mux serves one listener: HTTP/1.x connections with proxy/internal/h1's server
 // (no goroutine or read per request beyond the call itself), HTTP/2 ones —
 // ALPN "h2" after the TLS handshake, or the h2c preface on cleartext — with
 // net/http's HTTP/2 server, handed over through a listener of their own.
@@ -31,6 +31,10 @@ type h1Mux struct {
 	log     *slog.Logger
 
 	wg sync.WaitGroup // connection goroutines still sorting their protocol
+
+	mu      sync.Mutex
+	sorting map[net.Conn]struct{} // connections still sorting their protocol
+	stopped bool                  // shutdown began: close what is still sorting
 }
 
 func newH1Mux(l net.Listener, tlsCfg *tls.Config, h1s *h1.Server, h2s *http.Server, log *slog.Logger) *h1Mux {
@@ -42,6 +46,7 @@ func newH1Mux(l net.Listener, tlsCfg *tls.Config, h1s *h1.Server, h2s *http.Serv
 		l: l, tls: tlsCfg, h1: h1s, h2: h2s, log: log,
 		h2l:     newHandoffListener(l.Addr()),
 		timeout: timeout,
+		sorting: map[net.Conn]struct{}{},
 	}
 }
 
@@ -73,6 +78,10 @@ func (m *h1Mux) serve() error {
 			return err
 		}
 		backoff = 0
+		if !m.track(c) {
+			_ = c.Close()
+			continue
+		}
 		m.wg.Add(1)
 		go m.handle(c)
 	}
@@ -88,6 +97,7 @@ func (m *h1Mux) handle(c net.Conn) {
 	handedOff := false
 	defer func() {
 		if !handedOff {
+			m.untrack(c)
 			m.wg.Done()
 		}
 	}()
@@ -102,6 +112,7 @@ func (m *h1Mux) handle(c net.Conn) {
 			_ = c.Close()
 			return
 		}
+		m.untrack(c)
 		if tc.ConnectionState().NegotiatedProtocol == "h2" {
 			m.wg.Done()
 			handedOff = true
@@ -122,6 +133,7 @@ func (m *h1Mux) handle(c net.Conn) {
 		return
 	}
 	_ = c.SetReadDeadline(time.Time{})
+	m.untrack(c)
 	m.wg.Done()
 	handedOff = true
 	if isH2 {
@@ -151,10 +163,42 @@ func sniffH2(br *bufio.Reader) (bool, error) {
 	}
 }
 
+// track records a connection that is sorting its protocol; false once
+// shutdown began.
+func (m *h1Mux) track(c net.Conn) bool {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.stopped {
+		return false
+	}
+	m.sorting[c] = struct{}{}
+	return true
+}
+
+func (m *h1Mux) untrack(c net.Conn) {
+	m.mu.Lock()
+	delete(m.sorting, c)
+	m.mu.Unlock()
+}
+
+// stopSorting closes the connections that have not sent a request yet (a
+// TLS handshake or the first bytes pending), as net/http's Shutdown closes
+// new connections: otherwise each would hold the serve loop until its
+// sorting timeout.
+func (m *h1Mux) stopSorting() {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.stopped = true
+	for c := range m.sorting {
+		_ = c.Close()
+	}
+}
+
 // shutdown stops both servers gracefully (the listener is closed by the
 // caller's Serve loop ending).
 func (m *h1Mux) shutdown(ctx context.Context) error {
 	_ = m.l.Close()
+	m.stopSorting()
 	var wg sync.WaitGroup
 	var e1, e2 error
 	wg.Go(func() { e1 = m.h1.Shutdown(ctx) })
@@ -165,6 +209,7 @@ func (m *h1Mux) shutdown(ctx context.Context) error {
 
 func (m *h1Mux) close() {
 	_ = m.l.Close()
+	m.stopSorting()
 	m.h1.Close()
 	_ = m.h2.Close()
 }

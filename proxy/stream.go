@@ -126,3 +126,45 @@ func (b *sealableBody) Close() error { return nil }
 func (b *sealableBody) seal() bool {
 	return b.state.CompareAndSwap(bodyFresh, bodySealed) || b.state.Load() == bodySealed
 }
+
+// recordingBody keeps what the transport reads of a streamed body, up to
+// maxReplayBody, so that the body can be resent once it was read to its end.
+// Like sealableBody, an attempt that never read it can hand the body on.
+type recordingBody struct {
+	sealableBody
+	mu   sync.Mutex
+	buf  []byte
+	over bool
+	eof  bool
+}
+
+func newRecordingBody(r io.Reader) *recordingBody {
+	return &recordingBody{sealableBody: sealableBody{r: r}}
+}
+
+func (b *recordingBody) Read(p []byte) (int, error) {
+	n, err := b.sealableBody.Read(p)
+	if err == errSealed {
+		return n, err
+	}
+	b.mu.Lock()
+	if !b.over {
+		if len(b.buf)+n > maxReplayBody {
+			b.over, b.buf = true, nil
+		} else {
+			b.buf = append(b.buf, p[:n]...)
+		}
+	}
+	if err == io.EOF {
+		b.eof = true
+	}
+	b.mu.Unlock()
+	return n, err
+}
+
+// replay returns the whole body once it was read to its end and fits.
+func (b *recordingBody) replay() ([]byte, bool) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf, b.eof && !b.over
+}

@@ -8,7 +8,7 @@ import (
 	"github.com/meshd/meshd/certs"
 	"github.com/meshd/meshd/discovery"
 	"github.com/meshd/meshd/proxy/route"
-	"github.com/meshd/meshd/proxy/tracing"
+	"github.com/meshd/meshd/telemetry/tracing"
 )
 
 // statusClientGone is the status recorded for a call whose caller went

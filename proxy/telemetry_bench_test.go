@@ -9,11 +9,11 @@ import (
 
 	"go.opentelemetry.io/otel/sdk/trace/tracetest"
 
+	"github.com/meshd/meshd/config/daprconfig"
 	"github.com/meshd/meshd/discovery"
-	"github.com/meshd/meshd/internal/daprconfig"
-	"github.com/meshd/meshd/proxy/metrics"
 	"github.com/meshd/meshd/proxy/route"
-	"github.com/meshd/meshd/proxy/tracing"
+	"github.com/meshd/meshd/telemetry/metrics"
+	"github.com/meshd/meshd/telemetry/tracing"
 )
 
 // BenchmarkInvokeTelemetry is BenchmarkInvoke with telemetry off, metrics

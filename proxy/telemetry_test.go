@@ -22,8 +22,8 @@ import (
 
 	"github.com/meshd/meshd/discovery"
 	"github.com/meshd/meshd/proxy/appchannel"
-	"github.com/meshd/meshd/proxy/metrics"
-	"github.com/meshd/meshd/proxy/tracing"
+	"github.com/meshd/meshd/telemetry/metrics"
+	"github.com/meshd/meshd/telemetry/tracing"
 )
 
 type telemetrySide struct {

@@ -17,6 +17,7 @@ import (
 	"github.com/meshd/meshd/sentry/token/insecure"
 	"github.com/meshd/meshd/sentry/token/join"
 	kubetoken "github.com/meshd/meshd/sentry/token/kubernetes"
+	"github.com/meshd/meshd/telemetry/logging"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"k8s.io/client-go/kubernetes"
 )
@@ -24,18 +25,11 @@ import (
 // NewLogger returns a slog logger writing to w. level is debug, info, warn
 // or error; format is text or json.
 func NewLogger(w io.Writer, level, format string) (*slog.Logger, error) {
-	var lv slog.Level
-	if err := lv.UnmarshalText([]byte(level)); err != nil {
-		return nil, fmt.Errorf("sentry: log level %q: want debug, info, warn or error", level)
+	log, err := logging.New(w, level, format)
+	if err != nil {
+		return nil, fmt.Errorf("sentry: %w", err)
 	}
-	opts := &slog.HandlerOptions{Level: lv}
-	switch strings.ToLower(format) {
-	case "text":
-		return slog.New(slog.NewTextHandler(w, opts)), nil
-	case "json":
-		return slog.New(slog.NewJSONHandler(w, opts)), nil
-	}
-	return nil, fmt.Errorf("sentry: log format %q: want text or json", format)
+	return log, nil
 }
 
 // Token validator names for --token-validator.

@@ -12,6 +12,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/meshd/meshd/lifecycle"
 	"github.com/meshd/meshd/sentry/ca"
 	"github.com/meshd/meshd/sentry/sentrypb"
 	"github.com/meshd/meshd/sentry/token"
@@ -136,23 +137,22 @@ func (s *Server) Ready() bool { return s.ready.Load() }
 
 // Serve runs the CA's rotation loop and serves gRPC on lis until ctx is
 // done, then stops gracefully (open streams are ended, unary calls finish,
-// bounded by the shutdown timeout).
+// bounded by the shutdown timeout). They run, with the CA store's leader
+// election and sync when the CA is shared, as components of one
+// lifecycle.Run: the first error stops the others.
 func (s *Server) Serve(ctx context.Context, lis net.Listener) error {
-	runCtx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	var wg sync.WaitGroup
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		_ = s.ca.Run(runCtx)
-	}()
-	if s.cfg.Store != nil {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			_ = s.cfg.Store.Run(runCtx, s.ca)
-		}()
+	cs := []lifecycle.Component{
+		lifecycle.Func(s.ca.Run),
+		lifecycle.Func(func(ctx context.Context) error { return s.serveGRPC(ctx, lis) }),
 	}
+	if s.cfg.Store != nil { // replicas sharing a CA: leader election and sync
+		cs = append(cs, lifecycle.Func(func(ctx context.Context) error { return s.cfg.Store.Run(ctx, s.ca) }))
+	}
+	return lifecycle.Run(ctx, cs...)
+}
+
+// serveGRPC serves the gRPC service on lis until ctx is done.
+func (s *Server) serveGRPC(ctx context.Context, lis net.Listener) error {
 	errc := make(chan error, 1)
 	go func() { errc <- s.grpc.Serve(&pendingListener{Listener: lis, lim: s.pending}) }()
 	s.ready.Store(true)
@@ -173,8 +173,6 @@ func (s *Server) Serve(ctx context.Context, lis net.Listener) error {
 		}
 	}
 	s.ready.Store(false)
-	cancel()
-	wg.Wait()
 	return err
 }
 
@@ -214,32 +212,37 @@ func (s *Server) HealthHandler() http.Handler {
 }
 
 // Run listens on listen (gRPC) and healthListen (HTTP; "" disables it) and
-// serves until ctx is done.
+// serves both until ctx is done or one fails.
 func (s *Server) Run(ctx context.Context, listen, healthListen string) error {
 	lis, err := net.Listen("tcp", listen)
 	if err != nil {
 		return fmt.Errorf("sentry: listen: %w", err)
 	}
-	var hs *http.Server
+	var health lifecycle.Component
 	if healthListen != "" {
 		hl, err := net.Listen("tcp", healthListen)
 		if err != nil {
 			lis.Close()
 			return fmt.Errorf("sentry: health listen: %w", err)
 		}
-		hs = &http.Server{Handler: s.HealthHandler(), ReadHeaderTimeout: 5 * time.Second}
 		s.log.Info("sentry: health endpoint", "addr", hl.Addr().String(), "path", "/healthz")
-		go func() {
-			if err := hs.Serve(hl); err != nil && !errors.Is(err, http.ErrServerClosed) {
-				s.log.Error("sentry: health server", "err", err)
-			}
-		}()
+		health = lifecycle.Func(func(ctx context.Context) error { return s.serveHealth(ctx, hl) })
 	}
-	err = s.Serve(ctx, lis)
-	if hs != nil {
-		sctx, cancel := context.WithTimeout(context.Background(), time.Second)
-		_ = hs.Shutdown(sctx)
-		cancel()
+	return lifecycle.Run(ctx, lifecycle.Func(func(ctx context.Context) error { return s.Serve(ctx, lis) }), health)
+}
+
+// serveHealth serves HealthHandler on l until ctx is done.
+func (s *Server) serveHealth(ctx context.Context, l net.Listener) error {
+	hs := &http.Server{Handler: s.HealthHandler(), ReadHeaderTimeout: 5 * time.Second}
+	errc := make(chan error, 1)
+	go func() { errc <- hs.Serve(l) }()
+	select {
+	case err := <-errc:
+		return fmt.Errorf("sentry: health server: %w", err)
+	case <-ctx.Done():
 	}
-	return err
+	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Second)
+	defer cancel()
+	_ = hs.Shutdown(sctx)
+	return nil
 }

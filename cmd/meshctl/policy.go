@@ -12,7 +12,7 @@ import (
 	"github.com/meshd/meshd/certs"
 	"github.com/meshd/meshd/discovery"
 	"github.com/meshd/meshd/policy"
-	"github.com/meshd/meshd/proxy/authz"
+	"github.com/meshd/meshd/policy/authz"
 	"github.com/meshd/meshd/proxy/route"
 )
 

@@ -1,11 +1,10 @@
 // Command meshd is the meshd sidecar. It parses flags (daprd-compatible
-// names, see DESIGN.md "meshd flags") and runs internal/sidecar.
+// names: docs/sidecar.md) and runs package sidecar.
 package main
 
 import (
 	"context"
 	"fmt"
-	"log/slog"
 	"os"
 	"os/signal"
 	"runtime"
@@ -14,9 +13,10 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/meshd/meshd/internal/sidecar"
 	"github.com/meshd/meshd/policy"
-	"github.com/meshd/meshd/proxy/h1"
+	"github.com/meshd/meshd/proxy"
+	"github.com/meshd/meshd/sidecar"
+	"github.com/meshd/meshd/telemetry/logging"
 )
 
 func main() {
@@ -35,6 +35,7 @@ func newCommand() *cobra.Command {
 		logLevel, logFormat string
 		cpus                int
 		allowLogEvery       int
+		h1Server, h1Client  string
 	)
 	cmd := &cobra.Command{
 		Use:           "meshd",
@@ -43,9 +44,9 @@ func newCommand() *cobra.Command {
 		SilenceErrors: false,
 		Args:          cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			log, err := newLogger(logLevel, logFormat)
+			log, err := logging.New(os.Stderr, logLevel, logFormat)
 			if err != nil {
-				return err
+				return fmt.Errorf("meshd: %w", err)
 			}
 			cfg.Logger = log
 			setCPUs(cmd.Flags().Changed("cpus"), cpus)
@@ -73,6 +74,12 @@ func newCommand() *cobra.Command {
 				cfg.PolicyAllowLogEvery = -1
 			}
 			cfg.DisableMetrics = !enableMetrics
+			if cfg.NetHTTPServer, err = parseH1("--h1-server", h1Server); err != nil {
+				return err
+			}
+			if cfg.NetHTTPClient, err = parseH1("--h1-client", h1Client); err != nil {
+				return err
+			}
 			if cfg.MaxHeaderFields == 0 || cfg.BodyReadTimeout == 0 {
 				return fmt.Errorf("meshd: --max-request-header-fields and --request-body-timeout: want a bound, or -1 for none (0 is neither)")
 			}
@@ -119,12 +126,14 @@ func newCommand() *cobra.Command {
 	f.DurationVar(&cfg.AppHealthProbeTimeout, "app-health-probe-timeout", 5e8, "timeout of one app health probe")
 	f.IntVar(&cfg.AppHealthThreshold, "app-health-threshold", 3, "consecutive failed probes before the app is unhealthy")
 	f.DurationVar(&cfg.ShutdownGrace, "shutdown-grace", 5e9, "how long in-flight calls may finish on shutdown")
-	f.IntVar(&cfg.MaxHeaderFields, "max-request-header-fields", h1.DefaultMaxHeaderFields, "most header fields a request may carry on any port (more: 431); the internal port allows 16 more for those the caller sidecar adds; -1: no bound")
-	f.DurationVar(&cfg.BodyReadTimeout, "request-body-timeout", h1.DefaultBodyReadTimeout, "longest a request body may keep the sidecar waiting without 1 KiB arriving (then 408); gRPC calls are exempt; -1s: no bound")
+	f.IntVar(&cfg.MaxHeaderFields, "max-request-header-fields", proxy.DefaultMaxHeaderFields, "most header fields a request may carry on any port (more: 431); the internal port allows 16 more for those the caller sidecar adds; -1: no bound")
+	f.DurationVar(&cfg.BodyReadTimeout, "request-body-timeout", proxy.DefaultBodyReadTimeout, "longest a request body may keep the sidecar waiting without 1 KiB arriving (then 408); gRPC calls are exempt; -1s: no bound")
 	f.StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
 	f.StringVar(&logFormat, "log-format", "text", "text or json")
 	f.IntVar(&cpus, "cpus", 1, "CPUs that run the sidecar's Go code at once (GOMAXPROCS); 0: the Go runtime's default (all CPUs the cgroup allows). The GOMAXPROCS environment variable wins unless this flag is given")
 	f.StringVar(&cfg.WorkloadAPISocket, "workload-api-socket", "", "unix socket path to serve the SPIFFE Workload API on")
+	f.StringVar(&h1Server, "h1-server", envOr("MESHD_H1_SERVER", h1Impl), "HTTP/1.x server of the HTTP and internal ports: h1 (meshd's) or nethttp (Go's net/http; env MESHD_H1_SERVER)")
+	f.StringVar(&h1Client, "h1-client", envOr("MESHD_H1_CLIENT", h1Impl), "HTTP/1.1 client to peer sidecars and the app: h1 (meshd's) or nethttp (Go's net/http; env MESHD_H1_CLIENT)")
 	_ = cmd.MarkFlagRequired("app-id")
 	return cmd
 }
@@ -144,17 +153,29 @@ func setCPUs(explicit bool, n int) {
 	runtime.GOMAXPROCS(n)
 }
 
-func newLogger(level, format string) (*slog.Logger, error) {
-	var lv slog.Level
-	if err := lv.UnmarshalText([]byte(level)); err != nil {
-		return nil, fmt.Errorf("meshd: --log-level %q: %w", level, err)
+// h1Impl and netHTTPImpl are the values of --h1-server and --h1-client.
+const (
+	h1Impl      = "h1"
+	netHTTPImpl = "nethttp"
+)
+
+// parseH1 reads --h1-server or --h1-client: whether net/http serves (or
+// sends) HTTP/1.x instead of proxy/internal/h1.
+func parseH1(flag, v string) (netHTTP bool, err error) {
+	switch v {
+	case h1Impl:
+		return false, nil
+	case netHTTPImpl:
+		return true, nil
 	}
-	opts := &slog.HandlerOptions{Level: lv}
-	switch format {
-	case "text":
-		return slog.New(slog.NewTextHandler(os.Stderr, opts)), nil
-	case "json":
-		return slog.New(slog.NewJSONHandler(os.Stderr, opts)), nil
+	return false, fmt.Errorf("meshd: %s %q: want %s or %s", flag, v, h1Impl, netHTTPImpl)
+}
+
+// envOr returns the environment variable key, or def when it is unset or
+// empty.
+func envOr(key, def string) string {
+	if v := os.Getenv(key); v != "" {
+		return v
 	}
-	return nil, fmt.Errorf("meshd: --log-format %q: want text or json", format)
+	return def
 }

@@ -1,10 +1,8 @@
 package consul
 
 import (
-	"bytes"
 	"errors"
 	"fmt"
-	"io"
 	"net"
 	"net/url"
 	"regexp"
@@ -14,6 +12,7 @@ import (
 	"time"
 
 	"github.com/hashicorp/consul/api"
+	"github.com/meshd/meshd/config/strictyaml"
 	"github.com/meshd/meshd/discovery"
 	"go.yaml.in/yaml/v3"
 )
@@ -221,20 +220,8 @@ func Parse(data []byte) (*Config, error) {
 
 func parse(data []byte) (*Config, error) {
 	var cfg Config
-	dec := yaml.NewDecoder(bytes.NewReader(data))
-	dec.KnownFields(true)
-	if err := dec.Decode(&cfg); err != nil && !errors.Is(err, io.EOF) {
+	if err := strictyaml.Decode(data, &cfg); err != nil && !errors.Is(err, strictyaml.ErrEmpty) {
 		return nil, err
-	}
-	for {
-		var extra yaml.Node
-		err := dec.Decode(&extra)
-		if errors.Is(err, io.EOF) {
-			break
-		}
-		if err != nil || !emptyDoc(&extra) {
-			return nil, errors.New("more than one YAML document")
-		}
 	}
 	if cfg.AdvancedRegistration != nil {
 		return nil, errors.New("advancedRegistration is not supported: use checks, tags and meta (meshd sets the name, ID, address and port itself)")
@@ -341,14 +328,6 @@ func (cfg *Config) maxWatches() int {
 		return DefaultMaxWatches
 	}
 	return cfg.MaxWatches
-}
-
-func emptyDoc(n *yaml.Node) bool {
-	if n.Kind == yaml.DocumentNode && len(n.Content) == 1 {
-		n = n.Content[0]
-	}
-	return n.Kind == 0 || n.Kind == yaml.DocumentNode && len(n.Content) == 0 ||
-		n.Kind == yaml.ScalarNode && n.Tag == "!!null"
 }
 
 func checkPlaceholders(where, s string) error {

@@ -171,7 +171,7 @@ func TestWatchAgainstFakeAgent(t *testing.T) {
 	log := slog.New(slog.NewTextHandler(logs, nil))
 	cache := discovery.NewCache(discovery.Options{Logger: slog.New(slog.DiscardHandler)})
 	defer cache.Close()
-	res, err := discovery.Build(context.Background(), Name, discovery.BuildOptions{ConfigFile: cfgPath, Logger: log}, cache)
+	res, err := cache.Build(context.Background(), Name, discovery.BuildOptions{ConfigFile: cfgPath, Logger: log})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -344,8 +344,8 @@ func startFake(t *testing.T, cfg string) (*fakeAgent, *discovery.Cache, *resolve
 	logs := &logBuffer{}
 	cache := discovery.NewCache(discovery.Options{Logger: slog.New(slog.DiscardHandler)})
 	t.Cleanup(func() { cache.Close() })
-	res, err := discovery.Build(context.Background(), Name, discovery.BuildOptions{ConfigFile: cfgPath,
-		Logger: slog.New(slog.NewTextHandler(logs, nil))}, cache)
+	res, err := cache.Build(context.Background(), Name, discovery.BuildOptions{ConfigFile: cfgPath,
+		Logger: slog.New(slog.NewTextHandler(logs, nil))})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,7 +1,6 @@
 package mdns
 
 import (
-	"bytes"
 	"errors"
 	"fmt"
 	"io"
@@ -9,7 +8,7 @@ import (
 	"regexp"
 	"time"
 
-	"go.yaml.in/yaml/v3"
+	"github.com/meshd/meshd/config/strictyaml"
 )
 
 // Defaults of Config.
@@ -66,22 +65,8 @@ func LoadConfig(path string) (Config, error) {
 // Empty input gives the defaults.
 func ParseConfig(data []byte) (Config, error) {
 	var c Config
-	if len(bytes.TrimSpace(data)) > 0 {
-		dec := yaml.NewDecoder(bytes.NewReader(data))
-		dec.KnownFields(true)
-		if err := dec.Decode(&c); err != nil && !errors.Is(err, io.EOF) {
-			return Config{}, fmt.Errorf("mdns: config: %w", err)
-		}
-		for { // only empty documents may follow ("---" at the end)
-			var extra yaml.Node
-			err := dec.Decode(&extra)
-			if errors.Is(err, io.EOF) {
-				break
-			}
-			if err != nil || len(extra.Content) > 0 && extra.Content[0].Tag != "!!null" {
-				return Config{}, errors.New("mdns: config: more than one YAML document")
-			}
-		}
+	if err := strictyaml.Decode(data, &c); err != nil && !errors.Is(err, strictyaml.ErrEmpty) {
+		return Config{}, fmt.Errorf("mdns: config: %w", err)
 	}
 	if c.TTL == 0 {
 		c.TTL = DefaultTTL

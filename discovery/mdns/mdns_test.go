@@ -13,7 +13,7 @@ import (
 	"github.com/miekg/dns"
 
 	"github.com/meshd/meshd/discovery"
-	"github.com/meshd/meshd/internal/netnstest"
+	"github.com/meshd/meshd/tests/netnstest"
 )
 
 func quiet() *slog.Logger { return slog.New(slog.DiscardHandler) }

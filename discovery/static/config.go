@@ -1,10 +1,8 @@
 package static
 
 import (
-	"bytes"
 	"errors"
 	"fmt"
-	"io"
 	"net"
 	"net/netip"
 	"strconv"
@@ -13,6 +11,7 @@ import (
 	"go.yaml.in/yaml/v3"
 
 	"github.com/meshd/meshd/certs"
+	"github.com/meshd/meshd/config/strictyaml"
 	"github.com/meshd/meshd/discovery"
 )
 
@@ -67,23 +66,11 @@ func Parse(data []byte) (map[discovery.Target][]discovery.Endpoint, error) {
 
 func parse(data []byte) (map[discovery.Target][]discovery.Endpoint, error) {
 	var f File
-	dec := yaml.NewDecoder(bytes.NewReader(data))
-	dec.KnownFields(true)
-	if err := dec.Decode(&f); err != nil {
-		if errors.Is(err, io.EOF) {
+	if err := strictyaml.Decode(data, &f); err != nil {
+		if errors.Is(err, strictyaml.ErrEmpty) {
 			return nil, errors.New("file is empty (want an apps: list)")
 		}
 		return nil, err
-	}
-	for { // only empty documents may follow ("---" at the end)
-		var extra yaml.Node
-		err := dec.Decode(&extra)
-		if errors.Is(err, io.EOF) {
-			break
-		}
-		if err != nil || !emptyDoc(&extra) {
-			return nil, errors.New("more than one YAML document")
-		}
 	}
 	if f.Apps == nil {
 		return nil, errors.New("no apps: list (write apps: [] for none)")
@@ -106,14 +93,6 @@ func parse(data []byte) (map[discovery.Target][]discovery.Endpoint, error) {
 		set[t] = epList
 	}
 	return set, nil
-}
-
-func emptyDoc(n *yaml.Node) bool {
-	if n.Kind == yaml.DocumentNode && len(n.Content) == 1 {
-		n = n.Content[0]
-	}
-	return n.Kind == 0 || n.Kind == yaml.DocumentNode && len(n.Content) == 0 ||
-		n.Kind == yaml.ScalarNode && n.Tag == "!!null"
 }
 
 func (a App) validate() (discovery.Target, []discovery.Endpoint, error) {

@@ -7,12 +7,10 @@ import (
 	"fmt"
 	"log/slog"
 	"path/filepath"
-	"strings"
 	"sync"
 	"time"
 
-	"github.com/fsnotify/fsnotify"
-
+	"github.com/meshd/meshd/config/watch"
 	"github.com/meshd/meshd/discovery"
 )
 
@@ -66,13 +64,18 @@ func (b Builder) Build(ctx context.Context, opts discovery.BuildOptions, u disco
 	}
 
 	// Watch first, then read, so a change between the two is not missed.
-	w, err := fsnotify.NewWatcher()
+	r := &resolver{path: path, u: u, log: log}
+	w, err := watch.New(watch.Options{Debounce: debounce, Logger: log, Prefix: "static", OnError: func(err error) {
+		err = fmt.Errorf("static: watch %s: %w", path, err)
+		log.Error("static: watch error", "err", err)
+		u.ReportError(err)
+	}})
 	if err != nil {
-		return nil, fmt.Errorf("static: watch: %w", err)
+		return nil, fmt.Errorf("static: %w", err)
 	}
-	if err := w.Add(filepath.Dir(path)); err != nil {
+	if err := w.File(path); err != nil {
 		w.Close()
-		return nil, fmt.Errorf("static: watch %s: %w", filepath.Dir(path), err)
+		return nil, fmt.Errorf("static: %w", err)
 	}
 	data, err := readFile(path)
 	if err == nil {
@@ -88,75 +91,28 @@ func (b Builder) Build(ctx context.Context, opts discovery.BuildOptions, u disco
 		w.Close()
 		return nil, err
 	}
-
-	r := &resolver{
-		path:     path,
-		w:        w,
-		u:        u,
-		log:      log,
-		debounce: debounce,
-		lastGood: data,
-		done:     make(chan struct{}),
-		exited:   make(chan struct{}),
-	}
-	go r.run()
+	r.lastGood = data
+	ctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	r.stop = cancel
+	r.exited = make(chan struct{})
+	go func() {
+		defer close(r.exited)
+		_ = w.Run(ctx, r.reload)
+	}()
 	return r, nil
 }
 
 type resolver struct {
-	path     string
-	w        *fsnotify.Watcher
-	u        discovery.Updater
-	log      *slog.Logger
-	debounce time.Duration
+	path string
+	u    discovery.Updater
+	log  *slog.Logger
 
 	lastGood []byte // contents last pushed
 	lastBad  []byte // contents last rejected, so they are reported once
 
-	done      chan struct{}
+	stop      context.CancelFunc // ends the watch
 	exited    chan struct{}
 	closeOnce sync.Once
-}
-
-// relevant reports whether an event in the watched directory may have
-// changed the file: an event on the file itself, or on a "..name" entry of
-// a Kubernetes volume (the ..data symlink swap behind a ConfigMap mount).
-func (r *resolver) relevant(ev fsnotify.Event) bool {
-	if filepath.Clean(ev.Name) == r.path {
-		return true
-	}
-	return strings.HasPrefix(filepath.Base(ev.Name), "..")
-}
-
-func (r *resolver) run() {
-	defer close(r.exited)
-	timer := time.NewTimer(time.Hour)
-	timer.Stop()
-	defer timer.Stop()
-	for {
-		select {
-		case <-r.done:
-			return
-		case ev, ok := <-r.w.Events:
-			if !ok {
-				return
-			}
-			if r.relevant(ev) {
-				timer.Reset(r.debounce)
-			}
-		case err, ok := <-r.w.Errors:
-			if !ok {
-				return
-			}
-			err = fmt.Errorf("static: watch %s: %w", r.path, err)
-			r.log.Error("static: watch error", "err", err)
-			r.u.ReportError(err)
-			// Events may have been lost (queue overflow): read again.
-			timer.Reset(r.debounce)
-		case <-timer.C:
-			r.reload()
-		}
-	}
 }
 
 func (r *resolver) reload() {
@@ -191,13 +147,9 @@ func (r *resolver) reject(data []byte, err error) {
 // Close implements discovery.Resolver. It stops the watch and waits for the
 // watching goroutine to end.
 func (r *resolver) Close() error {
-	var err error
 	r.closeOnce.Do(func() {
-		close(r.done)
+		r.stop()
 		<-r.exited
-		if cerr := r.w.Close(); cerr != nil {
-			err = fmt.Errorf("static: close watch: %w", cerr)
-		}
 	})
-	return err
+	return nil
 }

@@ -1,16 +1,15 @@
 package accesscontrol
 
 import (
-	"bytes"
 	"errors"
 	"fmt"
-	"io"
 	"strconv"
 	"strings"
 
 	"go.yaml.in/yaml/v3"
 
-	"github.com/meshd/meshd/internal/yamlnode"
+	"github.com/meshd/meshd/config/daprconfig"
+	"github.com/meshd/meshd/config/strictyaml"
 )
 
 // Error is a problem in a file, at a line.
@@ -31,38 +30,16 @@ func (e *Error) Error() string {
 // inside accessControl are errors, so a typo never silently changes a
 // decision.
 func Parse(file string, data []byte) ([]*ACL, error) {
-	dec := yaml.NewDecoder(bytes.NewReader(data))
+	specs, err := daprconfig.Specs(file, data)
+	if err != nil {
+		var de *daprconfig.Error
+		if errors.As(err, &de) {
+			return nil, &Error{de.File, de.Line, de.Reason}
+		}
+		return nil, err
+	}
 	var out []*ACL
-	for {
-		var doc yaml.Node
-		err := dec.Decode(&doc)
-		if errors.Is(err, io.EOF) {
-			return out, nil
-		}
-		if err != nil {
-			return nil, &Error{File: file, Line: yamlErrLine(err), Reason: err.Error()}
-		}
-		if len(doc.Content) == 0 {
-			continue
-		}
-		root := doc.Content[0]
-		if root.Kind == yaml.ScalarNode && root.Tag == "!!null" {
-			continue
-		}
-		if root.Kind != yaml.MappingNode {
-			return nil, &Error{file, root.Line, "want a Configuration mapping"}
-		}
-		if kind := lookup(root, "kind"); kind == nil || kind.Value != "Configuration" {
-			line, got := root.Line, "<none>"
-			if kind != nil {
-				line, got = kind.Line, kind.Value
-			}
-			return nil, &Error{file, line, fmt.Sprintf("kind %s: want Configuration", got)}
-		}
-		spec := lookup(root, "spec")
-		if spec == nil {
-			continue
-		}
+	for _, spec := range specs {
 		acn := lookup(spec, "accessControl")
 		if acn == nil {
 			continue
@@ -75,15 +52,14 @@ func Parse(file string, data []byte) ([]*ACL, error) {
 			out = append(out, acl)
 		}
 	}
+	return out, nil
 }
 
-func yamlErrLine(err error) int { return yamlnode.ErrLine(err) }
-
-func lookup(m *yaml.Node, key string) *yaml.Node { return yamlnode.Lookup(m, key) }
+func lookup(m *yaml.Node, key string) *yaml.Node { return strictyaml.Lookup(m, key) }
 
 // fields checks that m is a mapping with only the allowed keys.
 func fields(file string, m *yaml.Node, what string, allowed ...string) error {
-	if line, msg, ok := yamlnode.Fields(m, what, allowed...); !ok {
+	if line, msg, ok := strictyaml.Fields(m, what, allowed...); !ok {
 		return &Error{file, line, msg}
 	}
 	return nil

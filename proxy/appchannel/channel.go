@@ -13,8 +13,8 @@ import (
 	"strconv"
 	"time"
 
-	"github.com/meshd/meshd/proxy/coalesce"
-	"github.com/meshd/meshd/proxy/h1"
+	"github.com/meshd/meshd/proxy/internal/coalesce"
+	"github.com/meshd/meshd/proxy/internal/h1"
 )
 
 // Protocol is an app protocol.
@@ -57,6 +57,9 @@ type Config struct {
 	MaxIdleConns int
 	// DialTimeout bounds connecting to the app (default 5s).
 	DialTimeout time.Duration
+	// NetHTTPClient sends HTTP/1.1 with net/http's Transport instead of
+	// proxy/internal/h1's (--h1-client nethttp), e.g. to compare.
+	NetHTTPClient bool
 }
 
 // Channel sends requests to the local app.
@@ -65,7 +68,7 @@ type Channel struct {
 	scheme string
 	host   string // host:port
 	rt     *http.Transport
-	h1     *h1.Transport // protocol http, when h1.Enabled
+	h1     *h1.Transport // protocol http, unless Config.NetHTTPClient
 }
 
 // New builds a Channel. It does not connect.
@@ -97,7 +100,7 @@ func New(cfg Config) (*Channel, error) {
 		DisableCompression:  true,
 		TLSHandshakeTimeout: cfg.DialTimeout,
 		Protocols:           new(http.Protocols),
-		// Room for the headers and a small body (smallBody) in one write.
+		// Room for the headers and a small body (h1.DefaultInlineBody) in one write.
 		WriteBufferSize: 16 << 10,
 	}
 	c := &Channel{proto: cfg.Protocol, host: net.JoinHostPort(cfg.Address, strconv.Itoa(cfg.Port)), rt: t}
@@ -105,14 +108,14 @@ func New(cfg Config) (*Channel, error) {
 	case HTTP:
 		c.scheme = "http"
 		t.Protocols.SetHTTP1(true)
-		if h1.Enabled {
-			c.h1 = &h1.Transport{DialContext: d.DialContext, MaxIdlePerHost: cfg.MaxIdleConns, IdleTimeout: t.IdleConnTimeout, InlineBody: smallBody}
+		if !cfg.NetHTTPClient {
+			c.h1 = &h1.Transport{DialContext: d.DialContext, MaxIdlePerHost: cfg.MaxIdleConns, IdleTimeout: t.IdleConnTimeout, InlineBody: h1.DefaultInlineBody}
 		}
 	case H2C, GRPC:
 		c.scheme = "http"
 		t.Protocols.SetUnencryptedHTTP2(true)
 		// One multiplexed connection, several frames per call: coalesce
-		// the writes (see proxy/coalesce).
+		// the writes (see proxy/internal/coalesce).
 		t.DialContext = func(ctx context.Context, network, addr string) (net.Conn, error) {
 			conn, err := d.DialContext(ctx, network, addr)
 			if err != nil {
@@ -151,9 +154,6 @@ func (c *Channel) URL(path, rawQuery string) *url.URL {
 	return &url.URL{Scheme: c.scheme, Host: c.host, Opaque: path, RawQuery: rawQuery}
 }
 
-// smallBody bounds the request bodies RoundTrip reads ahead (see RoundTrip).
-const smallBody = 8 << 10
-
 // RoundTrip sends req to the app. req.URL must come from URL.
 //
 // To an HTTP/1.1 app, a body of known length up to 8 KiB is read first and
@@ -168,7 +168,7 @@ func (c *Channel) RoundTrip(req *http.Request) (*http.Response, error) {
 		}
 		return resp, err
 	}
-	if req.Body != nil && req.ContentLength > 0 && req.ContentLength <= smallBody && c.proto != H2C && !c.proto.IsGRPC() {
+	if req.Body != nil && req.ContentLength > 0 && req.ContentLength <= h1.DefaultInlineBody && c.proto != H2C && !c.proto.IsGRPC() {
 		b := make([]byte, req.ContentLength)
 		if _, err := io.ReadFull(req.Body, b); err != nil {
 			req.Body.Close()

@@ -10,6 +10,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/meshd/meshd/proxy/internal/h1"
 )
 
 // oneReadApp accepts one connection, reads once, answers 204 and reports
@@ -148,3 +150,6 @@ func TestShortBody(t *testing.T) {
 	default:
 	}
 }
+
+// smallBody is the largest body RoundTrip reads ahead.
+const smallBody = h1.DefaultInlineBody

@@ -43,13 +43,20 @@ func (b *Budget) bucket(sec int64) *budgetBucket {
 	return k
 }
 
-// Request counts one call (its first attempt).
+// Request counts one call (its first attempt). A nil Budget counts nothing.
 func (b *Budget) Request(now time.Time) {
+	if b == nil {
+		return
+	}
 	b.bucket(now.Unix()).reqs.Add(1)
 }
 
-// TryRetry takes one retry from the budget; false when it is spent.
+// TryRetry takes one retry from the budget; false when it is spent. A nil
+// Budget never is.
 func (b *Budget) TryRetry(now time.Time) bool {
+	if b == nil {
+		return true
+	}
 	sec := now.Unix()
 	var reqs, retries int64
 	for i := range b.buckets {

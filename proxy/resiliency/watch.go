@@ -5,9 +5,8 @@ import (
 	"fmt"
 	"log/slog"
 	"path/filepath"
-	"time"
 
-	"github.com/fsnotify/fsnotify"
+	"github.com/meshd/meshd/config/watch"
 )
 
 // Load reads a Resiliency file and prepares it for appID: nil (no policy)
@@ -31,56 +30,36 @@ func Load(path, appID string, log *slog.Logger) (*Config, error) {
 	return c, nil
 }
 
-// Watch reloads path on every change (writes and atomic renames) until ctx
-// is done, calling apply with each good Config (nil: scoped out). A bad
-// file is logged with its file:line and the last good Config stays.
-// Breakers and budgets start afresh with a new Config.
+// Watch reloads path on every change (writes, atomic renames, and the
+// "..data" symlink swap of a Kubernetes ConfigMap mount) until ctx is done,
+// calling apply with each good Config (nil: scoped out). A bad file is
+// logged with its file:line and the last good Config stays. Breakers and
+// budgets start afresh with a new Config.
 func Watch(ctx context.Context, path, appID string, log *slog.Logger, apply func(*Config)) error {
 	if log == nil {
 		log = slog.Default()
 	}
-	w, err := fsnotify.NewWatcher()
-	if err != nil {
-		return fmt.Errorf("resiliency: watch: %w", err)
-	}
 	abs, err := filepath.Abs(path)
 	if err != nil {
-		w.Close()
 		return fmt.Errorf("resiliency: watch: %w", err)
 	}
-	if err := w.Add(filepath.Dir(abs)); err != nil {
+	w, err := watch.New(watch.Options{Logger: log, Prefix: "resiliency"})
+	if err != nil {
+		return fmt.Errorf("resiliency: %w", err)
+	}
+	if err := w.File(abs); err != nil {
 		w.Close()
-		return fmt.Errorf("resiliency: watch %s: %w", filepath.Dir(abs), err)
+		return fmt.Errorf("resiliency: %w", err)
 	}
 	go func() {
-		defer w.Close()
-		var debounce <-chan time.Time
-		for {
-			select {
-			case <-ctx.Done():
+		_ = w.Run(ctx, func() {
+			c, err := Load(abs, appID, log)
+			if err != nil {
+				log.Error("resiliency: reload rejected; the last good file stays in force", "err", err)
 				return
-			case ev, ok := <-w.Events:
-				if !ok {
-					return
-				}
-				if filepath.Clean(ev.Name) == abs && ev.Op&(fsnotify.Write|fsnotify.Create|fsnotify.Rename) != 0 {
-					debounce = time.After(100 * time.Millisecond)
-				}
-			case err, ok := <-w.Errors:
-				if !ok {
-					return
-				}
-				log.Warn("resiliency: watch", "err", err)
-			case <-debounce:
-				debounce = nil
-				c, err := Load(abs, appID, log)
-				if err != nil {
-					log.Error("resiliency: reload rejected; the last good file stays in force", "err", err)
-					continue
-				}
-				apply(c)
 			}
-		}
+			apply(c)
+		})
 	}()
 	return nil
 }

@@ -34,7 +34,7 @@ func consulBenchSetup(b *testing.B) (*api.Client, *discovery.Cache) {
 	b.Cleanup(func() { cache.Close() })
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	res, err := discovery.Build(ctx, consul.Name, discovery.BuildOptions{ConfigFile: path, Logger: slog.New(slog.DiscardHandler)}, cache)
+	res, err := cache.Build(ctx, consul.Name, discovery.BuildOptions{ConfigFile: path, Logger: slog.New(slog.DiscardHandler)})
 	if err != nil {
 		b.Fatal(err)
 	}

@@ -78,8 +78,8 @@ func startConsulMesh(t *testing.T) *consulMesh {
 	t.Cleanup(func() { m.observer.Close() })
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	res, err := discovery.Build(ctx, "consul", discovery.BuildOptions{ConfigFile: consulConfig(t, m.agent, false),
-		Logger: slog.New(slog.DiscardHandler)}, m.observer)
+	res, err := m.observer.Build(ctx, "consul", discovery.BuildOptions{ConfigFile: consulConfig(t, m.agent, false),
+		Logger: slog.New(slog.DiscardHandler)})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -76,8 +76,8 @@ func TestConsulManyTargets(t *testing.T) {
 	logs := &harness.LogBuffer{}
 	cache := discovery.NewCache(discovery.Options{Logger: slog.New(slog.DiscardHandler)})
 	t.Cleanup(func() { cache.Close() })
-	res, err := discovery.Build(context.Background(), consul.Name, discovery.BuildOptions{ConfigFile: path,
-		Logger: slog.New(slog.NewTextHandler(logs, nil))}, cache)
+	res, err := cache.Build(context.Background(), consul.Name, discovery.BuildOptions{ConfigFile: path,
+		Logger: slog.New(slog.NewTextHandler(logs, nil))})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -2,7 +2,7 @@ package discovery_test
 
 // End-to-end proof of the mdns backend with real processes (sentry, meshd,
 // echo apps). Every test multicasts, so each runs in a child process inside
-// a network namespace it creates (internal/netnstest): one namespace with
+// a network namespace it creates (tests/netnstest): one namespace with
 // multicast on lo, or two namespaces ("hosts") joined by a veth pair.
 
 import (
@@ -18,8 +18,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/meshd/meshd/internal/netnstest"
 	"github.com/meshd/meshd/tests/harness"
+	"github.com/meshd/meshd/tests/netnstest"
 )
 
 const (

@@ -18,7 +18,7 @@ import (
 	testpb "google.golang.org/grpc/interop/grpc_testing"
 	"google.golang.org/grpc/metadata"
 
-	"github.com/meshd/meshd/proxy/metrics/metricstest"
+	"github.com/meshd/meshd/telemetry/metrics/metricstest"
 	"github.com/meshd/meshd/tests/harness"
 )
 

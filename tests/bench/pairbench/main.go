@@ -1,7 +1,7 @@
 // Command pairbench measures what a meshd sidecar pair adds to a call, side by
 // side with a direct call, in one run on one machine.
 //
-// Load shape (the anchor harness of shared/research/anchor-bench.md): fortio
+// Load shape (the anchor harness, docs/performance.md "The harness"): fortio
 // v1.68.2, 16 connections, 1 KiB POST (HTTP) or 1 KiB ping payload (gRPC),
 // a fixed 1000 req/s with -uniform for 30 s, then the maximum rate for 20 s,
 // each preceded by a discarded 3 s warm-up.

@@ -22,7 +22,7 @@ import (
 // same run: fortio → nginx A (plain HTTP) → HTTPS with a client certificate
 // over a keep-alive pool → nginx B (TLS 1.3, ssl_verify_client on) →
 // keep-alive pool → the app. Each nginx runs a master and worker_processes
-// auto (one worker per CPU), as in shared/research/anchor-bench.md; its CPU
+// auto (one worker per CPU), as in the anchor harness; its CPU
 // and memory are summed over master and workers.
 
 // Names of the nginx processes in the memory table.

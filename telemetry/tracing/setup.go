@@ -15,7 +15,7 @@ import (
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 
 	"github.com/meshd/meshd/certs"
-	"github.com/meshd/meshd/internal/daprconfig"
+	"github.com/meshd/meshd/config/daprconfig"
 )
 
 // SetupConfig says where the tracing settings come from.

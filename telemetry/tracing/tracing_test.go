@@ -12,7 +12,7 @@ import (
 	"go.opentelemetry.io/otel/trace"
 
 	"github.com/meshd/meshd/certs"
-	"github.com/meshd/meshd/internal/daprconfig"
+	"github.com/meshd/meshd/config/daprconfig"
 )
 
 const (

@@ -14,7 +14,7 @@ import (
 	dto "github.com/prometheus/client_model/go"
 
 	"github.com/meshd/meshd/discovery"
-	"github.com/meshd/meshd/proxy/metrics/metricstest"
+	"github.com/meshd/meshd/telemetry/metrics/metricstest"
 )
 
 var (

@@ -4,8 +4,6 @@ import (
 	"strings"
 	"testing"
 	"time"
-
-	"github.com/meshd/meshd/policy/accesscontrol"
 )
 
 const full = `apiVersion: dapr.io/v1alpha1
@@ -56,12 +54,11 @@ func TestParseFull(t *testing.T) {
 	if strings.Join(o.Ignored, ",") != "spec.tracing.stdout,spec.metrics.http" {
 		t.Fatalf("ignored = %v", o.Ignored)
 	}
-	// The same file still parses for the accessControl parser.
-	acls, err := accesscontrol.Parse("c.yaml", []byte(full))
-	if err != nil || len(acls) != 1 {
-		t.Fatalf("accesscontrol.Parse = %v, %v", acls, err)
-	}
 }
+
+// FullConfiguration is full, for the external test of accessControl
+// (access_test.go).
+const FullConfiguration = full
 
 func TestParseDefaults(t *testing.T) {
 	cases := []struct {

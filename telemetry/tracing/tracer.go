@@ -75,9 +75,13 @@ func New(opts Options) (*Tracer, error) {
 		attribute.String("service.namespace", opts.Identity.Namespace),
 		attribute.String("service.instance.id", opts.Identity.String()),
 	)
-	proc := sdktrace.NewBatchSpanProcessor(opts.Exporter)
+	// Only the processor in use is made: a batch processor starts a
+	// goroutine that only its Shutdown ends.
+	var proc sdktrace.SpanProcessor
 	if opts.Sync {
 		proc = sdktrace.NewSimpleSpanProcessor(opts.Exporter)
+	} else {
+		proc = sdktrace.NewBatchSpanProcessor(opts.Exporter)
 	}
 	tp := sdktrace.NewTracerProvider(
 		sdktrace.WithSampler(sdktrace.ParentBased(sdktrace.TraceIDRatioBased(opts.SamplingRate))),

@@ -1,17 +1,14 @@
 package daprconfig
 
 import (
-	"bytes"
-	"errors"
 	"fmt"
-	"io"
 	"strconv"
 	"strings"
 	"time"
 
 	"go.yaml.in/yaml/v3"
 
-	"github.com/meshd/meshd/internal/yamlnode"
+	"github.com/meshd/meshd/config/strictyaml"
 )
 
 // DefaultSamplingRate is Dapr's default spec.tracing.samplingRate: one
@@ -67,41 +64,46 @@ type Observability struct {
 	Ignored []string
 }
 
-// Parse reads the Configuration documents in data (one or more YAML
-// documents). When several documents set the same section, the last wins.
-func Parse(file string, data []byte) (Observability, error) {
-	var out Observability
-	dec := yaml.NewDecoder(bytes.NewReader(data))
-	for {
-		var doc yaml.Node
-		err := dec.Decode(&doc)
-		if errors.Is(err, io.EOF) {
-			return out, nil
-		}
-		if err != nil {
-			return Observability{}, &Error{File: file, Line: yamlErrLine(err), Reason: err.Error()}
-		}
-		if len(doc.Content) == 0 {
-			continue
-		}
-		root := doc.Content[0]
-		if root.Kind == yaml.ScalarNode && root.Tag == "!!null" {
-			continue
-		}
+// Specs reads the Configuration documents in data (one or more YAML
+// documents, each a mapping with kind: Configuration) and returns the spec
+// of each, in order; a document without spec gives none. It is the one
+// reader of Dapr Configuration files: the sections are parsed by their
+// owners (tracing and metrics here, accessControl by policy/accesscontrol).
+// Errors are *Error.
+func Specs(file string, data []byte) ([]*yaml.Node, error) {
+	docs, err := strictyaml.Documents(data)
+	if err != nil {
+		return nil, &Error{File: file, Line: strictyaml.ErrLine(err), Reason: err.Error()}
+	}
+	var specs []*yaml.Node
+	for _, root := range docs {
 		if root.Kind != yaml.MappingNode {
-			return Observability{}, &Error{file, root.Line, "want a Configuration mapping"}
+			return nil, &Error{file, root.Line, "want a Configuration mapping"}
 		}
 		if kind := lookup(root, "kind"); kind == nil || kind.Value != "Configuration" {
 			line, got := root.Line, "<none>"
 			if kind != nil {
 				line, got = kind.Line, kind.Value
 			}
-			return Observability{}, &Error{file, line, fmt.Sprintf("kind %s: want Configuration", got)}
+			return nil, &Error{file, line, fmt.Sprintf("kind %s: want Configuration", got)}
 		}
-		spec := lookup(root, "spec")
-		if spec == nil {
-			continue
+		if spec := lookup(root, "spec"); spec != nil {
+			specs = append(specs, spec)
 		}
+	}
+	return specs, nil
+}
+
+// Parse reads the tracing and metrics sections of the Configuration
+// documents in data. When several documents set the same section, the last
+// wins.
+func Parse(file string, data []byte) (Observability, error) {
+	specs, err := Specs(file, data)
+	if err != nil {
+		return Observability{}, err
+	}
+	var out Observability
+	for _, spec := range specs {
 		if n := lookup(spec, "tracing"); n != nil {
 			t, ign, err := parseTracing(file, n)
 			if err != nil {
@@ -119,6 +121,7 @@ func Parse(file string, data []byte) (Observability, error) {
 			out.Ignored = append(out.Ignored, ign...)
 		}
 	}
+	return out, nil
 }
 
 func parseTracing(file string, n *yaml.Node) (*Tracing, []string, error) {
@@ -301,13 +304,11 @@ func boolean(file string, v *yaml.Node, what string) (bool, error) {
 	return false, &Error{file, v.Line, fmt.Sprintf("%s %q: want true or false", what, v.Value)}
 }
 
-func yamlErrLine(err error) int { return yamlnode.ErrLine(err) }
-
-func lookup(m *yaml.Node, key string) *yaml.Node { return yamlnode.Lookup(m, key) }
+func lookup(m *yaml.Node, key string) *yaml.Node { return strictyaml.Lookup(m, key) }
 
 // fields checks that m is a mapping with only the allowed keys.
 func fields(file string, m *yaml.Node, what string, allowed ...string) error {
-	if line, msg, ok := yamlnode.Fields(m, what, allowed...); !ok {
+	if line, msg, ok := strictyaml.Fields(m, what, allowed...); !ok {
 		return &Error{file, line, msg}
 	}
 	return nil

@@ -5,7 +5,7 @@
 // so gRPC calls carry the same keys.
 //
 // Spans are exported over OTLP (gRPC or HTTP) by a batching processor.
-// Setup reads the Dapr Configuration spec.tracing (see internal/daprconfig)
+// Setup reads the Dapr Configuration spec.tracing (see config/daprconfig)
 // and the standard OTEL_EXPORTER_OTLP_* variables; with no exporter
 // configured it returns a nil *Tracer, and the proxy skips tracing with one
 // nil check per call. Sampling is ParentBased(TraceIDRatioBased(rate)): a

@@ -1,0 +1,82 @@
+package sidecar
+
+import (
+	"log/slog"
+	"time"
+
+	"github.com/meshd/meshd/policy"
+)
+
+// Config is everything a sidecar needs; cmd/meshd fills it from flags.
+type Config struct {
+	AppID       string
+	Namespace   string
+	TrustDomain string
+
+	AppPort           int // 0: no app
+	AppProtocol       string
+	AppChannelAddress string
+
+	HTTPPort      int
+	GRPCPort      int
+	InternalPort  int
+	ListenAddress string // of the internal port; "" = all interfaces
+	// MetricsPort serves Prometheus /metrics on MetricsListenAddress
+	// (default 127.0.0.1) unless DisableMetrics or spec.metrics.enabled
+	// is false.
+	MetricsPort          int
+	MetricsListenAddress string
+	DisableMetrics       bool
+	// ProfilePort, when EnableProfiling, serves Go's net/http/pprof on
+	// 127.0.0.1 (Dapr's --enable-profiling/--profile-port).
+	EnableProfiling bool
+	ProfilePort     int
+	// AdvertiseAddress is host:port other sidecars use to reach the internal
+	// port (registered with discovery backends that register). Default:
+	// ListenAddress (or 127.0.0.1) with the bound port.
+	AdvertiseAddress string
+
+	SentryAddress    string
+	TrustAnchorsFile string
+	TrustAnchorsPEM  []byte // used when TrustAnchorsFile is empty (env TRUST_ANCHORS)
+	TokenFile        string // "" sends an empty token (sentry's insecure validator)
+	Insecure         bool   // mTLS between sidecars off
+
+	Resolver       string
+	ResolverConfig string
+
+	EnableAppHealthCheck   bool
+	AppHealthCheckPath     string
+	AppHealthProbeInterval time.Duration
+	AppHealthProbeTimeout  time.Duration
+	AppHealthThreshold     int
+
+	WorkloadAPISocket string
+	ShutdownGrace     time.Duration
+
+	// PolicyDir and ConfigFile are the policy sources (see package
+	// policy); PolicyDefault decides namespaces without policy.
+	PolicyDir     string
+	ConfigFile    string
+	PolicyDefault policy.Default
+	// PolicyAllowLogEvery logs one allowed call in N in the decision log
+	// (denials are always logged); 0 means the default (100), a negative
+	// value logs no allows.
+	PolicyAllowLogEvery int
+
+	// ResiliencyFile is a Dapr Resiliency YAML file ("": none), reloaded on
+	// change.
+	ResiliencyFile string
+
+	// MaxHeaderFields and BodyReadTimeout are the request limits of every
+	// port (see proxy.Config; 0: the defaults, negative: no bound).
+	MaxHeaderFields int
+	BodyReadTimeout time.Duration
+	// NetHTTPServer and NetHTTPClient put net/http in the place of
+	// proxy/internal/h1 for HTTP/1.x: the server of the HTTP and internal ports,
+	// and the client to peer sidecars and the app (see proxy.Config).
+	NetHTTPServer bool
+	NetHTTPClient bool
+
+	Logger *slog.Logger
+}

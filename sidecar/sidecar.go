@@ -1,0 +1,233 @@
+package sidecar
+
+import (
+	"context"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/meshd/meshd/certs"
+	"github.com/meshd/meshd/config/daprconfig"
+	"github.com/meshd/meshd/discovery"
+	_ "github.com/meshd/meshd/discovery/consul" // --resolver consul
+	_ "github.com/meshd/meshd/discovery/mdns"   // --resolver mdns
+	_ "github.com/meshd/meshd/discovery/static" // --resolver static
+	"github.com/meshd/meshd/lifecycle"
+	"github.com/meshd/meshd/policy"
+	"github.com/meshd/meshd/proxy"
+	"github.com/meshd/meshd/proxy/resiliency"
+	"github.com/meshd/meshd/sentry/sentryclient"
+	"github.com/meshd/meshd/telemetry/metrics"
+)
+
+// Run starts the sidecar and serves until ctx is done, then shuts down
+// gracefully within ShutdownGrace.
+//
+// It runs in two phases. Start builds every part in order — config files,
+// sockets (answering "not ready" at once), identity, discovery, app
+// channel, policy, telemetry, proxy — and fails on the first error. Then
+// the parts that run (the proxy servers, discovery, the bundle watch, the
+// policy watch, app health checks, metrics, the Workload API, profiles) run
+// as components under one lifecycle.Run: the first that fails stops the
+// others, and its error is Run's. Teardown is one lifecycle.Stack, run in
+// reverse order on every path.
+func Run(ctx context.Context, cfg Config) error {
+	// Everything started is stopped when Run returns, after the teardown.
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	s := &sidecar{cfg: cfg, log: cfg.Logger}
+	defer s.teardown.Close()
+	if err := s.start(ctx); err != nil {
+		if errors.Is(err, errStopped) {
+			s.log.Info("sidecar: stopped before the first certificate arrived", "err", err)
+			return nil
+		}
+		return err
+	}
+	err := lifecycle.Run(ctx, s.components...)
+	s.log.Info("meshd sidecar stopped")
+	if err != nil {
+		return fmt.Errorf("sidecar: %w", err)
+	}
+	return nil
+}
+
+// errStopped marks a start cut short by the end of its context while it
+// waited for sentry: no failure.
+var errStopped = errors.New("sidecar: stopped while starting")
+
+// sidecar is one sidecar being assembled: what start built so far.
+type sidecar struct {
+	cfg Config
+	log *slog.Logger
+	id  certs.Identity
+
+	resil    *resiliency.Config
+	obs      daprconfig.Observability
+	ls       proxy.Listeners
+	metricsL net.Listener
+	profileL net.Listener
+	notReady *proxy.NotReady
+	src      *certs.Source // nil with --insecure
+	cache    *discovery.Cache
+	res      discovery.Resolver
+	pcfg     proxy.Config
+	pol      *policy.Engine
+	mets     *metrics.Metrics
+	p        *proxy.Proxy
+
+	advertise  string
+	components []lifecycle.Component
+	teardown   lifecycle.Stack
+}
+
+// run adds a component to run once start is done.
+func (s *sidecar) run(fn func(ctx context.Context) error) {
+	s.components = append(s.components, lifecycle.Func(fn))
+}
+
+// start builds the parts, in order.
+func (s *sidecar) start(ctx context.Context) error {
+	cfg := &s.cfg
+	if s.log == nil {
+		s.log = slog.Default()
+	}
+	if cfg.TrustDomain == "" {
+		cfg.TrustDomain = certs.DefaultTrustDomain
+	}
+	if cfg.Namespace == "" {
+		cfg.Namespace = discovery.DefaultNamespace
+	}
+	if cfg.ShutdownGrace <= 0 {
+		cfg.ShutdownGrace = 5 * time.Second
+	}
+	var err error
+	if s.id, err = certs.NewIdentity(cfg.TrustDomain, cfg.Namespace, cfg.AppID); err != nil {
+		return fmt.Errorf("sidecar: %w", err)
+	}
+	for _, step := range []func(context.Context) error{
+		s.readConfig, s.listen, s.identity, s.discovery, s.app, s.policy, s.telemetry, s.proxy, s.workloadAPI,
+	} {
+		if err := step(ctx); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func listen(cfg Config) (proxy.Listeners, error) {
+	var ls proxy.Listeners
+	var err error
+	// The app-facing API is for the local app only.
+	if ls.HTTP, err = net.Listen("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(cfg.HTTPPort))); err != nil {
+		return ls, fmt.Errorf("sidecar: --http-port: %w", err)
+	}
+	if ls.GRPC, err = net.Listen("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(cfg.GRPCPort))); err != nil {
+		ls.HTTP.Close()
+		return ls, fmt.Errorf("sidecar: --grpc-port: %w", err)
+	}
+	if ls.Internal, err = net.Listen("tcp", net.JoinHostPort(cfg.ListenAddress, strconv.Itoa(cfg.InternalPort))); err != nil {
+		ls.HTTP.Close()
+		ls.GRPC.Close()
+		return ls, fmt.Errorf("sidecar: --internal-port: %w", err)
+	}
+	return ls, nil
+}
+
+// startIdentity gets the first workload certificate from sentry. The
+// returned watchBundle follows sentry's trust bundle until its context is
+// done, then closes the client; closeClient closes it if watchBundle never
+// ran (a start that failed later).
+func startIdentity(ctx context.Context, cfg Config, id certs.Identity, log *slog.Logger) (src *certs.Source, watchBundle func(context.Context) error, closeClient func(), err error) {
+	if cfg.SentryAddress == "" {
+		return nil, nil, nil, errors.New("sidecar: --sentry-address is required (or run with --insecure)")
+	}
+	pemBytes := cfg.TrustAnchorsPEM
+	if cfg.TrustAnchorsFile != "" {
+		b, err := os.ReadFile(cfg.TrustAnchorsFile)
+		if err != nil {
+			return nil, nil, nil, fmt.Errorf("sidecar: --trust-anchors-file: %w", err)
+		}
+		pemBytes = b
+	}
+	if len(pemBytes) == 0 {
+		return nil, nil, nil, errors.New("sidecar: no trust anchors: set --trust-anchors-file or TRUST_ANCHORS")
+	}
+	anchors, err := certs.ParseCertsPEM(pemBytes)
+	if err != nil {
+		return nil, nil, nil, fmt.Errorf("sidecar: trust anchors: %w", err)
+	}
+	// The token is for bootstrap only (the first certificate, and again if
+	// the SVID expired or sentry refused to renew on its strength): renewals
+	// present the current SVID. The file is read afresh for every bootstrap,
+	// so replacing it heals a sidecar whose token expired or was revoked.
+	tokenFn := func() (string, error) { return "", nil }
+	if cfg.TokenFile != "" {
+		if _, err := os.ReadFile(cfg.TokenFile); err != nil {
+			return nil, nil, nil, fmt.Errorf("sidecar: --token-file: %w", err)
+		}
+		tokenFn = func() (string, error) {
+			b, err := os.ReadFile(cfg.TokenFile)
+			if err != nil {
+				return "", fmt.Errorf("sidecar: --token-file: %w", err)
+			}
+			return strings.TrimSpace(string(b)), nil
+		}
+	} else {
+		log.Warn("sidecar: no --token-file: asking sentry for a certificate without a token (works only with its insecure validator)")
+	}
+	client, err := sentryclient.New(ctx, cfg.SentryAddress, anchors, id, "",
+		sentryclient.WithLogger(log), sentryclient.WithTokenFunc(tokenFn))
+	if err != nil {
+		return nil, nil, nil, fmt.Errorf("sidecar: %w", err)
+	}
+	src, err = certs.NewSource(ctx, client, certs.SourceOptions{Identity: id, Logger: log})
+	if err != nil {
+		client.Close()
+		return nil, nil, nil, fmt.Errorf("sidecar: first certificate from sentry %s: %w", cfg.SentryAddress, err)
+	}
+	closeClient = sync.OnceFunc(func() { client.Close() })
+	watchBundle = func(ctx context.Context) error {
+		defer closeClient()
+		err := client.WatchBundle(ctx, func(roots []*x509.Certificate) {
+			if err := src.SetRoots(roots); err != nil {
+				log.Error("sidecar: trust bundle from sentry rejected", "err", err)
+			}
+		})
+		if ctx.Err() != nil {
+			return nil
+		}
+		return err
+	}
+	return src, watchBundle, closeClient, nil
+}
+
+func listenerAddr(l net.Listener) string {
+	if l == nil {
+		return "off"
+	}
+	return l.Addr().String()
+}
+
+// breakerObserver logs circuit breaker transitions and exports the state
+// (meshd_ metrics; mets may be nil).
+func breakerObserver(log *slog.Logger, mets *metrics.Metrics) func(app, ns string, from, to resiliency.State) {
+	return func(app, ns string, from, to resiliency.State) {
+		// resiliency.State and metrics.BreakerState share their values.
+		mets.SetBreakerState(discovery.Target{AppID: app, Namespace: ns}, metrics.BreakerState(to))
+		log.Info("resiliency: circuit breaker changed state", "app", app, "namespace", ns, "from", from.String(), "to", to.String())
+	}
+}
+
+// breakerObserver converts resiliency.State to metrics.BreakerState by
+// value: a compile error here if they ever differ.
+var _ = [1]struct{}{}[int(resiliency.StateClosed)-int(metrics.BreakerClosed)]
+var _ = [1]struct{}{}[int(resiliency.StateHalfOpen)-int(metrics.BreakerHalfOpen)]
+var _ = [1]struct{}{}[int(resiliency.StateOpen)-int(metrics.BreakerOpen)]
