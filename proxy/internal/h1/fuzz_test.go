@@ -115,3 +115,72 @@ func FuzzReadRequest(f *testing.F) {
 		}
 	})
 }
+
+// FuzzReadResponseDifferential: every response our parser accepts is one
+// net/http's http.ReadResponse reads the same way — status, framing, body
+// and headers — so that a response cannot mean one thing to the sidecar
+// and another to the app's HTTP client behind it (response splitting and
+// desync). Where net/http is more lenient our parser may refuse.
+func FuzzReadResponseDifferential(f *testing.F) {
+	for _, s := range []string{
+		"HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\nabc",
+		"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n",
+		"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nContent-Length: 3\r\n\r\n3\r\nabc\r\n0\r\n\r\n",
+		"HTTP/1.1 200 OK\r\nContent-Length: 3\r\nContent-Length: 3\r\n\r\nabc",
+		"HTTP/1.1 200 OK\r\nContent-Length: 3\r\nContent-Length: 4\r\n\r\nabcd",
+		"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked, identity\r\n\r\n0\r\n\r\n",
+		"HTTP/1.1 204 No Content\r\nContent-Length: 3\r\n\r\nabc",
+		"HTTP/1.1 304 Not Modified\r\n\r\n",
+		"HTTP/1.0 200 OK\r\n\r\nbody",
+		"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\nx",
+		"HTTP/1.1 200 OK\r\nX: a\r\n b\r\n\r\n",
+		"HTTP/1.1 200 OK\r\nX : a\r\nContent-Length: 0\r\n\r\n",
+		"HTTP/1.1 200 OK\nContent-Length: 1\n\nx",
+		"HTTP/1.1 999 Odd\r\nContent-Length: 0\r\n\r\n",
+		"HTTP/1.1 200\r\nContent-Length: 0\r\n\r\n",
+	} {
+		f.Add([]byte(s), false)
+	}
+	f.Fuzz(func(t *testing.T, data []byte, head bool) {
+		method := http.MethodGet
+		if head {
+			method = http.MethodHead
+		}
+		ours, err := ReadResponse(bufio.NewReaderSize(bytes.NewReader(data), 16), &http.Request{Method: method}, 4096)
+		if err != nil || ours.StatusCode == http.StatusSwitchingProtocols {
+			return // refused, or an upgrade (the rest is not HTTP)
+		}
+		obody, err := io.ReadAll(io.LimitReader(ours.Body, int64(len(data))+1))
+		if err != nil {
+			return // a body that does not parse: the connection is closed
+		}
+		// net/http hands 1xx answers to the caller; ours skips them.
+		br := bufio.NewReader(bytes.NewReader(data))
+		var theirs *http.Response
+		for {
+			theirs, err = http.ReadResponse(br, &http.Request{Method: method})
+			if err != nil {
+				t.Fatalf("accepted what net/http refuses (%v): %q", err, data)
+			}
+			if theirs.StatusCode >= 200 || theirs.StatusCode == http.StatusSwitchingProtocols {
+				break
+			}
+		}
+		tbody, err := io.ReadAll(theirs.Body)
+		if err != nil {
+			t.Fatalf("body read that net/http cannot read (%v): %q", err, data)
+		}
+		if ours.StatusCode != theirs.StatusCode || ours.ProtoMinor != theirs.ProtoMinor ||
+			ours.ContentLength != theirs.ContentLength || ours.Close != theirs.Close || !bytes.Equal(obody, tbody) {
+			t.Fatalf("read differently: ours %d 1.%d len %d close %v body %q; net/http %d 1.%d len %d close %v body %q; input %q",
+				ours.StatusCode, ours.ProtoMinor, ours.ContentLength, ours.Close, obody,
+				theirs.StatusCode, theirs.ProtoMinor, theirs.ContentLength, theirs.Close, tbody, data)
+		}
+		for _, h := range []http.Header{ours.Header, theirs.Header} {
+			delete(h, "Content-Length") // net/http folds repeated equal values into one
+		}
+		if !reflect.DeepEqual(ours.Header, theirs.Header) {
+			t.Fatalf("headers differ: ours %q, net/http %q; input %q", ours.Header, theirs.Header, data)
+		}
+	})
+}

@@ -264,6 +264,7 @@ func frame(resp *http.Response, br *bufio.Reader, req *http.Request) error {
 		delete(h, "Connection")
 	}
 	chunked := false
+	headLength := int64(-1) // of a chunked answer to HEAD
 	if te, ok := h["Transfer-Encoding"]; ok {
 		delete(h, "Transfer-Encoding")
 		if resp.ProtoMinor > 0 {
@@ -272,6 +273,17 @@ func frame(resp *http.Response, br *bufio.Reader, req *http.Request) error {
 			}
 			chunked = true
 			resp.TransferEncoding = []string{"chunked"}
+			// Transfer-Encoding wins (RFC 9112 §6.3), as in net/http; a
+			// malformed Content-Length beside it is refused as net/http
+			// refuses it, and a HEAD answer keeps its length (net/http's
+			// reading), so the two never read one answer two ways.
+			if cl, ok := h["Content-Length"]; ok {
+				n, err := parseLength(cl)
+				if err != nil {
+					return err
+				}
+				headLength = n
+			}
 			delete(h, "Content-Length")
 		}
 	}
@@ -309,7 +321,7 @@ func frame(resp *http.Response, br *bufio.Reader, req *http.Request) error {
 	case req != nil && req.Method == http.MethodHead:
 		resp.ContentLength = length
 		if chunked {
-			resp.ContentLength = -1
+			resp.ContentLength = headLength
 		}
 		resp.Body = http.NoBody
 		return nil
