@@ -16,6 +16,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	authenticationv1 "k8s.io/api/authentication/v1"
 	authorizationv1 "k8s.io/api/authorization/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -178,15 +179,25 @@ func (r *resolver) preflight(ctx context.Context, ns string) error {
 		}
 	}
 	if len(denied) > 0 {
-		return fmt.Errorf("kubernetes: the API server %s refuses us: RBAC: missing %s on endpointslices (API group %s) %s; "+
+		return fmt.Errorf("kubernetes: the API server %s refuses us%s: RBAC: missing %s on endpointslices (API group %s) %s; "+
 			"grant list and watch on endpointslices.discovery.k8s.io with a Role in each namespace called (or a ClusterRole with clusterWide)",
-			r.server, joinVerbs(denied), discoveryv1.GroupName, scopeName(ns))
+			r.server, r.whoami(ctx), joinVerbs(denied), discoveryv1.GroupName, scopeName(ns))
 	}
 	_, err := r.cs.DiscoveryV1().EndpointSlices(ns).List(ctx, metav1.ListOptions{Limit: 1, LabelSelector: r.cfg.AppIDLabel})
 	if err != nil {
 		return r.startError(ns, "list", err)
 	}
 	return nil
+}
+
+// whoami names the identity the API server sees, for RBAC messages (" as
+// NAME"; "" when it cannot tell).
+func (r *resolver) whoami(ctx context.Context) string {
+	res, err := r.cs.AuthenticationV1().SelfSubjectReviews().Create(ctx, &authenticationv1.SelfSubjectReview{}, metav1.CreateOptions{})
+	if err != nil || res.Status.UserInfo.Username == "" {
+		return ""
+	}
+	return " as " + strconv.Quote(res.Status.UserInfo.Username)
 }
 
 // startError turns a failed start-up request into a message that says

@@ -97,7 +97,7 @@ func TestStartErrors(t *testing.T) {
 		{"unknown context", "shop", "kubeconfig: " + k.Kubeconfig + "\ncontext: nope\n", []string{"kubernetes: kubeconfig", `context "nope"`}},
 		{"bad token (401)", "shop", "kubeconfig: " + badToken + "\n", []string{"refuses our credentials (401 Unauthorized)"}},
 		{"no RBAC (403)", "shop", "kubeconfig: " + noRBAC + "\n",
-			[]string{"RBAC: missing verbs list and watch on endpointslices (API group discovery.k8s.io) in namespace \"shop\""}},
+			[]string{`refuses us as "system:serviceaccount:shop:no-rbac"`, "RBAC: missing verbs list and watch on endpointslices (API group discovery.k8s.io) in namespace \"shop\""}},
 		{"list but no watch", "shop", "kubeconfig: " + listOnly + "\n",
 			[]string{"RBAC: missing verb watch on endpointslices (API group discovery.k8s.io) in namespace \"shop\""}},
 		{"RBAC in shop, not in a listed namespace", "shop", "kubeconfig: " + full + "\nnamespaces: [billing]\n",

@@ -94,7 +94,6 @@ func waitWatchers(t *testing.T, k *harness.Kube, want int) {
 	})
 }
 
-
 // TestLaterNamespaceRefused: a namespace first called after start whose
 // RBAC is missing is reported (a discovery error event naming it), its
 // apps stay unresolved, and once a Role grants list and watch there, it
