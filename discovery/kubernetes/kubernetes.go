@@ -309,7 +309,14 @@ func (r *resolver) startLocked(ns string) *nsWatch {
 	_ = w.inf.SetWatchErrorHandlerWithContext(func(_ context.Context, _ *cache.Reflector, err error) { r.watchError(w, err) })
 	_, _ = w.inf.AddEventHandler(cache.ResourceEventHandlerFuncs{
 		AddFunc:    func(obj any) { r.changed(w, obj) },
-		UpdateFunc: func(old, obj any) { r.changed(w, old); r.changed(w, obj) },
+		UpdateFunc: func(old, obj any) {
+			o, ok1 := old.(*discoveryv1.EndpointSlice)
+			n, ok2 := obj.(*discoveryv1.EndpointSlice)
+			if !ok1 || !ok2 || o.Labels[label] != n.Labels[label] {
+				r.changed(w, old) // relabelled: its former app loses it
+			}
+			r.changed(w, obj)
+		},
 		DeleteFunc: func(obj any) { r.changed(w, obj) },
 	})
 	if old := r.watches[ns]; old != nil {
