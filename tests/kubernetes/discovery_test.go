@@ -95,6 +95,15 @@ func TestSlicesToPicker(t *testing.T) {
 		t.Fatal(err)
 	}
 	waitSets(t, c, ghost, []string{}, []string{}, 5*time.Second)
+
+	// A slice relabelled to another app leaves the first one.
+	moved := sliceFor("shop", "orders-b", "payments", readyEP("10.1.0.5"))
+	applySlice(t, cs, moved)
+	waitSets(t, c, orders, hostPorts("10.1.0.1"), hostPorts("10.1.0.1"), 5*time.Second)
+	if err := c.WaitTarget(ctx, discovery.Target{AppID: "payments", Namespace: "shop"}); err != nil {
+		t.Fatal(err)
+	}
+	waitSets(t, c, discovery.Target{AppID: "payments", Namespace: "shop"}, hostPorts("10.1.0.5"), hostPorts("10.1.0.5"), 5*time.Second)
 }
 
 // TestDaprVocabulary: with appIDLabel dapr.io/app-id and portName
