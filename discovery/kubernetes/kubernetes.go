@@ -26,6 +26,7 @@ import (
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/cache"
 	"k8s.io/client-go/tools/clientcmd"
+	"k8s.io/klog/v2"
 
 	"github.com/meshd/meshd/discovery"
 )
@@ -44,6 +45,8 @@ const (
 )
 
 func init() { discovery.Register(Builder{}) }
+
+var klogOnce sync.Once
 
 // Builder builds kubernetes resolvers.
 type Builder struct{}
@@ -76,6 +79,9 @@ func (Builder) Build(ctx context.Context, opts discovery.BuildOptions, u discove
 		log = slog.Default()
 	}
 	log = log.With("resolver", Name)
+	// client-go logs through klog (its reflectors' list and watch errors):
+	// into the sidecar's own log, in its format, once per process.
+	klogOnce.Do(func() { klog.SetSlogLogger(log.With("component", "client-go")) })
 	local := opts.Local.Target.Namespace
 	if local == "" {
 		local = discovery.DefaultNamespace

@@ -406,6 +406,11 @@ func TestMeshFollowsSlices(t *testing.T) {
 	l.noneAfter(t, "p1 removed after the outage", t0.Add(d), p1.name)
 	l.end()
 	l.failures(t, "whole run", start)
+	for line := range strings.Lines(m.caller.Log()) {
+		if strings.Contains(line, "resolver=kubernetes") || strings.Contains(line, "client-go") {
+			t.Logf("caller: %s", strings.TrimSpace(line))
+		}
+	}
 	if !strings.Contains(m.caller.Log(), "kubernetes: API server unreachable") || !strings.Contains(m.caller.Log(), "API server reachable again") {
 		t.Errorf("the caller did not log the outage and the recovery:\n%s", m.caller.Log())
 	}
