@@ -314,7 +314,7 @@ func (r *resolver) startLocked(ns string) *nsWatch {
 	}})
 	_ = w.inf.SetWatchErrorHandlerWithContext(func(_ context.Context, _ *cache.Reflector, err error) { r.watchError(w, err) })
 	_, _ = w.inf.AddEventHandler(cache.ResourceEventHandlerFuncs{
-		AddFunc:    func(obj any) { r.changed(w, obj) },
+		AddFunc: func(obj any) { r.changed(w, obj) },
 		UpdateFunc: func(old, obj any) {
 			o, ok1 := old.(*discoveryv1.EndpointSlice)
 			n, ok2 := obj.(*discoveryv1.EndpointSlice)
