@@ -1,8 +1,10 @@
 package kubernetes
 
 import (
+	"bytes"
 	"log/slog"
 	"slices"
+	"strings"
 	"testing"
 
 	corev1 "k8s.io/api/core/v1"
@@ -110,6 +112,28 @@ func TestCompute(t *testing.T) {
 	})})
 	if got := addrsOf(st); !slices.Equal(got, []string{"10.0.0.1:50002"}) || !st.draining["10.0.0.1:50002"] || len(st.draining) != 1 {
 		t.Errorf("draining: %v %v", got, st.draining)
+	}
+}
+
+// TestNoPortWarned: slices that name no port portName leave the app
+// without endpoints, and the sidecar says why, once per app.
+func TestNoPortWarned(t *testing.T) {
+	r := testResolver(t)
+	var buf bytes.Buffer
+	r.log = slog.New(slog.NewTextHandler(&buf, nil))
+	r.warned = map[string]bool{}
+	tg := discovery.Target{AppID: "orders", Namespace: "shop"}
+	objs := []any{slice(discoveryv1.AddressTypeIPv4, []discoveryv1.EndpointPort{port("http", 80, corev1.ProtocolTCP)}, map[string]cond{"10.0.0.1": {ready: yes}})}
+	for range 3 {
+		if st := r.compute(tg, objs); len(st.eps) != 0 {
+			t.Fatalf("endpoints without the port: %v", st.eps)
+		}
+	}
+	if n := strings.Count(buf.String(), "have no TCP port named meshd-internal"); n != 1 {
+		t.Fatalf("warned %d times:\n%s", n, buf.String())
+	}
+	if !strings.Contains(buf.String(), "target=orders.shop") {
+		t.Fatalf("warning does not name the app: %s", buf.String())
 	}
 }
 

@@ -415,6 +415,7 @@ func (r *resolver) changed(w *nsWatch, obj any) {
 func (r *resolver) compute(t discovery.Target, objs []any) *appState {
 	type cond struct{ ready, draining bool }
 	byAddr := map[string]cond{}
+	var noPort []string // slices without a usable port of that name
 	for _, o := range objs {
 		s, ok := o.(*discoveryv1.EndpointSlice)
 		if !ok || (s.AddressType != discoveryv1.AddressTypeIPv4 && s.AddressType != discoveryv1.AddressTypeIPv6) {
@@ -428,6 +429,7 @@ func (r *resolver) compute(t discovery.Target, objs []any) *appState {
 			}
 		}
 		if port <= 0 || port > 65535 {
+			noPort = append(noPort, s.Name)
 			continue
 		}
 		for _, e := range s.Endpoints {
@@ -447,6 +449,11 @@ func (r *resolver) compute(t discovery.Target, objs []any) *appState {
 				byAddr[addr] = cond{draining: true}
 			}
 		}
+	}
+	if len(noPort) > 0 && len(byAddr) == 0 && r.warned != nil && !r.warned["port:"+t.String()] {
+		r.warned["port:"+t.String()] = true
+		r.log.Warn("kubernetes: the EndpointSlices of an app have no TCP port named "+r.cfg.PortName+" (portName); the app has no endpoints",
+			"target", t.String(), "slices", noPort)
 	}
 	known := map[string]bool{}
 	if old := r.state[t]; old != nil {
