@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/meshd/meshd/discovery"
 	"github.com/meshd/meshd/internal/netnstest"
 	"github.com/meshd/meshd/tests/harness"
 )
@@ -305,6 +306,16 @@ func TestMeshFollowsSlices(t *testing.T) {
 		return out
 	}
 	p1, p2, p3, p4, p5 := pods[0], pods[1], pods[2], pods[3], pods[4]
+	// An observer in the test process, fed like the caller: its Cache's
+	// error events are what a metrics hook sees (Updater.ReportError).
+	obs, _ := observer(t, m.k, "shop", "")
+	obsErrs := &errorLog{}
+	obs.Subscribe(func(ev discovery.Event) {
+		if ev.Kind == discovery.EventError {
+			obsErrs.add(ev.Err)
+		}
+	})
+	orders := discovery.Target{AppID: "orders", Namespace: "shop"}
 
 	// 3 pods.
 	slice(readyPods(p1, p2, p3)...)
@@ -393,6 +404,12 @@ func TestMeshFollowsSlices(t *testing.T) {
 		t.Errorf("only %d calls while the API server was down", during)
 	}
 	l.failures(t, "API server down 30s", down)
+	if !strings.Contains(obsErrs.String(), "unreachable, serving the last known endpoints") {
+		t.Errorf("no discovery error event for the outage: %q", obsErrs.String())
+	}
+	// The observer kept its last state through the outage: p1 picked, p2
+	// draining (terminating).
+	waitSets(t, obs, orders, hostPorts(p1.ip), hostPorts(p1.ip, p2.ip), time.Millisecond)
 
 	// A change after it returns arrives: p3 is back, p1 leaves.
 	t0 = time.Now()
@@ -402,6 +419,7 @@ func TestMeshFollowsSlices(t *testing.T) {
 		t.Errorf("after the API server returned, the change took %s to reach the caller", d)
 	}
 	t.Logf("after the API server returned: the change reached the caller in %s", d.Round(time.Millisecond))
+	waitSets(t, obs, orders, hostPorts(p2.ip, p3.ip), hostPorts(p2.ip, p3.ip), 10*time.Second)
 	waitUntil(t0, d+followWithin+500*time.Millisecond)
 	l.noneAfter(t, "p1 removed after the outage", t0.Add(d), p1.name)
 	l.end()
