@@ -20,11 +20,16 @@
 //
 // Namespaces: `app.ns` resolves in ns, a bare `app` in the sidecar's own
 // namespace (the proxy does that). The sidecar's own namespace and
-// Config.Namespaces are watched from the start, each by one informer of
-// its own shared informer factory; a call into another namespace starts
+// Config.Namespaces are watched from the start, each by one shared
+// informer (cache.SharedIndexInformer: list, then watch, plus a local
+// resync); a call into another namespace starts
 // its watch on first use (the Resolver is a discovery.Watcher), at most
 // Config.MaxWatches at once. With Config.ClusterWide one informer watches
-// every namespace. Within a watched namespace a called app that no slice
+// every namespace. The informers are built from typed clients of the
+// three API groups used rather than with informers.SharedInformerFactory,
+// which needs the whole clientset: that would add about 29 MB to the meshd
+// binary (121 MB instead of 92 MB) for no behaviour of its own here (one
+// consumer per informer). Within a watched namespace a called app that no slice
 // names is kept known with no endpoints, so its calls fail fast.
 //
 // Errors: at start (Build), a missing or unreadable kubeconfig, a server

@@ -21,8 +21,11 @@ import (
 	discoveryv1 "k8s.io/api/discovery/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/client-go/informers"
-	"k8s.io/client-go/kubernetes"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/watch"
+	authenticationclient "k8s.io/client-go/kubernetes/typed/authentication/v1"
+	authorizationclient "k8s.io/client-go/kubernetes/typed/authorization/v1"
+	discoveryclient "k8s.io/client-go/kubernetes/typed/discovery/v1"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/cache"
 	"k8s.io/client-go/tools/clientcmd"
@@ -100,7 +103,15 @@ func (Builder) Build(ctx context.Context, opts discovery.BuildOptions, u discove
 	rc.UserAgent = "meshd (discovery/kubernetes)"
 	rc.QPS, rc.Burst = 50, 100
 	rc.Wrap(func(rt http.RoundTripper) http.RoundTripper { return observer{rt: rt, r: r} })
-	if r.cs, err = kubernetes.NewForConfig(rc); err != nil {
+	// Typed clients of the three API groups used, not the whole clientset
+	// (nor the informer factory, which needs it): that would add about
+	// 29 MB of client code for every API group to the meshd binary.
+	if r.slices, err = discoveryclient.NewForConfig(rc); err == nil {
+		if r.authz, err = authorizationclient.NewForConfig(rc); err == nil {
+			r.authn, err = authenticationclient.NewForConfig(rc)
+		}
+	}
+	if err != nil {
 		cancel()
 		return nil, fmt.Errorf("kubernetes: client for %s: %w", where, err)
 	}
@@ -173,7 +184,7 @@ func (r *resolver) preflight(ctx context.Context, ns string) error {
 			ResourceAttributes: &authorizationv1.ResourceAttributes{
 				Namespace: ns, Verb: verb, Group: discoveryv1.GroupName, Resource: "endpointslices"},
 		}}
-		res, err := r.cs.AuthorizationV1().SelfSubjectAccessReviews().Create(ctx, review, metav1.CreateOptions{})
+		res, err := r.authz.SelfSubjectAccessReviews().Create(ctx, review, metav1.CreateOptions{})
 		if err != nil {
 			if apierrors.IsForbidden(err) || apierrors.IsNotFound(err) {
 				break // may not ask: the list below tells
@@ -189,7 +200,7 @@ func (r *resolver) preflight(ctx context.Context, ns string) error {
 			"grant list and watch on endpointslices.discovery.k8s.io with a Role in each namespace called (or a ClusterRole with clusterWide)",
 			r.server, r.whoami(ctx), joinVerbs(denied), discoveryv1.GroupName, scopeName(ns))
 	}
-	_, err := r.cs.DiscoveryV1().EndpointSlices(ns).List(ctx, metav1.ListOptions{Limit: 1, LabelSelector: r.cfg.AppIDLabel})
+	_, err := r.slices.EndpointSlices(ns).List(ctx, metav1.ListOptions{Limit: 1, LabelSelector: r.cfg.AppIDLabel})
 	if err != nil {
 		return r.startError(ns, "list", err)
 	}
@@ -199,7 +210,7 @@ func (r *resolver) preflight(ctx context.Context, ns string) error {
 // whoami names the identity the API server sees, for RBAC messages (" as
 // NAME"; "" when it cannot tell).
 func (r *resolver) whoami(ctx context.Context) string {
-	res, err := r.cs.AuthenticationV1().SelfSubjectReviews().Create(ctx, &authenticationv1.SelfSubjectReview{}, metav1.CreateOptions{})
+	res, err := r.authn.SelfSubjectReviews().Create(ctx, &authenticationv1.SelfSubjectReview{}, metav1.CreateOptions{})
 	if err != nil || res.Status.UserInfo.Username == "" {
 		return ""
 	}
@@ -248,7 +259,9 @@ type resolver struct {
 	cfg    *Config
 	log    *slog.Logger
 	u      discovery.Updater
-	cs     kubernetes.Interface
+	slices discoveryclient.DiscoveryV1Interface
+	authz  authorizationclient.AuthorizationV1Interface
+	authn  authenticationclient.AuthenticationV1Interface
 	local  string // the sidecar's namespace
 	server string
 
@@ -280,13 +293,12 @@ type appState struct {
 	placeholder bool
 }
 
-// nsWatch is one namespace's informer (or the cluster-wide one), from
-// its own shared informer factory.
+// nsWatch is one namespace's shared informer (or the cluster-wide one).
 type nsWatch struct {
 	ns      string
-	factory informers.SharedInformerFactory
 	inf     cache.SharedIndexInformer
 	stop    chan struct{}
+	ran     chan struct{} // closed when the informer's Run returned
 	synced  chan struct{} // closed after the first complete push
 	retired atomic.Bool   // replaced (after an outage) or closed: ignore its events
 	// pending are the targets called before the first push (r.mu).
@@ -299,19 +311,32 @@ const appIndex = "app"
 // first complete state once it has synced. r.mu is held.
 func (r *resolver) startLocked(ns string) *nsWatch {
 	label := r.cfg.AppIDLabel
-	w := &nsWatch{ns: ns, stop: make(chan struct{}), synced: make(chan struct{}), pending: map[discovery.Target]bool{}}
-	w.factory = informers.NewSharedInformerFactoryWithOptions(r.cs, time.Duration(r.cfg.Resync),
-		informers.WithNamespace(ns),
-		informers.WithTweakListOptions(func(o *metav1.ListOptions) { o.LabelSelector = label }),
-		informers.WithTransform(r.trim))
-	w.inf = w.factory.Discovery().V1().EndpointSlices().Informer()
-	_ = w.inf.AddIndexers(cache.Indexers{appIndex: func(obj any) ([]string, error) {
-		s, ok := obj.(*discoveryv1.EndpointSlice)
-		if !ok || s.Labels[label] == "" {
-			return nil, nil
-		}
-		return []string{s.Namespace + "/" + s.Labels[label]}, nil
-	}})
+	w := &nsWatch{ns: ns, stop: make(chan struct{}), ran: make(chan struct{}), synced: make(chan struct{}), pending: map[discovery.Target]bool{}}
+	// What informers.NewSharedInformerFactory would build for
+	// EndpointSlices, with the label selector and our index.
+	api := r.slices.EndpointSlices(ns)
+	lw := &cache.ListWatch{
+		ListWithContextFunc: func(ctx context.Context, o metav1.ListOptions) (runtime.Object, error) {
+			o.LabelSelector = label
+			return api.List(ctx, o)
+		},
+		WatchFuncWithContext: func(ctx context.Context, o metav1.ListOptions) (watch.Interface, error) {
+			o.LabelSelector = label
+			return api.Watch(ctx, o)
+		},
+	}
+	w.inf = cache.NewSharedIndexInformerWithOptions(cache.ToListWatcherWithWatchListSemantics(lw, r.slices),
+		&discoveryv1.EndpointSlice{}, cache.SharedIndexInformerOptions{
+			ResyncPeriod: time.Duration(r.cfg.Resync),
+			Indexers: cache.Indexers{appIndex: func(obj any) ([]string, error) {
+				s, ok := obj.(*discoveryv1.EndpointSlice)
+				if !ok || s.Labels[label] == "" {
+					return nil, nil
+				}
+				return []string{s.Namespace + "/" + s.Labels[label]}, nil
+			}},
+		})
+	_ = w.inf.SetTransform(r.trim)
 	_ = w.inf.SetWatchErrorHandlerWithContext(func(_ context.Context, _ *cache.Reflector, err error) { r.watchError(w, err) })
 	_, _ = w.inf.AddEventHandler(cache.ResourceEventHandlerFuncs{
 		AddFunc: func(obj any) { r.changed(w, obj) },
@@ -331,7 +356,10 @@ func (r *resolver) startLocked(ns string) *nsWatch {
 	}
 	r.watches[ns] = w
 	r.watching.Store(ns, w)
-	w.factory.Start(w.stop)
+	go func() {
+		defer close(w.ran)
+		w.inf.Run(w.stop)
+	}()
 	r.wg.Go(func() {
 		if !cache.WaitForCacheSync(w.stop, w.inf.HasSynced) {
 			return
@@ -343,7 +371,7 @@ func (r *resolver) startLocked(ns string) *nsWatch {
 
 func (w *nsWatch) close() {
 	close(w.stop)
-	w.factory.Shutdown()
+	<-w.ran
 }
 
 // waitSynced waits for w's first complete push.
@@ -722,7 +750,7 @@ func (r *resolver) probe() {
 		}
 		d = min(2*d, maxProbe)
 		ctx, cancel := context.WithTimeout(r.ctx, 2*time.Second)
-		_, err := r.cs.Discovery().RESTClient().Get().AbsPath("/version").Do(ctx).Raw()
+		_, err := r.slices.RESTClient().Get().AbsPath("/version").Do(ctx).Raw()
 		cancel()
 		if err != nil && !apierrors.IsForbidden(err) && !apierrors.IsUnauthorized(err) {
 			continue

@@ -2,6 +2,7 @@ package kubernetes_test
 
 import (
 	"bufio"
+	"context"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -320,9 +321,14 @@ func TestMeshFollowsSlices(t *testing.T) {
 	// 3 pods.
 	slice(readyPods(p1, p2, p3)...)
 	url := m.caller.HTTPURL() + "/v1.0/invoke/orders/method/who"
-	if c := doCall(url); c.err != "" {
-		t.Fatalf("first call: %d %s", c.status, c.err)
-	}
+	// The slice was just written: until the caller's watch delivers it,
+	// orders is an app without endpoints there (503 at once).
+	harness.WaitFor(t, 5*time.Second, func(context.Context) error {
+		if c := doCall(url); c.err != "" {
+			return fmt.Errorf("first call: %d %s", c.status, c.err)
+		}
+		return nil
+	})
 	l := startLoad(url, 4)
 	defer l.end()
 	start := time.Now()
