@@ -16,16 +16,12 @@ import (
 	"sync/atomic"
 	"time"
 
-	authenticationv1 "k8s.io/api/authentication/v1"
 	authorizationv1 "k8s.io/api/authorization/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/watch"
-	authenticationclient "k8s.io/client-go/kubernetes/typed/authentication/v1"
-	authorizationclient "k8s.io/client-go/kubernetes/typed/authorization/v1"
-	discoveryclient "k8s.io/client-go/kubernetes/typed/discovery/v1"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/cache"
 	"k8s.io/client-go/tools/clientcmd"
@@ -103,15 +99,9 @@ func (Builder) Build(ctx context.Context, opts discovery.BuildOptions, u discove
 	rc.UserAgent = "meshd (discovery/kubernetes)"
 	rc.QPS, rc.Burst = 50, 100
 	rc.Wrap(func(rt http.RoundTripper) http.RoundTripper { return observer{rt: rt, r: r} })
-	// Typed clients of the three API groups used, not the whole clientset
-	// (nor the informer factory, which needs it): that would add about
-	// 29 MB of client code for every API group to the meshd binary.
-	if r.slices, err = discoveryclient.NewForConfig(rc); err == nil {
-		if r.authz, err = authorizationclient.NewForConfig(rc); err == nil {
-			r.authn, err = authenticationclient.NewForConfig(rc)
-		}
-	}
-	if err != nil {
+	// A client of the three API groups used, not client-go's clientset nor
+	// its informer factory (see client).
+	if r.api, err = newClient(rc); err != nil {
 		cancel()
 		return nil, fmt.Errorf("kubernetes: client for %s: %w", where, err)
 	}
@@ -184,7 +174,7 @@ func (r *resolver) preflight(ctx context.Context, ns string) error {
 			ResourceAttributes: &authorizationv1.ResourceAttributes{
 				Namespace: ns, Verb: verb, Group: discoveryv1.GroupName, Resource: "endpointslices"},
 		}}
-		res, err := r.authz.SelfSubjectAccessReviews().Create(ctx, review, metav1.CreateOptions{})
+		res, err := r.api.accessReview(ctx, review)
 		if err != nil {
 			if apierrors.IsForbidden(err) || apierrors.IsNotFound(err) {
 				break // may not ask: the list below tells
@@ -200,7 +190,7 @@ func (r *resolver) preflight(ctx context.Context, ns string) error {
 			"grant list and watch on endpointslices.discovery.k8s.io with a Role in each namespace called (or a ClusterRole with clusterWide)",
 			r.server, r.whoami(ctx), joinVerbs(denied), discoveryv1.GroupName, scopeName(ns))
 	}
-	_, err := r.slices.EndpointSlices(ns).List(ctx, metav1.ListOptions{Limit: 1, LabelSelector: r.cfg.AppIDLabel})
+	_, err := r.api.listSlices(ctx, ns, metav1.ListOptions{Limit: 1, LabelSelector: r.cfg.AppIDLabel})
 	if err != nil {
 		return r.startError(ns, "list", err)
 	}
@@ -210,7 +200,7 @@ func (r *resolver) preflight(ctx context.Context, ns string) error {
 // whoami names the identity the API server sees, for RBAC messages (" as
 // NAME"; "" when it cannot tell).
 func (r *resolver) whoami(ctx context.Context) string {
-	res, err := r.authn.SelfSubjectReviews().Create(ctx, &authenticationv1.SelfSubjectReview{}, metav1.CreateOptions{})
+	res, err := r.api.selfReview(ctx)
 	if err != nil || res.Status.UserInfo.Username == "" {
 		return ""
 	}
@@ -259,9 +249,7 @@ type resolver struct {
 	cfg    *Config
 	log    *slog.Logger
 	u      discovery.Updater
-	slices discoveryclient.DiscoveryV1Interface
-	authz  authorizationclient.AuthorizationV1Interface
-	authn  authenticationclient.AuthenticationV1Interface
+	api    *client
 	local  string // the sidecar's namespace
 	server string
 
@@ -314,18 +302,17 @@ func (r *resolver) startLocked(ns string) *nsWatch {
 	w := &nsWatch{ns: ns, stop: make(chan struct{}), ran: make(chan struct{}), synced: make(chan struct{}), pending: map[discovery.Target]bool{}}
 	// What informers.NewSharedInformerFactory would build for
 	// EndpointSlices, with the label selector and our index.
-	api := r.slices.EndpointSlices(ns)
 	lw := &cache.ListWatch{
 		ListWithContextFunc: func(ctx context.Context, o metav1.ListOptions) (runtime.Object, error) {
 			o.LabelSelector = label
-			return api.List(ctx, o)
+			return r.api.listSlices(ctx, ns, o)
 		},
 		WatchFuncWithContext: func(ctx context.Context, o metav1.ListOptions) (watch.Interface, error) {
 			o.LabelSelector = label
-			return api.Watch(ctx, o)
+			return r.api.watchSlices(ctx, ns, o)
 		},
 	}
-	w.inf = cache.NewSharedIndexInformerWithOptions(cache.ToListWatcherWithWatchListSemantics(lw, r.slices),
+	w.inf = cache.NewSharedIndexInformerWithOptions(cache.ToListWatcherWithWatchListSemantics(lw, r.api.rest),
 		&discoveryv1.EndpointSlice{}, cache.SharedIndexInformerOptions{
 			ResyncPeriod: time.Duration(r.cfg.Resync),
 			Indexers: cache.Indexers{appIndex: func(obj any) ([]string, error) {
@@ -750,7 +737,7 @@ func (r *resolver) probe() {
 		}
 		d = min(2*d, maxProbe)
 		ctx, cancel := context.WithTimeout(r.ctx, 2*time.Second)
-		_, err := r.slices.RESTClient().Get().AbsPath("/version").Do(ctx).Raw()
+		err := r.api.version(ctx)
 		cancel()
 		if err != nil && !apierrors.IsForbidden(err) && !apierrors.IsUnauthorized(err) {
 			continue
