@@ -129,6 +129,7 @@ func (Builder) Build(ctx context.Context, opts discovery.BuildOptions, u discove
 			return nil, fmt.Errorf("kubernetes: first list of endpointslices %s from %s: %w", scopeName(w.ns), r.server, err)
 		}
 	}
+	r.started.Store(true)
 	log.Info("kubernetes: resolving from EndpointSlices", "server", r.server, "config", where,
 		"watching", scopeNames(scopes), "appIDLabel", cfg.AppIDLabel, "portName", cfg.PortName, "targets", r.targetCount())
 	return r, nil
@@ -267,6 +268,7 @@ type resolver struct {
 	full         bool            // MaxPlaceholders logged
 	closed       bool
 
+	started   atomic.Bool // Build succeeded: from now on outages are served from the cache
 	down      atomic.Bool // the API server is unreachable (one probe loop runs)
 	closeOnce sync.Once
 }
@@ -710,8 +712,8 @@ func (o observer) RoundTrip(req *http.Request) (*http.Response, error) {
 // that long on endpoints that may have changed. Meanwhile the Cache keeps
 // serving the last known endpoints.
 func (r *resolver) apiDown(err error) {
-	if r.down.Load() {
-		return
+	if r.down.Load() || !r.started.Load() {
+		return // at start, Build reports the error itself
 	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
