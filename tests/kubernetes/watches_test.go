@@ -18,7 +18,7 @@ import (
 	"github.com/meshd/meshd/tests/harness"
 )
 
-func buildCache(t *testing.T, ns, doc string) (*discovery.Cache, *errorLog) {
+func buildCache(t *testing.T, ns, doc string) (*discovery.Cache, *errorLog, discovery.Resolver) {
 	t.Helper()
 	c := discovery.NewCache(discovery.Options{FirstResolveTimeout: 500 * time.Millisecond, Logger: slog.New(slog.DiscardHandler)})
 	t.Cleanup(func() { c.Close() })
@@ -36,7 +36,7 @@ func buildCache(t *testing.T, ns, doc string) (*discovery.Cache, *errorLog) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { r.Close() })
-	return c, el
+	return c, el, r
 }
 
 type errorLog struct {
@@ -67,7 +67,7 @@ func TestWatchBound(t *testing.T) {
 		applySlice(t, cs, sliceFor(ns, "app-1", "app", readyEP("10.6.0.1")))
 	}
 	base := watchers(t, k)
-	c, _ := buildCache(t, "shop", "kubeconfig: "+k.Kubeconfig+"\nmaxWatches: 2\n")
+	c, _, r := buildCache(t, "shop", "kubeconfig: "+k.Kubeconfig+"\nmaxWatches: 2\n")
 	waitWatchers(t, k, base+1)
 	ctx := context.Background()
 	if err := c.WaitTarget(ctx, discovery.Target{AppID: "app", Namespace: "billing"}); err != nil {
@@ -81,6 +81,14 @@ func TestWatchBound(t *testing.T) {
 	time.Sleep(300 * time.Millisecond)
 	if n := watchers(t, k) - base; n != 2 {
 		t.Fatalf("%d watches, want 2", n)
+	}
+	// Close ends them; the Cache keeps answering from its last state.
+	if err := r.Close(); err != nil {
+		t.Fatal(err)
+	}
+	waitWatchers(t, k, base)
+	if e, err := c.Pick(discovery.Target{AppID: "app", Namespace: "billing"}); err != nil || e.Address != "10.6.0.1:50002" {
+		t.Fatalf("after Close: %v %v", e, err)
 	}
 }
 
@@ -104,7 +112,7 @@ func TestLaterNamespaceRefused(t *testing.T) {
 	kc := serviceAccountKubeconfig(t, k, "shop", "caller", "list", "watch")
 	ensureNamespace(t, cs, "billing")
 	applySlice(t, cs, sliceFor("billing", "ledger-1", "ledger", readyEP("10.7.0.1")))
-	c, errs := buildCache(t, "shop", "kubeconfig: "+kc+"\n")
+	c, errs, _ := buildCache(t, "shop", "kubeconfig: "+kc+"\n")
 	ledger := discovery.Target{AppID: "ledger", Namespace: "billing"}
 	if err := c.WaitTarget(context.Background(), ledger); !errors.Is(err, discovery.ErrUnknownTarget) {
 		t.Fatalf("a namespace without RBAC: %v", err)
