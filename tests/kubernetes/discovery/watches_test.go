@@ -1,4 +1,4 @@
-package kubernetes_test
+package discovery_test
 
 import (
 	"context"

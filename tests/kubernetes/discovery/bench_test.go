@@ -1,9 +1,9 @@
-package kubernetes_test
+package discovery_test
 
 // The numbers of the kubernetes backend, against the real API server.
 // Each benchmark does its whole measurement once (run with -benchtime 1x):
 //
-//	go test -run '^$' -bench . -benchtime 1x ./tests/kubernetes/
+//	go test -run '^$' -bench . -benchtime 1x ./tests/kubernetes/discovery/
 
 import (
 	"context"

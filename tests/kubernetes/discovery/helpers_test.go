@@ -1,4 +1,9 @@
-package kubernetes_test
+// Package discovery_test proves the kubernetes discovery backend
+// (--resolver kubernetes) against a real control plane: etcd,
+// kube-apiserver and kube-controller-manager v1.37.2
+// (tests/harness.StartKube), real meshd sidecars and sentry. No part of
+// the API server is faked.
+package discovery_test
 
 import (
 	"context"
@@ -51,6 +56,29 @@ func sliceFor(ns, name, app string, eps ...ep) *discoveryv1.EndpointSlice {
 			Conditions: discoveryv1.EndpointConditions{Ready: &e.ready, Serving: &e.serving, Terminating: &e.terminating}})
 	}
 	return s
+}
+
+// setPodReady writes a pod's status as a kubelet would: Running, with the
+// pod IP and the Ready condition (as tests/kubernetes' TestControlPlane).
+func setPodReady(t *testing.T, k *harness.Kube, ns, name, ip string, ready bool) {
+	t.Helper()
+	cs := k.Client()
+	ctx := context.Background()
+	pod, err := cs.CoreV1().Pods(ns).Get(ctx, name, metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cond := corev1.ConditionFalse
+	if ready {
+		cond = corev1.ConditionTrue
+	}
+	pod.Status = corev1.PodStatus{
+		Phase: corev1.PodRunning, PodIP: ip, PodIPs: []corev1.PodIP{{IP: ip}}, HostIP: "127.0.0.1",
+		Conditions: []corev1.PodCondition{{Type: corev1.PodReady, Status: cond, LastTransitionTime: metav1.Now()}},
+	}
+	if _, err := cs.CoreV1().Pods(ns).UpdateStatus(ctx, pod, metav1.UpdateOptions{}); err != nil {
+		t.Fatal(err)
+	}
 }
 
 func ensureNamespace(t testing.TB, cs kubernetes.Interface, ns string) {
