@@ -282,8 +282,8 @@ func startStream(t *testing.T, url string, n int) *stream {
 // test's network namespace). Under a steady load of idempotent calls:
 // scaled 3 -> 5 -> 2 by editing the slice, the caller follows within 1 s
 // and no call fails (the removed pods are then stopped); a not-ready
-// endpoint gets no new calls; a terminating one gets no new calls and
-// finishes the ones it has; with the API server stopped for 30 s calls
+// endpoint gets no new calls and finishes the ones it has, and so does a
+// terminating one; with the API server stopped for 30 s calls
 // keep flowing from the cache, and a change made after it returns
 // arrives.
 func TestMeshFollowsSlices(t *testing.T) {
@@ -360,9 +360,36 @@ func TestMeshFollowsSlices(t *testing.T) {
 	time.Sleep(time.Second)
 	l.failures(t, "scaling 3->5->2 (and the removed pods stopped)", start)
 
-	// Not ready: no new calls; ready again: calls again.
+	// streamsOn starts 2-second SSE calls until 3 are answered by p.
+	sse := m.caller.HTTPURL() + "/v1.0/invoke/orders/method/sse"
+	streamsOn := func(p *pod) []*stream {
+		var on []*stream
+		for i := 0; len(on) < 3 && i < 40; i++ {
+			s := startStream(t, sse, 20) // 2 s each
+			if s.name == p.name {
+				on = append(on, s)
+			}
+		}
+		if len(on) < 3 {
+			t.Fatalf("only %d streams landed on %s", len(on), p.name)
+		}
+		return on
+	}
+	finished := func(what string, on []*stream) {
+		for _, s := range on {
+			<-s.done
+			if s.err != nil || s.events != 20 {
+				t.Errorf("stream on %s %s: %d of 20 events, err %v", what, p2.name, s.events, s.err)
+			}
+		}
+	}
+
+	// Not ready: in-flight calls finish, no new ones; ready again: calls
+	// again.
+	onP2 := streamsOn(p2)
 	t0 = time.Now()
 	slice(readyPods(p1)[0], ep{ip: p2.ip, serving: false})
+	finished("not ready", onP2)
 	waitUntil(t0, followWithin+500*time.Millisecond)
 	l.noneAfter(t, "p2 not ready", t0, p2.name)
 	t0 = time.Now()
@@ -370,25 +397,10 @@ func TestMeshFollowsSlices(t *testing.T) {
 	l.firstAnswer(t, p2.name, t0, followWithin)
 
 	// Terminating (serving): in-flight calls finish, no new ones.
-	sse := m.caller.HTTPURL() + "/v1.0/invoke/orders/method/sse"
-	var onP2 []*stream
-	for i := 0; len(onP2) < 3 && i < 40; i++ {
-		s := startStream(t, sse, 20) // 2 s each
-		if s.name == p2.name {
-			onP2 = append(onP2, s)
-		}
-	}
-	if len(onP2) < 3 {
-		t.Fatalf("only %d streams landed on %s", len(onP2), p2.name)
-	}
+	onP2 = streamsOn(p2)
 	t0 = time.Now()
 	slice(readyPods(p1)[0], ep{ip: p2.ip, serving: true, terminating: true})
-	for _, s := range onP2 {
-		<-s.done
-		if s.err != nil || s.events != 20 {
-			t.Errorf("stream on terminating %s: %d of 20 events, err %v", p2.name, s.events, s.err)
-		}
-	}
+	finished("terminating", onP2)
 	waitUntil(t0, followWithin+500*time.Millisecond)
 	l.noneAfter(t, "p2 terminating", t0, p2.name)
 	l.failures(t, "not ready / terminating", start)
