@@ -16,9 +16,10 @@ import (
 	"github.com/meshd/meshd/certs"
 	"github.com/meshd/meshd/config/daprconfig"
 	"github.com/meshd/meshd/discovery"
-	_ "github.com/meshd/meshd/discovery/consul" // --resolver consul
-	_ "github.com/meshd/meshd/discovery/mdns"   // --resolver mdns
-	_ "github.com/meshd/meshd/discovery/static" // --resolver static
+	_ "github.com/meshd/meshd/discovery/consul"     // --resolver consul
+	_ "github.com/meshd/meshd/discovery/kubernetes" // --resolver kubernetes
+	_ "github.com/meshd/meshd/discovery/mdns"       // --resolver mdns
+	_ "github.com/meshd/meshd/discovery/static"     // --resolver static
 	"github.com/meshd/meshd/lifecycle"
 	"github.com/meshd/meshd/policy"
 	"github.com/meshd/meshd/proxy"
