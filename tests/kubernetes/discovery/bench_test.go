@@ -149,10 +149,10 @@ func BenchmarkInformerMemory(b *testing.B) {
 	t0 := time.Now()
 	bctx, cancel := context.WithTimeout(ctx, time.Minute)
 	defer cancel()
-	r, err := discovery.Build(bctx, kdisc.Name, discovery.BuildOptions{
+	r, err := c.Build(bctx, kdisc.Name, discovery.BuildOptions{
 		ConfigFile: resolverConfig(b, "kubeconfig: "+k.Kubeconfig+"\n"),
 		Logger:     slog.New(slog.DiscardHandler),
-		Local:      discovery.LocalInstance{Target: discovery.Target{AppID: "me", Namespace: "big"}}}, c)
+		Local:      discovery.LocalInstance{Target: discovery.Target{AppID: "me", Namespace: "big"}}})
 	if err != nil {
 		b.Fatal(err)
 	}

@@ -138,11 +138,11 @@ func observer(t testing.TB, k *harness.Kube, callerNS, extra string) (*discovery
 	t.Cleanup(func() { c.Close() })
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
-	r, err := discovery.Build(ctx, kdisc.Name, discovery.BuildOptions{
+	r, err := c.Build(ctx, kdisc.Name, discovery.BuildOptions{
 		ConfigFile: resolverConfig(t, "kubeconfig: "+k.Kubeconfig+"\n"+extra),
 		Logger:     slog.New(slog.DiscardHandler),
 		Local:      discovery.LocalInstance{Target: discovery.Target{AppID: "observer", Namespace: callerNS}},
-	}, c)
+	})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -60,8 +60,8 @@ func build(t *testing.T, ns, doc string) error {
 	defer c.Close()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	r, err := discovery.Build(ctx, kdisc.Name, discovery.BuildOptions{ConfigFile: resolverConfig(t, doc),
-		Logger: slog.New(slog.DiscardHandler), Local: discovery.LocalInstance{Target: discovery.Target{AppID: "me", Namespace: ns}}}, c)
+	r, err := c.Build(ctx, kdisc.Name, discovery.BuildOptions{ConfigFile: resolverConfig(t, doc),
+		Logger: slog.New(slog.DiscardHandler), Local: discovery.LocalInstance{Target: discovery.Target{AppID: "me", Namespace: ns}}})
 	if err == nil {
 		r.Close()
 	}

@@ -30,8 +30,8 @@ func buildCache(t *testing.T, ns, doc string) (*discovery.Cache, *errorLog, disc
 	})
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
-	r, err := discovery.Build(ctx, kdisc.Name, discovery.BuildOptions{ConfigFile: resolverConfig(t, doc),
-		Logger: slog.New(slog.DiscardHandler), Local: discovery.LocalInstance{Target: discovery.Target{AppID: "me", Namespace: ns}}}, c)
+	r, err := c.Build(ctx, kdisc.Name, discovery.BuildOptions{ConfigFile: resolverConfig(t, doc),
+		Logger: slog.New(slog.DiscardHandler), Local: discovery.LocalInstance{Target: discovery.Target{AppID: "me", Namespace: ns}}})
 	if err != nil {
 		t.Fatal(err)
 	}
