@@ -71,6 +71,7 @@ type Metrics struct {
 	retries          *prometheus.CounterVec
 	breaker          *prometheus.GaugeVec
 	ejections        *prometheus.CounterVec
+	discoveryErrors  prometheus.Counter
 
 	// known are the targets discovery announced (copy on write).
 	known atomic.Pointer[map[discovery.Target]struct{}]
@@ -144,12 +145,14 @@ func New(opts Options) (*Metrics, error) {
 			Help: "Circuit breaker state per destination app: 0 closed, 1 half-open, 2 open."}, []string{"dst_app_id", "dst_namespace"}),
 		ejections: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "meshd_endpoint_ejections_total",
 			Help: "Endpoints taken out of load balancing by outlier detection, by app."}, []string{"app_id", "namespace"}),
+		discoveryErrors: prometheus.NewCounter(prometheus.CounterOpts{Name: "meshd_discovery_errors_total",
+			Help: "Times the discovery backend could not refresh its state (a bad file, a lost watch, an API server that is down); the last known endpoints stay in use."}),
 	}
 	m.known.Store(&map[discovery.Target]struct{}{})
 	m.out.Store(&map[seriesKey]*series{})
 	m.in.Store(&map[seriesKey]*series{})
 	m.peer.Store(&map[discovery.Target]*peerSeries{})
-	for _, c := range []prometheus.Collector{m.sent, m.recv, m.sentDur, m.recvDur, m.retries, m.breaker, m.ejections,
+	for _, c := range []prometheus.Collector{m.sent, m.recv, m.sentDur, m.recvDur, m.retries, m.breaker, m.ejections, m.discoveryErrors,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{})} {
 		if err := m.reg.Register(c); err != nil {
 			return nil, fmt.Errorf("metrics: register: %w", err)

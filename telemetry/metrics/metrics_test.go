@@ -2,6 +2,7 @@ package metrics
 
 import (
 	"context"
+	"errors"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -207,6 +208,8 @@ func TestScrapeTimeSources(t *testing.T) {
 	defer stop()
 	cache.UpdateTarget(orders, []discovery.Endpoint{{Address: "127.0.0.1:1"}, {Address: "127.0.0.1:2"}})
 	cache.ReportFailure(orders, "127.0.0.1:1") // ejected
+	cache.ReportError(errors.New("metrics test: watch lost"))
+	cache.ReportError(errors.New("metrics test: API server down"))
 	fc.a.Add(5)
 	fc.d.Add(2)
 	m.Outbound(orders, false, 200, time.Millisecond) // known through discovery
@@ -227,6 +230,7 @@ func TestScrapeTimeSources(t *testing.T) {
 		{"meshd_discovery_endpoints", map[string]string{"app_id": "orders", "namespace": "default"}, 2},
 		{"meshd_discovery_endpoints_ready", map[string]string{"app_id": "orders"}, 1},
 		{"meshd_endpoint_ejections_total", map[string]string{"app_id": "orders"}, 1},
+		{"meshd_discovery_errors_total", nil, 2},
 		{"meshd_requests_sent_total", map[string]string{"dst_app_id": "orders"}, 1},
 	} {
 		got, ok := value(fams, c.name, c.labels)

@@ -96,7 +96,8 @@ func (m *Metrics) WatchCerts(c Certs) error {
 }
 
 // WatchDiscovery makes the targets of d known (so that they may become
-// label values), counts ejections, and exposes meshd_discovery_endpoints
+// label values), counts ejections and backend errors
+// (meshd_discovery_errors_total), and exposes meshd_discovery_endpoints
 // and meshd_discovery_endpoints_ready per app, read at scrape time. It
 // returns a function that stops watching.
 func (m *Metrics) WatchDiscovery(d Discovery) (stop func(), err error) {
@@ -118,6 +119,8 @@ func (m *Metrics) WatchDiscovery(d Discovery) (stop func(), err error) {
 			} else {
 				m.ejections.WithLabelValues(Unknown, Unknown).Inc()
 			}
+		case discovery.EventError:
+			m.discoveryErrors.Inc()
 		}
 	})
 	for _, t := range d.Targets() {
