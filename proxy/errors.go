@@ -9,17 +9,18 @@ import (
 
 // Error codes in the JSON error body.
 const (
-	ErrCodeMalformed        = "ERR_MALFORMED_REQUEST"   // 400
-	ErrCodePermissionDenied = "ERR_PERMISSION_DENIED"   // 403
-	ErrCodeNoAppID          = "ERR_DIRECT_INVOKE"       // 404 (Dapr's code for it)
-	ErrCodeTransport        = "ERR_DIRECT_INVOKE"       // 502
-	ErrCodeNoEndpoint       = "ERR_NO_HEALTHY_ENDPOINT" // 503
-	ErrCodeAppUnhealthy     = "ERR_APP_UNHEALTHY"       // 503 (short-circuit)
-	ErrCodeNoApp            = "ERR_APP_CHANNEL"         // 503, sidecar has no app
-	ErrCodeTimeout          = "ERR_TIMEOUT"             // 504
-	ErrCodeNotReady         = "ERR_NOT_READY"           // 503: no identity yet (healthz, calls)
-	ErrCodeHeadersTooLarge  = "ERR_HEADERS_TOO_LARGE"   // 431: too many header fields, or too many bytes
-	ErrCodeBodyTimeout      = "ERR_BODY_TIMEOUT"        // 408: the request body stalled or trickled
+	ErrCodeMalformed        = "ERR_MALFORMED_REQUEST"     // 400
+	ErrCodePermissionDenied = "ERR_PERMISSION_DENIED"     // 403
+	ErrCodeNoAppID          = "ERR_DIRECT_INVOKE"         // 404 (Dapr's code for it)
+	ErrCodeTransport        = "ERR_DIRECT_INVOKE"         // 502
+	ErrCodeNoEndpoint       = "ERR_NO_HEALTHY_ENDPOINT"   // 503
+	ErrCodeAppUnhealthy     = "ERR_APP_UNHEALTHY"         // 503 (short-circuit)
+	ErrCodeNoApp            = "ERR_APP_CHANNEL"           // 503, sidecar has no app
+	ErrCodeTimeout          = "ERR_TIMEOUT"               // 504
+	ErrCodeUpgrade          = "ERR_UPGRADE_NOT_SUPPORTED" // 501: WebSocket and other upgrades
+	ErrCodeNotReady         = "ERR_NOT_READY"             // 503: no identity yet (healthz, calls)
+	ErrCodeHeadersTooLarge  = "ERR_HEADERS_TOO_LARGE"     // 431: too many header fields, or too many bytes
+	ErrCodeBodyTimeout      = "ERR_BODY_TIMEOUT"          // 408: the request body stalled or trickled
 )
 
 // HeaderErrorCode marks an answer the sidecar wrote itself (never the
@@ -57,8 +58,8 @@ func grpcCode(status int) int {
 		return 3 // InvalidArgument
 	case http.StatusForbidden:
 		return 7 // PermissionDenied
-	case http.StatusNotFound:
-		return 12 // Unimplemented: no app id given
+	case http.StatusNotFound, http.StatusNotImplemented:
+		return 12 // Unimplemented: no app id given, an upgrade
 	case http.StatusGatewayTimeout, http.StatusRequestTimeout:
 		return 4 // DeadlineExceeded
 	case http.StatusRequestHeaderFieldsTooLarge:

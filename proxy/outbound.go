@@ -3,6 +3,7 @@ package proxy
 import (
 	"errors"
 	"net/http"
+	"strings"
 
 	"github.com/meshd/meshd/proxy/route"
 )
@@ -21,7 +22,38 @@ func (p *Proxy) serveOutbound(w http.ResponseWriter, r *http.Request) {
 			}
 		}
 	}
+	if up, ok := r.Header["Upgrade"]; ok && r.ProtoMajor == 1 && upgradeAsked(r.Header["Connection"], up) {
+		writeError(w, false, http.StatusNotImplemented, ErrCodeUpgrade,
+			"proxy: protocol upgrades ("+strings.Join(up, ", ")+") are not carried between sidecars; "+
+				"use HTTP streaming (server-sent events, chunked bodies) or gRPC streams")
+		return
+	}
 	p.invoke(w, r, false)
+}
+
+// upgradeAsked reports whether a request asks to switch protocols
+// (Connection: upgrade, RFC 9110 §7.8) to anything but h2c. An h2c upgrade
+// is ignored, as RFC 9113 allows: the request is served over HTTP/1.1.
+func upgradeAsked(conn, up []string) bool {
+	asked := false
+	for _, v := range conn {
+		for tok := range strings.SplitSeq(v, ",") {
+			if strings.EqualFold(strings.TrimSpace(tok), "upgrade") {
+				asked = true
+			}
+		}
+	}
+	if !asked {
+		return false
+	}
+	for _, v := range up {
+		for tok := range strings.SplitSeq(v, ",") {
+			if tok = strings.TrimSpace(tok); tok != "" && !strings.EqualFold(tok, "h2c") {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 func (p *Proxy) serveHealthz(w http.ResponseWriter) {

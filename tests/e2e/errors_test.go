@@ -51,11 +51,26 @@ func testErrors(t *testing.T, m *mesh) {
 		{"unknown app", "GET", "/v1.0/invoke/nosuchapp/method/x", nil, 503, noEP},
 		{"unknown namespace", "GET", "/v1.0/invoke/orders.elsewhere/method/x", nil, 503, noEP},
 		{"target sidecar has no app", "GET", "/v1.0/invoke/frontend/method/x", nil, 503, noApp},
+		{"websocket upgrade", "GET", "/v1.0/invoke/audit/method/ws", []string{"Connection: Upgrade", "Upgrade: websocket",
+			"Sec-WebSocket-Version: 13", "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ=="}, 501, "ERR_UPGRADE_NOT_SUPPORTED"},
+		{"websocket upgrade, header form", "GET", "/ws", []string{"dapr-app-id: audit", "Connection: keep-alive, Upgrade",
+			"Upgrade: websocket"}, 501, "ERR_UPGRADE_NOT_SUPPORTED"},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			assertError(t, c.method+" "+c.target, rawHTTP(t, addr, c.method, c.target, c.headers...), c.status, c.code)
 		})
 	}
+
+	t.Run("h2c upgrade is ignored", func(t *testing.T) {
+		// RFC 9113 lets a server ignore "Upgrade: h2c": the call is served
+		// over HTTP/1.1, and the app never sees the upgrade headers.
+		r := rawHTTP(t, addr, "GET", "/v1.0/invoke/orders/method/h2c", "Connection: Upgrade, HTTP2-Settings",
+			"Upgrade: h2c", "HTTP2-Settings: AAMAAABkAAQCAAAAAAIAAAAA")
+		got := decodeEcho(t, r)
+		if r.status != http.StatusOK || got.Path != "/h2c" || got.Headers["Upgrade"] != nil {
+			t.Errorf("h2c upgrade: %d %+v", r.status, got)
+		}
+	})
 
 	t.Run("app unhealthy", func(t *testing.T) {
 		// The sick app failed its health check at mesh start; the probe
