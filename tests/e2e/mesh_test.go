@@ -16,6 +16,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -76,7 +77,8 @@ const (
 	appHang     = "hang"
 )
 
-func startMesh(t *testing.T) *mesh {
+// startMesh starts the shared mesh; extra flags go to every sidecar.
+func startMesh(t *testing.T, extra ...string) *mesh {
 	t.Helper()
 	m := &mesh{bins: harness.Build(t)}
 	m.sentry = harness.StartSentry(t, m.bins, "", "--workload-ttl", "10s")
@@ -121,7 +123,7 @@ func startMesh(t *testing.T) *mesh {
 	m.wlSocket = filepath.Join(t.TempDir(), "wl.sock")
 	sc := func(c harness.SidecarConfig) *harness.Sidecar {
 		c.ResolverFile, c.NoWait = m.resolver, true
-		c.Extra = append(c.Extra, "--log-level", "debug")
+		c.Extra = append(append(c.Extra, "--log-level", "debug"), extra...)
 		return harness.StartSidecar(t, m.bins, m.sentry, c)
 	}
 	m.frontend = sc(harness.SidecarConfig{AppID: appFrontend, Ports: fp})
@@ -211,8 +213,23 @@ func startBlackHole(t *testing.T) string {
 }
 
 // TestMesh runs every end-to-end check against one shared mesh.
-func TestMesh(t *testing.T) {
-	m := startMesh(t)
+func TestMesh(t *testing.T) { runMesh(t, startMesh(t)) }
+
+// TestMeshNetHTTP runs them again with Go's net/http as the sidecars'
+// HTTP/1.x server and client (--h1-server/--h1-client nethttp), the
+// fallback from meshd's own h1: it must behave the same.
+//
+// It is not part of make test yet: it fails on two known defects of the
+// fallback (see docs/sidecar.md, "The net/http fallback"). Run it with
+// MESHD_E2E_NETHTTP=1.
+func TestMeshNetHTTP(t *testing.T) {
+	if os.Getenv("MESHD_E2E_NETHTTP") == "" {
+		t.Skip("known to fail (docs/sidecar.md, The net/http fallback); MESHD_E2E_NETHTTP=1 runs it")
+	}
+	runMesh(t, startMesh(t, "--h1-server", "nethttp", "--h1-client", "nethttp"))
+}
+
+func runMesh(t *testing.T, m *mesh) {
 	par := func(f func(*testing.T, *mesh)) func(*testing.T) {
 		return func(t *testing.T) { t.Parallel(); f(t, m) }
 	}
