@@ -4,6 +4,7 @@ import (
 	"errors"
 	"strings"
 	"testing"
+	"time"
 )
 
 func TestDecode(t *testing.T) {
@@ -40,5 +41,24 @@ func TestDocuments(t *testing.T) {
 	_, err = Documents([]byte("a: 1\nb: [\n"))
 	if err == nil || ErrLine(err) < 2 {
 		t.Errorf("syntax error: %v (line %d)", err, ErrLine(err))
+	}
+}
+
+func TestDuration(t *testing.T) {
+	var c struct {
+		D Duration `yaml:"d"`
+	}
+	if err := Decode([]byte("d: 1m30s\n"), &c); err != nil || time.Duration(c.D) != 90*time.Second {
+		t.Fatalf("1m30s: %v %v", time.Duration(c.D), err)
+	}
+	for in, want := range map[string]string{
+		"d: 10\n":        "line 1: \"10\" is not a duration",
+		"d: -1s\n":       "line 1: negative duration",
+		"d: [1s]\n":      "line 1: want a duration",
+		"x: 1\nd: soon\n": "line 2: \"soon\" is not a duration",
+	} {
+		if err := Decode([]byte(in), &c); err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("%q: %v, want an error containing %q", in, err, want)
+		}
 	}
 }

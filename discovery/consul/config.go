@@ -158,20 +158,9 @@ type Check struct {
 // Duration is a Go duration in YAML ("1s", "500ms").
 type Duration time.Duration
 
-// UnmarshalYAML implements yaml.Unmarshaler.
+// UnmarshalYAML implements yaml.Unmarshaler (strictyaml.Duration's rules).
 func (d *Duration) UnmarshalYAML(n *yaml.Node) error {
-	if n.Kind != yaml.ScalarNode {
-		return fmt.Errorf("line %d: want a duration such as 1s", n.Line)
-	}
-	v, err := time.ParseDuration(n.Value)
-	if err != nil {
-		return fmt.Errorf("line %d: %q is not a duration (write 1s, 500ms): %w", n.Line, n.Value, err)
-	}
-	if v < 0 {
-		return fmt.Errorf("line %d: negative duration %q", n.Line, n.Value)
-	}
-	*d = Duration(v)
-	return nil
+	return (*strictyaml.Duration)(d).UnmarshalYAML(n)
 }
 
 func (d Duration) consul() string {

@@ -1,16 +1,14 @@
 package kubernetes
 
 import (
-	"bytes"
 	"errors"
 	"fmt"
-	"io"
 	"strings"
 	"time"
 
-	"go.yaml.in/yaml/v3"
 	"k8s.io/apimachinery/pkg/util/validation"
 
+	"github.com/meshd/meshd/config/strictyaml"
 	"github.com/meshd/meshd/discovery"
 )
 
@@ -82,23 +80,7 @@ type Config struct {
 }
 
 // Duration is a Go duration in YAML ("1s", "500ms").
-type Duration time.Duration
-
-// UnmarshalYAML implements yaml.Unmarshaler.
-func (d *Duration) UnmarshalYAML(n *yaml.Node) error {
-	if n.Kind != yaml.ScalarNode {
-		return fmt.Errorf("line %d: want a duration such as 10m", n.Line)
-	}
-	v, err := time.ParseDuration(n.Value)
-	if err != nil {
-		return fmt.Errorf("line %d: %q is not a duration (write 10m, 30s): %w", n.Line, n.Value, err)
-	}
-	if v < 0 {
-		return fmt.Errorf("line %d: negative duration %q", n.Line, n.Value)
-	}
-	*d = Duration(v)
-	return nil
-}
+type Duration = strictyaml.Duration
 
 // Load reads and parses the file at path.
 func Load(path string) (*Config, error) {
@@ -130,20 +112,8 @@ func Parse(data []byte) (*Config, error) {
 
 func parse(data []byte) (*Config, error) {
 	var cfg Config
-	dec := yaml.NewDecoder(bytes.NewReader(data))
-	dec.KnownFields(true)
-	if err := dec.Decode(&cfg); err != nil && !errors.Is(err, io.EOF) {
+	if err := strictyaml.Decode(data, &cfg); err != nil && !errors.Is(err, strictyaml.ErrEmpty) {
 		return nil, err
-	}
-	for {
-		var extra yaml.Node
-		err := dec.Decode(&extra)
-		if errors.Is(err, io.EOF) {
-			break
-		}
-		if err != nil || !emptyDoc(&extra) {
-			return nil, errors.New("more than one YAML document")
-		}
 	}
 	if cfg.AppIDLabel == "" {
 		cfg.AppIDLabel = DefaultAppIDLabel
@@ -193,12 +163,4 @@ func parse(data []byte) (*Config, error) {
 		seen[ns] = true
 	}
 	return &cfg, nil
-}
-
-func emptyDoc(n *yaml.Node) bool {
-	if n.Kind == yaml.DocumentNode && len(n.Content) == 1 {
-		n = n.Content[0]
-	}
-	return n.Kind == 0 || n.Kind == yaml.DocumentNode && len(n.Content) == 0 ||
-		n.Kind == yaml.ScalarNode && n.Tag == "!!null"
 }
