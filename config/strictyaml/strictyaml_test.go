@@ -52,9 +52,9 @@ func TestDuration(t *testing.T) {
 		t.Fatalf("1m30s: %v %v", time.Duration(c.D), err)
 	}
 	for in, want := range map[string]string{
-		"d: 10\n":        "line 1: \"10\" is not a duration",
-		"d: -1s\n":       "line 1: negative duration",
-		"d: [1s]\n":      "line 1: want a duration",
+		"d: 10\n":         "line 1: \"10\" is not a duration",
+		"d: -1s\n":        "line 1: negative duration",
+		"d: [1s]\n":       "line 1: want a duration",
 		"x: 1\nd: soon\n": "line 2: \"soon\" is not a duration",
 	} {
 		if err := Decode([]byte(in), &c); err == nil || !strings.Contains(err.Error(), want) {

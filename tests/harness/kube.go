@@ -16,6 +16,8 @@ import (
 	"testing"
 	"time"
 
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
@@ -220,6 +222,29 @@ func (k *Kube) writeKubeconfig(path, token string) {
 	cfg.Contexts["meshd-test"] = &clientcmdapi.Context{Cluster: "meshd-test", AuthInfo: "meshd-test"}
 	cfg.CurrentContext = "meshd-test"
 	if err := clientcmd.WriteToFile(*cfg, path); err != nil {
+		k.t.Fatal(err)
+	}
+}
+
+// SetPodReady writes a pod's status as a kubelet would: Running, with the
+// pod IP and the Ready condition (no kubelet runs in these tests).
+func (k *Kube) SetPodReady(ns, name, ip string, ready bool) {
+	k.t.Helper()
+	cs := k.Client()
+	ctx := context.Background()
+	pod, err := cs.CoreV1().Pods(ns).Get(ctx, name, metav1.GetOptions{})
+	if err != nil {
+		k.t.Fatal(err)
+	}
+	cond := corev1.ConditionFalse
+	if ready {
+		cond = corev1.ConditionTrue
+	}
+	pod.Status = corev1.PodStatus{
+		Phase: corev1.PodRunning, PodIP: ip, PodIPs: []corev1.PodIP{{IP: ip}}, HostIP: "127.0.0.1",
+		Conditions: []corev1.PodCondition{{Type: corev1.PodReady, Status: cond, LastTransitionTime: metav1.Now()}},
+	}
+	if _, err := cs.CoreV1().Pods(ns).UpdateStatus(ctx, pod, metav1.UpdateOptions{}); err != nil {
 		k.t.Fatal(err)
 	}
 }

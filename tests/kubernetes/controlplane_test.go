@@ -60,7 +60,7 @@ func TestControlPlane(t *testing.T) {
 		if _, err := cs.CoreV1().Pods("shop").Create(ctx, pod, metav1.CreateOptions{}); err != nil {
 			t.Fatal(err)
 		}
-		setPodReady(t, k, "shop", name, ip, true)
+		k.SetPodReady("shop", name, ip, true)
 	}
 
 	ready := func(want map[string]bool) func(context.Context) error {
@@ -82,29 +82,6 @@ func TestControlPlane(t *testing.T) {
 		}
 	}
 	harness.WaitFor(t, 20*time.Second, ready(map[string]bool{"10.244.0.11": true, "10.244.0.12": true}))
-	setPodReady(t, k, "shop", "orders-1", "10.244.0.12", false)
+	k.SetPodReady("shop", "orders-1", "10.244.0.12", false)
 	harness.WaitFor(t, 20*time.Second, ready(map[string]bool{"10.244.0.11": true, "10.244.0.12": false}))
-}
-
-// setPodReady writes a pod's status as a kubelet would: Running, with the
-// pod IP and the Ready condition.
-func setPodReady(t *testing.T, k *harness.Kube, ns, name, ip string, ready bool) {
-	t.Helper()
-	cs := k.Client()
-	ctx := context.Background()
-	pod, err := cs.CoreV1().Pods(ns).Get(ctx, name, metav1.GetOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	cond := corev1.ConditionFalse
-	if ready {
-		cond = corev1.ConditionTrue
-	}
-	pod.Status = corev1.PodStatus{
-		Phase: corev1.PodRunning, PodIP: ip, PodIPs: []corev1.PodIP{{IP: ip}}, HostIP: "127.0.0.1",
-		Conditions: []corev1.PodCondition{{Type: corev1.PodReady, Status: cond, LastTransitionTime: metav1.Now()}},
-	}
-	if _, err := cs.CoreV1().Pods(ns).UpdateStatus(ctx, pod, metav1.UpdateOptions{}); err != nil {
-		t.Fatal(err)
-	}
 }

@@ -58,7 +58,7 @@ func TestControllerMadeSlices(t *testing.T) {
 		if _, err := cs.CoreV1().Pods("shop").Create(ctx, kp, metav1.CreateOptions{}); err != nil {
 			t.Fatal(err)
 		}
-		setPodReady(t, m.k, "shop", p.name, ip, true)
+		m.k.SetPodReady("shop", p.name, ip, true)
 	}
 	// The controller's slice carries the Service's app-ID label.
 	var slice *discoveryv1.EndpointSlice
@@ -88,7 +88,7 @@ func TestControllerMadeSlices(t *testing.T) {
 		l.firstAnswer(t, p.name, start, 5*time.Second)
 	}
 	t0 := time.Now()
-	setPodReady(t, m.k, "shop", pods[1].name, ips[1], false)
+	m.k.SetPodReady("shop", pods[1].name, ips[1], false)
 	// The controller's own delay comes first; then the caller follows.
 	deadline = time.Now().Add(10 * time.Second)
 	for {

@@ -58,29 +58,6 @@ func sliceFor(ns, name, app string, eps ...ep) *discoveryv1.EndpointSlice {
 	return s
 }
 
-// setPodReady writes a pod's status as a kubelet would: Running, with the
-// pod IP and the Ready condition (as tests/kubernetes' TestControlPlane).
-func setPodReady(t *testing.T, k *harness.Kube, ns, name, ip string, ready bool) {
-	t.Helper()
-	cs := k.Client()
-	ctx := context.Background()
-	pod, err := cs.CoreV1().Pods(ns).Get(ctx, name, metav1.GetOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	cond := corev1.ConditionFalse
-	if ready {
-		cond = corev1.ConditionTrue
-	}
-	pod.Status = corev1.PodStatus{
-		Phase: corev1.PodRunning, PodIP: ip, PodIPs: []corev1.PodIP{{IP: ip}}, HostIP: "127.0.0.1",
-		Conditions: []corev1.PodCondition{{Type: corev1.PodReady, Status: cond, LastTransitionTime: metav1.Now()}},
-	}
-	if _, err := cs.CoreV1().Pods(ns).UpdateStatus(ctx, pod, metav1.UpdateOptions{}); err != nil {
-		t.Fatal(err)
-	}
-}
-
 func ensureNamespace(t testing.TB, cs kubernetes.Interface, ns string) {
 	t.Helper()
 	_, err := cs.CoreV1().Namespaces().Create(context.Background(), &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}, metav1.CreateOptions{})
