@@ -72,10 +72,26 @@ func limited(h http.Handler, maxFields int, timeout time.Duration) http.Handler 
 				"proxy: request refused: more than "+strconv.Itoa(maxFields)+" header fields")
 			return
 		}
+		if r.ProtoMajor == 1 && len(r.TransferEncoding) > 0 {
+			// Only net/http's HTTP/1.x server (--h1-server nethttp) gets
+			// here. It has already dropped a Content-Length sent beside
+			// "Transfer-Encoding: chunked" and reads the body as chunked,
+			// so it cannot refuse that ambiguous framing as
+			// proxy/internal/h1 does. RFC 9112 section 6.3 leaves the
+			// server one other choice: read by Transfer-Encoding and close
+			// the connection after the answer. Nothing sent after such a
+			// body is ever served.
+			w = &closingWriter{ResponseWriter: w}
+		}
 		if timeout > 0 && r.Body != nil && r.Body != http.NoBody && r.ContentLength != 0 && !isGRPCRequest(r) {
-			b := &progressBody{rc: r.Body, w: w, timeout: timeout}
+			orig := r.Body
+			b := &progressBody{rc: orig, w: w, timeout: timeout}
 			r.Body = b
-			defer b.stop()
+			// net/http's server decides whether to keep the connection by
+			// looking at r.Body after the handler: it must find its own
+			// body again, or an upload left unread (an early answer) is
+			// taken for the next request on the connection.
+			defer func() { b.stop(); r.Body = orig }()
 		}
 		h.ServeHTTP(w, r)
 	})
@@ -208,3 +224,36 @@ func (b *progressBody) stop() {
 		b.timer.Stop()
 	}
 }
+
+// closingWriter answers with "Connection: close", whatever headers the
+// handler copies in, so net/http's server closes the connection after the
+// answer.
+type closingWriter struct {
+	http.ResponseWriter
+	wrote bool
+}
+
+func (c *closingWriter) WriteHeader(code int) {
+	if !c.wrote && code >= 200 {
+		c.wrote = true
+		c.Header().Set("Connection", "close")
+	}
+	c.ResponseWriter.WriteHeader(code)
+}
+
+func (c *closingWriter) Write(p []byte) (int, error) {
+	if !c.wrote {
+		c.WriteHeader(http.StatusOK)
+	}
+	return c.ResponseWriter.Write(p)
+}
+
+func (c *closingWriter) Flush() {
+	if !c.wrote {
+		c.WriteHeader(http.StatusOK)
+	}
+	_ = http.NewResponseController(c.ResponseWriter).Flush()
+}
+
+// Unwrap lets http.ResponseController reach the server's writer.
+func (c *closingWriter) Unwrap() http.ResponseWriter { return c.ResponseWriter }

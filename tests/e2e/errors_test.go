@@ -152,7 +152,17 @@ func testErrors(t *testing.T, m *mesh) {
 				t.Fatalf("%q: %v", framing, err)
 			}
 			_, _ = io.Copy(io.Discard, resp.Body)
-			if resp.StatusCode != http.StatusBadRequest && resp.StatusCode != http.StatusNotImplemented {
+			refused := resp.StatusCode == http.StatusBadRequest || resp.StatusCode == http.StatusNotImplemented
+			if !refused && m.netHTTPServer && strings.Contains(framing, "Content-Length: 4") && strings.Contains(framing, "chunked") {
+				// net/http's server drops the Content-Length before any
+				// handler runs and reads the body as chunked; RFC 9112
+				// section 6.3 then requires closing the connection after
+				// the answer (checked below and by the missing second
+				// answer): the fallback's documented difference.
+				if !resp.Close {
+					t.Errorf("%q: answered %d without closing the connection", framing, resp.StatusCode)
+				}
+			} else if !refused {
 				t.Errorf("%q: %d, want 400 or 501", framing, resp.StatusCode)
 			}
 			if next, err := http.ReadResponse(br, nil); err == nil {

@@ -16,7 +16,6 @@ import (
 	"io"
 	"net"
 	"net/http"
-	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -37,6 +36,9 @@ type mesh struct {
 	bins     harness.Binaries
 	sentry   *harness.Sentry
 	resolver string
+	// netHTTPServer: the sidecars serve HTTP/1.x with net/http
+	// (--h1-server nethttp), not proxy/internal/h1.
+	netHTTPServer bool
 
 	frontend *harness.Sidecar // caller, no app
 
@@ -217,16 +219,12 @@ func TestMesh(t *testing.T) { runMesh(t, startMesh(t)) }
 
 // TestMeshNetHTTP runs them again with Go's net/http as the sidecars'
 // HTTP/1.x server and client (--h1-server/--h1-client nethttp), the
-// fallback from meshd's own h1: it must behave the same.
-//
-// It is not part of make test yet: it fails on two known defects of the
-// fallback (see docs/sidecar.md, "The net/http fallback"). Run it with
-// MESHD_E2E_NETHTTP=1.
+// fallback from meshd's own h1: it must behave the same, except where
+// docs/sidecar.md ("The net/http fallback") says how it differs.
 func TestMeshNetHTTP(t *testing.T) {
-	if os.Getenv("MESHD_E2E_NETHTTP") == "" {
-		t.Skip("known to fail (docs/sidecar.md, The net/http fallback); MESHD_E2E_NETHTTP=1 runs it")
-	}
-	runMesh(t, startMesh(t, "--h1-server", "nethttp", "--h1-client", "nethttp"))
+	m := startMesh(t, "--h1-server", "nethttp", "--h1-client", "nethttp")
+	m.netHTTPServer = true
+	runMesh(t, m)
 }
 
 func runMesh(t *testing.T, m *mesh) {
