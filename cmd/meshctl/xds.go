@@ -28,12 +28,13 @@ func newXDSCommand() *cobra.Command {
 
 // bootstrapFlags are the flags that shape a grpc-go xDS bootstrap.
 type bootstrapFlags struct {
-	server, nodeID, instance string
-	refresh                  time.Duration
+	server, serverID, nodeID, instance, td string
+	refresh                                time.Duration
 }
 
 func (b *bootstrapFlags) add(c *cobra.Command) {
 	c.Flags().StringVar(&b.server, "xds-server", "", "the control plane's host:port")
+	c.Flags().StringVar(&b.serverID, "xds-server-id", "", "the control plane's SPIFFE ID, checked by apps that import xds/grpccreds (default spiffe://{trust-domain}/ns/meshd-system/controlplane)")
 	c.Flags().StringVar(&b.nodeID, "node-id", "", "node ID the client shows the control plane (default {app-id}.{namespace}~{host name})")
 	c.Flags().StringVar(&b.instance, "cert-provider-instance", grpcxds.DefaultCertProviderInstance, "name of the file_watcher certificate provider instance (the control plane's Clusters name it)")
 	c.Flags().DurationVar(&b.refresh, "refresh-interval", grpcbootstrap.DefaultRefreshInterval, "how often grpc-go re-reads the SVID files")
@@ -54,8 +55,15 @@ func (b *bootstrapFlags) config(app, ns, dir string) (grpcbootstrap.Config, erro
 		}
 		node = grpcbootstrap.NodeID(app, ns, host)
 	}
+	id := b.serverID
+	if id == "" {
+		var err error
+		if id, err = grpcbootstrap.ControlPlaneID(b.td); err != nil {
+			return grpcbootstrap.Config{}, err
+		}
+	}
 	return grpcbootstrap.Config{ServerURI: b.server, NodeID: node, SVIDDir: dir,
-		CertProviderInstance: b.instance, RefreshInterval: b.refresh}, nil
+		CertProviderInstance: b.instance, RefreshInterval: b.refresh, ControlPlaneID: id}, nil
 }
 
 func envOr(key, def string) string {
@@ -65,7 +73,7 @@ func envOr(key, def string) string {
 	return def
 }
 
-const bootstrapHint = "run the gRPC client with GRPC_XDS_BOOTSTRAP=<this file> and " + grpcbootstrap.EnvSPIFFE + "=true (the control plane's SVID is verified with the SPIFFE bundle map)"
+const bootstrapHint = "run the gRPC client with GRPC_XDS_BOOTSTRAP=<this file>; an app that imports github.com/meshd/meshd/xds/grpccreds checks the control plane's exact SPIFFE ID, any other needs " + grpcbootstrap.EnvSPIFFE + "=true (it then accepts any SVID of the mesh as the control plane)"
 
 func newXDSBootstrapCommand() *cobra.Command {
 	var (
@@ -103,6 +111,7 @@ func newXDSBootstrapCommand() *cobra.Command {
 		},
 	}
 	bf.add(c)
+	c.Flags().StringVar(&bf.td, "trust-domain", "cluster.local", "SPIFFE trust domain of the mesh")
 	c.Flags().StringVar(&app, "app-id", "", "the client app's ID (for the default node ID)")
 	c.Flags().StringVar(&ns, "namespace", envOr("NAMESPACE", "default"), "the client app's namespace (env NAMESPACE)")
 	c.Flags().StringVar(&dir, "svid-dir", "", "directory of the SVID files (meshctl svid --svid-dir)")
@@ -112,10 +121,10 @@ func newXDSBootstrapCommand() *cobra.Command {
 
 func newSVIDCommand() *cobra.Command {
 	var (
-		bf                                   bootstrapFlags
-		app, ns, td, sentry, anchors, tokenF string
-		dir, bootstrapFile                   string
-		logLevel, logFormat                  string
+		bf                               bootstrapFlags
+		app, ns, sentry, anchors, tokenF string
+		dir, bootstrapFile               string
+		logLevel, logFormat              string
 	)
 	c := &cobra.Command{
 		Use:   "svid",
@@ -149,7 +158,7 @@ func newSVIDCommand() *cobra.Command {
 				}
 				bcfg = &cfg
 			}
-			id, err := certs.NewIdentity(td, ns, app)
+			id, err := certs.NewIdentity(bf.td, ns, app)
 			if err != nil {
 				return err
 			}
@@ -182,7 +191,7 @@ func newSVIDCommand() *cobra.Command {
 	bf.add(c)
 	c.Flags().StringVar(&app, "app-id", "", "the workload's app ID (required)")
 	c.Flags().StringVar(&ns, "namespace", envOr("NAMESPACE", "default"), "the workload's namespace (env NAMESPACE)")
-	c.Flags().StringVar(&td, "trust-domain", "cluster.local", "SPIFFE trust domain of the mesh")
+	c.Flags().StringVar(&bf.td, "trust-domain", "cluster.local", "SPIFFE trust domain of the mesh")
 	c.Flags().StringVar(&sentry, "sentry-address", "", "sentry's host:port (required)")
 	c.Flags().StringVar(&anchors, "trust-anchors-file", os.Getenv("TRUST_ANCHORS_FILE"), "PEM file of the mesh's trust anchors (required)")
 	c.Flags().StringVar(&tokenF, "token-file", "", "file holding the bootstrap token (a sentry join token); read afresh for every bootstrap")

@@ -53,13 +53,14 @@ const (
 )
 
 var (
-	toolsOnce             sync.Once
-	meshctlBin, xdsclient string
-	toolsErr              error
+	toolsOnce                          sync.Once
+	meshctlBin, xdsclient, xdsclientID string
+	toolsErr                           error
 )
 
-// tools builds meshctl and the proxyless client once.
-func tools(t *testing.T) (meshctl, client string) {
+// tools builds meshctl and the proxyless client once, the client twice:
+// plain grpc-go, and with -tags meshdcreds (xds/grpccreds imported).
+func tools(t *testing.T) (meshctl, client, clientID string) {
 	t.Helper()
 	toolsOnce.Do(func() {
 		dir, err := os.MkdirTemp("", "meshd-xdsproxyless-bin-")
@@ -68,11 +69,15 @@ func tools(t *testing.T) (meshctl, client string) {
 			return
 		}
 		for _, b := range []struct {
-			out *string
-			pkg string
-		}{{&meshctlBin, "./cmd/meshctl"}, {&xdsclient, "./examples/apps/xdsclient"}} {
-			*b.out = filepath.Join(dir, filepath.Base(b.pkg))
-			cmd := exec.Command("go", "build", "-o", *b.out, b.pkg)
+			out      *string
+			pkg, tag string
+		}{
+			{&meshctlBin, "./cmd/meshctl", ""},
+			{&xdsclient, "./examples/apps/xdsclient", ""},
+			{&xdsclientID, "./examples/apps/xdsclient", "meshdcreds"},
+		} {
+			*b.out = filepath.Join(dir, filepath.Base(b.pkg)+b.tag)
+			cmd := exec.Command("go", "build", "-tags", b.tag, "-o", *b.out, b.pkg)
 			cmd.Dir = harness.RepoRoot()
 			if msg, err := cmd.CombinedOutput(); err != nil {
 				toolsErr = fmt.Errorf("go build %s: %w\n%s", b.pkg, err, msg)
@@ -83,7 +88,7 @@ func tools(t *testing.T) (meshctl, client string) {
 	if toolsErr != nil {
 		t.Fatal(toolsErr)
 	}
-	return meshctlBin, xdsclient
+	return meshctlBin, xdsclient, xdsclientID
 }
 
 // controlPlane is go-control-plane's ADS server over mTLS, one snapshot
@@ -193,18 +198,31 @@ type result struct {
 	Errors    map[string]int `json:"errors"`
 }
 
+// clientOpts vary a client: checkID runs the client built with
+// xds/grpccreds; svidArgs are more flags of `meshctl svid`; noSPIFFE
+// leaves GRPC_EXPERIMENTAL_XDS_MTLS_SPIFFE unset.
+type clientOpts struct {
+	checkID  bool
+	noSPIFFE bool
+	svidArgs []string
+}
+
 // startClient runs `meshctl svid` for appID (its SVID files and bootstrap,
 // node ID = appID) and the proxyless client on top of them.
-func startClient(t *testing.T, s *harness.Sentry, cp *controlPlane, appID string) *client {
+func startClient(t *testing.T, s *harness.Sentry, cp *controlPlane, appID string, o clientOpts) *client {
 	t.Helper()
-	meshctl, xc := tools(t)
+	meshctl, xc, xcID := tools(t)
+	if o.checkID {
+		xc = xcID
+	}
 	dir := filepath.Join(t.TempDir(), "svid-"+appID)
 	boot := filepath.Join(t.TempDir(), "bootstrap-"+appID+".json")
-	harness.Start(t, "meshctl-svid-"+appID, meshctl, "svid",
+	args := []string{"svid",
 		"--app-id", appID, "--namespace", ns, "--sentry-address", s.Addr,
 		"--trust-anchors-file", s.BundleFile(), "--token-file", s.TokenFile(t, appID, ns),
 		"--svid-dir", dir, "--bootstrap-file", boot, "--xds-server", cp.addr, "--node-id", appID,
-		"--refresh-interval", "1s")
+		"--refresh-interval", "1s"}
+	harness.Start(t, "meshctl-svid-"+appID, meshctl, append(args, o.svidArgs...)...)
 	p := svidfiles.PathsIn(dir)
 	deadline := time.Now().Add(30 * time.Second)
 	for _, f := range []string{boot, p.Cert} {
@@ -220,8 +238,11 @@ func startClient(t *testing.T, s *harness.Sentry, cp *controlPlane, appID string
 	}
 
 	cmd := exec.Command(xc, "--target", "xds:///"+grpcxds.Name(app, ns), "--timeout", "5s")
-	cmd.Env = append(os.Environ(), "GRPC_XDS_BOOTSTRAP="+boot, "GRPC_EXPERIMENTAL_XDS_MTLS_SPIFFE=true",
+	cmd.Env = append(os.Environ(), "GRPC_XDS_BOOTSTRAP="+boot,
 		"GRPC_GO_LOG_SEVERITY_LEVEL=warning", "GRPC_GO_LOG_VERBOSITY_LEVEL=0")
+	if !o.noSPIFFE {
+		cmd.Env = append(cmd.Env, "GRPC_EXPERIMENTAL_XDS_MTLS_SPIFFE=true")
+	}
 	in, err := cmd.StdinPipe()
 	if err != nil {
 		t.Fatal(err)
@@ -327,7 +348,7 @@ allow if {
 	for _, node := range []string{"client", "intruder"} {
 		cp.set(t, node, eps, nil)
 	}
-	c := startClient(t, s, cp, "client")
+	c := startClient(t, s, cp, "client", clientOpts{})
 
 	// Until all three sidecars are connected, round robin spreads over
 	// those that are; then a round of 30 gives each exactly 10.
@@ -367,7 +388,7 @@ allow if {
 			}
 			cl.TransportSocket = other.TransportSocket
 		})
-		w := startClient(t, s, cp, "client2")
+		w := startClient(t, s, cp, "client2", clientOpts{})
 		r := w.do("unary 6")
 		if r.Calls != 6 || len(r.Instances) != 0 {
 			t.Fatalf("wrong SAN: %+v, want 6 failed calls", r)
@@ -386,8 +407,32 @@ allow if {
 		}
 	})
 
+	t.Run("ControlPlaneIDChecked", func(t *testing.T) {
+		// A client built with xds/grpccreds takes the bootstrap's
+		// "meshd_spiffe" credentials: it talks to the control plane whose
+		// SVID is spiffe://cluster.local/ns/meshd-system/controlplane (the
+		// default ID), without GRPC_EXPERIMENTAL_XDS_MTLS_SPIFFE.
+		ok := startClient(t, s, cp, "client", clientOpts{checkID: true, noSPIFFE: true})
+		ok.until("unary 6", 15*time.Second, all3)
+		checkSpread(t, ok.do("unary 6"), map[string]int{"g1": 2, "g2": 2, "g3": 2})
+
+		// Told to expect another ID, it refuses the control plane and so
+		// never learns where echo.default is.
+		bad := startClient(t, s, cp, "client", clientOpts{checkID: true, noSPIFFE: true,
+			svidArgs: []string{"--xds-server-id", "spiffe://cluster.local/ns/meshd-system/other"}})
+		r := bad.do("unary 2")
+		if r.Calls != 2 || len(r.Instances) != 0 {
+			t.Fatalf("client expecting another control plane: %+v, want 2 failed calls", r)
+		}
+		for e := range r.Errors {
+			if !strings.HasPrefix(e, "Unavailable: ") || !strings.Contains(e, "control plane is spiffe://cluster.local/ns/meshd-system/controlplane, want spiffe://cluster.local/ns/meshd-system/other") {
+				t.Errorf("client expecting another control plane: %q, want Unavailable naming both IDs", e)
+			}
+		}
+	})
+
 	t.Run("PolicyDeniesCaller", func(t *testing.T) {
-		x := startClient(t, s, cp, "intruder")
+		x := startClient(t, s, cp, "intruder", clientOpts{})
 		for _, cmd := range []string{"unary 6", "stream 6"} {
 			r := x.do(cmd)
 			if r.Calls != 6 || len(r.Instances) != 0 {

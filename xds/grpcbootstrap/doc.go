@@ -17,7 +17,12 @@
 //
 // The files are the ones certs/svidfiles keeps current.
 //
-// grpc-go verifies the control plane's certificate in one of two ways. With
+// With Config.ControlPlaneID set, the first channel credentials listed are
+// "meshd_spiffe" (xds/grpccreds): an app that imports that package accepts
+// only a control plane with exactly that SPIFFE ID. grpc-go takes the first
+// type it knows, so an app without the import uses "tls", next in the list.
+//
+// grpc-go's "tls" verifies the control plane's certificate in one of two ways. With
 // GRPC_EXPERIMENTAL_XDS_MTLS_SPIFFE=true in the client's environment it uses
 // the SPIFFE bundle map: the chain must verify against the roots of the
 // trust domain of the certificate's SPIFFE ID, which is how a sentry-issued
@@ -25,5 +30,6 @@
 // verifies against the CA file and checks the server_uri's host name against
 // the certificate's DNS or IP SANs, which a sentry-issued SVID does not
 // carry. Neither way checks the control plane's exact SPIFFE ID: any SVID of
-// the mesh is taken as the control plane (see docs/xds-proxyless.md).
+// the mesh is taken as the control plane (see docs/xds-proxyless.md), which
+// is why "meshd_spiffe" comes first.
 package grpcbootstrap

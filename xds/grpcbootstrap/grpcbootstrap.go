@@ -10,6 +10,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+
 	"github.com/meshd/meshd/certs"
 	"github.com/meshd/meshd/certs/svidfiles"
 	"github.com/meshd/meshd/xds/grpcxds"
@@ -41,6 +43,26 @@ type Config struct {
 	CertProviderInstance string
 	// RefreshInterval of the file_watcher (0 = DefaultRefreshInterval).
 	RefreshInterval time.Duration
+	// ControlPlaneID is the control plane's SPIFFE ID. If set, the
+	// bootstrap lists the "meshd_spiffe" channel credentials
+	// (xds/grpccreds), which accept only this ID, before grpc-go's "tls".
+	ControlPlaneID string
+}
+
+// The control plane's default identity: spiffe://{td}/ns/meshd-system/controlplane.
+const (
+	DefaultControlPlaneNamespace = "meshd-system"
+	DefaultControlPlaneApp       = "controlplane"
+)
+
+// ControlPlaneID returns the default control plane SPIFFE ID of trust
+// domain td.
+func ControlPlaneID(td string) (string, error) {
+	id, err := certs.NewIdentity(td, DefaultControlPlaneNamespace, DefaultControlPlaneApp)
+	if err != nil {
+		return "", fmt.Errorf("grpcbootstrap: %w", err)
+	}
+	return id.String(), nil
 }
 
 type fileConfig struct {
@@ -52,9 +74,22 @@ type fileConfig struct {
 }
 
 type channelCreds struct {
-	Type   string     `json:"type"`
-	Config fileConfig `json:"config"`
+	Type   string `json:"type"`
+	Config any    `json:"config"`
 }
+
+// meshdConfig is the config of xds/grpccreds's type (repeated here, not
+// imported, so that writing a bootstrap does not register credentials).
+type meshdConfig struct {
+	CertificateFile   string `json:"certificate_file"`
+	PrivateKeyFile    string `json:"private_key_file"`
+	CACertificateFile string `json:"ca_certificate_file"`
+	ServerSPIFFEID    string `json:"server_spiffe_id"`
+	RefreshInterval   string `json:"refresh_interval"`
+}
+
+// MeshdCredsType is xds/grpccreds.Name.
+const MeshdCredsType = "meshd_spiffe"
 
 type server struct {
 	ServerURI      string         `json:"server_uri"`
@@ -114,10 +149,22 @@ func JSON(cfg Config) ([]byte, error) {
 	}
 	xdsFiles := files
 	xdsFiles.SPIFFETrustBundleMapFile = p.BundleMap
+	var creds []channelCreds
+	if cfg.ControlPlaneID != "" {
+		id, err := spiffeid.FromString(cfg.ControlPlaneID)
+		if err != nil {
+			return nil, fmt.Errorf("grpcbootstrap: control plane ID %q: %w", cfg.ControlPlaneID, err)
+		}
+		creds = append(creds, channelCreds{Type: MeshdCredsType, Config: meshdConfig{
+			CertificateFile: p.Cert, PrivateKeyFile: p.Key, CACertificateFile: p.Bundle,
+			ServerSPIFFEID: id.String(), RefreshInterval: ri,
+		}})
+	}
+	creds = append(creds, channelCreds{Type: "tls", Config: xdsFiles})
 	b := bootstrap{
 		XDSServers: []server{{
 			ServerURI:      cfg.ServerURI,
-			ChannelCreds:   []channelCreds{{Type: "tls", Config: xdsFiles}},
+			ChannelCreds:   creds,
 			ServerFeatures: []string{"xds_v3"},
 		}},
 		Node:                 node{ID: cfg.NodeID},

@@ -7,6 +7,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/meshd/meshd/xds/grpccreds"
 )
 
 func TestJSON(t *testing.T) {
@@ -116,5 +118,50 @@ func TestWriteFile(t *testing.T) {
 	}
 	if err := WriteFile(filepath.Join(t.TempDir(), "missing", "b.json"), cfg); err == nil || !strings.HasPrefix(err.Error(), "grpcbootstrap: ") {
 		t.Errorf("write into a missing directory: %v", err)
+	}
+}
+
+// TestControlPlaneID: with an ID, "meshd_spiffe" comes first, and its config
+// is one xds/grpccreds's builder accepts (it refuses unknown fields).
+func TestControlPlaneID(t *testing.T) {
+	id, err := ControlPlaneID("cluster.local")
+	if err != nil || id != "spiffe://cluster.local/ns/meshd-system/controlplane" {
+		t.Fatalf("ControlPlaneID: %q %v", id, err)
+	}
+	if _, err := ControlPlaneID("Not A Domain"); err == nil || !strings.HasPrefix(err.Error(), "grpcbootstrap: ") {
+		t.Errorf("bad trust domain: %v", err)
+	}
+	dir := t.TempDir()
+	b, err := JSON(Config{ServerURI: "127.0.0.1:15010", NodeID: "n", SVIDDir: dir, ControlPlaneID: id})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got struct {
+		XDSServers []struct {
+			ChannelCreds []struct {
+				Type   string          `json:"type"`
+				Config json.RawMessage `json:"config"`
+			} `json:"channel_creds"`
+		} `json:"xds_servers"`
+	}
+	if err := json.Unmarshal(b, &got); err != nil {
+		t.Fatal(err)
+	}
+	cc := got.XDSServers[0].ChannelCreds
+	if len(cc) != 2 || cc[0].Type != grpccreds.Name || cc[1].Type != "tls" {
+		t.Fatalf("channel_creds %+v, want meshd_spiffe then tls", cc)
+	}
+	_, cleanup, err := grpccreds.Builder{}.Build(cc[0].Config)
+	if err != nil {
+		t.Fatalf("grpccreds refuses the config: %v", err)
+	}
+	cleanup()
+	if !strings.Contains(string(cc[0].Config), `"server_spiffe_id": "`+id+`"`) {
+		t.Errorf("config %s lacks the ID", cc[0].Config)
+	}
+
+	if _, err := JSON(Config{ServerURI: "127.0.0.1:15010", NodeID: "n", SVIDDir: dir, ControlPlaneID: "controlplane"}); err == nil ||
+		!strings.Contains(err.Error(), "control plane ID") {
+		t.Errorf("bad control plane ID: %v", err)
 	}
 }

@@ -8,6 +8,9 @@
 // GRPC_EXPERIMENTAL_XDS_MTLS_SPIFFE=true lets grpc-go verify the control
 // plane's SVID.
 //
+// Built with -tags meshdcreds it imports xds/grpccreds, and so accepts only
+// a control plane with the SPIFFE ID the bootstrap names.
+//
 // It reads commands from stdin, one a line, and answers each with one JSON
 // line on stdout:
 //
