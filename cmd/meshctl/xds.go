@@ -193,7 +193,7 @@ func newSVIDCommand() *cobra.Command {
 	c.Flags().StringVar(&ns, "namespace", envOr("NAMESPACE", "default"), "the workload's namespace (env NAMESPACE)")
 	c.Flags().StringVar(&bf.td, "trust-domain", "cluster.local", "SPIFFE trust domain of the mesh")
 	c.Flags().StringVar(&sentry, "sentry-address", "", "sentry's host:port (required)")
-	c.Flags().StringVar(&anchors, "trust-anchors-file", os.Getenv("TRUST_ANCHORS_FILE"), "PEM file of the mesh's trust anchors (required)")
+	c.Flags().StringVar(&anchors, "trust-anchors-file", "", "PEM file of the mesh's trust anchors (required)")
 	c.Flags().StringVar(&tokenF, "token-file", "", "file holding the bootstrap token (a sentry join token); read afresh for every bootstrap")
 	c.Flags().StringVar(&dir, "svid-dir", "", "directory to keep the SVID files in (created 0700; required)")
 	c.Flags().StringVar(&bootstrapFile, "bootstrap-file", "", "also write the grpc-go xDS bootstrap here (needs --xds-server)")
