@@ -10,6 +10,7 @@ package xdsproxyless_test
 import (
 	"bufio"
 	"context"
+	"crypto/x509"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -41,6 +42,7 @@ import (
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/protobuf/types/known/wrapperspb"
 
+	"github.com/meshd/meshd/certs"
 	"github.com/meshd/meshd/certs/svidfiles"
 	"github.com/meshd/meshd/tests/harness"
 	"github.com/meshd/meshd/xds/grpcxds"
@@ -185,10 +187,11 @@ type endpoint struct {
 
 // client is a running proxyless client process.
 type client struct {
-	t   *testing.T
-	in  io.WriteCloser
-	out *bufio.Scanner
-	p   *harness.Process
+	t    *testing.T
+	svid svidfiles.Paths // the files meshctl svid keeps
+	in   io.WriteCloser
+	out  *bufio.Scanner
+	p    *harness.Process
 }
 
 type result struct {
@@ -272,7 +275,7 @@ func startClient(t *testing.T, s *harness.Sentry, cp *controlPlane, appID string
 	})
 	sc := bufio.NewScanner(out)
 	sc.Buffer(make([]byte, 64<<10), 1<<20)
-	return &client{t: t, in: in, out: sc}
+	return &client{t: t, svid: p, in: in, out: sc}
 }
 
 // do sends one command and reads its result.
@@ -473,4 +476,62 @@ func checkSpread(t *testing.T, r result, want map[string]int) {
 	if r.Callers["client.default"] != total {
 		t.Errorf("caller identity seen by the apps %v, want client.default on all %d", r.Callers, total)
 	}
+}
+
+// TestProxylessSVIDRotation: with 6s SVIDs, `meshctl svid` rewrites the
+// client's files at every rotation and grpc-go's file_watcher picks them
+// up. Once the client's first SVID has expired, the callee's sidecar is
+// restarted, so the client must handshake again: the call goes through
+// only if it presents a rotated, valid SVID.
+func TestProxylessSVIDRotation(t *testing.T) {
+	b := harness.Build(t)
+	tools(t)
+	s := harness.StartSentry(t, b, "", "--workload-ttl", "6s")
+	a := harness.StartGRPCEcho(t, b, "g1", 0)
+	cfg := harness.SidecarConfig{AppID: app, Namespace: ns, AppPort: a.Port, AppProtocol: "grpc"}
+	sc := harness.StartSidecar(t, b, s, cfg)
+	cfg.Ports = sc.Ports
+	harness.WaitServing(t, sc.Ports.InternalAddr(), 30*time.Second)
+
+	cp := startControlPlane(t, s)
+	cp.set(t, "client", []endpoint{{addr: sc.Ports.InternalAddr(), healthy: true}}, nil)
+	c := startClient(t, s, cp, "client", clientOpts{})
+	ok := func(r result) bool { return len(r.Errors) == 0 && r.Instances["g1"] == r.Calls }
+	c.until("unary 3", 30*time.Second, ok)
+
+	first := readLeaf(t, c.svid.Cert)
+	deadline := first.NotAfter.Add(15 * time.Second)
+	for time.Now().Before(first.NotAfter.Add(time.Second)) {
+		if time.Now().After(deadline) {
+			t.Fatal("timed out waiting for the first SVID to expire")
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	cur := readLeaf(t, c.svid.Cert)
+	if cur.SerialNumber.Cmp(first.SerialNumber) == 0 || !time.Now().Before(cur.NotAfter) {
+		t.Fatalf("svid.pem was not rotated: serial %v (first %v), not after %v", cur.SerialNumber, first.SerialNumber, cur.NotAfter)
+	}
+	checkSpread(t, c.do("unary 3"), map[string]int{"g1": 3}) // the old connection still works
+
+	if err := sc.Stop(10 * time.Second); err != nil {
+		t.Fatal(err)
+	}
+	sc = harness.StartSidecar(t, b, s, cfg)
+	harness.WaitServing(t, sc.Ports.InternalAddr(), 30*time.Second)
+	c.until("unary 3", 20*time.Second, ok)
+	checkSpread(t, c.do("stream 3"), map[string]int{"g1": 3})
+}
+
+// readLeaf returns the leaf certificate of a PEM chain file.
+func readLeaf(t *testing.T, path string) *x509.Certificate {
+	t.Helper()
+	raw, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	chain, err := certs.ParseCertsPEM(raw)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return chain[0]
 }
