@@ -195,3 +195,26 @@ func TestMissingFiles(t *testing.T) {
 		t.Fatal("a call without SVID files succeeded")
 	}
 }
+
+// FuzzBuild: any bootstrap config is either refused with a grpccreds error
+// or builds credentials that close cleanly; nothing panics.
+func FuzzBuild(f *testing.F) {
+	f.Add([]byte(`{"certificate_file":"/d/svid.pem","private_key_file":"/d/svid-key.pem","ca_certificate_file":"/d/bundle.pem","server_spiffe_id":"` + cpID + `","refresh_interval":"60s"}`))
+	f.Add([]byte(`{"server_spiffe_id":"spiffe://x/y","refresh_interval":"1.5s"}`))
+	f.Add([]byte(`null`))
+	f.Add([]byte(`{"refresh_interval":"99999999999999999999s"}`))
+	b := grpccreds.Builder{}
+	f.Fuzz(func(t *testing.T, raw []byte) {
+		bundle, cleanup, err := b.Build(raw)
+		if err != nil {
+			if !strings.HasPrefix(err.Error(), "grpccreds: ") {
+				t.Fatalf("error without the package prefix: %v", err)
+			}
+			return
+		}
+		if bundle.TransportCredentials() == nil {
+			t.Fatal("no transport credentials")
+		}
+		cleanup()
+	})
+}
