@@ -371,8 +371,10 @@ allow if {
 		// g3's sidecar is the third endpoint: the control plane marks it
 		// UNHEALTHY and the client stops calling it.
 		down := []endpoint{eps[0], eps[1], {addr: eps[2].addr, healthy: false}}
+		pushed := time.Now()
 		cp.set(t, "client", down, nil)
 		c.until("unary 6", 10*time.Second, func(r result) bool { return len(r.Errors) == 0 && r.Instances["g3"] == 0 })
+		t.Logf("UNHEALTHY pushed -> out of the rotation within %v", time.Since(pushed).Round(time.Millisecond))
 		checkSpread(t, c.do("unary 30"), map[string]int{"g1": 15, "g2": 15})
 		checkSpread(t, c.do("stream 30"), map[string]int{"g1": 15, "g2": 15})
 
