@@ -132,11 +132,16 @@ func (s *sidecar) discovery(ctx context.Context) error {
 		}
 		s.advertise = net.JoinHostPort(host, strconv.Itoa(s.ls.Internal.Addr().(*net.TCPAddr).Port))
 	}
+	// 503 while the app is unhealthy (proxy: /v1.0/healthz/app): consul's
+	// check. None when the HTTP API is on a unix socket.
+	var healthURL string
+	if _, ok := s.ls.HTTP.Addr().(*net.TCPAddr); ok {
+		healthURL = "http://" + s.ls.HTTP.Addr().String() + "/v1.0/healthz/app"
+	}
 	res, err := s.cache.Build(ctx, cfg.Resolver, discovery.BuildOptions{
 		ConfigFile: cfg.ResolverConfig, Logger: s.log,
 		Local: discovery.LocalInstance{Target: discovery.Target{AppID: s.id.AppID, Namespace: s.id.Namespace}, Address: s.advertise,
-			// 503 while the app is unhealthy (proxy: /v1.0/healthz/app): consul's check.
-			HealthURL: "http://" + s.ls.HTTP.Addr().String() + "/v1.0/healthz/app"},
+			HealthURL: healthURL},
 	})
 	if err != nil {
 		return fmt.Errorf("sidecar: resolver %q: %w", cfg.Resolver, err)
@@ -150,7 +155,8 @@ func (s *sidecar) discovery(ctx context.Context) error {
 	})
 	s.pcfg = proxy.Config{Identity: s.id, Insecure: cfg.Insecure, Resolver: s.cache.Picker(), Logger: s.log,
 		MaxHeaderFields: cfg.MaxHeaderFields, BodyReadTimeout: cfg.BodyReadTimeout,
-		NetHTTPServer: cfg.NetHTTPServer, NetHTTPClient: cfg.NetHTTPClient}
+		NetHTTPServer: cfg.NetHTTPServer, NetHTTPClient: cfg.NetHTTPClient,
+		APIToken: cfg.APIToken, AppAPIToken: cfg.AppAPIToken}
 	if s.src != nil {
 		s.pcfg.SVIDSource, s.pcfg.BundleSource = s.src, s.src
 	}
@@ -270,7 +276,10 @@ func (s *sidecar) proxy(ctx context.Context) error {
 		return err
 	}
 	s.p = p
-	p.DaprAPI = daprapi.New(p.HTTPHandler(), daprapi.WithLogger(s.log))
+	// The gRPC port checked the API token before handing the call over.
+	p.DaprAPI = daprapi.New(p.InvokeHandler(), daprapi.WithLogger(s.log), daprapi.WithMetadata(s.metadata),
+		daprapi.WithMaxMessageSize(cfg.MaxMessageSize))
+	p.Metadata = daprapi.MetadataHandler(s.metadata)
 	if cfg.ResiliencyFile != "" {
 		if s.resil != nil {
 			s.resil.OnBreakerChange = breakerObserver(s.log, s.mets)

@@ -95,7 +95,7 @@ func startServer(t testing.TB, opts ...Option) string {
 	t.Helper()
 	h := New(http.HandlerFunc(outbound), append([]Option{WithLogger(slog.New(slog.DiscardHandler))}, opts...)...)
 	mux := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if r.URL.Path != InvokePath {
+		if r.URL.Path != InvokePath && r.URL.Path != MetadataPath {
 			http.Error(w, "not mounted", http.StatusNotFound)
 			return
 		}
@@ -394,7 +394,10 @@ func TestBadRequests(t *testing.T) {
 		{"no method", &runtimev1pb.InvokeServiceRequest{Id: "app", Message: &commonv1pb.InvokeRequest{HttpExtension: get}}, "method is required"},
 		{"only slashes", &runtimev1pb.InvokeServiceRequest{Id: "app", Message: &commonv1pb.InvokeRequest{Method: "//"}}, "method is required"},
 		{"hash in method", &runtimev1pb.InvokeServiceRequest{Id: "app", Message: &commonv1pb.InvokeRequest{Method: "a#b"}}, "must not contain"},
-		{"query in method", &runtimev1pb.InvokeServiceRequest{Id: "app", Message: &commonv1pb.InvokeRequest{Method: "a?b"}}, "must not contain"},
+		{"hash in query of method", &runtimev1pb.InvokeServiceRequest{Id: "app", Message: &commonv1pb.InvokeRequest{Method: "a?b#c"}}, "must not contain"},
+		{"query in method and querystring", &runtimev1pb.InvokeServiceRequest{Id: "app", Message: &commonv1pb.InvokeRequest{Method: "a?b=1",
+			HttpExtension: &commonv1pb.HTTPExtension{Verb: commonv1pb.HTTPExtension_GET, Querystring: "c=2"}}}, "use one"},
+		{"only a query", &runtimev1pb.InvokeServiceRequest{Id: "app", Message: &commonv1pb.InvokeRequest{Method: "?x=1"}}, "method is required"},
 		{"control char", &runtimev1pb.InvokeServiceRequest{Id: "app", Message: &commonv1pb.InvokeRequest{Method: "a\x01b"}}, "bad method"},
 		{"bad escape", &runtimev1pb.InvokeServiceRequest{Id: "app", Message: &commonv1pb.InvokeRequest{Method: "a%zz"}}, "bad method"},
 		{"control char in query", &runtimev1pb.InvokeServiceRequest{Id: "app", Message: &commonv1pb.InvokeRequest{Method: "m",
