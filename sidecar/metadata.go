@@ -51,7 +51,7 @@ func (s *sidecar) metadata() *runtimev1pb.GetMetadataResponse {
 	if cfg.ResiliencyFile != "" {
 		features = append(features, "Resiliency")
 	}
-	if s.pcfg.Tracer != nil {
+	if s.pcfg.Tracer.Exporting() {
 		features = append(features, "Tracing")
 	}
 	if cfg.APIToken != "" {

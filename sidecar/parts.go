@@ -262,6 +262,11 @@ func (s *sidecar) telemetry(ctx context.Context) error {
 			s.log.Warn("sidecar: flushing spans", "err", err)
 		}
 	})
+	if tracer == nil {
+		// No exporter: still pass trace context on and answer every call
+		// with a traceparent, as daprd does.
+		tracer = tracing.NewPropagator(s.id)
+	}
 	s.pcfg.Metrics, s.pcfg.Tracer = s.mets, tracer
 	return nil
 }
@@ -298,7 +303,7 @@ func (s *sidecar) proxy(ctx context.Context) error {
 		s.log.Info("meshd sidecar started", "app", s.id.AppID, "namespace", s.id.Namespace, "spiffe_id", s.id.String(),
 			"http", s.ls.HTTP.Addr().String(), "grpc", s.ls.GRPC.Addr().String(), "internal", s.ls.Internal.Addr().String(),
 			"advertise", s.advertise, "resolver", cfg.Resolver, "app_port", cfg.AppPort, "app_protocol", cfg.AppProtocol,
-			"metrics", listenerAddr(s.metricsL), "tracing", s.pcfg.Tracer != nil,
+			"metrics", listenerAddr(s.metricsL), "tracing", s.pcfg.Tracer.Exporting(),
 			"h1_server", h1Name(cfg.NetHTTPServer), "h1_client", h1Name(cfg.NetHTTPClient))
 		s.notReady.Stop()
 		return p.Serve(ctx, s.ls, cfg.ShutdownGrace)

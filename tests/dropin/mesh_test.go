@@ -198,6 +198,7 @@ func TestDropIn(t *testing.T) {
 	t.Run("Tokens", func(t *testing.T) { testTokens(t, m) })
 	t.Run("UnixSocket", func(t *testing.T) { testUnixSocket(t, m) })
 	t.Run("GoSDK", func(t *testing.T) { testGoSDK(t, m) })
+	t.Run("Traceparent", func(t *testing.T) { testTraceparent(t, m) })
 	t.Run("JSSDK", func(t *testing.T) { testJSSDK(t, m) })
 }
 
