@@ -212,7 +212,14 @@ func (p *Proxy) serveInbound(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 
-	// 4. Forward to the app and stream the answer back.
+	// 4. Forward to the app and stream the answer back. A plain HTTP call
+	// to a gRPC app goes to its AppCallback/OnInvoke.
+	if p.cfg.AppCallback != nil && !isGRPC {
+		ctx, cancel := inboundDeadline(r)
+		defer cancel()
+		p.cfg.AppCallback.Serve(w, r.WithContext(ctx), path, query)
+		return
+	}
 	if r.ProtoMajor == 1 && r.Body != http.NoBody && r.ContentLength != 0 {
 		// An HTTP/1.1 caller sidecar: let the app answer while the body
 		// still streams, and drain an unread body before returning (see

@@ -18,6 +18,7 @@ import (
 	"github.com/meshd/meshd/certs"
 	"github.com/meshd/meshd/discovery"
 	"github.com/meshd/meshd/policy/authz"
+	"github.com/meshd/meshd/proxy/appcallback"
 	"github.com/meshd/meshd/proxy/appchannel"
 	"github.com/meshd/meshd/proxy/internal/coalesce"
 	"github.com/meshd/meshd/proxy/internal/h1"
@@ -53,6 +54,10 @@ type Config struct {
 	// App is the channel to the local app; nil when the sidecar has none
 	// (inbound calls then get 503).
 	App *appchannel.Channel
+	// AppCallback, if set (an app with --app-protocol grpc or grpcs),
+	// serves inbound calls that are not gRPC through the app's
+	// AppCallback/OnInvoke, as daprd does; gRPC calls still pass through.
+	AppCallback *appcallback.Client
 	// AppHealth, if set, short-circuits inbound calls while the app is
 	// unhealthy.
 	AppHealth AppHealth

@@ -18,6 +18,7 @@ import (
 	"github.com/meshd/meshd/policy"
 	"github.com/meshd/meshd/policy/decisionlog"
 	"github.com/meshd/meshd/proxy"
+	"github.com/meshd/meshd/proxy/appcallback"
 	"github.com/meshd/meshd/proxy/appchannel"
 	"github.com/meshd/meshd/proxy/apphealth"
 	"github.com/meshd/meshd/proxy/daprapi"
@@ -182,6 +183,20 @@ func (s *sidecar) app(context.Context) error {
 		return err
 	}
 	s.pcfg.App = ch
+	if proto.IsGRPC() {
+		// Plain HTTP calls (the invoke APIs) go to AppCallback/OnInvoke.
+		host := cfg.AppChannelAddress
+		if host == "" {
+			host = "127.0.0.1"
+		}
+		cb, err := appcallback.New(appcallback.Config{Target: net.JoinHostPort(host, strconv.Itoa(cfg.AppPort)),
+			TLS: proto == appchannel.GRPCS, MaxMessageSize: cfg.MaxMessageSize, AppName: cfg.AppID})
+		if err != nil {
+			return fmt.Errorf("sidecar: %w", err)
+		}
+		s.teardown.Push(func() { _ = cb.Close() })
+		s.pcfg.AppCallback = cb
+	}
 	if !cfg.EnableAppHealthCheck {
 		return nil
 	}

@@ -38,6 +38,7 @@ const (
 	appJS       = "jsclient"
 	appGuarded  = "guarded"
 	appSocketed = "socketed"
+	appGRPC     = "grpcapp" // a gRPC app (AppCallback), made with the Go SDK's service package
 	appUnknown  = "nosuchapp"
 
 	apiToken    = "caller-secret-0123456789-abcdefghij"
@@ -51,6 +52,8 @@ type mesh struct {
 
 	server   *harness.Sidecar
 	app      *echoApp
+	grpcSide *harness.Sidecar
+	grpcHits *atomic.Int64
 	js       *harness.Sidecar
 	guarded  *harness.Sidecar
 	socketed *harness.Sidecar
@@ -117,8 +120,11 @@ func startMesh(t *testing.T) *mesh {
 	m.sockDir = sockDir
 
 	sp := harness.NewSidecarPorts(t)
-	harness.WriteStatic(t, m.resolver, harness.StaticApp{AppID: appServer, Addresses: []string{sp.InternalAddr()}})
+	gp := harness.NewSidecarPorts(t)
+	harness.WriteStatic(t, m.resolver, harness.StaticApp{AppID: appServer, Addresses: []string{sp.InternalAddr()}},
+		harness.StaticApp{AppID: appGRPC, Addresses: []string{gp.InternalAddr()}})
 	m.app = startEchoApp(t)
+	grpcPort := startGRPCApp(t, m)
 	tokFile := writeFile(t, filepath.Join(dir, "api.token"), apiToken+"\n")
 	appTokFile := writeFile(t, filepath.Join(dir, "app.token"), appAPIToken)
 
@@ -128,18 +134,20 @@ func startMesh(t *testing.T) *mesh {
 	}
 	m.server = sc(harness.SidecarConfig{AppID: appServer, Ports: sp, AppPort: m.app.port,
 		Extra: []string{"--app-api-token-file", appTokFile}})
+	m.grpcSide = sc(harness.SidecarConfig{AppID: appGRPC, Ports: gp, AppPort: grpcPort, AppProtocol: "grpc",
+		Extra: []string{"--app-api-token-file", appTokFile}})
 	m.js = sc(harness.SidecarConfig{AppID: appJS})
 	m.guarded = sc(harness.SidecarConfig{AppID: appGuarded, Extra: []string{"--dapr-api-token-file", tokFile}})
 	m.socketed = sc(harness.SidecarConfig{AppID: appSocketed,
 		Extra: []string{"--dapr-api-token-file", tokFile, "--unix-domain-socket", sockDir}})
-	for _, s := range []*harness.Sidecar{m.server, m.js, m.guarded} {
+	for _, s := range []*harness.Sidecar{m.server, m.grpcSide, m.js, m.guarded} {
 		harness.WaitHTTP(t, s.HTTPURL()+"/v1.0/healthz", http.StatusNoContent, 30*time.Second)
 	}
 	waitUnixHealthz(t, m.httpSocket(), 30*time.Second)
 
 	t.Cleanup(func() {
 		var wg sync.WaitGroup
-		for _, s := range []*harness.Sidecar{m.server, m.js, m.guarded, m.socketed} {
+		for _, s := range []*harness.Sidecar{m.server, m.grpcSide, m.js, m.guarded, m.socketed} {
 			wg.Go(func() {
 				if err := s.Stop(10 * time.Second); err != nil || s.ExitCode() != 0 {
 					t.Errorf("%s: SIGTERM: %v, exit code %d", s.Name, err, s.ExitCode())
@@ -199,6 +207,7 @@ func TestDropIn(t *testing.T) {
 	t.Run("UnixSocket", func(t *testing.T) { testUnixSocket(t, m) })
 	t.Run("GoSDK", func(t *testing.T) { testGoSDK(t, m) })
 	t.Run("Traceparent", func(t *testing.T) { testTraceparent(t, m) })
+	t.Run("GRPCApp", func(t *testing.T) { testGRPCApp(t, m) })
 	t.Run("JSSDK", func(t *testing.T) { testJSSDK(t, m) })
 }
 
