@@ -314,3 +314,23 @@ func unitName(u time.Duration) string {
 // version is meshd's version as the Go toolchain stamped it into the
 // binary (--version).
 func version() string { return sidecar.Version }
+
+// singleDashArgs doubles the dash of "-flag" arguments, as daprd does
+// before parsing: daprd's flags were once Go's flag package, which takes
+// "-app-id x", and launchers and scripts still pass them that way. Like
+// daprd, it leaves "-h" and other two-character arguments alone (a value
+// such as -1 stays a value), and everything after "--".
+func singleDashArgs(args []string) []string {
+	out := make([]string, len(args))
+	for i, a := range args {
+		if a == "--" {
+			copy(out[i:], args[i:])
+			break
+		}
+		if len(a) > 2 && a[0] == '-' && a[1] != '-' {
+			a = "-" + a
+		}
+		out[i] = a
+	}
+	return out
+}

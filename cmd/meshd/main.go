@@ -23,7 +23,9 @@ import (
 
 func main() {
 	tuneSysmon()
-	if err := newCommand().Execute(); err != nil {
+	cmd := newCommand()
+	cmd.SetArgs(singleDashArgs(os.Args[1:]))
+	if err := cmd.Execute(); err != nil {
 		os.Exit(1)
 	}
 }

@@ -65,8 +65,9 @@ func TestDaprdFlags(t *testing.T) {
 	writeFile(t, filepath.Join(res, "README.md"), "not YAML")
 	empty := writeFile(t, filepath.Join(dir, "no-apps.yaml"), "apps: []\n")
 	ports := harness.NewSidecarPorts(t)
-	args := []string{"--app-id", "daprflags", "--mode", "standalone",
-		"--dapr-http-port", strconv.Itoa(ports.HTTP), "--dapr-grpc-port", strconv.Itoa(ports.GRPC),
+	// Single dashes too, as daprd takes them (-app-id x, -dapr-http-port=N).
+	args := []string{"-app-id", "daprflags", "--mode", "standalone",
+		"-dapr-http-port=" + strconv.Itoa(ports.HTTP), "--dapr-grpc-port", strconv.Itoa(ports.GRPC),
 		"--dapr-internal-grpc-port", strconv.Itoa(ports.Internal), "--dapr-internal-grpc-listen-address", "127.0.0.1",
 		"--dapr-listen-addresses", "127.0.0.1", "--metrics-port", strconv.Itoa(ports.Metrics),
 		"--sentry-address", sentry.Addr, "--trust-anchors-file", sentry.BundleFile(),
@@ -164,7 +165,7 @@ func TestDaprdFlagsRefused(t *testing.T) {
 		{"missing token file", []string{"--dapr-api-token-file", filepath.Join(dir, "nope")}, "--dapr-api-token-file"},
 		{"empty app token file", []string{"--app-api-token-file", emptyTok}, "empty"},
 		{"bad probe interval", []string{"--app-health-probe-interval", "soon"}, "seconds"},
-		{"negative probe timeout", []string{"--app-health-probe-timeout", "-5"}, "out of range"},
+		{"negative probe timeout", []string{"--app-health-probe-timeout=-5"}, "out of range"},
 		{"app-ssl with h2c", []string{"--app-ssl", "--app-protocol", "h2c"}, "--app-ssl"},
 		{"no app id", nil, "app-id"},
 	} {
