@@ -27,7 +27,6 @@ import (
 // refused where it is not.
 type daprFlags struct {
 	resourcesPath     []string
-	configs           []string
 	listenAddresses   string
 	appMaxConcurrency int
 	appSSL            bool
@@ -36,6 +35,7 @@ type daprFlags struct {
 	printVersion      bool
 	gracefulShutdown  int
 	maxRequestSizeMB  int
+	maxBodySize       string
 	apiTokenFile      string
 	appAPITokenFile   string
 }
@@ -64,7 +64,6 @@ var ignoredFlags = []struct {
 	{"enable-api-logging", "meshd logs denied calls in its decision log", true},
 	{"disable-builtin-k8s-secret-store", "meshd has no secret stores", true},
 	{"wait", "meshd has no outbound wait; poll /v1.0/healthz/outbound", true},
-	{"max-body-size", "use --dapr-http-max-request-size (MB)", false},
 }
 
 // addDaprFlags defines daprd's names on f.
@@ -86,7 +85,8 @@ func addDaprFlags(f *pflag.FlagSet, cfg *sidecar.Config) *daprFlags {
 	f.BoolVar(&d.logAsJSON, "log-as-json", false, "daprd's name of --log-format json")
 	f.BoolVar(&d.printVersion, "version", false, "print meshd's version and exit")
 	f.IntVar(&d.gracefulShutdown, "dapr-graceful-shutdown-seconds", 0, "daprd's name of --shutdown-grace, in seconds")
-	f.IntVar(&d.maxRequestSizeMB, "dapr-http-max-request-size", 4, "largest InvokeService message on the gRPC API, in MB (HTTP bodies stream)")
+	f.IntVar(&d.maxRequestSizeMB, "dapr-http-max-request-size", 4, "largest InvokeService message (and OnInvoke body of a gRPC app), in MB (HTTP bodies stream); -1 or 0: the default, as the Dapr CLI passes it")
+	f.StringVar(&d.maxBodySize, "max-body-size", "4Mi", "daprd's newer form of --dapr-http-max-request-size, a quantity (4Mi, 8M, 1048576); -1: the default")
 	f.StringVar(&d.apiTokenFile, "dapr-api-token-file", "", "file holding the app's API token (as env DAPR_API_TOKEN): every app-facing call but health must carry it in dapr-api-token")
 	f.StringVar(&d.appAPITokenFile, "app-api-token-file", "", "file holding the token sent to the app as dapr-api-token on every inbound call (as env APP_API_TOKEN)")
 	for _, fl := range ignoredFlags {
@@ -150,10 +150,22 @@ func (d *daprFlags) apply(f *pflag.FlagSet, cfg *sidecar.Config, appProtocol *st
 		}
 		cfg.ShutdownGrace = time.Duration(d.gracefulShutdown) * time.Second
 	}
-	if d.maxRequestSizeMB <= 0 {
-		return fmt.Errorf("meshd: --dapr-http-max-request-size %d: want 1 or more (MB)", d.maxRequestSizeMB)
+	// As daprd: --max-body-size wins; -1 (the Dapr CLI's "unset") and 0
+	// mean the default.
+	switch {
+	case f.Changed("max-body-size"):
+		n, err := parseQuantity(d.maxBodySize)
+		if err != nil {
+			return fmt.Errorf("meshd: --max-body-size %q: %w", d.maxBodySize, err)
+		}
+		if n > 0 {
+			cfg.MaxMessageSize = int(n)
+		}
+	case d.maxRequestSizeMB > 1<<10:
+		return fmt.Errorf("meshd: --dapr-http-max-request-size %d: at most 1024 (MB)", d.maxRequestSizeMB)
+	case d.maxRequestSizeMB > 0:
+		cfg.MaxMessageSize = d.maxRequestSizeMB << 20
 	}
-	cfg.MaxMessageSize = d.maxRequestSizeMB << 20
 	var err error
 	if cfg.APIToken, err = token("DAPR_API_TOKEN", "--dapr-api-token-file", d.apiTokenFile); err != nil {
 		return err
@@ -333,4 +345,32 @@ func singleDashArgs(args []string) []string {
 		out[i] = a
 	}
 	return out
+}
+
+// parseQuantity reads a Kubernetes-style byte quantity as daprd's
+// --max-body-size takes it: a number of bytes, or with a suffix K, M, G
+// (powers of 1000) or Ki, Mi, Gi (powers of 1024); -1 is "unset". At most
+// 1 GiB.
+func parseQuantity(s string) (int64, error) {
+	if s == "-1" {
+		return -1, nil
+	}
+	mult := int64(1)
+	for _, u := range []struct {
+		suffix string
+		mult   int64
+	}{{"Ki", 1 << 10}, {"Mi", 1 << 20}, {"Gi", 1 << 30}, {"K", 1e3}, {"k", 1e3}, {"M", 1e6}, {"G", 1e9}} {
+		if v, ok := strings.CutSuffix(s, u.suffix); ok {
+			s, mult = v, u.mult
+			break
+		}
+	}
+	n, err := strconv.ParseInt(s, 10, 64)
+	if err != nil || n < 0 {
+		return 0, errors.New("want a byte count such as 4Mi, 8M or 1048576")
+	}
+	if n > (1<<30)/mult {
+		return 0, errors.New("at most 1Gi")
+	}
+	return n * mult, nil
 }

@@ -48,3 +48,16 @@ func TestIsLoopbackHost(t *testing.T) {
 		}
 	}
 }
+
+func TestParseQuantity(t *testing.T) {
+	for in, want := range map[string]int64{"4Mi": 4 << 20, "8M": 8e6, "1048576": 1 << 20, "512Ki": 512 << 10, "1Gi": 1 << 30, "2k": 2000, "-1": -1, "0": 0} {
+		if got, err := parseQuantity(in); err != nil || got != want {
+			t.Errorf("parseQuantity(%q) = %d, %v; want %d", in, got, err, want)
+		}
+	}
+	for _, in := range []string{"", "Mi", "4.5Mi", "-2", "2Gi", "4MB", "x"} {
+		if got, err := parseQuantity(in); err == nil {
+			t.Errorf("parseQuantity(%q) = %d, want an error", in, got)
+		}
+	}
+}

@@ -75,7 +75,8 @@ func TestDaprdFlags(t *testing.T) {
 		"--resolver", "static", "--resolver-config", empty,
 		"--resources-path", res, "--placement-host-address", "localhost:50005", "--scheduler-host-address", "localhost:50006",
 		"--app-max-concurrency", "-1", "--log-as-json", "--log-level", "info", "--enable-mtls", "--enable-api-logging",
-		"--dapr-graceful-shutdown-seconds", "2", "--dapr-http-max-request-size", "8", "--control-plane-trust-domain", "cluster.local",
+		"--dapr-graceful-shutdown-seconds", "2", "--dapr-http-max-request-size", "-1", "--max-body-size", "8Mi", "--read-buffer-size", "4Ki",
+		"--control-plane-trust-domain", "cluster.local",
 	}
 	p := harness.Start(t, "meshd-daprflags", bins.Meshd, args...)
 	url := "http://127.0.0.1:" + strconv.Itoa(ports.HTTP)
@@ -115,13 +116,13 @@ func TestDaprdFlags(t *testing.T) {
 			notLoaded, _ = rec["resources"].(string)
 		}
 	}
-	for _, f := range []string{"--mode", "--placement-host-address", "--scheduler-host-address", "--enable-api-logging", "--control-plane-trust-domain"} {
+	for _, f := range []string{"--mode", "--placement-host-address", "--scheduler-host-address", "--enable-api-logging", "--control-plane-trust-domain", "--read-buffer-size"} {
 		if warned[f] != 1 {
 			t.Errorf("%s: warned %d times, want once", f, warned[f])
 		}
 	}
-	if len(warned) != 5 {
-		t.Errorf("warnings for %v; want exactly the five ignored flags given", warned)
+	if len(warned) != 6 {
+		t.Errorf("warnings for %v; want exactly the six ignored flags given", warned)
 	}
 	if !strings.Contains(notLoaded, "Component in") || !strings.Contains(notLoaded, "Subscription in") || !strings.Contains(notLoaded, "statestore.yaml") {
 		t.Errorf("the not-loaded warning names %q; want the component and the subscription with their file", notLoaded)
@@ -157,7 +158,8 @@ func TestDaprdFlagsRefused(t *testing.T) {
 		{"both names of a port", []string{"--http-port", "3600", "--dapr-http-port", "3601"}, "same setting"},
 		{"both names of the grace", []string{"--shutdown-grace", "1s", "--dapr-graceful-shutdown-seconds", "1"}, "same setting"},
 		{"negative grace", []string{"--dapr-graceful-shutdown-seconds", "-1"}, "want 0 or more"},
-		{"zero request size", []string{"--dapr-http-max-request-size", "0"}, "want 1 or more"},
+		{"huge request size", []string{"--dapr-http-max-request-size", "2048"}, "at most 1024"},
+		{"bad body size", []string{"--max-body-size", "4MB"}, "--max-body-size"},
 		{"two Resiliency files", []string{"--resources-path", two}, "meshd reads one"},
 		{"broken YAML in resources", []string{"--resources-path", bad}, "x.yaml"},
 		{"missing resources dir", []string{"--resources-path", filepath.Join(dir, "nope")}, "--resources-path"},
