@@ -207,7 +207,7 @@ func (p *Proxy) serveInbound(w http.ResponseWriter, r *http.Request) {
 				reason = "denied by policy"
 			}
 			writeError(w, isGRPC, http.StatusForbidden, ErrCodePermissionDenied,
-				"access denied for "+caller.String()+" "+r.Method+" "+path+": "+reason)
+				"access to app "+p.self.String()+" denied for "+caller.String()+" "+r.Method+" "+path+": "+reason)
 			return
 		}
 	}

@@ -61,3 +61,16 @@ func TestParseQuantity(t *testing.T) {
 		}
 	}
 }
+
+// FuzzParseQuantity: never a panic, never a size above 1 GiB or below -1.
+func FuzzParseQuantity(f *testing.F) {
+	for _, s := range []string{"4Mi", "8M", "-1", "1Gi", "9223372036854775807Ki", ""} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		n, err := parseQuantity(s)
+		if err == nil && (n < -1 || n > 1<<30) {
+			t.Fatalf("parseQuantity(%q) = %d", s, n)
+		}
+	})
+}

@@ -122,7 +122,7 @@ func (s *service) InvokeService(ctx context.Context, in *runtimev1pb.InvokeServi
 		return nil, status.FromContextError(err).Err()
 	}
 	if rb.overflow {
-		return nil, status.Errorf(codes.ResourceExhausted, "daprapi: response body is larger than %d bytes", s.cfg.maxMessageSize)
+		return nil, status.Errorf(codes.ResourceExhausted, "daprapi: response body of app %s is larger than %d bytes", in.GetId(), s.cfg.maxMessageSize)
 	}
 	code := rb.statusCode()
 	md := ResponseMetadata(rb.header, code)
