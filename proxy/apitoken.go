@@ -8,6 +8,7 @@ import (
 	"unsafe"
 
 	"github.com/meshd/meshd/proxy/route"
+	"github.com/meshd/meshd/telemetry/tracing"
 )
 
 // HeaderAPIToken carries Dapr's API token: from the app to its sidecar
@@ -72,8 +73,17 @@ func (p *Proxy) checkAPIToken(w http.ResponseWriter, r *http.Request, isGRPC boo
 	if ok {
 		msg = "proxy: invalid dapr-api-token"
 	}
+	p.errorTrace(w, r)
 	writeError(w, isGRPC, http.StatusUnauthorized, ErrCodeAPIToken, msg)
 	return false
+}
+
+// errorTrace puts a traceparent on an answer the sidecar gives before the
+// call is forwarded (error paths only), so that every answer names a trace.
+func (p *Proxy) errorTrace(w http.ResponseWriter, r *http.Request) {
+	if tp := p.tracer.ErrorTraceparent(r.Header); tp != nil {
+		w.Header()[tracing.HeaderTraceparent] = tp
+	}
 }
 
 // daprAPIPrefixes start the paths of Dapr's HTTP building-block APIs.

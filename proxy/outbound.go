@@ -110,6 +110,7 @@ func (p *Proxy) Ready() bool {
 func (p *Proxy) invoke(w http.ResponseWriter, r *http.Request, isGRPC bool) {
 	rt, err := route.FromRequest(r, p.cfg.Identity.Namespace)
 	if err != nil {
+		p.errorTrace(w, r)
 		switch {
 		case errors.Is(err, route.ErrNoTarget):
 			if path, _ := route.PathQuery(r); isDaprAPIPath(path) && !strings.HasPrefix(path, "/v1.0/invoke") {

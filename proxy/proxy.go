@@ -217,6 +217,7 @@ func (p *Proxy) serveGRPC(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 		if _, ok := r.Header[route.HeaderAppID]; !ok {
+			p.errorTrace(w, r)
 			writeNotSupported(w, true, "Dapr's "+path[1:]+" API")
 			return
 		}

@@ -111,6 +111,22 @@ func NewPropagator(id certs.Identity) *Tracer {
 	return &Tracer{self: id}
 }
 
+// ErrorTraceparent is the traceparent of an answer the sidecar gives
+// without forwarding the call (a refused token, a malformed target): the
+// caller's own when valid, else a new unsampled one. No span is started.
+// A nil Tracer gives nil.
+func (t *Tracer) ErrorTraceparent(h http.Header) []string {
+	if t == nil {
+		return nil
+	}
+	if v := h[HeaderTraceparent]; len(v) == 1 {
+		if _, _, _, ok := ParseTraceparent(v[0]); ok {
+			return v
+		}
+	}
+	return newTraceparent(newTraceID(), newSpanID(), 0)
+}
+
 // Exporting reports whether the Tracer records and exports spans (false
 // for a nil Tracer and a NewPropagator one).
 func (t *Tracer) Exporting() bool { return t != nil && t.tp != nil }

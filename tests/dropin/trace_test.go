@@ -57,6 +57,31 @@ func testTraceparent(t *testing.T, m *mesh) {
 			}
 		})
 	}
+	// Answers the sidecar gives without forwarding name a trace too.
+	for _, tc := range []struct {
+		name, url string
+		header    map[string]string
+		status    int
+	}{
+		{"refused token", m.guarded.HTTPURL() + "/v1.0/invoke/" + appServer + "/method/x", nil, 401},
+		{"refused token, caller's trace", m.guarded.HTTPURL() + "/v1.0/invoke/" + appServer + "/method/x", map[string]string{"traceparent": parent}, 401},
+		{"API not supported", m.js.HTTPURL() + "/v1.0/state/s/k", nil, 501},
+		{"malformed target", m.js.HTTPURL() + "/v1.0/invoke/a$b/method/x", map[string]string{"traceparent": parent}, 400},
+	} {
+		t.Run("sidecar answer/"+tc.name, func(t *testing.T) {
+			code, h, body := do(t, nil, http.MethodGet, tc.url, tc.header, "")
+			if code != tc.status {
+				t.Fatalf("%d %s, want %d", code, body, tc.status)
+			}
+			got := h.Get("Traceparent")
+			if _, _, _, ok := tracing.ParseTraceparent(got); !ok {
+				t.Fatalf("traceparent %q: want a valid one", got)
+			}
+			if tc.header != nil && got != parent {
+				t.Errorf("traceparent %q, want the caller's %q", got, parent)
+			}
+		})
+	}
 	t.Run("grpc InvokeService", func(t *testing.T) {
 		c := runtimev1pb.NewDaprClient(grpcConn(t, m.js.GRPCAddr()))
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
