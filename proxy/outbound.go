@@ -36,6 +36,12 @@ func (p *Proxy) serveAPI(w http.ResponseWriter, r *http.Request) {
 			}
 		}
 	}
+	if r.Method == http.MethodPut && p.Metadata != nil && strings.HasPrefix(r.URL.Path, "/v1.0/metadata/") {
+		if _, ok := r.Header[route.HeaderAppID]; !ok && (r.RequestURI == "" || r.RequestURI[0] == '/') {
+			p.Metadata.ServeHTTP(w, r)
+			return
+		}
+	}
 	if up, ok := r.Header["Upgrade"]; ok && r.ProtoMajor == 1 && upgradeAsked(r.Header["Connection"], up) {
 		writeError(w, false, http.StatusNotImplemented, ErrCodeUpgrade,
 			"proxy: protocol upgrades ("+strings.Join(up, ", ")+") are not carried between sidecars; "+

@@ -113,8 +113,8 @@ type Proxy struct {
 	// DaprAPI, if set before Serve, serves DaprInvokePath on the gRPC port
 	// (the Dapr InvokeService API, translated by proxy/daprapi).
 	DaprAPI http.Handler
-	// Metadata, if set before Serve, answers GET /v1.0/metadata on the
-	// HTTP port (proxy/daprapi.MetadataHandler).
+	// Metadata, if set before Serve, answers GET /v1.0/metadata and PUT
+	// /v1.0/metadata/{key} on the HTTP port (proxy/daprapi.MetadataHandler).
 	Metadata http.Handler
 
 	cfg        Config
@@ -137,8 +137,12 @@ type Proxy struct {
 // DaprInvokePath is the gRPC path of Dapr's InvokeService API.
 const DaprInvokePath = "/dapr.proto.runtime.v1.Dapr/InvokeService"
 
-// DaprMetadataPath is the gRPC path of Dapr's GetMetadata API.
-const DaprMetadataPath = "/dapr.proto.runtime.v1.Dapr/GetMetadata"
+// DaprMetadataPath and DaprSetMetadataPath are the gRPC paths of Dapr's
+// metadata API.
+const (
+	DaprMetadataPath    = "/dapr.proto.runtime.v1.Dapr/GetMetadata"
+	DaprSetMetadataPath = "/dapr.proto.runtime.v1.Dapr/SetMetadata"
+)
 
 // daprServicePrefix starts every method of Dapr's gRPC API.
 const daprServicePrefix = "/dapr.proto.runtime.v1.Dapr/"
@@ -212,7 +216,7 @@ func (p *Proxy) serveGRPC(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if path := r.URL.Path; len(path) > len(daprServicePrefix) && path[:len(daprServicePrefix)] == daprServicePrefix {
-		if (path == DaprInvokePath || path == DaprMetadataPath) && p.DaprAPI != nil {
+		if (path == DaprInvokePath || path == DaprMetadataPath || path == DaprSetMetadataPath) && p.DaprAPI != nil {
 			p.DaprAPI.ServeHTTP(w, r)
 			return
 		}

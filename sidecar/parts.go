@@ -297,9 +297,10 @@ func (s *sidecar) proxy(ctx context.Context) error {
 	}
 	s.p = p
 	// The gRPC port checked the API token before handing the call over.
+	attrs := new(daprapi.Attributes) // the app's own metadata attributes
 	p.DaprAPI = daprapi.New(p.InvokeHandler(), daprapi.WithLogger(s.log), daprapi.WithMetadata(s.metadata),
-		daprapi.WithMaxMessageSize(cfg.MaxMessageSize))
-	p.Metadata = daprapi.MetadataHandler(s.metadata)
+		daprapi.WithAttributes(attrs), daprapi.WithMaxMessageSize(cfg.MaxMessageSize))
+	p.Metadata = daprapi.MetadataHandler(s.metadata, attrs)
 	if cfg.ResiliencyFile != "" {
 		if s.resil != nil {
 			s.resil.OnBreakerChange = breakerObserver(s.log, s.mets)

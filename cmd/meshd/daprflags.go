@@ -374,3 +374,28 @@ func parseQuantity(s string) (int64, error) {
 	}
 	return n * mult, nil
 }
+
+// onceString is a string flag that may be given once: daprd takes
+// --config several times and merges the files, meshd reads one, and
+// silently keeping only the last would drop the others' access control.
+type onceString struct {
+	p   *string
+	set bool
+}
+
+func (v *onceString) String() string {
+	if v.p == nil {
+		return ""
+	}
+	return *v.p
+}
+
+func (v *onceString) Type() string { return "string" }
+
+func (v *onceString) Set(s string) error {
+	if v.set {
+		return errors.New("given more than once: meshd reads one Configuration file; merge them")
+	}
+	*v.p, v.set = s, true
+	return nil
+}

@@ -132,7 +132,7 @@ func newCommand() *cobra.Command {
 	f.StringVar(&cfg.Resolver, "resolver", "mdns", "name resolution backend: mdns (multicast DNS on this host's network), consul, kubernetes (EndpointSlices) or static")
 	f.StringVar(&cfg.ResolverConfig, "resolver-config", "", "configuration file of the resolver")
 	f.StringVar(&cfg.PolicyDir, "policy-dir", "", "policy directory: {dir}/{namespace}/*.rego|*.yaml, {dir}/_mesh/ mesh-wide (reloaded on change)")
-	f.StringVar(&cfg.ConfigFile, "config", "", "Dapr Configuration YAML: spec.accessControl (calls to this app), spec.tracing (OTLP export, sampling), spec.metrics")
+	f.Var(&onceString{p: &cfg.ConfigFile}, "config", "Dapr Configuration YAML: spec.accessControl (calls to this app), spec.tracing (OTLP export, sampling), spec.metrics (one file: daprd's repeated --config is refused)")
 	f.StringVar(&policyDefault, "policy-default", "allow", "decision for namespaces without policy: allow or deny (deny is the secure choice)")
 	f.IntVar(&allowLogEvery, "policy-allow-log-every", 100, "decision log: log one allowed call in N (denials are always logged); 0 logs no allows, 1 every allow")
 	f.StringVar(&cfg.ResiliencyFile, "resiliency", "", "Dapr Resiliency YAML: timeouts, retries, circuit breakers for calls to other apps (reloaded on change)")

@@ -44,6 +44,7 @@ type config struct {
 	maxMessageSize int
 	logger         *slog.Logger
 	metadata       MetadataFunc
+	attrs          *Attributes
 }
 
 // WithMaxMessageSize sets the largest request message and response body, in

@@ -95,7 +95,7 @@ func startServer(t testing.TB, opts ...Option) string {
 	t.Helper()
 	h := New(http.HandlerFunc(outbound), append([]Option{WithLogger(slog.New(slog.DiscardHandler))}, opts...)...)
 	mux := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if r.URL.Path != InvokePath && r.URL.Path != MetadataPath {
+		if r.URL.Path != InvokePath && r.URL.Path != MetadataPath && r.URL.Path != SetMetadataPath {
 			http.Error(w, "not mounted", http.StatusNotFound)
 			return
 		}

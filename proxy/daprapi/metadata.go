@@ -3,12 +3,17 @@ package daprapi
 import (
 	"context"
 	"encoding/json"
+	"fmt"
+	"io"
 	"net/http"
 	"strconv"
+	"strings"
+	"sync"
 
 	runtimev1pb "github.com/dapr/dapr/pkg/proto/runtime/v1"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/types/known/emptypb"
 )
 
 // MetadataPath is the HTTP/2 path of Dapr's gRPC metadata API.
@@ -39,20 +44,112 @@ func WithMetadata(fn MetadataFunc) Option {
 	return func(c *config) { c.metadata = fn }
 }
 
+// SetMetadataPath is the HTTP/2 path of Dapr's gRPC SetMetadata.
+const SetMetadataPath = runtimev1pb.Dapr_SetMetadata_FullMethodName
+
+// Limits of the app's own attributes.
+const (
+	MaxAttributes      = 64
+	MaxAttributeKey    = 256
+	MaxAttributeLength = 4 << 10
+)
+
+// Attributes are the attributes an app sets on its sidecar's metadata
+// (PUT /v1.0/metadata/{key}, gRPC SetMetadata), reported in "extended" as
+// daprd does. The keys meshd reports itself (daprRuntimeVersion, meshd.*)
+// cannot be set. Safe for concurrent use; the zero value is empty.
+type Attributes struct {
+	mu sync.Mutex
+	m  map[string]string
+}
+
+// Set sets one attribute; an empty value removes it.
+func (a *Attributes) Set(key, value string) error {
+	switch {
+	case key == "" || len(key) > MaxAttributeKey:
+		return fmt.Errorf("daprapi: metadata key: want 1 to %d bytes", MaxAttributeKey)
+	case key == ExtRuntimeVersion || strings.HasPrefix(key, "meshd."):
+		return fmt.Errorf("daprapi: metadata key %q is the sidecar's own", key)
+	case len(value) > MaxAttributeLength:
+		return fmt.Errorf("daprapi: metadata value of %q: more than %d bytes", key, MaxAttributeLength)
+	}
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if value == "" {
+		delete(a.m, key)
+		return nil
+	}
+	if _, ok := a.m[key]; !ok && len(a.m) >= MaxAttributes {
+		return fmt.Errorf("daprapi: metadata: at most %d attributes", MaxAttributes)
+	}
+	if a.m == nil {
+		a.m = map[string]string{}
+	}
+	a.m[key] = value
+	return nil
+}
+
+// addTo copies the attributes into ext, which must not be nil.
+func (a *Attributes) addTo(ext map[string]string) {
+	if a == nil {
+		return
+	}
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	for k, v := range a.m {
+		ext[k] = v
+	}
+}
+
+// WithAttributes makes GetMetadata report a's attributes and SetMetadata
+// set them (without it, SetMetadata answers Unimplemented).
+func WithAttributes(a *Attributes) Option {
+	return func(c *config) { c.attrs = a }
+}
+
+// report is fn's report with the app's attributes.
+func report(fn MetadataFunc, a *Attributes) *runtimev1pb.GetMetadataResponse {
+	m := fn()
+	if a != nil {
+		if m.ExtendedMetadata == nil {
+			m.ExtendedMetadata = map[string]string{}
+		}
+		a.addTo(m.ExtendedMetadata)
+	}
+	return m
+}
+
 // GetMetadata implements dapr.proto.runtime.v1.Dapr/GetMetadata.
 func (s *service) GetMetadata(context.Context, *runtimev1pb.GetMetadataRequest) (*runtimev1pb.GetMetadataResponse, error) {
 	if s.cfg.metadata == nil {
 		return nil, status.Error(codes.Unimplemented, "daprapi: meshd serves no metadata here")
 	}
-	return s.cfg.metadata(), nil
+	return report(s.cfg.metadata, s.cfg.attrs), nil
 }
 
-// MetadataHandler serves Dapr's HTTP metadata API, GET /v1.0/metadata, with
-// fn's report in daprd's JSON shape. Lists of building blocks meshd does not
-// have (components, subscriptions, HTTP endpoints, actors) are empty arrays.
-func MetadataHandler(fn MetadataFunc) http.Handler {
+// SetMetadata implements dapr.proto.runtime.v1.Dapr/SetMetadata.
+func (s *service) SetMetadata(_ context.Context, in *runtimev1pb.SetMetadataRequest) (*emptypb.Empty, error) {
+	if s.cfg.attrs == nil {
+		return nil, status.Error(codes.Unimplemented, "daprapi: meshd keeps no metadata attributes here")
+	}
+	if err := s.cfg.attrs.Set(in.GetKey(), in.GetValue()); err != nil {
+		return nil, status.Error(codes.InvalidArgument, err.Error())
+	}
+	return &emptypb.Empty{}, nil
+}
+
+// MetadataHandler serves Dapr's HTTP metadata API with fn's report in
+// daprd's JSON shape: GET /v1.0/metadata (lists of building blocks meshd
+// does not have — components, subscriptions, HTTP endpoints, actors — are
+// empty arrays) and PUT /v1.0/metadata/{key} (the body is the value; 204),
+// which sets one of a's attributes.
+func MetadataHandler(fn MetadataFunc, a *Attributes) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		b, err := json.Marshal(MetadataJSON(fn()))
+		if r.Method == http.MethodPut {
+			putAttribute(w, r, a)
+			return
+		}
+		b, err := json.Marshal(MetadataJSON(report(fn, a)))
 		if err != nil { // cannot happen: only strings, numbers and lists
 			http.Error(w, `{"errorCode":"ERR_METADATA_GET","message":"daprapi: metadata: `+err.Error()+`"}`, http.StatusInternalServerError)
 			return
@@ -172,4 +269,36 @@ func MetadataJSON(m *runtimev1pb.GetMetadataResponse) MetadataResponse {
 		}
 	}
 	return out
+}
+
+// putAttribute serves PUT /v1.0/metadata/{key}.
+func putAttribute(w http.ResponseWriter, r *http.Request, a *Attributes) {
+	key, ok := strings.CutPrefix(r.URL.Path, "/v1.0/metadata/")
+	if !ok || a == nil {
+		writeJSONError(w, http.StatusBadRequest, "ERR_MALFORMED_REQUEST", "daprapi: want PUT /v1.0/metadata/{key}")
+		return
+	}
+	body, err := io.ReadAll(io.LimitReader(r.Body, MaxAttributeLength+1))
+	if err != nil {
+		writeJSONError(w, http.StatusBadRequest, "ERR_MALFORMED_REQUEST", "daprapi: read body: "+err.Error())
+		return
+	}
+	if err := a.Set(key, string(body)); err != nil {
+		writeJSONError(w, http.StatusBadRequest, "ERR_MALFORMED_REQUEST", err.Error())
+		return
+	}
+	w.WriteHeader(http.StatusNoContent)
+}
+
+func writeJSONError(w http.ResponseWriter, code int, errorCode, msg string) {
+	b, _ := json.Marshal(struct {
+		ErrorCode string `json:"errorCode"`
+		Message   string `json:"message"`
+	}{errorCode, msg})
+	h := w.Header()
+	h.Set("Content-Type", "application/json")
+	h.Set(ErrorCodeHeader, errorCode)
+	h.Set("Content-Length", strconv.Itoa(len(b)))
+	w.WriteHeader(code)
+	_, _ = w.Write(b)
 }

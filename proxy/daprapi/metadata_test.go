@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"net/http"
 	"net/http/httptest"
+	"strings"
 	"testing"
 
 	commonv1pb "github.com/dapr/dapr/pkg/proto/common/v1"
@@ -100,7 +101,7 @@ func TestMetadataJSON(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			rec := httptest.NewRecorder()
-			MetadataHandler(func() *runtimev1pb.GetMetadataResponse { return tc.in }).ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/v1.0/metadata", nil))
+			MetadataHandler(func() *runtimev1pb.GetMetadataResponse { return tc.in }, nil).ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/v1.0/metadata", nil))
 			if rec.Code != http.StatusOK || rec.Header().Get("Content-Type") != "application/json" {
 				t.Fatalf("status %d, content type %q", rec.Code, rec.Header().Get("Content-Type"))
 			}
@@ -121,7 +122,7 @@ func TestMetadataJSON(t *testing.T) {
 	}
 	// HEAD: headers, no body.
 	rec := httptest.NewRecorder()
-	MetadataHandler(testMetadata).ServeHTTP(rec, httptest.NewRequest(http.MethodHead, "/v1.0/metadata", nil))
+	MetadataHandler(testMetadata, nil).ServeHTTP(rec, httptest.NewRequest(http.MethodHead, "/v1.0/metadata", nil))
 	if rec.Code != http.StatusOK || rec.Body.Len() != 0 {
 		t.Errorf("HEAD: %d with %d body bytes", rec.Code, rec.Body.Len())
 	}
@@ -148,5 +149,64 @@ func TestQueryInMethod(t *testing.T) {
 		if e := decode(t, resp.GetData().GetValue()); e.RequestURI != tc.wantURI {
 			t.Errorf("%q: request URI %q, want %q", tc.method, e.RequestURI, tc.wantURI)
 		}
+	}
+}
+
+// TestAttributes: PUT /v1.0/metadata/{key} and SetMetadata set attributes
+// that GET and GetMetadata report in extended; bad keys and values are
+// refused, the sidecar's own keys cannot be overwritten.
+func TestAttributes(t *testing.T) {
+	a := new(Attributes)
+	h := MetadataHandler(testMetadata, a)
+	put := func(key, value string) int {
+		rec := httptest.NewRecorder()
+		h.ServeHTTP(rec, httptest.NewRequest(http.MethodPut, "/v1.0/metadata/"+key, strings.NewReader(value)))
+		return rec.Code
+	}
+	for _, tc := range []struct {
+		key, value string
+		want       int
+	}{
+		{"team", "payments", 204},
+		{"team", "orders", 204},
+		{"gone", "x", 204},
+		{"gone", "", 204},
+		{"", "x", 400},
+		{ExtRuntimeVersion, "evil", 400},
+		{"meshd.spiffeId", "spiffe://evil", 400},
+		{strings.Repeat("k", MaxAttributeKey+1), "x", 400},
+		{"big", strings.Repeat("v", MaxAttributeLength+1), 400},
+	} {
+		if got := put(tc.key, tc.value); got != tc.want {
+			t.Errorf("PUT %q = %q: %d, want %d", tc.key, tc.value, got, tc.want)
+		}
+	}
+	rec := httptest.NewRecorder()
+	h.ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/v1.0/metadata", nil))
+	var m MetadataResponse
+	if err := json.Unmarshal(rec.Body.Bytes(), &m); err != nil {
+		t.Fatal(err)
+	}
+	if m.Extended["team"] != "orders" || m.Extended["gone"] != "" || m.Extended[ExtSPIFFEID] != "spiffe://cluster.local/ns/shop/orders" {
+		t.Errorf("extended = %v", m.Extended)
+	}
+	for i := 0; i < MaxAttributes; i++ {
+		_ = a.Set("k"+strings.Repeat("x", i), "v")
+	}
+	if err := a.Set("one-too-many", "v"); err == nil {
+		t.Errorf("more than %d attributes accepted", MaxAttributes)
+	}
+
+	c := rawClient(t, startServer(t, WithMetadata(testMetadata), WithAttributes(new(Attributes))))
+	ctx := context.Background()
+	if _, err := c.SetMetadata(ctx, &runtimev1pb.SetMetadataRequest{Key: "zone", Value: "eu"}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.SetMetadata(ctx, &runtimev1pb.SetMetadataRequest{Key: "meshd.mtls", Value: "off"}); status.Code(err) != codes.InvalidArgument {
+		t.Errorf("SetMetadata of meshd.mtls: %v, want InvalidArgument", err)
+	}
+	got, err := c.GetMetadata(ctx, &runtimev1pb.GetMetadataRequest{})
+	if err != nil || got.GetExtendedMetadata()["zone"] != "eu" {
+		t.Errorf("GetMetadata after SetMetadata: %v, %v", got.GetExtendedMetadata(), err)
 	}
 }

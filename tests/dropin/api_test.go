@@ -128,7 +128,8 @@ func testNotSupported(t *testing.T, m *mesh) {
 		{http.MethodPost, "/v1.0/publish/pubsub/orders"},
 		{http.MethodPost, "/v1.0/bindings/b"},
 		{http.MethodGet, "/v1.0/secrets/vault/s"},
-		{http.MethodPut, "/v1.0/metadata/attr"},
+		{http.MethodDelete, "/v1.0/metadata"},
+		{http.MethodPost, "/v1.0/actors/a/1/method/m"},
 		{http.MethodGet, "/v1.0-alpha1/configuration/c"},
 		{http.MethodPost, "/v1.0-beta1/workflows/dapr/wf/start"},
 	} {

@@ -169,6 +169,7 @@ func TestDaprdFlagsRefused(t *testing.T) {
 		{"bad probe interval", []string{"--app-health-probe-interval", "soon"}, "seconds"},
 		{"negative probe timeout", []string{"--app-health-probe-timeout=-5"}, "out of range"},
 		{"app-ssl with h2c", []string{"--app-ssl", "--app-protocol", "h2c"}, "--app-ssl"},
+		{"two Configuration files", []string{"--config", "a.yaml", "--config", "b.yaml"}, "more than once"},
 		{"no app id", nil, "app-id"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

@@ -142,10 +142,17 @@ func testJSSDK(t *testing.T, m *mesh) {
 				t.Errorf("health.isHealthy() = %+v, want true", s)
 			}
 			var md struct {
-				ID string `json:"id"`
+				ID       string            `json:"id"`
+				Extended map[string]string `json:"extended"`
+			}
+			if s := steps["metadataSet"]; !s.OK {
+				t.Errorf("metadata.set() = %+v", s)
 			}
 			if s := steps["metadata"]; !s.OK || json.Unmarshal(s.Value, &md) != nil || md.ID != tc.caller {
 				t.Errorf("metadata.get() = %+v, want id %q", s, tc.caller)
+			}
+			if md.Extended["proof"] != "js-"+tc.protocol {
+				t.Errorf("metadata.get() extended = %v: want the attribute metadata.set() set", md.Extended)
 			}
 			for _, verb := range []string{"get", "post", "put", "patch", "delete"} {
 				s := steps["invoke_"+verb]

@@ -35,6 +35,7 @@ async function main() {
     return Date.now() - started;
   });
   await step(out, "isHealthy", () => client.health.isHealthy());
+  await step(out, "metadataSet", () => client.metadata.set("proof", "js-" + process.env.PROOF_PROTOCOL));
   await step(out, "metadata", () => client.metadata.get());
   for (const verb of [HttpMethod.GET, HttpMethod.POST, HttpMethod.PUT, HttpMethod.PATCH, HttpMethod.DELETE]) {
     const body = verb === HttpMethod.GET ? undefined : { hello: "world", verb };
