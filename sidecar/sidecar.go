@@ -123,13 +123,24 @@ func (s *sidecar) start(ctx context.Context) error {
 func listen(cfg Config) (proxy.Listeners, error) {
 	var ls proxy.Listeners
 	var err error
-	// The app-facing API is for the local app only.
-	if ls.HTTP, err = net.Listen("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(cfg.HTTPPort))); err != nil {
-		return ls, fmt.Errorf("sidecar: --http-port: %w", err)
-	}
-	if ls.GRPC, err = net.Listen("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(cfg.GRPCPort))); err != nil {
-		ls.HTTP.Close()
-		return ls, fmt.Errorf("sidecar: --grpc-port: %w", err)
+	// The app-facing API is for the local app only: on loopback, or on
+	// unix sockets only the sidecar's user may use.
+	if cfg.UnixDomainSocket != "" {
+		if ls.HTTP, err = listenUnix(unixSocketName(cfg.UnixDomainSocket, cfg.AppID, "http")); err != nil {
+			return ls, err
+		}
+		if ls.GRPC, err = listenUnix(unixSocketName(cfg.UnixDomainSocket, cfg.AppID, "grpc")); err != nil {
+			ls.HTTP.Close()
+			return ls, err
+		}
+	} else {
+		if ls.HTTP, err = net.Listen("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(cfg.HTTPPort))); err != nil {
+			return ls, fmt.Errorf("sidecar: --http-port: %w", err)
+		}
+		if ls.GRPC, err = net.Listen("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(cfg.GRPCPort))); err != nil {
+			ls.HTTP.Close()
+			return ls, fmt.Errorf("sidecar: --grpc-port: %w", err)
+		}
 	}
 	if ls.Internal, err = net.Listen("tcp", net.JoinHostPort(cfg.ListenAddress, strconv.Itoa(cfg.InternalPort))); err != nil {
 		ls.HTTP.Close()
