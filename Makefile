@@ -2,7 +2,7 @@
 # network-namespace tests, which skip with a message otherwise).
 GO        ?= go
 BIN       := bin
-BINARIES  := meshd sentry meshctl
+BINARIES  := meshd sentry meshctl controlplane
 PKGS      := ./...
 TEST_TIMEOUT ?= 25m
 

@@ -2,15 +2,11 @@ package sidecar
 
 import (
 	"context"
-	"crypto/x509"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net"
-	"os"
 	"strconv"
-	"strings"
-	"sync"
 	"time"
 
 	"github.com/meshd/meshd/certs"
@@ -142,72 +138,20 @@ func listen(cfg Config) (proxy.Listeners, error) {
 	return ls, nil
 }
 
-// startIdentity gets the first workload certificate from sentry. The
-// returned watchBundle follows sentry's trust bundle until its context is
-// done, then closes the client; closeClient closes it if watchBundle never
-// ran (a start that failed later).
+// startIdentity gets the first workload certificate from sentry
+// (sentryclient.StartIdentity). The returned watchBundle follows sentry's
+// trust bundle until its context is done, then closes the client;
+// closeClient closes it if watchBundle never ran (a start that failed
+// later).
 func startIdentity(ctx context.Context, cfg Config, id certs.Identity, log *slog.Logger) (src *certs.Source, watchBundle func(context.Context) error, closeClient func(), err error) {
-	if cfg.SentryAddress == "" {
-		return nil, nil, nil, errors.New("sidecar: --sentry-address is required (or run with --insecure)")
-	}
-	pemBytes := cfg.TrustAnchorsPEM
-	if cfg.TrustAnchorsFile != "" {
-		b, err := os.ReadFile(cfg.TrustAnchorsFile)
-		if err != nil {
-			return nil, nil, nil, fmt.Errorf("sidecar: --trust-anchors-file: %w", err)
-		}
-		pemBytes = b
-	}
-	if len(pemBytes) == 0 {
-		return nil, nil, nil, errors.New("sidecar: no trust anchors: set --trust-anchors-file or TRUST_ANCHORS")
-	}
-	anchors, err := certs.ParseCertsPEM(pemBytes)
-	if err != nil {
-		return nil, nil, nil, fmt.Errorf("sidecar: trust anchors: %w", err)
-	}
-	// The token is for bootstrap only (the first certificate, and again if
-	// the SVID expired or sentry refused to renew on its strength): renewals
-	// present the current SVID. The file is read afresh for every bootstrap,
-	// so replacing it heals a sidecar whose token expired or was revoked.
-	tokenFn := func() (string, error) { return "", nil }
-	if cfg.TokenFile != "" {
-		if _, err := os.ReadFile(cfg.TokenFile); err != nil {
-			return nil, nil, nil, fmt.Errorf("sidecar: --token-file: %w", err)
-		}
-		tokenFn = func() (string, error) {
-			b, err := os.ReadFile(cfg.TokenFile)
-			if err != nil {
-				return "", fmt.Errorf("sidecar: --token-file: %w", err)
-			}
-			return strings.TrimSpace(string(b)), nil
-		}
-	} else {
-		log.Warn("sidecar: no --token-file: asking sentry for a certificate without a token (works only with its insecure validator)")
-	}
-	client, err := sentryclient.New(ctx, cfg.SentryAddress, anchors, id, "",
-		sentryclient.WithLogger(log), sentryclient.WithTokenFunc(tokenFn))
+	ident, err := sentryclient.StartIdentity(ctx, sentryclient.IdentityConfig{
+		SentryAddress: cfg.SentryAddress, TrustAnchorsFile: cfg.TrustAnchorsFile, TrustAnchorsPEM: cfg.TrustAnchorsPEM,
+		TokenFile: cfg.TokenFile, Identity: id, Logger: log,
+	})
 	if err != nil {
 		return nil, nil, nil, fmt.Errorf("sidecar: %w", err)
 	}
-	src, err = certs.NewSource(ctx, client, certs.SourceOptions{Identity: id, Logger: log})
-	if err != nil {
-		client.Close()
-		return nil, nil, nil, fmt.Errorf("sidecar: first certificate from sentry %s: %w", cfg.SentryAddress, err)
-	}
-	closeClient = sync.OnceFunc(func() { client.Close() })
-	watchBundle = func(ctx context.Context) error {
-		defer closeClient()
-		err := client.WatchBundle(ctx, func(roots []*x509.Certificate) {
-			if err := src.SetRoots(roots); err != nil {
-				log.Error("sidecar: trust bundle from sentry rejected", "err", err)
-			}
-		})
-		if ctx.Err() != nil {
-			return nil
-		}
-		return err
-	}
-	return src, watchBundle, closeClient, nil
+	return ident.Source, ident.WatchBundle, ident.Close, nil
 }
 
 func listenerAddr(l net.Listener) string {

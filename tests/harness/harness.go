@@ -30,7 +30,7 @@ import (
 
 // Binaries are the paths of the built programs.
 type Binaries struct {
-	Meshd, Sentry, Echo, GRPCEcho string
+	Meshd, Sentry, Echo, GRPCEcho, ControlPlane string
 }
 
 var (
@@ -64,6 +64,7 @@ func Build(t testing.TB) Binaries {
 			{&bins.Sentry, "./cmd/sentry"},
 			{&bins.Echo, "./examples/apps/echo"},
 			{&bins.GRPCEcho, "./examples/apps/grpcecho"},
+			{&bins.ControlPlane, "./cmd/controlplane"},
 		} {
 			out := filepath.Join(dir, filepath.Base(b.pkg))
 			args := []string{"build", "-o", out}
