@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/meshd/meshd/discovery"
 	"github.com/meshd/meshd/tests/harness"
 )
 
@@ -100,3 +101,5 @@ func xdsSidecar(t *testing.T, b harness.Binaries, s *harness.Sentry, cp *harness
 func contains(s, sub string) bool { return strings.Contains(s, sub) }
 
 func errorf(format string, args ...any) error { return fmt.Errorf(format, args...) }
+
+func target(app, ns string) discovery.Target { return discovery.Target{AppID: app, Namespace: ns} }
