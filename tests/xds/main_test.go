@@ -5,6 +5,12 @@ package xds_test
 import (
 	"encoding/json"
 	"fmt"
+	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
+	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
+	cachev3 "github.com/envoyproxy/go-control-plane/pkg/cache/v3"
+	"github.com/meshd/meshd/discovery/xds/policypb"
+	"github.com/meshd/meshd/xds"
+	"google.golang.org/protobuf/proto"
 	"io"
 	"net/http"
 	"os"
@@ -103,3 +109,25 @@ func contains(s, sub string) bool { return strings.Contains(s, sub) }
 func errorf(format string, args ...any) error { return fmt.Errorf(format, args...) }
 
 func target(app, ns string) discovery.Target { return discovery.Target{AppID: app, Namespace: ns} }
+
+func readBundle(s *harness.Sentry) ([]byte, error) { return os.ReadFile(s.BundleFile()) }
+
+// resourceName decodes a served resource and returns its xDS name.
+func resourceName(t *testing.T, typeURL string, b []byte) string {
+	t.Helper()
+	var m proto.Message
+	switch typeURL {
+	case xds.TypeURLs[0]:
+		m = &clusterv3.Cluster{}
+	case xds.TypeURLs[1]:
+		m = &endpointv3.ClusterLoadAssignment{}
+	case policypb.TypeURL:
+		m = &policypb.PolicySet{}
+	default:
+		t.Fatalf("type %s", typeURL)
+	}
+	if err := proto.Unmarshal(b, m); err != nil {
+		t.Fatal(err)
+	}
+	return cachev3.GetResourceName(m)
+}
