@@ -38,7 +38,11 @@ const (
 	EndpointType = "type.googleapis.com/envoy.config.endpoint.v3.ClusterLoadAssignment"
 )
 
-var subscribed = []string{ClusterType, EndpointType, policypb.TypeURL}
+// subscribed are the types a sidecar asks for: the ClusterLoadAssignments
+// name every app it may call (the Clusters the control plane serves next
+// to them are for proxyless gRPC; a sidecar needs none of their fields, and
+// not asking for them halves what the control plane keeps per sidecar).
+var subscribed = []string{EndpointType, policypb.TypeURL}
 
 func init() { discovery.Register(Builder{}) }
 
@@ -56,7 +60,7 @@ func (Builder) Name() string { return Name }
 
 // Build implements discovery.Builder. It connects to the control plane
 // named by opts.ConfigFile with the sidecar's SVID, and returns once the
-// first complete state (clusters, their endpoints, policies) is in u; if
+// first complete state (every app's endpoints, the policies) is in u; if
 // that does not come within the start timeout it fails (the sidecar has
 // nothing to serve from) and nothing keeps running.
 func (b Builder) Build(ctx context.Context, opts discovery.BuildOptions, u discovery.Updater) (discovery.Resolver, error) {
@@ -145,7 +149,6 @@ type resolver struct {
 
 	// run goroutine only
 	versions map[string]map[string]string // type URL -> name -> version
-	clusters map[string]bool
 	eps      map[string][]endpoint
 	pushed   map[discovery.Target]bool
 
@@ -163,7 +166,7 @@ var _ discovery.PolicyFeed = (*resolver)(nil)
 
 func newResolver(u discovery.Updater, log *slog.Logger, nodeID string) *resolver {
 	r := &resolver{u: u, log: log, nodeID: nodeID, ready: make(chan struct{}), got: map[string]bool{},
-		versions: map[string]map[string]string{}, clusters: map[string]bool{}, eps: map[string][]endpoint{},
+		versions: map[string]map[string]string{}, eps: map[string][]endpoint{},
 		pushed: map[discovery.Target]bool{}, policies: map[string]*policypb.PolicySet{}}
 	for _, tu := range subscribed {
 		r.versions[tu] = map[string]string{}
@@ -375,15 +378,6 @@ func (r *resolver) handle(resp *discoveryv3.DeltaDiscoveryResponse) error {
 	}
 	var changed []string
 	switch tu {
-	case ClusterType:
-		for name := range msgs {
-			r.clusters[name] = true
-			changed = append(changed, name)
-		}
-		for _, name := range resp.GetRemovedResources() {
-			delete(r.clusters, name)
-			changed = append(changed, name)
-		}
 	case EndpointType:
 		next := make(map[string][]endpoint, len(msgs))
 		for name, m := range msgs {
@@ -441,7 +435,7 @@ func endpoints(cla *endpointv3.ClusterLoadAssignment) ([]endpoint, error) {
 }
 
 // push tells the Updater about the targets named in changed: a target is
-// known once it has both its Cluster and its ClusterLoadAssignment.
+// known while it has a ClusterLoadAssignment.
 func (r *resolver) push(changed []string) {
 	for _, name := range changed {
 		t, err := Target(name)
@@ -449,7 +443,7 @@ func (r *resolver) push(changed []string) {
 			continue
 		}
 		eps, hasEps := r.eps[name]
-		if !r.clusters[name] || !hasEps {
+		if !hasEps {
 			if r.pushed[t] {
 				r.u.RemoveTarget(t)
 				delete(r.pushed, t)

@@ -140,7 +140,7 @@ func TestMeshdNACKsBadResources(t *testing.T) {
 	t.Cleanup(gs.Stop)
 	front := harness.StartSidecar(t, b, s, harness.SidecarConfig{AppID: "frontend",
 		Extra: []string{"--resolver", "xds", "--resolver-config", harness.XDSResolverFile(t, l.Addr().String())}})
-	for i := 0; i < 3; i++ { // the ACKs of the initial state
+	for i := 0; i < 2; i++ { // the ACKs of the initial state
 		if r := srv.reply(t); r.GetErrorDetail() != nil {
 			t.Fatalf("initial state NACKed: %v", r.GetErrorDetail())
 		}
@@ -165,12 +165,21 @@ func TestMeshdNACKsBadResources(t *testing.T) {
 		t.Errorf("after the NACK: %d %s; want the old endpoint still used", code, who)
 	}
 
-	// A Cluster with a bad name.
-	if err := srv.send(xds.TypeURLs[0], &clusterv3.Cluster{Name: "no-namespace", ClusterDiscoveryType: &clusterv3.Cluster_Type{Type: clusterv3.Cluster_EDS}}); err != nil {
+	// A resource name that is not {app}.{namespace}.
+	noNS := proto.Clone(cla).(*endpointv3.ClusterLoadAssignment)
+	noNS.ClusterName = "no-namespace"
+	if err := srv.send(xds.TypeURLs[1], noNS); err != nil {
 		t.Fatal(err)
 	}
 	if r := srv.reply(t); r.GetErrorDetail() == nil || !strings.Contains(r.GetErrorDetail().GetMessage(), "no-namespace") {
-		t.Errorf("bad Cluster name: reply %v; want a NACK", r)
+		t.Errorf("bad resource name: reply %v; want a NACK", r)
+	}
+	// A resource of a type the sidecar did not ask for.
+	if err := srv.send(xds.TypeURLs[0], xds.Cluster(target("orders", "default"))); err != nil {
+		t.Fatal(err)
+	}
+	if r := srv.reply(t); r.GetErrorDetail() == nil {
+		t.Errorf("unasked type: reply %v; want a NACK", r)
 	}
 
 	// A policy that does not compile: NACKed with file and line, the last
