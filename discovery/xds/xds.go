@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io/fs"
 	"log/slog"
+	"maps"
 	"math/rand/v2"
 	"strings"
 	"sync"
@@ -39,9 +40,9 @@ const (
 )
 
 // subscribed are the types a sidecar asks for: the ClusterLoadAssignments
-// name every app it may call (the Clusters the control plane serves next
-// to them are for proxyless gRPC; a sidecar needs none of their fields, and
-// not asking for them halves what the control plane keeps per sidecar).
+// of the apps it calls (the Clusters the control plane serves next to
+// them are for proxyless gRPC; a sidecar needs none of their fields) and
+// the PolicySets.
 var subscribed = []string{EndpointType, policypb.TypeURL}
 
 func init() { discovery.Register(Builder{}) }
@@ -59,10 +60,10 @@ var _ discovery.Builder = Builder{}
 func (Builder) Name() string { return Name }
 
 // Build implements discovery.Builder. It connects to the control plane
-// named by opts.ConfigFile with the sidecar's SVID, and returns once the
-// first complete state (every app's endpoints, the policies) is in u; if
-// that does not come within the start timeout it fails (the sidecar has
-// nothing to serve from) and nothing keeps running.
+// named by opts.ConfigFile with the sidecar's SVID and returns once the
+// control plane answered (the policies are in); if it does not within the
+// start timeout, Build fails (the sidecar has nothing to serve from) and
+// nothing keeps running. Endpoints are subscribed on demand (Watch).
 func (b Builder) Build(ctx context.Context, opts discovery.BuildOptions, u discovery.Updater) (discovery.Resolver, error) {
 	if opts.ConfigFile == "" {
 		return nil, errors.New("xds: no --resolver-config file given (want address: host:port of the control plane)")
@@ -117,7 +118,7 @@ func (b Builder) Build(ctx context.Context, opts discovery.BuildOptions, u disco
 	defer t.Stop()
 	select {
 	case <-r.ready:
-		log.Info("xds: first state from the control plane", "targets", r.targetCount(), "policySets", r.policyCount())
+		log.Info("xds: first answer from the control plane", "policySets", r.policyCount())
 		return r, nil
 	case <-t.C:
 		err = fmt.Errorf("xds: no complete state from the control plane %s within %s (%v): not starting without endpoints", cfg.Address, timeout, r.lastErr())
@@ -145,7 +146,13 @@ type resolver struct {
 
 	ready     chan struct{}
 	readyOnce sync.Once
-	got       map[string]bool // types answered at least once (run goroutine)
+
+	// on-demand subscriptions (Watch)
+	watching sync.Map // discovery.Target -> true: subscribed (lock-free fast path)
+	subMu    sync.Mutex
+	subs     map[string]bool // every resource name subscribed
+	pending  []string        // subscribed, not yet sent on the stream
+	wake     chan struct{}   // capacity 1: pending has names
 
 	// run goroutine only
 	versions map[string]map[string]string // type URL -> name -> version
@@ -162,10 +169,13 @@ type resolver struct {
 	closeOnce sync.Once
 }
 
-var _ discovery.PolicyFeed = (*resolver)(nil)
+var (
+	_ discovery.PolicyFeed = (*resolver)(nil)
+	_ discovery.Watcher    = (*resolver)(nil)
+)
 
 func newResolver(u discovery.Updater, log *slog.Logger, nodeID string) *resolver {
-	r := &resolver{u: u, log: log, nodeID: nodeID, ready: make(chan struct{}), got: map[string]bool{},
+	r := &resolver{u: u, log: log, nodeID: nodeID, ready: make(chan struct{}), subs: map[string]bool{}, wake: make(chan struct{}, 1),
 		versions: map[string]map[string]string{}, eps: map[string][]endpoint{},
 		pushed: map[discovery.Target]bool{}, policies: map[string]*policypb.PolicySet{}}
 	for _, tu := range subscribed {
@@ -253,6 +263,46 @@ func (r *resolver) run(ctx context.Context) {
 	}
 }
 
+// Watch implements discovery.Watcher: the first Pick of a target the
+// Cache does not know subscribes to its ClusterLoadAssignment (on-demand
+// EDS, as Envoy's on-demand cluster discovery does): a sidecar keeps, and
+// the control plane sends it, only the apps it calls. It returns at once.
+func (r *resolver) Watch(t discovery.Target) {
+	if _, ok := r.watching.Load(t); ok {
+		return
+	}
+	name := t.String()
+	r.subMu.Lock()
+	if !r.subs[name] {
+		r.subs[name] = true
+		r.pending = append(r.pending, name)
+	}
+	r.subMu.Unlock()
+	r.watching.Store(t, true)
+	select {
+	case r.wake <- struct{}{}:
+	default:
+	}
+}
+
+// takePending returns the names subscribed since the last take (all of
+// them when all is set: a new stream).
+func (r *resolver) takePending(all bool) []string {
+	r.subMu.Lock()
+	defer r.subMu.Unlock()
+	var out []string
+	if all {
+		out = make([]string, 0, len(r.subs))
+		for n := range r.subs {
+			out = append(out, n)
+		}
+	} else {
+		out = r.pending
+	}
+	r.pending = nil
+	return out
+}
+
 // stream runs one ADS stream until it fails; got says whether it
 // received anything.
 func (r *resolver) stream(ctx context.Context) (got bool, err error) {
@@ -263,22 +313,61 @@ func (r *resolver) stream(ctx context.Context) (got bool, err error) {
 		return false, fmt.Errorf("xds: open stream: %w", err)
 	}
 	node := &corev3.Node{Id: r.nodeID, UserAgentName: "meshd"}
-	for _, tu := range subscribed {
-		req := &discoveryv3.DeltaDiscoveryRequest{Node: node, TypeUrl: tu, ResourceNamesSubscribe: []string{"*"}}
-		if vs := r.versions[tu]; len(vs) > 0 {
-			req.InitialResourceVersions = make(map[string]string, len(vs))
-			for n, v := range vs {
-				req.InitialResourceVersions[n] = v
-			}
+	// Policies: every PolicySet the namespace gets (its own and _mesh).
+	req := &discoveryv3.DeltaDiscoveryRequest{Node: node, TypeUrl: policypb.TypeURL, ResourceNamesSubscribe: []string{"*"},
+		InitialResourceVersions: maps.Clone(r.versions[policypb.TypeURL])}
+	if err := st.Send(req); err != nil {
+		return false, fmt.Errorf("xds: subscribe: %w", err)
+	}
+	// Endpoints: the apps called so far (none yet: no request, an empty
+	// first request would mean "all").
+	claOpen := false
+	subscribe := func(names []string) error {
+		if len(names) == 0 {
+			return nil
+		}
+		req := &discoveryv3.DeltaDiscoveryRequest{TypeUrl: EndpointType, ResourceNamesSubscribe: names}
+		if !claOpen {
+			req.InitialResourceVersions = maps.Clone(r.versions[EndpointType])
+			claOpen = true
 		}
 		if err := st.Send(req); err != nil {
-			return false, fmt.Errorf("xds: subscribe: %w", err)
+			return fmt.Errorf("xds: subscribe: %w", err)
 		}
+		return nil
 	}
+	if err := subscribe(r.takePending(true)); err != nil {
+		return false, err
+	}
+	resps := make(chan *discoveryv3.DeltaDiscoveryResponse)
+	recvErr := make(chan error, 1)
+	go func() {
+		for {
+			resp, err := st.Recv()
+			if err != nil {
+				recvErr <- err
+				return
+			}
+			select {
+			case resps <- resp:
+			case <-ctx.Done():
+				return
+			}
+		}
+	}()
 	for {
-		resp, err := st.Recv()
-		if err != nil {
+		var resp *discoveryv3.DeltaDiscoveryResponse
+		select {
+		case <-ctx.Done():
+			return got, ctx.Err()
+		case err := <-recvErr:
 			return got, fmt.Errorf("xds: stream: %w", err)
+		case <-r.wake:
+			if err := subscribe(r.takePending(false)); err != nil {
+				return got, err
+			}
+			continue
+		case resp = <-resps:
 		}
 		if !got {
 			got = true
@@ -407,8 +496,7 @@ func (r *resolver) handle(resp *discoveryv3.DeltaDiscoveryResponse) error {
 		delete(vs, name)
 	}
 	r.push(changed)
-	r.got[tu] = true
-	if len(r.got) == len(subscribed) {
+	if tu == policypb.TypeURL { // the first answer: the stream works, the policies are in
 		r.readyOnce.Do(func() { close(r.ready) })
 	}
 	return nil

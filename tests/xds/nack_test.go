@@ -140,13 +140,15 @@ func TestMeshdNACKsBadResources(t *testing.T) {
 	t.Cleanup(gs.Stop)
 	front := harness.StartSidecar(t, b, s, harness.SidecarConfig{AppID: "frontend",
 		Extra: []string{"--resolver", "xds", "--resolver-config", harness.XDSResolverFile(t, l.Addr().String())}})
-	for i := 0; i < 2; i++ { // the ACKs of the initial state
-		if r := srv.reply(t); r.GetErrorDetail() != nil {
-			t.Fatalf("initial state NACKed: %v", r.GetErrorDetail())
-		}
+	if r := srv.reply(t); r.GetErrorDetail() != nil { // the policies, at start
+		t.Fatalf("initial policies NACKed: %v", r.GetErrorDetail())
 	}
+	// The first call subscribes to orders' endpoints.
 	if code, who, err := call(front, "orders", "who"); code != http.StatusOK || who != "o1" {
 		t.Fatalf("initial call: %d %s %v", code, who, err)
+	}
+	if r := srv.reply(t); r.GetErrorDetail() != nil {
+		t.Fatalf("initial endpoints NACKed: %v", r.GetErrorDetail())
 	}
 
 	// An endpoint without an address fails ValidateAll.

@@ -7,7 +7,14 @@
 // change and ACK it.
 //
 // Environment: XDS_CLIENTS (2000), XDS_APPS (1000), XDS_EPS (5),
-// XDS_MODE (delta or sotw), XDS_CHANGES (10), XDS_STREAMS_PER_CONN (100).
+// XDS_MODE (delta or sotw), XDS_CHANGES (10), XDS_STREAMS_PER_CONN (100),
+// XDS_WATCH (10).
+//
+// Each client subscribes, as a meshd sidecar does on demand, to the
+// endpoints of XDS_WATCH apps: the XDS_WATCH/2 "hot" apps every client
+// calls (app0000...) and XDS_WATCH/2 apps of its own; the changes rotate
+// over the hot apps, so every change has every client watching it (the
+// worst case). It also subscribes to its PolicySets.
 package xdsbench
 
 import (
@@ -24,7 +31,6 @@ import (
 	"time"
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
-	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
 	discoveryv3 "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"github.com/spiffe/go-spiffe/v2/spiffetls/tlsconfig"
@@ -58,8 +64,22 @@ type change struct {
 
 type sim struct {
 	apps    int
+	watch   int
 	cur     atomic.Pointer[change]
 	initial sync.WaitGroup
+}
+
+// names are the CLAs client id subscribes to.
+func (s *sim) names(id int) []string {
+	hot := s.watch / 2
+	out := make([]string, 0, s.watch)
+	for j := range hot {
+		out = append(out, fmt.Sprintf("app%04d.default", j))
+	}
+	for j := range s.watch - hot {
+		out = append(out, fmt.Sprintf("app%04d.default", hot+(id*(s.watch-hot)+j)%(s.apps-hot)))
+	}
+	return out
 }
 
 func (s *sim) arrived(c *change, size int, ackSent time.Time) {
@@ -80,10 +100,11 @@ func (s *sim) delta(ctx context.Context, conn *grpc.ClientConn, id int) error {
 		return err
 	}
 	node := &corev3.Node{Id: "sim-" + strconv.Itoa(id)}
-	for _, tu := range []string{xds.TypeURLs[1], policypb.TypeURL} {
-		if err := st.Send(&discoveryv3.DeltaDiscoveryRequest{Node: node, TypeUrl: tu, ResourceNamesSubscribe: []string{"*"}}); err != nil {
-			return err
-		}
+	if err := st.Send(&discoveryv3.DeltaDiscoveryRequest{Node: node, TypeUrl: policypb.TypeURL, ResourceNamesSubscribe: []string{"*"}}); err != nil {
+		return err
+	}
+	if err := st.Send(&discoveryv3.DeltaDiscoveryRequest{TypeUrl: xds.TypeURLs[1], ResourceNamesSubscribe: s.names(id)}); err != nil {
+		return err
 	}
 	have, synced := 0, false
 	var last *change
@@ -101,7 +122,7 @@ func (s *sim) delta(ctx context.Context, conn *grpc.ClientConn, id int) error {
 			continue
 		}
 		if !synced {
-			if have += len(resp.GetResources()); have >= s.apps {
+			if have += len(resp.GetResources()); have >= s.watch {
 				synced = true
 				s.initial.Done()
 			}
@@ -130,7 +151,8 @@ func (s *sim) sotw(ctx context.Context, conn *grpc.ClientConn, id int) error {
 	}
 	node := &corev3.Node{Id: "sim-" + strconv.Itoa(id)}
 	tu := xds.TypeURLs[1]
-	if err := st.Send(&discoveryv3.DiscoveryRequest{Node: node, TypeUrl: tu}); err != nil {
+	names := s.names(id)
+	if err := st.Send(&discoveryv3.DiscoveryRequest{Node: node, TypeUrl: tu, ResourceNames: names}); err != nil {
 		return err
 	}
 	synced := false
@@ -141,19 +163,20 @@ func (s *sim) sotw(ctx context.Context, conn *grpc.ClientConn, id int) error {
 			return err
 		}
 		size := proto.Size(resp)
-		if err := st.Send(&discoveryv3.DiscoveryRequest{TypeUrl: tu, VersionInfo: resp.GetVersionInfo(), ResponseNonce: resp.GetNonce()}); err != nil {
+		if err := st.Send(&discoveryv3.DiscoveryRequest{TypeUrl: tu, VersionInfo: resp.GetVersionInfo(), ResponseNonce: resp.GetNonce(), ResourceNames: names}); err != nil {
 			return err
 		}
 		sent := time.Now()
 		if !synced {
-			if len(resp.GetResources()) >= s.apps {
+			if len(resp.GetResources()) >= s.watch {
 				synced = true
 				s.initial.Done()
 			}
 			continue
 		}
 		if c := s.cur.Load(); c != nil && c != last {
-			// The whole set comes again; the change is in it.
+			// Every subscribed CLA comes again (the type's version moved);
+			// the change is among them.
 			last = c
 			s.arrived(c, size, sent)
 		}
@@ -214,7 +237,7 @@ func pct(d []time.Duration, p float64) time.Duration {
 
 func BenchmarkXDSScale(b *testing.B) {
 	clients, apps, eps := envInt("XDS_CLIENTS", 2000), envInt("XDS_APPS", 1000), envInt("XDS_EPS", 5)
-	changes, perConn := envInt("XDS_CHANGES", 10), envInt("XDS_STREAMS_PER_CONN", 100)
+	changes, perConn, watch := envInt("XDS_CHANGES", 10), envInt("XDS_STREAMS_PER_CONN", 100), envInt("XDS_WATCH", 10)
 	mode := os.Getenv("XDS_MODE")
 	if mode == "" {
 		mode = "delta"
@@ -231,7 +254,8 @@ func BenchmarkXDSScale(b *testing.B) {
 	tlsCfg := tlsconfig.MTLSClientConfig(src, src, certs.RequireServerAuth(tlsconfig.AuthorizeID(cpID)))
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	sm := &sim{apps: apps}
+	watch = min(watch, apps)
+	sm := &sim{apps: apps, watch: watch}
 	sm.initial.Add(clients)
 	var conns []*grpc.ClientConn
 	var failed atomic.Int64
@@ -272,7 +296,7 @@ func BenchmarkXDSScale(b *testing.B) {
 	var all, lasts []time.Duration
 	var bytes int64
 	for i := range changes {
-		app := (i * 7919) % apps
+		app := i % max(1, watch/2) // a hot app: every client watches it
 		c := &change{name: fmt.Sprintf("app%04d.default", app), done: make(chan struct{})}
 		c.pending.Store(int64(clients))
 		sm.cur.Store(c)
@@ -304,7 +328,7 @@ func BenchmarkXDSScale(b *testing.B) {
 	b.ReportMetric(float64(pct(lasts, 0.5).Microseconds())/1000, "last-ack-p50-ms")
 	b.ReportMetric(float64(pct(lasts, 0.99).Microseconds())/1000, "last-ack-p99-ms")
 	b.ReportMetric(perClient, "bytes/change/client")
-	b.Logf("mode=%s clients=%d apps=%d endpoints/app=%d changes=%d streams/conn=%d", mode, clients, apps, eps, changes, perConn)
+	b.Logf("mode=%s clients=%d apps=%d endpoints/app=%d watched apps/client=%d changes=%d streams/conn=%d", mode, clients, apps, eps, watch, changes, perConn)
 	b.Logf("control plane RSS: %.1f MB idle, %.1f MB after sync, %.1f MB at the end, peak %.1f MB; initial sync of all clients %s",
 		float64(rss0)/1024, float64(rss1)/1024, float64(rss2)/1024, float64(hwm)/1024, syncTook.Round(time.Millisecond))
 	b.Logf("per change (file write → client ACK sent; includes the static file watch's 100ms and the control plane's 50ms debounce): "+
@@ -312,5 +336,4 @@ func BenchmarkXDSScale(b *testing.B) {
 		pct(all, 0.5).Round(time.Millisecond), pct(all, 0.99).Round(time.Millisecond),
 		pct(lasts, 0.5).Round(time.Millisecond), pct(lasts, 0.99).Round(time.Millisecond), pct(lasts, 1).Round(time.Millisecond),
 		cpuPer.Round(time.Millisecond), perClient, clients)
-	_ = endpointv3.ClusterLoadAssignment{}
 }
