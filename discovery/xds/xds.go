@@ -164,7 +164,6 @@ type resolver struct {
 	polFS    fs.FS
 	apply    func(fs.FS) error
 	err      error
-	nTargets int
 
 	closeOnce sync.Once
 }
@@ -182,12 +181,6 @@ func newResolver(u discovery.Updater, log *slog.Logger, nodeID string) *resolver
 		r.versions[tu] = map[string]string{}
 	}
 	return r
-}
-
-func (r *resolver) targetCount() int {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	return r.nTargets
 }
 
 func (r *resolver) policyCount() int {
@@ -548,9 +541,6 @@ func (r *resolver) push(changed []string) {
 		}
 		r.pushed[t] = true
 	}
-	r.mu.Lock()
-	r.nTargets = len(r.pushed)
-	r.mu.Unlock()
 }
 
 // updatePolicies applies a PolicySet change: the whole tree goes to the
