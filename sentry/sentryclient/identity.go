@@ -49,37 +49,37 @@ func StartIdentity(ctx context.Context, cfg IdentityConfig) (*Identity, error) {
 		log = slog.Default()
 	}
 	if cfg.SentryAddress == "" {
-		return nil, errors.New("--sentry-address is required (or run with --insecure)")
+		return nil, errors.New("sentryclient: --sentry-address is required (or run with --insecure)")
 	}
 	pemBytes := cfg.TrustAnchorsPEM
 	if cfg.TrustAnchorsFile != "" {
 		b, err := os.ReadFile(cfg.TrustAnchorsFile)
 		if err != nil {
-			return nil, fmt.Errorf("--trust-anchors-file: %w", err)
+			return nil, fmt.Errorf("sentryclient: --trust-anchors-file: %w", err)
 		}
 		pemBytes = b
 	}
 	if len(pemBytes) == 0 {
-		return nil, errors.New("no trust anchors: set --trust-anchors-file or TRUST_ANCHORS")
+		return nil, errors.New("sentryclient: no trust anchors: set --trust-anchors-file or TRUST_ANCHORS")
 	}
 	anchors, err := certs.ParseCertsPEM(pemBytes)
 	if err != nil {
-		return nil, fmt.Errorf("trust anchors: %w", err)
+		return nil, fmt.Errorf("sentryclient: trust anchors: %w", err)
 	}
 	tokenFn := func() (string, error) { return "", nil }
 	if cfg.TokenFile != "" {
 		if _, err := os.ReadFile(cfg.TokenFile); err != nil {
-			return nil, fmt.Errorf("--token-file: %w", err)
+			return nil, fmt.Errorf("sentryclient: --token-file: %w", err)
 		}
 		tokenFn = func() (string, error) {
 			b, err := os.ReadFile(cfg.TokenFile)
 			if err != nil {
-				return "", fmt.Errorf("--token-file: %w", err)
+				return "", fmt.Errorf("sentryclient: --token-file: %w", err)
 			}
 			return strings.TrimSpace(string(b)), nil
 		}
 	} else {
-		log.Warn("no --token-file: asking sentry for a certificate without a token (works only with its insecure validator)")
+		log.Warn("sentryclient: no --token-file: asking sentry for a certificate without a token (works only with its insecure validator)")
 	}
 	client, err := New(ctx, cfg.SentryAddress, anchors, cfg.Identity, "", WithLogger(log), WithTokenFunc(tokenFn))
 	if err != nil {
@@ -88,7 +88,7 @@ func StartIdentity(ctx context.Context, cfg IdentityConfig) (*Identity, error) {
 	src, err := certs.NewSource(ctx, client, certs.SourceOptions{Identity: cfg.Identity, Logger: log})
 	if err != nil {
 		client.Close()
-		return nil, fmt.Errorf("first certificate from sentry %s: %w", cfg.SentryAddress, err)
+		return nil, fmt.Errorf("sentryclient: first certificate from sentry %s: %w", cfg.SentryAddress, err)
 	}
 	return &Identity{Source: src, client: client, log: log, close: sync.OnceFunc(func() { client.Close() })}, nil
 }
@@ -99,7 +99,7 @@ func (id *Identity) WatchBundle(ctx context.Context) error {
 	defer id.close()
 	err := id.client.WatchBundle(ctx, func(roots []*x509.Certificate) {
 		if err := id.Source.SetRoots(roots); err != nil {
-			id.log.Error("trust bundle from sentry rejected", "err", err)
+			id.log.Error("sentryclient: trust bundle from sentry rejected", "err", err)
 		}
 	})
 	if ctx.Err() != nil {
