@@ -68,6 +68,7 @@ func RunProcess(ctx context.Context, pc ProcessConfig) error {
 	}
 	l, err := net.Listen("tcp", pc.Listen)
 	if err != nil {
+		srv.Close()
 		return fmt.Errorf("xds: --listen: %w", err)
 	}
 	if pc.OnListen != nil {

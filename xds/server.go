@@ -80,8 +80,8 @@ type Server struct {
 	store *store
 	res   discovery.Resolver
 	cache cachev3.SnapshotCache
-	xds   serverv3.Server
-	gs    *grpc.Server
+
+	closeOnce sync.Once
 
 	// loop state (the push goroutine only)
 	apps     map[discovery.Target]*appResources
@@ -174,24 +174,28 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 	}
 	s.res = res
 	s.cache = cachev3.NewSnapshotCache(false, cachev3.IDHash{}, cacheLogger{log})
-	s.xds = serverv3.NewServer(ctx, s.cache, &guard{s: s})
-	tlsCfg := tlsconfig.MTLSServerConfig(cfg.SVIDSource, cfg.BundleSource,
-		certs.RequireClientAuth(tlsconfig.AuthorizeMemberOf(cfg.TrustDomain)))
-	s.gs = grpc.NewServer(grpc.Creds(credentials.NewTLS(tlsCfg)),
-		grpc.KeepaliveParams(keepalive.ServerParameters{Time: 30 * time.Second, Timeout: 10 * time.Second}),
-		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 10 * time.Second, PermitWithoutStream: true}),
-		grpc.MaxRecvMsgSize(4<<20))
-	discoveryv3.RegisterAggregatedDiscoveryServiceServer(s.gs, s.xds)
 	return s, nil
 }
 
+// Close stops the backend; Run does it when it returns. It is for a
+// Server that never runs.
+func (s *Server) Close() { s.closeOnce.Do(func() { s.res.Close() }) }
+
 // Run serves ADS on l until ctx is done, pushing every change of the
-// backend and of the policy directory. It closes the backend when it
-// returns.
+// backend and of the policy directory. It closes the backend (and l) when
+// it returns.
 func (s *Server) Run(ctx context.Context, l net.Listener) error {
-	defer s.res.Close()
+	defer s.Close()
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
+	xs := serverv3.NewServer(ctx, s.cache, &guard{s: s})
+	tlsCfg := tlsconfig.MTLSServerConfig(s.cfg.SVIDSource, s.cfg.BundleSource,
+		certs.RequireClientAuth(tlsconfig.AuthorizeMemberOf(s.cfg.TrustDomain)))
+	gs := grpc.NewServer(grpc.Creds(credentials.NewTLS(tlsCfg)),
+		grpc.KeepaliveParams(keepalive.ServerParameters{Time: 30 * time.Second, Timeout: 10 * time.Second}),
+		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 10 * time.Second, PermitWithoutStream: true}),
+		grpc.MaxRecvMsgSize(4<<20))
+	discoveryv3.RegisterAggregatedDiscoveryServiceServer(gs, xs)
 	errc := make(chan error, 3)
 	var wg sync.WaitGroup
 	wg.Add(1)
@@ -209,7 +213,7 @@ func (s *Server) Run(ctx context.Context, l net.Listener) error {
 		}()
 	}
 	go func() {
-		if err := s.gs.Serve(l); err != nil {
+		if err := gs.Serve(l); err != nil {
 			errc <- fmt.Errorf("xds: serve: %w", err)
 		}
 	}()
@@ -222,11 +226,12 @@ func (s *Server) Run(ctx context.Context, l net.Listener) error {
 	}
 	cancel()
 	stopped := make(chan struct{})
-	go func() { s.gs.GracefulStop(); close(stopped) }()
+	go func() { gs.GracefulStop(); close(stopped) }()
 	select {
 	case <-stopped:
 	case <-time.After(2 * time.Second):
-		s.gs.Stop() // ADS streams never end by themselves
+		gs.Stop() // ADS streams never end by themselves
+		<-stopped
 	}
 	wg.Wait()
 	return err
