@@ -15,6 +15,8 @@ import (
 
 	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
+	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 	discoveryv3 "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
 	"github.com/envoyproxy/go-control-plane/pkg/cache/types"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
@@ -381,5 +383,26 @@ func TestNewErrors(t *testing.T) {
 				t.Errorf("err = %v; want %q", err, c.want)
 			}
 		})
+	}
+}
+
+// TestHookListenersAndRoutes: the Listeners and RouteConfigurations an
+// AppHook returns are served under their types, to the app's namespace,
+// next to the app's Cluster and CLA (the proxyless gRPC contract).
+func TestHookListenersAndRoutes(t *testing.T) {
+	hook := func(app discovery.Target, _ []xds.Endpoint) (xds.AppResources, error) {
+		name := xds.ResourceName(app)
+		return xds.AppResources{
+			Listeners: []types.Resource{&listenerv3.Listener{Name: name}},
+			Routes:    []types.Resource{&routev3.RouteConfiguration{Name: name}},
+		}, nil
+	}
+	r := start(t, threeApps, xds.Config{Hook: hook})
+	conn := r.dial(t, "default", "frontend")
+	for _, tu := range []string{xds.TypeURLs[2], xds.TypeURLs[3]} {
+		c := openDelta(t, conn, tu)
+		if got := strings.Join(names(c.next(t, 5*time.Second)), ","); got != "cart.default,orders.default" {
+			t.Errorf("%s: %s", tu, got)
+		}
 	}
 }
