@@ -4,6 +4,7 @@ import (
 	"errors"
 	"net"
 	"net/http"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -200,6 +201,11 @@ func TestMeshdNACKsBadResources(t *testing.T) {
 	}
 	if r := srv.reply(t); r.GetErrorDetail() == nil {
 		t.Errorf("policy path ../x.rego: reply %v; want a NACK", r)
+	}
+
+	// Each rejection is counted in the sidecar's metrics.
+	if n := harness.ScrapeCounter(t, "http://127.0.0.1:"+strconv.Itoa(front.Ports.Metrics)+"/metrics", "meshd_discovery_errors_total"); n < 5 {
+		t.Errorf("meshd_discovery_errors_total = %v after 5 NACKs", n)
 	}
 
 	// A good policy change is ACKed and loaded by the frontend's engine
