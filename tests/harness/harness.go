@@ -8,6 +8,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/tls"
+	"errors"
 	"fmt"
 	"net"
 	"net/http"
@@ -30,7 +31,7 @@ import (
 
 // Binaries are the paths of the built programs.
 type Binaries struct {
-	Meshd, Sentry, Echo, GRPCEcho string
+	Meshd, Sentry, Echo, GRPCEcho, ControlPlane string
 }
 
 var (
@@ -50,7 +51,7 @@ func RepoRoot() string {
 func Build(t testing.TB) Binaries {
 	t.Helper()
 	buildOnce.Do(func() {
-		dir, err := os.MkdirTemp("", "meshd-e2e-bin-")
+		dir, err := BinDir()
 		if err != nil {
 			buildErr = err
 			return
@@ -64,6 +65,7 @@ func Build(t testing.TB) Binaries {
 			{&bins.Sentry, "./cmd/sentry"},
 			{&bins.Echo, "./examples/apps/echo"},
 			{&bins.GRPCEcho, "./examples/apps/grpcecho"},
+			{&bins.ControlPlane, "./cmd/controlplane"},
 		} {
 			out := filepath.Join(dir, filepath.Base(b.pkg))
 			args := []string{"build", "-o", out}
@@ -83,6 +85,38 @@ func Build(t testing.TB) Binaries {
 		t.Fatal(buildErr)
 	}
 	return bins
+}
+
+// binDirPrefix names the directory a test process builds its binaries
+// into, followed by the process ID.
+const binDirPrefix = "meshd-e2e-bin-"
+
+// BinDir is the directory this test process builds binaries into (Build,
+// and packages that build tools of their own). It is removed by the first
+// Build or BinDir of a later test process, once this one has ended.
+func BinDir() (string, error) {
+	sweepBinDirs()
+	dir := filepath.Join(os.TempDir(), binDirPrefix+strconv.Itoa(os.Getpid()))
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return "", fmt.Errorf("harness: %w", err)
+	}
+	return dir, nil
+}
+
+// sweepBinDirs removes the binary directories of test processes that have
+// ended (a test process cannot remove its own: nothing runs after its last
+// test). Each holds a few hundred MB; a make test leaves one per package.
+func sweepBinDirs() {
+	dirs, _ := filepath.Glob(filepath.Join(os.TempDir(), binDirPrefix+"*"))
+	for _, d := range dirs {
+		pid, err := strconv.Atoi(strings.TrimPrefix(filepath.Base(d), binDirPrefix))
+		if err != nil || pid <= 0 {
+			continue
+		}
+		if err := syscall.Kill(pid, 0); errors.Is(err, syscall.ESRCH) {
+			_ = os.RemoveAll(d)
+		}
+	}
 }
 
 // FreePort returns a loopback TCP port for a child process to bind
