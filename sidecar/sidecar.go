@@ -146,9 +146,12 @@ func listen(cfg Config) (proxy.Listeners, error) {
 // returned watchBundle follows sentry's trust bundle until its context is
 // done, then closes the client; closeClient closes it if watchBundle never
 // ran (a start that failed later).
-func startIdentity(ctx context.Context, cfg Config, id certs.Identity, log *slog.Logger) (src *certs.Source, watchBundle func(context.Context) error, closeClient func(), err error) {
+func startIdentity(ctx context.Context, cfg Config, id certs.Identity, log *slog.Logger, setReason func(string)) (src *certs.Source, watchBundle func(context.Context) error, closeClient func(), err error) {
 	if cfg.SentryAddress == "" {
 		return nil, nil, nil, errors.New("sidecar: --sentry-address is required (or run with --insecure)")
+	}
+	if _, port, err := net.SplitHostPort(cfg.SentryAddress); !strings.Contains(cfg.SentryAddress, "://") && (err != nil || port == "") {
+		return nil, nil, nil, fmt.Errorf("sidecar: --sentry-address %q: want host:port (sentry listens on 127.0.0.1:50003 unless its --listen says otherwise)", cfg.SentryAddress)
 	}
 	pemBytes := cfg.TrustAnchorsPEM
 	if cfg.TrustAnchorsFile != "" {
@@ -189,7 +192,8 @@ func startIdentity(ctx context.Context, cfg Config, id certs.Identity, log *slog
 	if err != nil {
 		return nil, nil, nil, fmt.Errorf("sidecar: %w", err)
 	}
-	src, err = certs.NewSource(ctx, client, certs.SourceOptions{Identity: id, Logger: log})
+	fetcher := &diagnosingClient{Client: client, cfg: cfg, log: log, setReason: setReason}
+	src, err = certs.NewSource(ctx, fetcher, certs.SourceOptions{Identity: id, Logger: log})
 	if err != nil {
 		client.Close()
 		return nil, nil, nil, fmt.Errorf("sidecar: first certificate from sentry %s: %w", cfg.SentryAddress, err)

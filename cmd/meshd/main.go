@@ -13,6 +13,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/meshd/meshd/internal/cli"
 	"github.com/meshd/meshd/policy"
 	"github.com/meshd/meshd/proxy"
 	"github.com/meshd/meshd/sidecar"
@@ -21,9 +22,9 @@ import (
 
 func main() {
 	tuneSysmon()
-	if err := newCommand().Execute(); err != nil {
-		os.Exit(1)
-	}
+	root := newCommand()
+	cli.Prepare(root)
+	os.Exit(cli.ExitCode(cli.Execute(root, os.Args[1:], os.Stderr)))
 }
 
 func newCommand() *cobra.Command {
@@ -38,11 +39,9 @@ func newCommand() *cobra.Command {
 		h1Server, h1Client  string
 	)
 	cmd := &cobra.Command{
-		Use:           "meshd",
-		Short:         "meshd service-mesh sidecar (Dapr-compatible service invocation over SPIFFE mTLS)",
-		SilenceUsage:  true,
-		SilenceErrors: false,
-		Args:          cobra.NoArgs,
+		Use:   "meshd",
+		Short: "meshd service-mesh sidecar (Dapr-compatible service invocation over SPIFFE mTLS)",
+		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			log, err := logging.New(os.Stderr, logLevel, logFormat)
 			if err != nil {
@@ -85,11 +84,7 @@ func newCommand() *cobra.Command {
 			}
 			ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 			defer stop()
-			if err := sidecar.Run(ctx, cfg); err != nil {
-				log.Error("meshd: exiting", "err", err)
-				return err
-			}
-			return nil
+			return sidecar.Run(ctx, cfg)
 		},
 	}
 	f := cmd.Flags()
