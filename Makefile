@@ -10,11 +10,16 @@ TEST_TIMEOUT ?= 25m
 
 all: build
 
+# The version --version prints: the nearest tag and the commit (or "dev").
+VERSION   ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+LDFLAGS   := -X github.com/meshd/meshd/internal/cli.Version=$(VERSION)
+
 build:
 	@mkdir -p $(BIN)
 	@for b in $(BINARIES); do \
-	  if [ -d cmd/$$b ]; then $(GO) build -o $(BIN)/$$b ./cmd/$$b || exit 1; fi; \
+	  if [ -d cmd/$$b ]; then $(GO) build -ldflags "$(LDFLAGS)" -o $(BIN)/$$b ./cmd/$$b || exit 1; fi; \
 	done
+	@$(GO) build -o $(BIN)/echo ./examples/apps/echo   # the sample app of the README
 
 vet:
 	$(GO) vet $(PKGS)
