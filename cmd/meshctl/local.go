@@ -40,7 +40,7 @@ type local struct {
 }
 
 func addLocalCommands(root *cobra.Command) {
-	root.AddCommand(newInitCommand(), newUninstallCommand(), newRunCommand())
+	root.AddCommand(newInitCommand(), newUninstallCommand(), newRunCommand(), newListCommand(), newStatusCommand())
 }
 
 // home is the folder of the local mesh.

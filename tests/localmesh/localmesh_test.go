@@ -214,6 +214,29 @@ func TestInitRunCallInterrupt(t *testing.T) {
 		}
 	}
 
+	// list: orders' sidecar is ready, its certificate valid, the call
+	// counted; frontend's run has ended and is not listed.
+	code, out = m.run(t, "list", "-o", "json")
+	var list []struct {
+		AppID      string    `json:"appId"`
+		Ready      bool      `json:"ready"`
+		AppHealthy bool      `json:"appHealthy"`
+		CertExpiry time.Time `json:"certExpiry"`
+		CallsIn    float64   `json:"callsIn"`
+		MeshdPID   int       `json:"meshdPid"`
+	}
+	if err := json.Unmarshal([]byte(out), &list); code != 0 || err != nil {
+		t.Fatalf("list -o json: exit %d, %v\n%s", code, err, out)
+	}
+	if len(list) != 1 || list[0].AppID != "orders" || !list[0].Ready || !list[0].AppHealthy || list[0].CallsIn < 1 ||
+		time.Until(list[0].CertExpiry) < 30*time.Minute {
+		t.Errorf("list: %+v", list)
+	}
+	if code, out = m.run(t, "status"); code != 0 || !strings.Contains(out, "sentry: running, pid "+strconv.Itoa(loc.PID)) ||
+		!strings.Contains(out, "trust root: ") || !strings.Contains(out, "orders ") {
+		t.Errorf("status: exit %d\n%s", code, out)
+	}
+
 	// SIGINT to orders' meshctl: the app, then the sidecar, then meshctl
 	// stop; nothing is left.
 	recs, _ := filepath.Glob(filepath.Join(m.home, "run", "orders-*.json"))
