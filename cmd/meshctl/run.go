@@ -157,8 +157,16 @@ func runApp(ctx context.Context, o runOptions, command []string, stdout, stderr 
 		return err
 	}
 	defer closeMeshdLogs()
+	// meshd's log is also kept beside the run record while it runs: `meshctl
+	// policy preview` replays the decisions in it.
+	teeLog, err := os.OpenFile(base+".meshd.log", os.O_CREATE|os.O_WRONLY|os.O_TRUNC, 0o600)
+	if err != nil {
+		return err
+	}
+	defer os.Remove(teeLog.Name())
+	defer teeLog.Close()
 	meshd := exec.Command(meshdBin, args...)
-	meshd.Stdout, meshd.Stderr = meshdOut, meshdErr
+	meshd.Stdout, meshd.Stderr = io.MultiWriter(meshdOut, teeLog), io.MultiWriter(meshdErr, teeLog)
 	meshd.SysProcAttr = childAttr()
 	meshd.WaitDelay = time.Second
 	// Signals from now on are ours to forward: a Ctrl-C reaches the whole

@@ -171,10 +171,18 @@ func TestInitRunCallInterrupt(t *testing.T) {
 		t.Fatalf("local.json: %v %s", err, b)
 	}
 
-	// orders: the echo app with its sidecar.
+	// orders: the echo app with its sidecar, under a policy that allows
+	// all and logs every allow (for policy preview below).
+	current := filepath.Join(t.TempDir(), "current")
+	if err := os.MkdirAll(filepath.Join(current, "default"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(current, "default", "open.rego"), []byte("package mesh.authz\n\nallow if true\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
 	appPort := harness.FreePort(t)
 	ordersOut := &syncBuf{}
-	orders := m.cmd(nil, "run", "--app-id", "orders", "--app-port", strconv.Itoa(appPort), "--",
+	orders := m.cmd(nil, "run", "--app-id", "orders", "--app-port", strconv.Itoa(appPort), "--policy-dir", current, "--meshd-arg=--policy-allow-log-every=1", "--",
 		filepath.Join(dir, "echo"), "--port", strconv.Itoa(appPort))
 	orders.Stdout, orders.Stderr = ordersOut, ordersOut
 	if err := orders.Start(); err != nil {
@@ -235,6 +243,21 @@ func TestInitRunCallInterrupt(t *testing.T) {
 	if code, out = m.run(t, "status"); code != 0 || !strings.Contains(out, "sentry: running, pid "+strconv.Itoa(loc.PID)) ||
 		!strings.Contains(out, "trust root: ") || !strings.Contains(out, "orders ") {
 		t.Errorf("status: exit %d\n%s", code, out)
+	}
+
+	// policy preview replays the live decision log of orders' sidecar (it
+	// logs every allow here) against a proposed set that allows nothing.
+	proposed := filepath.Join(t.TempDir(), "proposed")
+	if err := os.MkdirAll(filepath.Join(proposed, "default"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(proposed, "default", "closed.rego"), []byte("package mesh.authz\n\ndeny contains \"closed for maintenance\" if true\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	code, out = m.run(t, "policy", "preview", "--policy-dir", proposed)
+	if code != 0 || !strings.Contains(out, "ALLOW → DENY  1×  spiffe://cluster.local/ns/default/frontend → orders.default  HTTP GET /hello") ||
+		!strings.Contains(out, "reason: closed for maintenance") {
+		t.Errorf("policy preview of the live log: exit %d\n%s", code, out)
 	}
 
 	// SIGINT to orders' meshctl: the app, then the sidecar, then meshctl
