@@ -6,7 +6,7 @@ BINARIES  := meshd sentry meshctl
 PKGS      := ./...
 TEST_TIMEOUT ?= 25m
 
-.PHONY: all build test vet race bench fuzz soak demo clean consul jaeger kubernetes
+.PHONY: all build test vet race bench fuzz soak demo clean consul jaeger kubernetes chromium
 
 all: build
 
@@ -49,9 +49,14 @@ jaeger:
 kubernetes:
 	./tests/kubernetes/install.sh >/dev/null
 
+# Debian's chromium for the dashboard test (tests/dashboard): installed
+# with apt-get when root (CI), else the script says what to run.
+chromium:
+	./tests/dashboard/install-chromium.sh
+
 # What CI runs (.ci/run). Unit tests, end-to-end tests against real processes
 # on loopback, all with the race detector.
-test: vet consul jaeger kubernetes
+test: vet consul jaeger kubernetes chromium
 	$(GO) test -race -count=1 -timeout $(TEST_TIMEOUT) $(PKGS)
 
 bench: build

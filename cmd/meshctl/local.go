@@ -40,7 +40,7 @@ type local struct {
 }
 
 func addLocalCommands(root *cobra.Command) {
-	root.AddCommand(newInitCommand(), newUninstallCommand(), newRunCommand(), newListCommand(), newStatusCommand())
+	root.AddCommand(newInitCommand(), newUninstallCommand(), newRunCommand(), newListCommand(), newStatusCommand(), newDashboardCommand())
 }
 
 // home is the folder of the local mesh.
