@@ -2,6 +2,7 @@ package sidecar
 
 import (
 	"context"
+	"errors"
 	"log/slog"
 	"strings"
 	"sync"
@@ -37,7 +38,13 @@ func diagnoseSentry(cfg Config, err error) sentryProblem {
 	}
 	mint := "mint one for this app with `sentry token create --data-dir SENTRY_DATA_DIR --app-id " + cfg.AppID +
 		" --namespace " + cfg.Namespace + " > " + tokenFile + "` (the file is read again at the next attempt)"
-	st, _ := status.FromError(err)
+	// The innermost status: status.FromError of a wrapped error carries
+	// the whole chain in its message.
+	var st *status.Status
+	var se interface{ GRPCStatus() *status.Status }
+	if errors.As(err, &se) {
+		st = se.GRPCStatus()
+	}
 	switch {
 	case strings.Contains(msg, "x509: certificate signed by unknown authority"),
 		strings.Contains(msg, "failed to verify certificate"):

@@ -149,7 +149,53 @@ func (d *dashboard) handler() http.Handler {
 		w.Header().Set("Cache-Control", "no-store")
 		_, _ = w.Write(b)
 	})
+	// Preview of a proposed policy set against the decision logs of the
+	// running sidecars. POST with a JSON body (a cross-site page cannot send
+	// one without a CORS preflight, which is never answered) to a loopback
+	// Host (no DNS rebinding); it only reads.
+	mux.HandleFunc("POST /api/preview", func(w http.ResponseWriter, r *http.Request) {
+		if !loopbackHost(r.Host) || r.Header.Get("Content-Type") != "application/json" {
+			http.Error(w, "forbidden", http.StatusForbidden)
+			return
+		}
+		var req struct {
+			PolicyDir     string `json:"policyDir"`
+			PolicyDefault string `json:"policyDefault"`
+		}
+		if err := json.NewDecoder(io.LimitReader(r.Body, 64<<10)).Decode(&req); err != nil || req.PolicyDir == "" {
+			writeJSONError(w, "give policyDir: the proposed policy directory")
+			return
+		}
+		if req.PolicyDefault == "" {
+			req.PolicyDefault = "allow"
+		}
+		res, err := previewDir(r.Context(), req.PolicyDir, req.PolicyDefault)
+		if err != nil {
+			writeJSONError(w, err.Error())
+			return
+		}
+		w.Header().Set("Content-Type", "application/json")
+		_ = json.NewEncoder(w).Encode(res)
+	})
 	return mux
+}
+
+func writeJSONError(w http.ResponseWriter, msg string) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(http.StatusUnprocessableEntity)
+	_ = json.NewEncoder(w).Encode(map[string]string{"error": msg})
+}
+
+func loopbackHost(hostport string) bool {
+	host, _, err := net.SplitHostPort(hostport)
+	if err != nil {
+		host = hostport
+	}
+	if host == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(strings.Trim(host, "[]"))
+	return ip != nil && ip.IsLoopback()
 }
 
 // sample reads the mesh every interval until ctx ends.

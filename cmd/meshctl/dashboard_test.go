@@ -115,3 +115,43 @@ func TestDashboardLoopbackOnly(t *testing.T) {
 		t.Errorf("--address nonsense: exit %d\n%s", code, out)
 	}
 }
+
+func TestDashboardPreview(t *testing.T) {
+	h := listHome(t)
+	log := `time=2026-01-01T00:00:00Z level=INFO msg="policy: allow" source=spiffe://cluster.local/ns/default/web destination=orders.default protocol=http method=GET path=/x allow=true reason="" rule=default/p.rego:3` + "\n"
+	if err := os.WriteFile(filepath.Join(h, "run", "orders-42.meshd.log"), []byte(log), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewServer(newDashboard(h).handler())
+	defer srv.Close()
+	post := func(host, ctype, body string) (int, string) {
+		req, _ := http.NewRequest(http.MethodPost, srv.URL+"/api/preview", strings.NewReader(body))
+		req.Host = host
+		req.Header.Set("Content-Type", ctype)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		return resp.StatusCode, string(b)
+	}
+	if code, _ := post("evil.example:7070", "application/json", `{"policyDir":"testdata/proposed"}`); code != http.StatusForbidden {
+		t.Errorf("a foreign Host: %d", code)
+	}
+	if code, _ := post("127.0.0.1:7070", "text/plain", `{"policyDir":"testdata/proposed"}`); code != http.StatusForbidden {
+		t.Errorf("a simple (cross-site-able) request: %d", code)
+	}
+	if code, body := post("127.0.0.1:7070", "application/json", `{}`); code != http.StatusUnprocessableEntity || !strings.Contains(body, "give policyDir") {
+		t.Errorf("no dir: %d %s", code, body)
+	}
+	if code, body := post("localhost:7070", "application/json", `{"policyDir":"testdata/broken"}`); code != http.StatusUnprocessableEntity || !strings.Contains(body, "default/orders.rego:5") {
+		t.Errorf("broken: %d %s", code, body)
+	}
+	code, body := post("127.0.0.1:7070", "application/json", `{"policyDir":"testdata/proposed"}`)
+	var res previewResult
+	if err := json.Unmarshal([]byte(body), &res); code != http.StatusOK || err != nil || res.Decisions != 1 || len(res.Flips) != 1 ||
+		res.Flips[0].From != "ALLOW" || res.Flips[0].To != "DENY" || res.Flips[0].Source != "spiffe://cluster.local/ns/default/web" {
+		t.Errorf("preview: %d %s", code, body)
+	}
+}

@@ -122,6 +122,24 @@ func runLogs() ([]string, error) {
 	return files, nil
 }
 
+// previewDir previews the policy directory dir against the logs of the
+// running sidecars (the dashboard's form).
+func previewDir(ctx context.Context, dir, def string) (previewResult, error) {
+	d, err := policy.ParseDefault(def)
+	if err != nil {
+		return previewResult{}, err
+	}
+	logs, err := runLogs()
+	if err != nil {
+		return previewResult{}, err
+	}
+	e, err := policy.New(ctx, policy.Options{Source: policy.Source{Dir: dir}, Default: d, Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		return previewResult{}, fmt.Errorf("proposed policy: %w", err)
+	}
+	return preview(context.WithoutCancel(ctx), e, logs)
+}
+
 func preview(ctx context.Context, e *policy.Engine, logs []string) (previewResult, error) {
 	res := previewResult{Logs: logs, Flips: []flip{}}
 	byKey := map[flip]*flip{}

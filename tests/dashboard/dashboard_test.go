@@ -61,12 +61,15 @@ func binDir(t *testing.T) (string, []string) {
 	if ok, why := netnstest.CanCreate(); !ok {
 		t.Skipf("the dashboard test runs mDNS and a browser only inside a network namespace it creates: %s", why)
 	}
-	b := harness.Build(t)
-	dir := filepath.Dir(b.Meshd)
-	cmd := exec.Command("go", "build", "-o", filepath.Join(dir, "meshctl"), "./cmd/meshctl")
-	cmd.Dir = harness.RepoRoot()
-	if out, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("build meshctl: %v\n%s", err, out)
+	// Built into this test's own temporary folder (removed when it ends),
+	// not a shared one another process may clean up meanwhile.
+	dir := t.TempDir()
+	for _, pkg := range []string{"./cmd/meshd", "./cmd/sentry", "./cmd/meshctl", "./examples/apps/echo"} {
+		cmd := exec.Command("go", "build", "-o", filepath.Join(dir, filepath.Base(pkg)), pkg)
+		cmd.Dir = harness.RepoRoot()
+		if out, err := cmd.CombinedOutput(); err != nil {
+			t.Fatalf("go build %s: %v\n%s", pkg, err, out)
+		}
 	}
 	env := []string{envBinDir + "=" + dir}
 	if v := os.Getenv(envShot); v != "" {
@@ -144,7 +147,7 @@ func TestDashboardInChromium(t *testing.T) {
 	}
 	appPort := harness.FreePort(t)
 	_, ordersOut := start(t, meshctl, home, nil, "run", "--app-id", "orders", "--app-port", strconv.Itoa(appPort),
-		"--policy-dir", filepath.Dir(pol), "--", filepath.Join(dir, "echo"), "--port", strconv.Itoa(appPort))
+		"--policy-dir", filepath.Dir(pol), "--meshd-arg=--policy-allow-log-every=1", "--", filepath.Join(dir, "echo"), "--port", strconv.Itoa(appPort))
 	waitFor(t, "orders", 60*time.Second, func() bool { return strings.Contains(ordersOut.String(), "echo: listening") })
 	self, _ := os.Executable()
 	_, feOut := start(t, meshctl, home, []string{envCaller + "=1"}, "run", "--app-id", "frontend", "--", self)
@@ -265,4 +268,30 @@ func TestDashboardInChromium(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Logf("screenshot %s (%d bytes, %dx%d); edge rate %s", path, len(shot), img.Bounds().Dx(), img.Bounds().Dy(), rate)
+
+	// Policy preview on the page: a proposed set that closes orders flips
+	// the logged allows (orders logs every allow here).
+	closed := filepath.Join(t.TempDir(), "closed", "default")
+	if err := os.MkdirAll(closed, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(closed, "closed.rego"), []byte("package mesh.authz\n\ndeny contains \"closed for maintenance\" if true\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := chromedp.Do(ctx, chromedp.SendKeys(chromedp.CSS(`#policyDir`), filepath.Dir(closed)),
+		chromedp.Click(chromedp.CSS(`#preview button`))); err != nil {
+		t.Fatal(err)
+	}
+	var flips, summary string
+	waitFor(t, "the preview on the page", 30*time.Second, func() bool {
+		var err error
+		if flips, err = chromedp.Run(ctx, chromedp.Text(chromedp.CSS(`#flips tbody`))); err != nil {
+			t.Fatal(err)
+		}
+		return strings.Contains(flips, "ALLOW → DENY") && strings.Contains(flips, "closed for maintenance") &&
+			strings.Contains(flips, "frontend.default")
+	})
+	if summary, err = chromedp.Run(ctx, chromedp.Text(chromedp.CSS(`#previewSummary`))); err != nil || !strings.Contains(summary, "would flip") {
+		t.Errorf("preview summary %q (%v)", summary, err)
+	}
 }

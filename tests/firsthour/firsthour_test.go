@@ -3,6 +3,7 @@ package firsthour
 import (
 	"bytes"
 	"encoding/json"
+	"fmt"
 	"io"
 	"net/http"
 	"os"
@@ -22,29 +23,53 @@ import (
 const testVersion = "v9.8.7-firsthour"
 
 var (
-	meshctlOnce sync.Once
-	meshctlBin  string
-	meshctlErr  error
+	buildOnce sync.Once
+	built     harness.Binaries
+	meshctlIn string
+	buildErr  error
+	binDir    string
 )
 
-// bins builds meshd, sentry (harness) and meshctl (here, with the version
-// stamped as make build does).
+func TestMain(m *testing.M) {
+	code := m.Run()
+	if binDir != "" {
+		os.RemoveAll(binDir)
+	}
+	os.Exit(code)
+}
+
+// bins builds meshd, sentry and meshctl (with the version stamped as make
+// build does) once, into a folder of this test process's own, removed at
+// its end.
 func bins(t *testing.T) (b harness.Binaries, meshctl string) {
 	t.Helper()
-	b = harness.Build(t)
-	meshctlOnce.Do(func() {
-		meshctlBin = filepath.Join(filepath.Dir(b.Meshd), "meshctl")
-		cmd := exec.Command("go", "build", "-ldflags", "-X github.com/meshd/meshd/internal/cli.Version="+testVersion, "-o", meshctlBin, "./cmd/meshctl")
-		cmd.Dir = harness.RepoRoot()
-		if out, err := cmd.CombinedOutput(); err != nil {
-			meshctlErr = err
-			t.Logf("%s", out)
+	buildOnce.Do(func() {
+		if binDir, buildErr = os.MkdirTemp("", "meshd-firsthour-bin-"); buildErr != nil {
+			return
+		}
+		for _, pkg := range []struct {
+			out     *string
+			path    string
+			ldflags string
+		}{
+			{&built.Meshd, "./cmd/meshd", ""},
+			{&built.Sentry, "./cmd/sentry", ""},
+			{&meshctlIn, "./cmd/meshctl", "-X github.com/meshd/meshd/internal/cli.Version=" + testVersion},
+		} {
+			out := filepath.Join(binDir, filepath.Base(pkg.path))
+			cmd := exec.Command("go", "build", "-ldflags", pkg.ldflags, "-o", out, pkg.path)
+			cmd.Dir = harness.RepoRoot()
+			if msg, err := cmd.CombinedOutput(); err != nil {
+				buildErr = fmt.Errorf("go build %s: %w\n%s", pkg.path, err, msg)
+				return
+			}
+			*pkg.out = out
 		}
 	})
-	if meshctlErr != nil {
-		t.Fatalf("build meshctl: %v", meshctlErr)
+	if buildErr != nil {
+		t.Fatal(buildErr)
 	}
-	return b, meshctlBin
+	return built, meshctlIn
 }
 
 // runBin runs bin with args and returns its exit code, stdout and stderr.

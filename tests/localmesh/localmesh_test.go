@@ -67,12 +67,15 @@ func binDir(t *testing.T) (string, []string) {
 	if ok, why := netnstest.CanCreate(); !ok {
 		t.Skipf("meshctl run uses mDNS, which multicasts; this test runs only inside a network namespace it creates: %s", why)
 	}
-	b := harness.Build(t)
-	dir := filepath.Dir(b.Meshd)
-	cmd := exec.Command("go", "build", "-o", filepath.Join(dir, "meshctl"), "./cmd/meshctl")
-	cmd.Dir = harness.RepoRoot()
-	if out, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("build meshctl: %v\n%s", err, out)
+	// Built into this test's own temporary folder (removed when it ends),
+	// not a shared one another process may clean up meanwhile.
+	dir := t.TempDir()
+	for _, pkg := range []string{"./cmd/meshd", "./cmd/sentry", "./cmd/meshctl", "./examples/apps/echo"} {
+		cmd := exec.Command("go", "build", "-o", filepath.Join(dir, filepath.Base(pkg)), pkg)
+		cmd.Dir = harness.RepoRoot()
+		if out, err := cmd.CombinedOutput(); err != nil {
+			t.Fatalf("go build %s: %v\n%s", pkg, err, out)
+		}
 	}
 	return dir, []string{envBinDir + "=" + dir}
 }

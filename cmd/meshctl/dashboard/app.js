@@ -116,6 +116,31 @@ function draw(s) {
   drawHistory(s.history);
 }
 
+$("#preview").addEventListener("submit", async (ev) => {
+  ev.preventDefault();
+  $("#previewSummary").textContent = "replaying…";
+  try {
+    const r = await fetch("api/preview", { method: "POST", headers: { "Content-Type": "application/json" },
+      body: JSON.stringify({ policyDir: $("#policyDir").value }) });
+    const res = await r.json();
+    if (!r.ok) {
+      $("#previewSummary").textContent = res.error;
+      $("#previewSummary").className = "bad";
+      $("#flips tbody").replaceChildren();
+      return;
+    }
+    const n = res.flips.reduce((a, f) => a + f.count, 0);
+    $("#previewSummary").className = "muted";
+    $("#previewSummary").textContent = "replayed " + res.decisions + " logged decisions: " + n + " would flip";
+    fill($("#flips tbody"), res.flips.map((f) => row([
+      { text: f.from + " → " + f.to, attrs: { class: f.to === "DENY" ? "bad" : "ok" } }, String(f.count),
+      app(f.source), f.method + " " + f.destination + " " + f.path, { text: f.reason || "", attrs: { class: "reason" } }, f.rule],
+      { class: "flip" })), "no call would flip", 6);
+  } catch (e) {
+    $("#previewSummary").textContent = String(e);
+  }
+});
+
 async function tick() {
   try {
     const r = await fetch("api/state", { cache: "no-store" });
