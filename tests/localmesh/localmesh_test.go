@@ -24,9 +24,10 @@ import (
 // its sidecar (DAPR_HTTP_PORT), prints the answer and exits with
 // callerExit on a 200.
 const (
-	envCaller  = "LOCALMESH_CALLER"
-	envBinDir  = "LOCALMESH_BIN_DIR"
-	callerExit = 7
+	envCaller   = "LOCALMESH_CALLER"
+	envBinDir   = "LOCALMESH_BIN_DIR"
+	envViaProxy = "LOCALMESH_VIA_PROXY"
+	callerExit  = 7
 )
 
 func TestMain(m *testing.M) {
@@ -38,6 +39,15 @@ func TestMain(m *testing.M) {
 
 func call() int {
 	url := "http://127.0.0.1:" + os.Getenv("DAPR_HTTP_PORT") + "/v1.0/invoke/orders/method/hello"
+	if os.Getenv(envViaProxy) != "" {
+		// --transparent: the app names the app as the host; net/http's
+		// default transport goes through HTTP_PROXY, the sidecar.
+		if os.Getenv("HTTP_PROXY") == "" || os.Getenv("http_proxy") != os.Getenv("HTTP_PROXY") {
+			fmt.Println("no HTTP_PROXY/http_proxy in the environment")
+			return 4
+		}
+		url = "http://orders/hello"
+	}
 	var last string
 	for range 50 { // the first Pick waits for mDNS; allow orders' sidecar to announce
 		resp, err := http.Get(url)
@@ -225,6 +235,23 @@ func TestInitRunCallInterrupt(t *testing.T) {
 		}
 	}
 
+	// Again with --transparent (the app calls http://orders/ through
+	// HTTP_PROXY) and --log-dir (the logs go to files, not the terminal).
+	logDir := filepath.Join(t.TempDir(), "logs")
+	fe = m.cmd([]string{envCaller + "=1", envViaProxy + "=1"}, "run", "--app-id", "frontend", "--transparent", "--log-dir", logDir, "--", self)
+	feOut, err = fe.CombinedOutput()
+	if fe.ProcessState.ExitCode() != callerExit || strings.Contains(string(feOut), "frontend app   | ") {
+		t.Errorf("meshctl run --transparent --log-dir: exit %d (%v)\n%s", fe.ProcessState.ExitCode(), err, feOut)
+	}
+	appLog, _ := os.ReadFile(filepath.Join(logDir, "frontend.app.log"))
+	meshdLog, _ := os.ReadFile(filepath.Join(logDir, "frontend.meshd.log"))
+	if !strings.Contains(string(appLog), `"callerAppId":"frontend"`) || !strings.Contains(string(appLog), `"host":"orders"`) && !strings.Contains(string(appLog), `"path":"/hello"`) {
+		t.Errorf("frontend.app.log:\n%s", appLog)
+	}
+	if !strings.Contains(string(meshdLog), "meshd sidecar started") {
+		t.Errorf("frontend.meshd.log:\n%s", meshdLog)
+	}
+
 	// list: orders' sidecar is ready, its certificate valid, the call
 	// counted; frontend's run has ended and is not listed.
 	code, out = m.run(t, "list", "-o", "json")
@@ -258,7 +285,7 @@ func TestInitRunCallInterrupt(t *testing.T) {
 		t.Fatal(err)
 	}
 	code, out = m.run(t, "policy", "preview", "--policy-dir", proposed)
-	if code != 0 || !strings.Contains(out, "ALLOW → DENY  1×  spiffe://cluster.local/ns/default/frontend → orders.default  HTTP GET /hello") ||
+	if code != 0 || !strings.Contains(out, "ALLOW → DENY  2×  spiffe://cluster.local/ns/default/frontend → orders.default  HTTP GET /hello") ||
 		!strings.Contains(out, "reason: closed for maintenance") {
 		t.Errorf("policy preview of the live log: exit %d\n%s", code, out)
 	}
