@@ -6,15 +6,20 @@ BINARIES  := meshd sentry meshctl controlplane
 PKGS      := ./...
 TEST_TIMEOUT ?= 25m
 
-.PHONY: all build test vet race bench bench-xds fuzz soak demo clean consul jaeger kubernetes
+.PHONY: all build test vet race bench bench-xds fuzz soak demo clean consul jaeger kubernetes chromium
 
 all: build
+
+# The version --version prints: the nearest tag and the commit (or "dev").
+VERSION   ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+LDFLAGS   := -X github.com/meshd/meshd/internal/version.Version=$(VERSION)
 
 build:
 	@mkdir -p $(BIN)
 	@for b in $(BINARIES); do \
-	  if [ -d cmd/$$b ]; then $(GO) build -o $(BIN)/$$b ./cmd/$$b || exit 1; fi; \
+	  if [ -d cmd/$$b ]; then $(GO) build -ldflags "$(LDFLAGS)" -o $(BIN)/$$b ./cmd/$$b || exit 1; fi; \
 	done
+	@$(GO) build -o $(BIN)/echo ./examples/apps/echo   # the sample app of the README
 
 vet:
 	$(GO) vet $(PKGS)
@@ -44,9 +49,14 @@ jaeger:
 kubernetes:
 	./tests/kubernetes/install.sh >/dev/null
 
+# Debian's chromium for the dashboard test (tests/dashboard): installed
+# with apt-get when root (CI), else the script says what to run.
+chromium:
+	./tests/dashboard/install-chromium.sh
+
 # What CI runs (.ci/run). Unit tests, end-to-end tests against real processes
 # on loopback, all with the race detector.
-test: vet consul jaeger kubernetes
+test: vet consul jaeger kubernetes chromium
 	$(GO) test -race -count=1 -timeout $(TEST_TIMEOUT) $(PKGS)
 
 bench: build

@@ -3,8 +3,10 @@ package sentry
 import (
 	"context"
 	"crypto/ed25519"
+	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"log/slog"
 	"os"
 	"strings"
@@ -99,7 +101,8 @@ func NewValidatorFromConfig(ctx context.Context, cfg ValidatorConfig, log *slog.
 }
 
 // CreateJoinToken makes a join token for app in namespace ns with the key in
-// dataDir. trustDomain may be "" to use the data dir's trust domain (or the
+// dataDir, which sentry creates on its first start (a dir without it is
+// refused). trustDomain may be "" to use the data dir's trust domain (or the
 // default one if sentry never ran there); if both are known they must agree.
 // once makes the token single-use. The claims carry the token's ID, which
 // RevokeJoinToken takes.
@@ -112,7 +115,12 @@ func CreateJoinToken(dataDir, trustDomain, ns, app string, ttl time.Duration, on
 	if err != nil {
 		return "", join.Claims{}, fmt.Errorf("sentry: token: %w", err)
 	}
-	key, err := join.LoadOrCreateKey(dataDir)
+	// Never create a key here: a token signed by a key no sentry holds can
+	// never verify (a typo in --data-dir would print one silently).
+	key, err := join.LoadKey(dataDir)
+	if errors.Is(err, fs.ErrNotExist) {
+		return "", join.Claims{}, fmt.Errorf("sentry: token: %s has no join key (%s): give the --data-dir of a sentry that has started at least once", dataDir, join.KeyFile)
+	}
 	if err != nil {
 		return "", join.Claims{}, fmt.Errorf("sentry: token: %w", err)
 	}

@@ -1,23 +1,17 @@
 package sidecar
 
 import (
-	"runtime/debug"
 	"time"
 
 	runtimev1pb "github.com/dapr/dapr/pkg/proto/runtime/v1"
 
+	"github.com/meshd/meshd/internal/version"
 	"github.com/meshd/meshd/proxy/daprapi"
 )
 
-// Version is meshd's version as the Go toolchain stamped it into the
-// binary: "meshd-" and the module version of a released build,
-// "meshd-devel" otherwise.
-var Version = func() string {
-	if bi, ok := debug.ReadBuildInfo(); ok && bi.Main.Version != "" && bi.Main.Version != "(devel)" {
-		return "meshd-" + bi.Main.Version
-	}
-	return "meshd-devel"
-}()
+// Version is meshd's runtime version in the metadata API: "meshd-" and
+// the version every binary reports (internal/version).
+var Version = "meshd-" + version.String()
 
 // metadata is the sidecar's answer to Dapr's metadata API (GET
 // /v1.0/metadata, gRPC GetMetadata): what meshd really has. Building

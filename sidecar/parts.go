@@ -108,7 +108,7 @@ func (s *sidecar) identity(ctx context.Context) error {
 		s.log.Warn("sidecar: --insecure: mTLS between sidecars is OFF; calls carry no caller identity. Development only.")
 		return nil
 	}
-	src, watchBundle, closeClient, err := startIdentity(ctx, s.cfg, s.id, s.log)
+	src, watchBundle, closeClient, err := startIdentity(ctx, s.cfg, s.id, s.log, s.notReady.SetReason)
 	if err != nil {
 		if ctx.Err() != nil { // shut down while waiting for sentry: no failure
 			return fmt.Errorf("%w: %w", errStopped, err)

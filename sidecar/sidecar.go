@@ -150,14 +150,22 @@ func listen(cfg Config) (proxy.Listeners, error) {
 }
 
 // startIdentity gets the first workload certificate from sentry
-// (sentryclient.StartIdentity). The returned watchBundle follows sentry's
-// trust bundle until its context is done, then closes the client;
-// closeClient closes it if watchBundle never ran (a start that failed
-// later).
-func startIdentity(ctx context.Context, cfg Config, id certs.Identity, log *slog.Logger) (src *certs.Source, watchBundle func(context.Context) error, closeClient func(), err error) {
+// (sentryclient.StartIdentity), diagnosing sentry's refusals on the way
+// (diagnosingClient: said once at ERROR when retrying cannot heal them, and
+// in the not-ready answers through setReason). The returned watchBundle
+// follows sentry's trust bundle until its context is done, then closes the
+// client; closeClient closes it if watchBundle never ran (a start that
+// failed later).
+func startIdentity(ctx context.Context, cfg Config, id certs.Identity, log *slog.Logger, setReason func(string)) (src *certs.Source, watchBundle func(context.Context) error, closeClient func(), err error) {
+	if cfg.SentryAddress == "" {
+		return nil, nil, nil, errors.New("sidecar: --sentry-address is required (or run with --insecure)")
+	}
 	ident, err := sentryclient.StartIdentity(ctx, sentryclient.IdentityConfig{
 		SentryAddress: cfg.SentryAddress, TrustAnchorsFile: cfg.TrustAnchorsFile, TrustAnchorsPEM: cfg.TrustAnchorsPEM,
 		TokenFile: cfg.TokenFile, Identity: id, Logger: log,
+		Fetcher: func(c *sentryclient.Client) certs.Fetcher {
+			return &diagnosingClient{Client: c, cfg: cfg, log: log, setReason: setReason}
+		},
 	})
 	if err != nil {
 		return nil, nil, nil, fmt.Errorf("sidecar: %w", err)

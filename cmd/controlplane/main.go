@@ -18,16 +18,16 @@ import (
 	_ "github.com/meshd/meshd/discovery/kubernetes" // --resolver kubernetes
 	_ "github.com/meshd/meshd/discovery/mdns"       // --resolver mdns
 	_ "github.com/meshd/meshd/discovery/static"     // --resolver static
+	"github.com/meshd/meshd/internal/cli"
 	"github.com/meshd/meshd/telemetry/logging"
 	"github.com/meshd/meshd/xds"
 	"github.com/meshd/meshd/xds/grpcxds"
 )
 
 func main() {
-	if err := newRootCmd().Execute(); err != nil {
-		fmt.Fprintln(os.Stderr, "controlplane:", err)
-		os.Exit(1)
-	}
+	root := newRootCmd()
+	cli.Prepare(root)
+	os.Exit(cli.ExitCode(cli.Execute(root, os.Args[1:], os.Stderr)))
 }
 
 func newRootCmd() *cobra.Command {
@@ -68,11 +68,7 @@ func newRootCmd() *cobra.Command {
 			}
 			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
 			defer stop()
-			if err := xds.RunProcess(ctx, pc); err != nil {
-				log.Error("controlplane: exiting", "err", err)
-				return err
-			}
-			return nil
+			return xds.RunProcess(ctx, pc)
 		},
 	}
 	f := cmd.Flags()

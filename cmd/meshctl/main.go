@@ -4,51 +4,45 @@
 package main
 
 import (
-	"errors"
-	"fmt"
 	"io"
 	"os"
 
 	"github.com/spf13/cobra"
+
+	"github.com/meshd/meshd/internal/cli"
 )
 
 // errDenied makes explain exit with code 2 when the call is denied.
-var errDenied = errors.New("denied")
+var errDenied = &cli.ExitError{Code: 2}
 
 // errTestsFailed makes test exit with code 1 after printing the results.
-var errTestsFailed = errors.New("tests failed")
+var errTestsFailed = &cli.ExitError{Code: 1}
 
 func main() {
 	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
 }
 
 // run executes meshctl with args and returns the exit code: 0 success (or
-// allowed), 1 error or failed tests, 2 denied.
+// allowed), 1 error or failed tests, 2 denied; `meshctl run` exits with its
+// app's code.
 func run(args []string, stdout, stderr io.Writer) int {
 	cmd := newRootCommand()
-	cmd.SetArgs(args)
 	cmd.SetOut(stdout)
 	cmd.SetErr(stderr)
-	err := cmd.Execute()
-	switch {
-	case err == nil:
-		return 0
-	case errors.Is(err, errDenied):
-		return 2
-	case errors.Is(err, errTestsFailed):
-		return 1
-	}
-	fmt.Fprintln(stderr, "meshctl:", err)
-	return 1
+	return cli.ExitCode(cli.Execute(cmd, args, stderr))
 }
 
 func newRootCommand() *cobra.Command {
 	root := &cobra.Command{
-		Use:           "meshctl",
-		Short:         "meshd command-line tool",
-		SilenceUsage:  true,
-		SilenceErrors: true,
+		Use:   "meshctl",
+		Short: "meshd command-line tool: a local mesh (init, run), what runs (list, status), policy tools",
+		Example: `  meshctl init                                   # a local sentry for this user
+  meshctl run --app-id orders --app-port 3000 -- ./orders --port 3000
+  meshctl list
+  meshctl policy explain --policy-dir policies --from spiffe://cluster.local/ns/default/web --to orders`,
 	}
 	root.AddCommand(newPolicyCommand(), newXDSCommand(), newSVIDCommand())
+	addLocalCommands(root)
+	cli.Prepare(root)
 	return root
 }

@@ -18,7 +18,7 @@ import (
 
 func newPolicyCommand() *cobra.Command {
 	c := &cobra.Command{Use: "policy", Short: "test and explain meshd policies"}
-	c.AddCommand(newPolicyTestCommand(), newPolicyExplainCommand())
+	c.AddCommand(newPolicyTestCommand(), newPolicyExplainCommand(), newPolicyPreviewCommand())
 	return c
 }
 

@@ -32,7 +32,6 @@ type daprFlags struct {
 	appSSL            bool
 	enableMTLS        bool
 	logAsJSON         bool
-	printVersion      bool
 	gracefulShutdown  int
 	maxRequestSizeMB  int
 	maxBodySize       string
@@ -83,7 +82,6 @@ func addDaprFlags(f *pflag.FlagSet, cfg *sidecar.Config) *daprFlags {
 	f.BoolVar(&d.appSSL, "app-ssl", false, "daprd's (deprecated) TLS to the app: --app-protocol http becomes https, grpc becomes grpcs")
 	f.BoolVar(&d.enableMTLS, "enable-mtls", true, "daprd's mTLS switch: meshd always uses mTLS between sidecars (false: a warning; --insecure turns it off)")
 	f.BoolVar(&d.logAsJSON, "log-as-json", false, "daprd's name of --log-format json")
-	f.BoolVar(&d.printVersion, "version", false, "print meshd's version and exit")
 	f.IntVar(&d.gracefulShutdown, "dapr-graceful-shutdown-seconds", 0, "daprd's name of --shutdown-grace, in seconds")
 	f.IntVar(&d.maxRequestSizeMB, "dapr-http-max-request-size", 4, "largest InvokeService message (and OnInvoke body of a gRPC app), in MB (HTTP bodies stream); -1 or 0: the default, as the Dapr CLI passes it")
 	f.StringVar(&d.maxBodySize, "max-body-size", "4Mi", "daprd's newer form of --dapr-http-max-request-size, a quantity (4Mi, 8M, 1048576); -1: the default")
@@ -322,10 +320,6 @@ func unitName(u time.Duration) string {
 	}
 	return "milliseconds"
 }
-
-// version is meshd's version as the Go toolchain stamped it into the
-// binary (--version).
-func version() string { return sidecar.Version }
 
 // singleDashArgs doubles the dash of "-flag" arguments, as daprd does
 // before parsing: daprd's flags were once Go's flag package, which takes

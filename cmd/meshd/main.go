@@ -15,6 +15,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/meshd/meshd/internal/cli"
 	"github.com/meshd/meshd/policy"
 	"github.com/meshd/meshd/proxy"
 	"github.com/meshd/meshd/sidecar"
@@ -23,11 +24,9 @@ import (
 
 func main() {
 	tuneSysmon()
-	cmd := newCommand()
-	cmd.SetArgs(singleDashArgs(os.Args[1:]))
-	if err := cmd.Execute(); err != nil {
-		os.Exit(1)
-	}
+	root := newCommand()
+	cli.Prepare(root)
+	os.Exit(cli.ExitCode(cli.Execute(root, singleDashArgs(os.Args[1:]), os.Stderr)))
 }
 
 func newCommand() *cobra.Command {
@@ -43,16 +42,10 @@ func newCommand() *cobra.Command {
 		dapr                *daprFlags
 	)
 	cmd := &cobra.Command{
-		Use:           "meshd",
-		Short:         "meshd service-mesh sidecar (Dapr-compatible service invocation over SPIFFE mTLS)",
-		SilenceUsage:  true,
-		SilenceErrors: false,
-		Args:          cobra.NoArgs,
+		Use:   "meshd",
+		Short: "meshd service-mesh sidecar (Dapr-compatible service invocation over SPIFFE mTLS)",
+		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			if dapr.printVersion {
-				fmt.Println(version())
-				return nil
-			}
 			if cfg.AppID == "" {
 				return errors.New(`required flag(s) "app-id" not set`)
 			}
@@ -101,11 +94,7 @@ func newCommand() *cobra.Command {
 			}
 			ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 			defer stop()
-			if err := sidecar.Run(ctx, cfg); err != nil {
-				log.Error("meshd: exiting", "err", err)
-				return err
-			}
-			return nil
+			return sidecar.Run(ctx, cfg)
 		},
 	}
 	f := cmd.Flags()

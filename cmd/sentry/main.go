@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/meshd/meshd/certs"
+	"github.com/meshd/meshd/internal/cli"
 	"github.com/meshd/meshd/sentry"
 	"github.com/meshd/meshd/sentry/ca"
 	kubetoken "github.com/meshd/meshd/sentry/token/kubernetes"
@@ -19,10 +20,9 @@ import (
 )
 
 func main() {
-	if err := newRootCmd().Execute(); err != nil {
-		fmt.Fprintln(os.Stderr, "sentry:", err)
-		os.Exit(1)
-	}
+	root := newRootCmd()
+	cli.Prepare(root)
+	os.Exit(cli.ExitCode(cli.Execute(root, os.Args[1:], os.Stderr)))
 }
 
 func newRootCmd() *cobra.Command {
@@ -48,6 +48,11 @@ func newRootCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
+			release, err := sentry.LockDataDir(dataDir)
+			if err != nil {
+				return err
+			}
+			defer release()
 			td, err := spiffeid.TrustDomainFromString(trustDomain)
 			if err != nil {
 				return fmt.Errorf("--trust-domain %q: %w", trustDomain, err)
@@ -89,13 +94,11 @@ func newRootCmd() *cobra.Command {
 				MaxPendingHandshakes: maxPending,
 			})
 			if err != nil {
-				log.Error("sentry: cannot start", "err", err)
 				return err
 			}
 			ctx, stop := signal.NotifyContext(cmd.Context(), syscall.SIGINT, syscall.SIGTERM)
 			defer stop()
 			if err := srv.Run(ctx, listen, healthListen); err != nil {
-				log.Error("sentry: stopped with an error", "err", err)
 				return err
 			}
 			log.Info("sentry: stopped")

@@ -5,7 +5,9 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"os"
+	"strings"
 
 	"github.com/meshd/meshd/certs"
 )
@@ -21,13 +23,17 @@ type IdentityConfig struct {
 	TokenFile        string // "": no token (sentry's insecure validator)
 	Identity         certs.Identity
 	Logger           *slog.Logger
+	Fetcher          func(*Client) certs.Fetcher // see SourceConfig.Fetcher
 }
 
 // StartIdentity checks cfg as flags (errors name the flag), reads the
 // trust anchors, and starts the identity with StartSource.
 func StartIdentity(ctx context.Context, cfg IdentityConfig) (*Identity, error) {
 	if cfg.SentryAddress == "" {
-		return nil, errors.New("sentryclient: --sentry-address is required (or run with --insecure)")
+		return nil, errors.New("sentryclient: --sentry-address is required")
+	}
+	if _, port, err := net.SplitHostPort(cfg.SentryAddress); !strings.Contains(cfg.SentryAddress, "://") && (err != nil || port == "") {
+		return nil, fmt.Errorf("sentryclient: --sentry-address %q: want host:port (sentry listens on 127.0.0.1:50003 unless its --listen says otherwise)", cfg.SentryAddress)
 	}
 	pemBytes := cfg.TrustAnchorsPEM
 	if cfg.TrustAnchorsFile != "" {
@@ -51,6 +57,6 @@ func StartIdentity(ctx context.Context, cfg IdentityConfig) (*Identity, error) {
 	}
 	return StartSource(ctx, SourceConfig{
 		Address: cfg.SentryAddress, Anchors: anchors, TokenFile: cfg.TokenFile,
-		Identity: cfg.Identity, Logger: cfg.Logger,
+		Identity: cfg.Identity, Logger: cfg.Logger, Fetcher: cfg.Fetcher,
 	})
 }

@@ -20,6 +20,9 @@ type SourceConfig struct {
 	TokenFile string              // bootstrap token, read afresh for every bootstrap; "": none
 	Identity  certs.Identity
 	Logger    *slog.Logger // nil: slog.Default()
+	// Fetcher, if set, wraps the client as the Source's fetcher (a sidecar
+	// diagnoses sentry's refusals this way); nil: the client itself.
+	Fetcher func(*Client) certs.Fetcher
 }
 
 // Identity is a workload's rotating identity from sentry: the Source, the
@@ -69,7 +72,11 @@ func StartSource(ctx context.Context, cfg SourceConfig) (*Identity, error) {
 	if err != nil {
 		return nil, err
 	}
-	src, err := certs.NewSource(ctx, client, certs.SourceOptions{Identity: cfg.Identity, Logger: log})
+	var fetcher certs.Fetcher = client
+	if cfg.Fetcher != nil {
+		fetcher = cfg.Fetcher(client)
+	}
+	src, err := certs.NewSource(ctx, fetcher, certs.SourceOptions{Identity: cfg.Identity, Logger: log})
 	if err != nil {
 		client.Close()
 		return nil, fmt.Errorf("sentryclient: first certificate from sentry %s: %w", cfg.Address, err)

@@ -10,7 +10,7 @@ if [ ! -x .cache/bin/fortio ]; then
   GOBIN="$PWD/.cache/bin" go install fortio.org/fortio@v1.68.2
 fi
 
-# The nginx mTLS pair of shared/research/anchor-bench.md is measured in the
+# The nginx mTLS pair (docs/performance.md) is measured in the
 # same run as the reference floor; nginx comes from Debian's packages.
 if ! command -v nginx >/dev/null && [ ! -x /usr/sbin/nginx ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then

@@ -193,7 +193,7 @@ func TestDaprdFlagsRefused(t *testing.T) {
 	}
 	t.Run("version", func(t *testing.T) {
 		out, err := exec.Command(bins.Meshd, "--version").CombinedOutput()
-		if err != nil || !strings.HasPrefix(string(out), "meshd-") {
+		if err != nil || !strings.HasPrefix(string(out), "meshd ") {
 			t.Errorf("--version: %v %q", err, out)
 		}
 	})
@@ -204,7 +204,7 @@ func TestDaprdFlagsRefused(t *testing.T) {
 		defer cancel()
 		out, _ := exec.CommandContext(ctx, bins.Meshd, "--app-id", "x", "--app-health-probe-interval", "3",
 			"--app-health-probe-timeout", "250", "--resolver", "static", "--http-port", "1", "--version").CombinedOutput()
-		if !strings.HasPrefix(string(out), "meshd-") {
+		if !strings.HasPrefix(string(out), "meshd ") {
 			t.Errorf("daprd's integer probe flags refused: %q", out)
 		}
 	})

@@ -1,0 +1,402 @@
+package main
+
+import (
+	"context"
+	"embed"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"math"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+
+	dto "github.com/prometheus/client_model/go"
+	"github.com/prometheus/common/expfmt"
+	"github.com/prometheus/common/model"
+	"github.com/spf13/cobra"
+
+	"github.com/meshd/meshd/policy/decisionlog"
+)
+
+//go:embed dashboard
+var dashboardFS embed.FS
+
+func newDashboardCommand() *cobra.Command {
+	var (
+		addr     string
+		interval time.Duration
+	)
+	c := &cobra.Command{
+		Use:   "dashboard",
+		Short: "a live web page of the local mesh: topology, instances, denials, certificates, history",
+		Long: "dashboard serves a page on 127.0.0.1 (assets embedded, nothing from the network) that shows the\n" +
+			"sidecars of `meshctl run` live: apps as nodes and calls as edges with calls/s, p99 and errors,\n" +
+			"each app's instances with health and certificate expiry, recent policy denials with their\n" +
+			"reasons, the trust bundle's roots, and calls/s of the last minutes. It reads the sidecars'\n" +
+			"metrics and decision logs every --interval; the page updates itself without a reload.",
+		Example: "  meshctl dashboard\n  meshctl dashboard --address 127.0.0.1:7070",
+		Args:    cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			host, _, err := net.SplitHostPort(addr)
+			if err != nil {
+				return fmt.Errorf("--address %q: %w", addr, err)
+			}
+			if ip := net.ParseIP(host); host != "localhost" && (ip == nil || !ip.IsLoopback()) {
+				return fmt.Errorf("--address %q: the dashboard serves on loopback only (127.0.0.1, ::1)", addr)
+			}
+			h, err := home()
+			if err != nil {
+				return err
+			}
+			l, err := net.Listen("tcp", addr)
+			if err != nil {
+				return fmt.Errorf("--address: %w", err)
+			}
+			d := newDashboard(h)
+			ctx := cmd.Context()
+			go d.sample(ctx, interval)
+			srv := &http.Server{Handler: d.handler(), ReadHeaderTimeout: 5 * time.Second}
+			go func() { <-ctx.Done(); _ = srv.Close() }()
+			fmt.Fprintf(cmd.OutOrStdout(), "dashboard: http://%s/ (Ctrl-C stops it)\n", l.Addr())
+			if err := srv.Serve(l); err != nil && !errors.Is(err, http.ErrServerClosed) {
+				return err
+			}
+			return nil
+		},
+	}
+	c.Flags().StringVar(&addr, "address", "127.0.0.1:7070", "address to serve on (loopback only; port 0: a free one)")
+	c.Flags().DurationVar(&interval, "interval", time.Second, "how often the sidecars are read")
+	return c
+}
+
+// edge is calls from one app to another as the caller's sidecar counts
+// them, over the last interval.
+type edge struct {
+	From   string  `json:"from"`
+	To     string  `json:"to"`
+	Rate   float64 `json:"rate"`   // calls/s
+	Errors float64 `json:"errors"` // share of answers that were errors, 0..1
+	P99ms  float64 `json:"p99ms"`  // -1: no calls in the interval
+	Total  float64 `json:"total"`
+}
+
+type denial struct {
+	App         string `json:"app"` // whose sidecar decided
+	Source      string `json:"source"`
+	Destination string `json:"destination"`
+	Method      string `json:"method"`
+	Path        string `json:"path"`
+	Reason      string `json:"reason"`
+	Rule        string `json:"rule"`
+}
+
+type point struct {
+	T    int64   `json:"t"` // unix ms
+	Rate float64 `json:"rate"`
+	Err  float64 `json:"errRate"`
+}
+
+type dashState struct {
+	Updated  time.Time       `json:"updated"`
+	Sentry   sentryStatus    `json:"sentry"`
+	Sidecars []sidecarStatus `json:"sidecars"`
+	Edges    []edge          `json:"edges"`
+	Denials  []denial        `json:"denials"`
+	History  []point         `json:"history"`
+}
+
+// edgeSample is the cumulative figures of one edge at one scrape.
+type edgeSample struct {
+	total, errs float64
+	buckets     []bucket
+}
+
+type bucket struct{ le, count float64 }
+
+type dashboard struct {
+	home  string
+	mu    sync.Mutex
+	state dashState
+	prev  map[string]edgeSample // key from→to
+	prevT time.Time
+}
+
+func newDashboard(h string) *dashboard {
+	return &dashboard{home: h, state: dashState{Sidecars: []sidecarStatus{}, Edges: []edge{}, Denials: []denial{}, History: []point{}}}
+}
+
+func (d *dashboard) handler() http.Handler {
+	mux := http.NewServeMux()
+	static, _ := fs.Sub(dashboardFS, "dashboard")
+	mux.Handle("GET /", http.FileServerFS(static))
+	mux.HandleFunc("GET /api/state", func(w http.ResponseWriter, r *http.Request) {
+		d.mu.Lock()
+		b, err := json.Marshal(d.state)
+		d.mu.Unlock()
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusInternalServerError)
+			return
+		}
+		w.Header().Set("Content-Type", "application/json")
+		w.Header().Set("Cache-Control", "no-store")
+		_, _ = w.Write(b)
+	})
+	// Preview of a proposed policy set against the decision logs of the
+	// running sidecars. POST with a JSON body (a cross-site page cannot send
+	// one without a CORS preflight, which is never answered) to a loopback
+	// Host (no DNS rebinding); it only reads.
+	mux.HandleFunc("POST /api/preview", func(w http.ResponseWriter, r *http.Request) {
+		if !loopbackHost(r.Host) || r.Header.Get("Content-Type") != "application/json" {
+			http.Error(w, "forbidden", http.StatusForbidden)
+			return
+		}
+		var req struct {
+			PolicyDir     string `json:"policyDir"`
+			PolicyDefault string `json:"policyDefault"`
+		}
+		if err := json.NewDecoder(io.LimitReader(r.Body, 64<<10)).Decode(&req); err != nil || req.PolicyDir == "" {
+			writeJSONError(w, "give policyDir: the proposed policy directory")
+			return
+		}
+		if req.PolicyDefault == "" {
+			req.PolicyDefault = "allow"
+		}
+		res, err := previewDir(r.Context(), req.PolicyDir, req.PolicyDefault)
+		if err != nil {
+			writeJSONError(w, err.Error())
+			return
+		}
+		w.Header().Set("Content-Type", "application/json")
+		_ = json.NewEncoder(w).Encode(res)
+	})
+	return mux
+}
+
+func writeJSONError(w http.ResponseWriter, msg string) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(http.StatusUnprocessableEntity)
+	_ = json.NewEncoder(w).Encode(map[string]string{"error": msg})
+}
+
+func loopbackHost(hostport string) bool {
+	host, _, err := net.SplitHostPort(hostport)
+	if err != nil {
+		host = hostport
+	}
+	if host == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(strings.Trim(host, "[]"))
+	return ip != nil && ip.IsLoopback()
+}
+
+// sample reads the mesh every interval until ctx ends.
+func (d *dashboard) sample(ctx context.Context, interval time.Duration) {
+	t := time.NewTicker(interval)
+	defer t.Stop()
+	for {
+		d.once(ctx)
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
+
+const historyLen = 300 // points: 5 minutes at 1s
+
+func (d *dashboard) once(ctx context.Context) {
+	now := time.Now()
+	sc, _ := sidecars(ctx, d.home, 0)
+	st := sentryStatus{Home: d.home}
+	if l, err := readLocal(d.home); err == nil && l.running(d.home) {
+		st.Running, st.PID, st.Address = true, l.PID, l.SentryAddress
+	}
+	st.Roots = roots(filepath.Join(d.home, "sentry", "bundle.pem"))
+
+	cur := map[string]edgeSample{}
+	for _, s := range sc {
+		if s.Error != "" {
+			continue
+		}
+		fams, err := scrapeFamilies(ctx, "http://"+s.MetricsAddr+"/metrics")
+		if err != nil {
+			continue
+		}
+		addEdges(cur, fams)
+	}
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	dt := now.Sub(d.prevT).Seconds()
+	var edges []edge
+	var rate, errRate float64
+	for k, c := range cur {
+		from, to, _ := strings.Cut(k, "→")
+		e := edge{From: from, To: to, Total: c.total, P99ms: -1}
+		if p, ok := d.prev[k]; ok && dt > 0 {
+			n := c.total - p.total
+			if n > 0 {
+				e.Rate = n / dt
+				e.Errors = (c.errs - p.errs) / n
+				e.P99ms = quantile(c.buckets, p.buckets, 0.99) * 1000
+			}
+		}
+		rate += e.Rate
+		errRate += e.Rate * e.Errors
+		edges = append(edges, e)
+	}
+	sort.Slice(edges, func(i, j int) bool { return edges[i].From+edges[i].To < edges[j].From+edges[j].To })
+	d.prev, d.prevT = cur, now
+	hist := append(d.state.History, point{T: now.UnixMilli(), Rate: rate, Err: errRate})
+	if len(hist) > historyLen {
+		hist = hist[len(hist)-historyLen:]
+	}
+	d.state = dashState{Updated: now.UTC(), Sentry: st, Sidecars: sc, Edges: nonNil(edges), Denials: d.denials(sc), History: hist}
+}
+
+func nonNil[T any](s []T) []T {
+	if s == nil {
+		return []T{}
+	}
+	return s
+}
+
+// denials are the last 50 denials in the logs of the running sidecars,
+// newest first.
+func (d *dashboard) denials(sc []sidecarStatus) []denial {
+	out := []denial{}
+	files, _ := filepath.Glob(filepath.Join(d.home, "run", "*.meshd.log"))
+	for _, f := range files {
+		app := strings.TrimSuffix(filepath.Base(f), ".meshd.log")
+		if i := strings.LastIndexByte(app, '-'); i > 0 {
+			app = app[:i]
+		}
+		for _, line := range tailLines(f, 256<<10) {
+			e, ok, err := decisionlog.ParseLine(line)
+			if err != nil || !ok || e.Allow {
+				continue
+			}
+			out = append(out, denial{App: app, Source: e.Source, Destination: e.Destination, Method: e.Method, Path: e.Path, Reason: e.Reason, Rule: e.Rule})
+		}
+	}
+	// Newest first: the files' lines are in order; across files the order
+	// is by file only (the log lines' times are not compared).
+	for i, j := 0, len(out)-1; i < j; i, j = i+1, j-1 {
+		out[i], out[j] = out[j], out[i]
+	}
+	if len(out) > 50 {
+		out = out[:50]
+	}
+	return out
+}
+
+// tailLines returns the complete lines of the last max bytes of path.
+func tailLines(path string, max int64) []string {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil
+	}
+	defer f.Close()
+	st, err := f.Stat()
+	if err != nil {
+		return nil
+	}
+	off := st.Size() - max
+	if off < 0 {
+		off = 0
+	}
+	b, err := io.ReadAll(io.NewSectionReader(f, off, st.Size()-off))
+	if err != nil {
+		return nil
+	}
+	lines := strings.Split(string(b), "\n")
+	if off > 0 && len(lines) > 0 {
+		lines = lines[1:] // cut in the middle
+	}
+	return lines
+}
+
+func scrapeFamilies(ctx context.Context, url string) (map[string]*dto.MetricFamily, error) {
+	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	parser := expfmt.NewTextParser(model.UTF8Validation)
+	return parser.TextToMetricFamilies(resp.Body)
+}
+
+// addEdges adds one sidecar's outbound calls to cur, by caller → callee.
+func addEdges(cur map[string]edgeSample, fams map[string]*dto.MetricFamily) {
+	if f := fams["meshd_requests_sent_total"]; f != nil {
+		for _, m := range f.Metric {
+			k := label(m, "src_app_id") + "→" + label(m, "dst_app_id")
+			s := cur[k]
+			t, e := requests(&dto.MetricFamily{Metric: []*dto.Metric{m}})
+			s.total += t
+			s.errs += e
+			cur[k] = s
+		}
+	}
+	if f := fams["meshd_request_sent_duration_seconds"]; f != nil {
+		for _, m := range f.Metric {
+			k := label(m, "src_app_id") + "→" + label(m, "dst_app_id")
+			s := cur[k]
+			for i, b := range m.GetHistogram().GetBucket() {
+				if i < len(s.buckets) {
+					s.buckets[i].count += float64(b.GetCumulativeCount())
+				} else {
+					s.buckets = append(s.buckets, bucket{le: b.GetUpperBound(), count: float64(b.GetCumulativeCount())})
+				}
+			}
+			cur[k] = s
+		}
+	}
+}
+
+// quantile estimates the q-quantile (seconds) of the observations between
+// two cumulative histograms, interpolating within the bucket as Prometheus'
+// histogram_quantile does.
+func quantile(cur, prev []bucket, q float64) float64 {
+	if len(cur) == 0 {
+		return -1
+	}
+	delta := make([]float64, len(cur))
+	for i := range cur {
+		delta[i] = cur[i].count
+		if i < len(prev) {
+			delta[i] -= prev[i].count
+		}
+	}
+	total := delta[len(delta)-1]
+	if total <= 0 {
+		return -1
+	}
+	rank := q * total
+	lower, below := 0.0, 0.0
+	for i, c := range delta {
+		if c >= rank {
+			if math.IsInf(cur[i].le, 1) {
+				return lower
+			}
+			if c == below {
+				return cur[i].le
+			}
+			return lower + (cur[i].le-lower)*(rank-below)/(c-below)
+		}
+		lower, below = cur[i].le, c
+	}
+	return lower
+}

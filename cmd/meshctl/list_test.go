@@ -1,0 +1,146 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+)
+
+// fakeSidecar serves what list reads from a sidecar: its health endpoints
+// and a metrics scrape (the names and labels meshd exports).
+func fakeSidecar(t *testing.T, ready bool) *httptest.Server {
+	mux := http.NewServeMux()
+	mux.HandleFunc("/v1.0/healthz", func(w http.ResponseWriter, r *http.Request) {
+		if !ready {
+			w.WriteHeader(http.StatusServiceUnavailable)
+			fmt.Fprint(w, `{"errorCode":"ERR_NOT_READY","message":"sidecar is not ready: waiting for its identity from sentry at 127.0.0.1:1"}`)
+			return
+		}
+		w.WriteHeader(http.StatusNoContent)
+	})
+	mux.HandleFunc("/v1.0/healthz/app", func(w http.ResponseWriter, r *http.Request) { w.WriteHeader(http.StatusNoContent) })
+	mux.HandleFunc("/metrics", func(w http.ResponseWriter, r *http.Request) {
+		fmt.Fprint(w, `# TYPE meshd_cert_expiry_timestamp_seconds gauge
+meshd_cert_expiry_timestamp_seconds 1.9e+09
+# TYPE meshd_requests_sent_total counter
+meshd_requests_sent_total{dst_app_id="orders",dst_namespace="default",protocol="http",src_app_id="web",status="200"} 40
+meshd_requests_sent_total{dst_app_id="orders",dst_namespace="default",protocol="http",src_app_id="web",status="503"} 2
+meshd_requests_sent_total{dst_app_id="pay",dst_namespace="default",protocol="grpc",src_app_id="web",status="0"} 7
+meshd_requests_sent_total{dst_app_id="pay",dst_namespace="default",protocol="grpc",src_app_id="web",status="14"} 1
+# TYPE meshd_requests_received_total counter
+meshd_requests_received_total{dst_app_id="web",protocol="http",src_app_id="admin",status="403"} 3
+# TYPE meshd_policy_decisions_total counter
+meshd_policy_decisions_total{decision="allow"} 10
+meshd_policy_decisions_total{decision="deny"} 3
+`)
+	})
+	srv := httptest.NewServer(mux)
+	t.Cleanup(srv.Close)
+	return srv
+}
+
+// listHome writes a home with one run record per fake sidecar (this test's
+// PID stands for meshctl's, so the record counts as live) and one record of
+// a run whose meshctl is gone.
+func listHome(t *testing.T) string {
+	h := filepath.Join(t.TempDir(), "home")
+	t.Setenv("MESHD_HOME", h)
+	if err := os.MkdirAll(filepath.Join(h, "run"), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	started := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
+	for i, app := range []string{"web", "slow"} {
+		srv := fakeSidecar(t, app == "web")
+		_, ps, _ := net.SplitHostPort(srv.Listener.Addr().String())
+		port, _ := strconv.Atoi(ps)
+		rec := runRecord{AppID: app, Namespace: "default", PID: os.Getpid(), MeshdPID: 1000 + i, AppPID: 2000 + i,
+			HTTPPort: port, GRPCPort: 50001, InternalPort: 50002, MetricsPort: port, AppPort: 3000,
+			Command: []string{"./" + app}, Started: started}
+		b, _ := json.Marshal(rec)
+		if err := os.WriteFile(filepath.Join(h, "run", app+".json"), b, 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	gone, _ := json.Marshal(runRecord{AppID: "gone", PID: 1 << 22})
+	if err := os.WriteFile(filepath.Join(h, "run", "gone.json"), gone, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return h
+}
+
+var (
+	portRE = regexp.MustCompile(`127\.0\.0\.1:\d+`)
+	pidRE  = regexp.MustCompile(`(meshctlPid"?: )\d+`)
+)
+
+// TestOutputGolden compares list and status --output json|yaml with
+// testdata/output/ (addresses and the home folder masked); -update rewrites.
+func TestOutputGolden(t *testing.T) {
+	h := listHome(t)
+	for _, args := range [][]string{
+		{"list", "--window", "0", "-o", "json"},
+		{"list", "--window", "0", "-o", "yaml"},
+		{"status", "--window", "0", "-o", "json"},
+		{"status", "--window", "0", "-o", "yaml"},
+	} {
+		code, out := meshctl(t, args...)
+		if code != 0 {
+			t.Errorf("%v: exit %d\n%s", args, code, out)
+			continue
+		}
+		out = strings.ReplaceAll(portRE.ReplaceAllString(out, "127.0.0.1:PORT"), h, "HOME")
+		out = pidRE.ReplaceAllString(out, "${1}PID")
+		file := filepath.Join("testdata", "output", args[0]+"."+args[len(args)-1])
+		if *update {
+			_ = os.MkdirAll(filepath.Dir(file), 0o755)
+			if err := os.WriteFile(file, []byte(out), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			continue
+		}
+		want, err := os.ReadFile(file)
+		if err != nil {
+			t.Errorf("%v: %v (-update writes it)", args, err)
+			continue
+		}
+		if out != string(want) {
+			t.Errorf("%v differs from %s:\n--- got ---\n%s--- want ---\n%s", args, file, out, want)
+		}
+	}
+}
+
+func TestListTable(t *testing.T) {
+	listHome(t)
+	code, out := meshctl(t, "list", "--window", "0")
+	if code != 0 {
+		t.Fatalf("exit %d\n%s", code, out)
+	}
+	for _, w := range []string{"APP ", "READY", "CERT EXPIRES", "OUT/S", "web ", "slow ", "6/53 (11.3%)",
+		"slow (meshd pid 1001): sidecar is not ready: waiting for its identity from sentry at 127.0.0.1:1"} {
+		if !strings.Contains(out, w) {
+			t.Errorf("table lacks %q:\n%s", w, out)
+		}
+	}
+	if strings.Contains(out, "gone") {
+		t.Errorf("a run whose meshctl is gone is listed:\n%s", out)
+	}
+	if code, out := meshctl(t, "list", "-o", "xml"); code != 1 || !strings.Contains(out, `meshctl: --output "xml": want table, json or yaml`) {
+		t.Errorf("-o xml: exit %d\n%s", code, out)
+	}
+	t.Setenv("MESHD_HOME", t.TempDir())
+	if code, out := meshctl(t, "list"); code != 0 || !strings.Contains(out, "no sidecars of `meshctl run` on this machine") {
+		t.Errorf("empty: exit %d\n%s", code, out)
+	}
+	if code, out := meshctl(t, "list", "-o", "json"); code != 0 || strings.TrimSpace(out) != "[]" {
+		t.Errorf("empty json: exit %d\n%s", code, out)
+	}
+}

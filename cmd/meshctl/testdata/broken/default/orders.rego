@@ -1,0 +1,4 @@
+package mesh.authz
+
+allow if {
+	input.request.method == "GET"
