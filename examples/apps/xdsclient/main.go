@@ -3,7 +3,7 @@
 // grpc.testing.TestService (what examples/apps/grpcecho serves) at an
 // xds:/// target and reports which instance answered each call.
 //
-// Setup (docs/xds-proxyless.md): GRPC_XDS_BOOTSTRAP names the bootstrap
+// Setup (docs/xds.md, Proxyless gRPC): GRPC_XDS_BOOTSTRAP names the bootstrap
 // (meshctl xds bootstrap), whose files meshctl svid keeps current, and
 // GRPC_EXPERIMENTAL_XDS_MTLS_SPIFFE=true lets grpc-go verify the control
 // plane's SVID.
