@@ -21,6 +21,9 @@ const (
 	TokenPath        = TokenDir + "/token"
 	BundlePath       = BundleDir + "/ca.crt"
 	InternalPortName = "meshd-internal"
+	// LabelAppID is set on an injected pod: its app ID (the key part 1's
+	// resolver reads from Services and EndpointSlices).
+	LabelAppID = "meshd.io/app-id"
 )
 
 // Ports of the injected sidecar (daprd's defaults).
@@ -276,6 +279,12 @@ func (c *Config) Mutate(pod *corev1.Pod, app App) *corev1.Pod {
 		out.Annotations = map[string]string{}
 	}
 	out.Annotations[AnnotationStatus] = c.Version
+	if out.Labels == nil {
+		out.Labels = map[string]string{}
+	}
+	// The app Services controller selects the app's pods by this label
+	// (annotations cannot be selected).
+	out.Labels[LabelAppID] = app.ID
 	return out
 }
 
@@ -305,6 +314,7 @@ func (c *Config) Patch(pod *corev1.Pod, app App) ([]byte, error) {
 		{Op: "add", Path: "/spec/volumes", Value: out.Spec.Volumes},
 		{Op: "add", Path: "/spec/containers", Value: out.Spec.Containers},
 		{Op: "add", Path: "/metadata/annotations", Value: out.Annotations},
+		{Op: "add", Path: "/metadata/labels", Value: out.Labels},
 	}
 	b, err := json.Marshal(ops)
 	if err != nil {

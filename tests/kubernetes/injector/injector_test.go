@@ -240,6 +240,9 @@ func TestInjectorWithRealAPIServer(t *testing.T) {
 		if _, ok := app["HTTP_PROXY"]; ok {
 			t.Errorf("app env %v: HTTP_PROXY set though the pod did not ask for transparent calls", app)
 		}
+		if p.Labels[injector.LabelAppID] != "orders" {
+			t.Errorf("label %s = %q, want orders (the app Services select by it)", injector.LabelAppID, p.Labels[injector.LabelAppID])
+		}
 		if p.Annotations[injector.AnnotationStatus] != "v9" {
 			t.Errorf("annotation %s = %q, want v9", injector.AnnotationStatus, p.Annotations[injector.AnnotationStatus])
 		}
