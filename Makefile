@@ -6,7 +6,7 @@ BINARIES  := meshd sentry meshctl
 PKGS      := ./...
 TEST_TIMEOUT ?= 25m
 
-.PHONY: all build test vet race bench fuzz soak demo clean consul jaeger kubernetes image
+.PHONY: all build test vet race bench fuzz soak demo clean consul jaeger kubernetes image manifests
 
 all: build
 
@@ -39,6 +39,11 @@ image:
 	    echo "$(IMAGE_DIR)/$$b-$$a.tar"; \
 	  else echo "make image: no cmd/$$b here; skipped" >&2; fi; \
 	done; done
+
+# The plain manifests for people without Helm, rendered from the chart with
+# Helm's Go library (tests/kubernetes/helm fails when they are stale).
+manifests:
+	$(GO) run ./internal/helmchart/render deploy/helm/meshd deploy/kubernetes/meshd.yaml
 
 vet:
 	$(GO) vet $(PKGS)
