@@ -21,6 +21,8 @@ const (
 	ErrCodeNotReady         = "ERR_NOT_READY"             // 503: no identity yet (healthz, calls)
 	ErrCodeHeadersTooLarge  = "ERR_HEADERS_TOO_LARGE"     // 431: too many header fields, or too many bytes
 	ErrCodeBodyTimeout      = "ERR_BODY_TIMEOUT"          // 408: the request body stalled or trickled
+	ErrCodeAPIToken         = "ERR_API_TOKEN"             // 401: missing or wrong dapr-api-token
+	ErrCodeNotSupported     = "ERR_NOT_SUPPORTED"         // 501: a Dapr API meshd does not implement
 )
 
 // HeaderErrorCode marks an answer the sidecar wrote itself (never the
@@ -56,6 +58,8 @@ func grpcCode(status int) int {
 	switch status {
 	case http.StatusBadRequest:
 		return 3 // InvalidArgument
+	case http.StatusUnauthorized:
+		return 16 // Unauthenticated: missing or wrong API token
 	case http.StatusForbidden:
 		return 7 // PermissionDenied
 	case http.StatusNotFound, http.StatusNotImplemented:

@@ -140,7 +140,8 @@ func (p *Proxy) forward(w http.ResponseWriter, r *http.Request, rt *route.Route,
 		ep, err := p.pickOther(ctx, rt.Target, tried[:attempt])
 		if err != nil {
 			if attempt == 0 {
-				writeError(w, isGRPC, http.StatusServiceUnavailable, ErrCodeNoEndpoint, err.Error())
+				// Name the app: Pick's errors are sentinels without it.
+				writeError(w, isGRPC, http.StatusServiceUnavailable, ErrCodeNoEndpoint, "app "+rt.Target.String()+": "+err.Error())
 				return
 			}
 			break
@@ -375,6 +376,7 @@ func (p *Proxy) startForward(w http.ResponseWriter, r *http.Request, rt *route.R
 	}
 	cleanHopByHop(r.Header)
 	delete(r.Header, route.HeaderAppID)
+	delete(r.Header, HeaderAPIToken) // a credential for this sidecar only
 	f.hasBody = r.Body != nil && r.Body != http.NoBody && r.ContentLength != 0
 	if f.hasBody && r.ProtoMajor == 1 {
 		_ = http.NewResponseController(w).EnableFullDuplex()

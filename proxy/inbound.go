@@ -96,9 +96,10 @@ func foldEqual(k, name string) bool { return len(k) == len(name) && foldHasPrefi
 // stripIdentityHeaders deletes every header the caller sent that the app
 // could take for one meshd stamps: any name that, case folded and with
 // '_' read as '-' (CGI, WSGI and Rack fold both into HTTP_DAPR_CALLER_APP_ID),
-// starts with dapr-caller- or dapr-callee-, and any twin of Meshd-Timeout
-// (the exact name is the caller sidecar's, read by inboundDeadline).
-// Identity comes from the certificate only.
+// starts with dapr-caller- or dapr-callee-, dapr-api-token (only this
+// sidecar may hand its app a token: APP_API_TOKEN), and any twin of
+// Meshd-Timeout (the exact name is the caller sidecar's, read by
+// inboundDeadline). Identity comes from the certificate only.
 func stripIdentityHeaders(h http.Header) {
 	for k := range h {
 		if len(k) < len("meshd-timeout") {
@@ -106,7 +107,7 @@ func stripIdentityHeaders(h http.Header) {
 		}
 		switch k[0] {
 		case 'D', 'd':
-			if foldHasPrefix(k, "dapr-caller-") || foldHasPrefix(k, "dapr-callee-") {
+			if foldHasPrefix(k, "dapr-caller-") || foldHasPrefix(k, "dapr-callee-") || foldEqual(k, "dapr-api-token") {
 				delete(h, k)
 			}
 		case 'M', 'm':
@@ -163,6 +164,9 @@ func (p *Proxy) serveInbound(w http.ResponseWriter, r *http.Request) {
 		h[HeaderCallerNamespace] = pi.ns
 	}
 	h[HeaderCalleeAppID] = p.selfAppID
+	if p.appToken != nil {
+		h[HeaderAPIToken] = p.appToken
+	}
 
 	// 2. Short-circuit when the app is unhealthy: answer now, never queue.
 	if p.cfg.App == nil {
@@ -203,12 +207,19 @@ func (p *Proxy) serveInbound(w http.ResponseWriter, r *http.Request) {
 				reason = "denied by policy"
 			}
 			writeError(w, isGRPC, http.StatusForbidden, ErrCodePermissionDenied,
-				"access denied for "+caller.String()+" "+r.Method+" "+path+": "+reason)
+				"access to app "+p.self.String()+" denied for "+caller.String()+" "+r.Method+" "+path+": "+reason)
 			return
 		}
 	}
 
-	// 4. Forward to the app and stream the answer back.
+	// 4. Forward to the app and stream the answer back. A plain HTTP call
+	// to a gRPC app goes to its AppCallback/OnInvoke.
+	if p.cfg.AppCallback != nil && !isGRPC {
+		ctx, cancel := inboundDeadline(r)
+		defer cancel()
+		p.cfg.AppCallback.Serve(w, r.WithContext(ctx), path, query)
+		return
+	}
 	if r.ProtoMajor == 1 && r.Body != http.NoBody && r.ContentLength != 0 {
 		// An HTTP/1.1 caller sidecar: let the app answer while the body
 		// still streams, and drain an unread body before returning (see

@@ -8,8 +8,17 @@ import (
 	"github.com/meshd/meshd/proxy/route"
 )
 
-// serveOutbound is the app-facing HTTP handler.
+// serveOutbound is the app-facing HTTP handler: the API token first, when
+// one is set.
 func (p *Proxy) serveOutbound(w http.ResponseWriter, r *http.Request) {
+	if p.apiToken != nil && !p.checkAPIToken(w, r, false) {
+		return
+	}
+	p.serveAPI(w, r)
+}
+
+// serveAPI serves the app-facing HTTP API: health, metadata, invoke.
+func (p *Proxy) serveAPI(w http.ResponseWriter, r *http.Request) {
 	if r.Method == http.MethodGet || r.Method == http.MethodHead {
 		if _, ok := r.Header[route.HeaderAppID]; !ok && (r.RequestURI == "" || r.RequestURI[0] == '/') {
 			switch r.URL.Path {
@@ -19,7 +28,18 @@ func (p *Proxy) serveOutbound(w http.ResponseWriter, r *http.Request) {
 			case "/v1.0/healthz/app":
 				p.serveAppHealthz(w)
 				return
+			case "/v1.0/metadata":
+				if p.Metadata != nil {
+					p.Metadata.ServeHTTP(w, r)
+					return
+				}
 			}
+		}
+	}
+	if r.Method == http.MethodPut && p.Metadata != nil && strings.HasPrefix(r.URL.Path, "/v1.0/metadata/") {
+		if _, ok := r.Header[route.HeaderAppID]; !ok && (r.RequestURI == "" || r.RequestURI[0] == '/') {
+			p.Metadata.ServeHTTP(w, r)
+			return
 		}
 	}
 	if up, ok := r.Header["Upgrade"]; ok && r.ProtoMajor == 1 && upgradeAsked(r.Header["Connection"], up) {
@@ -96,8 +116,14 @@ func (p *Proxy) Ready() bool {
 func (p *Proxy) invoke(w http.ResponseWriter, r *http.Request, isGRPC bool) {
 	rt, err := route.FromRequest(r, p.cfg.Identity.Namespace)
 	if err != nil {
+		p.errorTrace(w, r)
 		switch {
 		case errors.Is(err, route.ErrNoTarget):
+			if path, _ := route.PathQuery(r); isDaprAPIPath(path) && !strings.HasPrefix(path, "/v1.0/invoke") {
+				// /v1.0/state/..., /v1.0/publish/...: not a missing app ID.
+				writeNotSupported(w, isGRPC, "Dapr's "+r.Method+" "+path+" API")
+				return
+			}
 			writeError(w, isGRPC, http.StatusNotFound, ErrCodeNoAppID, err.Error())
 		default:
 			writeError(w, isGRPC, http.StatusBadRequest, ErrCodeMalformed, err.Error())

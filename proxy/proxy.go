@@ -18,9 +18,11 @@ import (
 	"github.com/meshd/meshd/certs"
 	"github.com/meshd/meshd/discovery"
 	"github.com/meshd/meshd/policy/authz"
+	"github.com/meshd/meshd/proxy/appcallback"
 	"github.com/meshd/meshd/proxy/appchannel"
 	"github.com/meshd/meshd/proxy/internal/coalesce"
 	"github.com/meshd/meshd/proxy/internal/h1"
+	"github.com/meshd/meshd/proxy/route"
 	"github.com/meshd/meshd/telemetry/metrics"
 	"github.com/meshd/meshd/telemetry/tracing"
 )
@@ -52,6 +54,10 @@ type Config struct {
 	// App is the channel to the local app; nil when the sidecar has none
 	// (inbound calls then get 503).
 	App *appchannel.Channel
+	// AppCallback, if set (an app with --app-protocol grpc or grpcs),
+	// serves inbound calls that are not gRPC through the app's
+	// AppCallback/OnInvoke, as daprd does; gRPC calls still pass through.
+	AppCallback *appcallback.Client
 	// AppHealth, if set, short-circuits inbound calls while the app is
 	// unhealthy.
 	AppHealth AppHealth
@@ -87,6 +93,15 @@ type Config struct {
 	// NetHTTPServer serves HTTP/1.x on the HTTP and internal ports with
 	// net/http's server instead of proxy/internal/h1's (--h1-server nethttp).
 	NetHTTPServer bool
+	// APIToken, if set (DAPR_API_TOKEN), is required in the dapr-api-token
+	// header (gRPC metadata) of every call on the app-facing ports, health
+	// endpoints excepted; it is compared in constant time and removed.
+	APIToken string
+	// AppAPIToken, if set (APP_API_TOKEN), is sent to the app as
+	// dapr-api-token on every inbound call, so the app can tell its sidecar
+	// from other callers. Any dapr-api-token a caller sent is removed
+	// either way.
+	AppAPIToken string
 	// NetHTTPClient sends the HTTP/1.1 hop to peer sidecars with net/http's
 	// Transport instead of proxy/internal/h1's (--h1-client nethttp; the app
 	// channel has its own switch, appchannel.Config.NetHTTPClient).
@@ -98,6 +113,9 @@ type Proxy struct {
 	// DaprAPI, if set before Serve, serves DaprInvokePath on the gRPC port
 	// (the Dapr InvokeService API, translated by proxy/daprapi).
 	DaprAPI http.Handler
+	// Metadata, if set before Serve, answers GET /v1.0/metadata and PUT
+	// /v1.0/metadata/{key} on the HTTP port (proxy/daprapi.MetadataHandler).
+	Metadata http.Handler
 
 	cfg        Config
 	self       discovery.Target
@@ -110,10 +128,24 @@ type Proxy struct {
 	tracer  *tracing.Tracer
 	metrics *metrics.Metrics
 	observe bool
+	// API tokens: apiToken nil when none is required; appToken nil when
+	// none is sent to the app.
+	apiToken *apiToken
+	appToken []string
 }
 
 // DaprInvokePath is the gRPC path of Dapr's InvokeService API.
 const DaprInvokePath = "/dapr.proto.runtime.v1.Dapr/InvokeService"
+
+// DaprMetadataPath and DaprSetMetadataPath are the gRPC paths of Dapr's
+// metadata API.
+const (
+	DaprMetadataPath    = "/dapr.proto.runtime.v1.Dapr/GetMetadata"
+	DaprSetMetadataPath = "/dapr.proto.runtime.v1.Dapr/SetMetadata"
+)
+
+// daprServicePrefix starts every method of Dapr's gRPC API.
+const daprServicePrefix = "/dapr.proto.runtime.v1.Dapr/"
 
 // New builds a Proxy.
 func New(cfg Config) (*Proxy, error) {
@@ -145,19 +177,28 @@ func New(cfg Config) (*Proxy, error) {
 	if cfg.Insecure {
 		p.peerScheme = "http"
 	}
+	p.apiToken = newAPIToken(cfg.APIToken)
+	if cfg.AppAPIToken != "" {
+		p.appToken = []string{cfg.AppAPIToken}
+	}
 	p.peers = newPeers(p)
 	return p, nil
 }
 
-// HTTPHandler is the app-facing HTTP API: the three invoke forms and
-// /v1.0/healthz. It is also the outbound invoke path for other handlers
-// (the Dapr gRPC InvokeService translation builds a
-// /v1.0/invoke/{id}/method/{method} request and serves it here).
+// HTTPHandler is the app-facing HTTP API: the three invoke forms,
+// /v1.0/healthz and /v1.0/metadata, behind the API token when one is set.
 func (p *Proxy) HTTPHandler() http.Handler { return http.HandlerFunc(p.serveOutbound) }
 
-// GRPCHandler is the app-facing gRPC port: DaprInvokePath goes to DaprAPI,
-// any call with dapr-app-id metadata is proxied as HTTP/2 frames, anything
-// else answers gRPC Unimplemented.
+// InvokeHandler is HTTPHandler without the API token check: the outbound
+// invoke path for handlers that checked the caller already (the Dapr gRPC
+// InvokeService translation builds a /v1.0/invoke/{id}/method/{method}
+// request and serves it here).
+func (p *Proxy) InvokeHandler() http.Handler { return http.HandlerFunc(p.serveAPI) }
+
+// GRPCHandler is the app-facing gRPC port: DaprInvokePath and
+// DaprMetadataPath go to DaprAPI, any call with dapr-app-id metadata is
+// proxied as HTTP/2 frames, Dapr's other APIs answer Unimplemented
+// ERR_NOT_SUPPORTED, anything else Unimplemented.
 func (p *Proxy) GRPCHandler() http.Handler { return http.HandlerFunc(p.serveGRPC) }
 
 // InternalHandler is the inbound handler of the internal (mTLS) port. It
@@ -165,14 +206,25 @@ func (p *Proxy) GRPCHandler() http.Handler { return http.HandlerFunc(p.serveGRPC
 func (p *Proxy) InternalHandler() http.Handler { return http.HandlerFunc(p.serveInbound) }
 
 func (p *Proxy) serveGRPC(w http.ResponseWriter, r *http.Request) {
-	if r.URL.Path == DaprInvokePath && p.DaprAPI != nil {
-		p.DaprAPI.ServeHTTP(w, r)
+	isGRPC := isGRPCRequest(r)
+	if p.apiToken != nil && !p.checkAPIToken(w, r, isGRPC) {
 		return
 	}
-	if !isGRPCRequest(r) {
+	if !isGRPC {
 		// Plain HTTP on the gRPC port: treat it like the HTTP port.
-		p.serveOutbound(w, r)
+		p.serveAPI(w, r)
 		return
+	}
+	if path := r.URL.Path; len(path) > len(daprServicePrefix) && path[:len(daprServicePrefix)] == daprServicePrefix {
+		if (path == DaprInvokePath || path == DaprMetadataPath || path == DaprSetMetadataPath) && p.DaprAPI != nil {
+			p.DaprAPI.ServeHTTP(w, r)
+			return
+		}
+		if _, ok := r.Header[route.HeaderAppID]; !ok {
+			p.errorTrace(w, r)
+			writeNotSupported(w, true, "Dapr's "+path[1:]+" API")
+			return
+		}
 	}
 	p.invoke(w, r, true)
 }

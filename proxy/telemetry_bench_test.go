@@ -26,12 +26,17 @@ func BenchmarkInvokeTelemetry(b *testing.B) {
 		metrics, traced bool
 		rate            float64
 		parent          string
+		propagate       bool // tracing off: trace context only (the sidecar's default)
+		token           bool // DAPR_API_TOKEN on the caller, sent by the client
 	}{
-		{"off", false, false, 0, ""},
-		{"metrics", true, false, 0, ""},
-		{"tracing-default-rate", false, true, daprconfig.DefaultSamplingRate, ""},
-		{"metrics+tracing-default-rate", true, true, daprconfig.DefaultSamplingRate, ""},
-		{"metrics+tracing-sampled", true, true, daprconfig.DefaultSamplingRate, "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"},
+		{"off", false, false, 0, "", false, false},
+		{"propagate", false, false, 0, "", true, false},
+		{"metrics", true, false, 0, "", false, false},
+		{"metrics+propagate", true, false, 0, "", true, false},
+		{"metrics+propagate+token", true, false, 0, "", true, true},
+		{"tracing-default-rate", false, true, daprconfig.DefaultSamplingRate, "", false, false},
+		{"metrics+tracing-default-rate", true, true, daprconfig.DefaultSamplingRate, "", false, false},
+		{"metrics+tracing-sampled", true, true, daprconfig.DefaultSamplingRate, "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01", false, false},
 	} {
 		b.Run(c.name, func(b *testing.B) {
 			ca := newCA(b, "cluster.local")
@@ -56,6 +61,12 @@ func BenchmarkInvokeTelemetry(b *testing.B) {
 					defer tr.Shutdown(context.Background())
 					cfg.Tracer = tr
 				}
+				if c.propagate {
+					cfg.Tracer = tracing.NewPropagator(cfg.Identity)
+				}
+			}
+			if c.token {
+				callerCfg.APIToken = "bench-token-0123456789abcdef0123456789"
 			}
 			callee := startSidecar(b, ca, calleeCfg)
 			caller := startSidecar(b, ca, callerCfg)
@@ -70,6 +81,9 @@ func BenchmarkInvokeTelemetry(b *testing.B) {
 				for pb.Next() {
 					if c.parent != "" {
 						req.Header.Set("Traceparent", c.parent)
+					}
+					if c.token {
+						req.Header.Set("Dapr-Api-Token", "bench-token-0123456789abcdef0123456789")
 					}
 					resp, err := client.Do(req)
 					if err != nil {
@@ -104,12 +118,16 @@ func BenchmarkTelemetryHooks(b *testing.B) {
 		name            string
 		metrics, traced bool
 		parent          string
+		propagate       bool
 	}{
-		{"off", false, false, ""},
-		{"metrics", true, false, ""},
-		{"tracing-default-rate", false, true, ""},
-		{"metrics+tracing-default-rate", true, true, ""},
-		{"metrics+tracing-sampled", true, true, "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"},
+		{"off", false, false, "", false},
+		{"propagate", false, false, "", true},
+		{"propagate-parent", false, false, "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01", true},
+		{"metrics", true, false, "", false},
+		{"metrics+propagate", true, false, "", true},
+		{"tracing-default-rate", false, true, "", false},
+		{"metrics+tracing-default-rate", true, true, "", false},
+		{"metrics+tracing-sampled", true, true, "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01", false},
 	} {
 		b.Run(c.name, func(b *testing.B) {
 			res := newResolver()
@@ -124,6 +142,9 @@ func BenchmarkTelemetryHooks(b *testing.B) {
 					tr, _ := tracing.New(tracing.Options{Identity: cfg.Identity, SamplingRate: daprconfig.DefaultSamplingRate, Exporter: tracetest.NewNoopExporter()})
 					b.Cleanup(func() { _ = tr.Shutdown(context.Background()) })
 					cfg.Tracer = tr
+				}
+				if c.propagate {
+					cfg.Tracer = tracing.NewPropagator(cfg.Identity)
 				}
 				p, err := New(cfg)
 				if err != nil {

@@ -16,6 +16,23 @@ type Config struct {
 	AppPort           int // 0: no app
 	AppProtocol       string
 	AppChannelAddress string
+	// AppMaxConcurrency is daprd's --app-max-concurrency, reported by the
+	// metadata API; meshd accepts only -1 (no limit).
+	AppMaxConcurrency int
+
+	// APIToken (DAPR_API_TOKEN) is required from the app on every call
+	// but health; AppAPIToken (APP_API_TOKEN) is sent to the app on every
+	// inbound call (see proxy.Config). Never logged.
+	APIToken    string
+	AppAPIToken string
+	// UnixDomainSocket, if set, is a directory: the app-facing HTTP and
+	// gRPC APIs are served on the unix sockets
+	// {dir}/dapr-{app-id}-http.socket and {dir}/dapr-{app-id}-grpc.socket
+	// (mode 0600) instead of their TCP ports, as daprd does.
+	UnixDomainSocket string
+	// MaxMessageSize bounds an InvokeService message and its answer on the
+	// gRPC API (daprd's --dapr-http-max-request-size; 0: 4 MiB).
+	MaxMessageSize int
 
 	HTTPPort      int
 	GRPCPort      int

@@ -18,6 +18,7 @@ import (
 	"github.com/meshd/meshd/policy"
 	"github.com/meshd/meshd/policy/decisionlog"
 	"github.com/meshd/meshd/proxy"
+	"github.com/meshd/meshd/proxy/appcallback"
 	"github.com/meshd/meshd/proxy/appchannel"
 	"github.com/meshd/meshd/proxy/apphealth"
 	"github.com/meshd/meshd/proxy/daprapi"
@@ -139,11 +140,16 @@ func (s *sidecar) discovery(ctx context.Context) error {
 		}
 		s.advertise = net.JoinHostPort(host, strconv.Itoa(s.ls.Internal.Addr().(*net.TCPAddr).Port))
 	}
+	// 503 while the app is unhealthy (proxy: /v1.0/healthz/app): consul's
+	// check. None when the HTTP API is on a unix socket.
+	var healthURL string
+	if _, ok := s.ls.HTTP.Addr().(*net.TCPAddr); ok {
+		healthURL = "http://" + s.ls.HTTP.Addr().String() + "/v1.0/healthz/app"
+	}
 	res, err := s.cache.Build(ctx, cfg.Resolver, discovery.BuildOptions{
 		ConfigFile: cfg.ResolverConfig, Logger: s.log,
 		Local: discovery.LocalInstance{Target: discovery.Target{AppID: s.id.AppID, Namespace: s.id.Namespace}, Address: s.advertise,
-			// 503 while the app is unhealthy (proxy: /v1.0/healthz/app): consul's check.
-			HealthURL: "http://" + s.ls.HTTP.Addr().String() + "/v1.0/healthz/app"},
+			HealthURL: healthURL},
 	})
 	if err != nil {
 		return fmt.Errorf("sidecar: resolver %q: %w", cfg.Resolver, err)
@@ -157,7 +163,8 @@ func (s *sidecar) discovery(ctx context.Context) error {
 	})
 	s.pcfg = proxy.Config{Identity: s.id, Insecure: cfg.Insecure, Resolver: s.cache.Picker(), Logger: s.log,
 		MaxHeaderFields: cfg.MaxHeaderFields, BodyReadTimeout: cfg.BodyReadTimeout,
-		NetHTTPServer: cfg.NetHTTPServer, NetHTTPClient: cfg.NetHTTPClient}
+		NetHTTPServer: cfg.NetHTTPServer, NetHTTPClient: cfg.NetHTTPClient,
+		APIToken: cfg.APIToken, AppAPIToken: cfg.AppAPIToken}
 	if s.src != nil {
 		s.pcfg.SVIDSource, s.pcfg.BundleSource = s.src, s.src
 	}
@@ -183,6 +190,20 @@ func (s *sidecar) app(context.Context) error {
 		return err
 	}
 	s.pcfg.App = ch
+	if proto.IsGRPC() {
+		// Plain HTTP calls (the invoke APIs) go to AppCallback/OnInvoke.
+		host := cfg.AppChannelAddress
+		if host == "" {
+			host = "127.0.0.1"
+		}
+		cb, err := appcallback.New(appcallback.Config{Target: net.JoinHostPort(host, strconv.Itoa(cfg.AppPort)),
+			TLS: proto == appchannel.GRPCS, MaxMessageSize: cfg.MaxMessageSize, AppName: cfg.AppID})
+		if err != nil {
+			return fmt.Errorf("sidecar: %w", err)
+		}
+		s.teardown.Push(func() { _ = cb.Close() })
+		s.pcfg.AppCallback = cb
+	}
 	if !cfg.EnableAppHealthCheck {
 		return nil
 	}
@@ -263,6 +284,11 @@ func (s *sidecar) telemetry(ctx context.Context) error {
 			s.log.Warn("sidecar: flushing spans", "err", err)
 		}
 	})
+	if tracer == nil {
+		// No exporter: still pass trace context on and answer every call
+		// with a traceparent, as daprd does.
+		tracer = tracing.NewPropagator(s.id)
+	}
 	s.pcfg.Metrics, s.pcfg.Tracer = s.mets, tracer
 	return nil
 }
@@ -277,7 +303,11 @@ func (s *sidecar) proxy(ctx context.Context) error {
 		return err
 	}
 	s.p = p
-	p.DaprAPI = daprapi.New(p.HTTPHandler(), daprapi.WithLogger(s.log))
+	// The gRPC port checked the API token before handing the call over.
+	attrs := new(daprapi.Attributes) // the app's own metadata attributes
+	p.DaprAPI = daprapi.New(p.InvokeHandler(), daprapi.WithLogger(s.log), daprapi.WithMetadata(s.metadata),
+		daprapi.WithAttributes(attrs), daprapi.WithMaxMessageSize(cfg.MaxMessageSize))
+	p.Metadata = daprapi.MetadataHandler(s.metadata, attrs)
 	if cfg.ResiliencyFile != "" {
 		if s.resil != nil {
 			s.resil.OnBreakerChange = breakerObserver(s.log, s.mets)
@@ -296,7 +326,7 @@ func (s *sidecar) proxy(ctx context.Context) error {
 		s.log.Info("meshd sidecar started", "app", s.id.AppID, "namespace", s.id.Namespace, "spiffe_id", s.id.String(),
 			"http", s.ls.HTTP.Addr().String(), "grpc", s.ls.GRPC.Addr().String(), "internal", s.ls.Internal.Addr().String(),
 			"advertise", s.advertise, "resolver", cfg.Resolver, "app_port", cfg.AppPort, "app_protocol", cfg.AppProtocol,
-			"metrics", listenerAddr(s.metricsL), "tracing", s.pcfg.Tracer != nil,
+			"metrics", listenerAddr(s.metricsL), "tracing", s.pcfg.Tracer.Exporting(),
 			"h1_server", h1Name(cfg.NetHTTPServer), "h1_client", h1Name(cfg.NetHTTPClient))
 		s.notReady.Stop()
 		s.public.p.Store(p)

@@ -2,15 +2,12 @@ package sidecar
 
 import (
 	"context"
-	"crypto/x509"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net"
 	"os"
 	"strconv"
-	"strings"
-	"sync"
 	"time"
 
 	"github.com/meshd/meshd/certs"
@@ -128,13 +125,24 @@ func (s *sidecar) start(ctx context.Context) error {
 func listen(cfg Config) (proxy.Listeners, error) {
 	var ls proxy.Listeners
 	var err error
-	// The app-facing API is for the local app only.
-	if ls.HTTP, err = net.Listen("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(cfg.HTTPPort))); err != nil {
-		return ls, fmt.Errorf("sidecar: --http-port: %w", err)
-	}
-	if ls.GRPC, err = net.Listen("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(cfg.GRPCPort))); err != nil {
-		ls.HTTP.Close()
-		return ls, fmt.Errorf("sidecar: --grpc-port: %w", err)
+	// The app-facing API is for the local app only: on loopback, or on
+	// unix sockets only the sidecar's user may use.
+	if cfg.UnixDomainSocket != "" {
+		if ls.HTTP, err = listenUnix(unixSocketName(cfg.UnixDomainSocket, cfg.AppID, "http")); err != nil {
+			return ls, err
+		}
+		if ls.GRPC, err = listenUnix(unixSocketName(cfg.UnixDomainSocket, cfg.AppID, "grpc")); err != nil {
+			ls.HTTP.Close()
+			return ls, err
+		}
+	} else {
+		if ls.HTTP, err = net.Listen("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(cfg.HTTPPort))); err != nil {
+			return ls, fmt.Errorf("sidecar: --http-port: %w", err)
+		}
+		if ls.GRPC, err = net.Listen("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(cfg.GRPCPort))); err != nil {
+			ls.HTTP.Close()
+			return ls, fmt.Errorf("sidecar: --grpc-port: %w", err)
+		}
 	}
 	if ls.Internal, err = net.Listen("tcp", net.JoinHostPort(cfg.ListenAddress, strconv.Itoa(cfg.InternalPort))); err != nil {
 		ls.HTTP.Close()
@@ -144,10 +152,11 @@ func listen(cfg Config) (proxy.Listeners, error) {
 	return ls, nil
 }
 
-// startIdentity gets the first workload certificate from sentry. The
-// returned watchBundle follows sentry's trust bundle until its context is
-// done, then closes the client; closeClient closes it if watchBundle never
-// ran (a start that failed later).
+// startIdentity gets the first workload certificate from sentry
+// (sentryclient.StartSource). The returned watchBundle follows sentry's
+// trust bundle until its context is done, then closes the client;
+// closeClient closes it if watchBundle never ran (a start that failed
+// later).
 func startIdentity(ctx context.Context, cfg Config, id certs.Identity, log *slog.Logger) (src *certs.Source, watchBundle func(context.Context) error, closeClient func(), err error) {
 	if cfg.SentryAddress == "" {
 		return nil, nil, nil, errors.New("sidecar: --sentry-address is required (or run with --insecure)")
@@ -167,49 +176,18 @@ func startIdentity(ctx context.Context, cfg Config, id certs.Identity, log *slog
 	if err != nil {
 		return nil, nil, nil, fmt.Errorf("sidecar: trust anchors: %w", err)
 	}
-	// The token is for bootstrap only (the first certificate, and again if
-	// the SVID expired or sentry refused to renew on its strength): renewals
-	// present the current SVID. The file is read afresh for every bootstrap,
-	// so replacing it heals a sidecar whose token expired or was revoked.
-	tokenFn := func() (string, error) { return "", nil }
 	if cfg.TokenFile != "" {
 		if _, err := os.ReadFile(cfg.TokenFile); err != nil {
 			return nil, nil, nil, fmt.Errorf("sidecar: --token-file: %w", err)
 		}
-		tokenFn = func() (string, error) {
-			b, err := os.ReadFile(cfg.TokenFile)
-			if err != nil {
-				return "", fmt.Errorf("sidecar: --token-file: %w", err)
-			}
-			return strings.TrimSpace(string(b)), nil
-		}
-	} else {
-		log.Warn("sidecar: no --token-file: asking sentry for a certificate without a token (works only with its insecure validator)")
 	}
-	client, err := sentryclient.New(ctx, cfg.SentryAddress, anchors, id, "",
-		sentryclient.WithLogger(log), sentryclient.WithTokenFunc(tokenFn))
+	ident, err := sentryclient.StartSource(ctx, sentryclient.SourceConfig{
+		Address: cfg.SentryAddress, Anchors: anchors, TokenFile: cfg.TokenFile, Identity: id, Logger: log,
+	})
 	if err != nil {
 		return nil, nil, nil, fmt.Errorf("sidecar: %w", err)
 	}
-	src, err = certs.NewSource(ctx, client, certs.SourceOptions{Identity: id, Logger: log})
-	if err != nil {
-		client.Close()
-		return nil, nil, nil, fmt.Errorf("sidecar: first certificate from sentry %s: %w", cfg.SentryAddress, err)
-	}
-	closeClient = sync.OnceFunc(func() { client.Close() })
-	watchBundle = func(ctx context.Context) error {
-		defer closeClient()
-		err := client.WatchBundle(ctx, func(roots []*x509.Certificate) {
-			if err := src.SetRoots(roots); err != nil {
-				log.Error("sidecar: trust bundle from sentry rejected", "err", err)
-			}
-		})
-		if ctx.Err() != nil {
-			return nil
-		}
-		return err
-	}
-	return src, watchBundle, closeClient, nil
+	return ident.Source, ident.WatchBundle, ident.CloseClient, nil
 }
 
 func listenerAddr(l net.Listener) string {

@@ -49,6 +49,6 @@ func newRootCommand() *cobra.Command {
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
-	root.AddCommand(newPolicyCommand())
+	root.AddCommand(newPolicyCommand(), newXDSCommand(), newSVIDCommand())
 	return root
 }

@@ -4,13 +4,14 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
-	"github.com/meshd/meshd/internal/version"
 	"os"
 	"os/signal"
 	"runtime"
 	"strings"
 	"syscall"
+	"time"
 
 	"github.com/spf13/cobra"
 
@@ -22,7 +23,9 @@ import (
 
 func main() {
 	tuneSysmon()
-	if err := newCommand().Execute(); err != nil {
+	cmd := newCommand()
+	cmd.SetArgs(singleDashArgs(os.Args[1:]))
+	if err := cmd.Execute(); err != nil {
 		os.Exit(1)
 	}
 }
@@ -37,21 +40,32 @@ func newCommand() *cobra.Command {
 		cpus                int
 		allowLogEvery       int
 		h1Server, h1Client  string
+		dapr                *daprFlags
 	)
 	cmd := &cobra.Command{
 		Use:           "meshd",
-		Version:       version.Version,
 		Short:         "meshd service-mesh sidecar (Dapr-compatible service invocation over SPIFFE mTLS)",
 		SilenceUsage:  true,
 		SilenceErrors: false,
 		Args:          cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			if dapr.printVersion {
+				fmt.Println(version())
+				return nil
+			}
+			if cfg.AppID == "" {
+				return errors.New(`required flag(s) "app-id" not set`)
+			}
+			dapr.preLog(cmd.Flags(), &logFormat)
 			log, err := logging.New(os.Stderr, logLevel, logFormat)
 			if err != nil {
 				return fmt.Errorf("meshd: %w", err)
 			}
 			cfg.Logger = log
 			setCPUs(cmd.Flags().Changed("cpus"), cpus)
+			if err := dapr.apply(cmd.Flags(), &cfg, &appProtocol, log); err != nil {
+				return err
+			}
 			cfg.AppProtocol = appProtocol
 			if !cmd.Flags().Changed("namespace") {
 				if ns := os.Getenv("NAMESPACE"); ns != "" {
@@ -120,14 +134,14 @@ func newCommand() *cobra.Command {
 	f.StringVar(&cfg.Resolver, "resolver", "mdns", "name resolution backend: mdns (multicast DNS on this host's network), consul, kubernetes (EndpointSlices) or static")
 	f.StringVar(&cfg.ResolverConfig, "resolver-config", "", "configuration file of the resolver")
 	f.StringVar(&cfg.PolicyDir, "policy-dir", "", "policy directory: {dir}/{namespace}/*.rego|*.yaml, {dir}/_mesh/ mesh-wide (reloaded on change)")
-	f.StringVar(&cfg.ConfigFile, "config", "", "Dapr Configuration YAML: spec.accessControl (calls to this app), spec.tracing (OTLP export, sampling), spec.metrics")
+	f.Var(&onceString{p: &cfg.ConfigFile}, "config", "Dapr Configuration YAML: spec.accessControl (calls to this app), spec.tracing (OTLP export, sampling), spec.metrics (one file: daprd's repeated --config is refused)")
 	f.StringVar(&policyDefault, "policy-default", "allow", "decision for namespaces without policy: allow or deny (deny is the secure choice)")
 	f.IntVar(&allowLogEvery, "policy-allow-log-every", 100, "decision log: log one allowed call in N (denials are always logged); 0 logs no allows, 1 every allow")
 	f.StringVar(&cfg.ResiliencyFile, "resiliency", "", "Dapr Resiliency YAML: timeouts, retries, circuit breakers for calls to other apps (reloaded on change)")
 	f.BoolVar(&cfg.EnableAppHealthCheck, "enable-app-health-check", false, "probe the app and short-circuit calls while it is unhealthy")
 	f.StringVar(&cfg.AppHealthCheckPath, "app-health-check-path", "/healthz", "HTTP path of the app health probe")
-	f.DurationVar(&cfg.AppHealthProbeInterval, "app-health-probe-interval", 5e9, "interval between app health probes")
-	f.DurationVar(&cfg.AppHealthProbeTimeout, "app-health-probe-timeout", 5e8, "timeout of one app health probe")
+	f.Var(newDaprDuration(&cfg.AppHealthProbeInterval, 5e9, time.Second), "app-health-probe-interval", "interval between app health probes (a bare number: seconds, as daprd)")
+	f.Var(newDaprDuration(&cfg.AppHealthProbeTimeout, 5e8, time.Millisecond), "app-health-probe-timeout", "timeout of one app health probe (a bare number: milliseconds, as daprd)")
 	f.IntVar(&cfg.AppHealthThreshold, "app-health-threshold", 3, "consecutive failed probes before the app is unhealthy")
 	f.DurationVar(&cfg.ShutdownGrace, "shutdown-grace", 5e9, "how long in-flight calls may finish on shutdown")
 	f.IntVar(&cfg.MaxHeaderFields, "max-request-header-fields", proxy.DefaultMaxHeaderFields, "most header fields a request may carry on any port (more: 431); the internal port allows 16 more for those the caller sidecar adds; -1: no bound")
@@ -138,7 +152,7 @@ func newCommand() *cobra.Command {
 	f.StringVar(&cfg.WorkloadAPISocket, "workload-api-socket", "", "unix socket path to serve the SPIFFE Workload API on")
 	f.StringVar(&h1Server, "h1-server", envOr("MESHD_H1_SERVER", h1Impl), "HTTP/1.x server of the HTTP and internal ports: h1 (meshd's) or nethttp (Go's net/http; env MESHD_H1_SERVER)")
 	f.StringVar(&h1Client, "h1-client", envOr("MESHD_H1_CLIENT", h1Impl), "HTTP/1.1 client to peer sidecars and the app: h1 (meshd's) or nethttp (Go's net/http; env MESHD_H1_CLIENT)")
-	_ = cmd.MarkFlagRequired("app-id")
+	dapr = addDaprFlags(f, &cfg)
 	return cmd
 }
 

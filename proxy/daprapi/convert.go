@@ -12,6 +12,8 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
+
+	"github.com/meshd/meshd/proxy/appcallback"
 )
 
 // ErrorCodeHeader marks an error answered by a meshd sidecar itself (bad
@@ -166,7 +168,9 @@ func SidecarCode(code int) codes.Code {
 
 // ErrorStatus returns the gRPC status for an HTTP answer, nil for 2xx.
 //
-// An app's error is mapped as daprd maps it: code by CodeFromHTTPStatus,
+// The status a gRPC app returned from OnInvoke (proxy/appcallback) is
+// returned as it was. An HTTP app's error is mapped as daprd maps it: code
+// by CodeFromHTTPStatus,
 // message the HTTP status text, and an ErrorInfo detail {reason: status
 // text, domain: "dapr.io", metadata: {"http.code", "http.error_message":
 // the first 63 bytes of the body}}.
@@ -177,6 +181,10 @@ func SidecarCode(code int) codes.Code {
 func ErrorStatus(code int, h http.Header, body []byte) *status.Status {
 	if code >= 200 && code < 300 {
 		return nil
+	}
+	// A gRPC app's own status (AppCallback/OnInvoke), kept as it was.
+	if st, ok := appcallback.StatusFromHTTP(h, body); ok {
+		return st
 	}
 	if ec := h.Get(ErrorCodeHeader); ec != "" {
 		msg := sidecarMessage(body)

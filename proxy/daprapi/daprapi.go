@@ -43,6 +43,8 @@ type Option func(*config)
 type config struct {
 	maxMessageSize int
 	logger         *slog.Logger
+	metadata       MetadataFunc
+	attrs          *Attributes
 }
 
 // WithMaxMessageSize sets the largest request message and response body, in
@@ -88,7 +90,8 @@ func New(next http.Handler, opts ...Option) *Handler {
 	return &Handler{srv: srv}
 }
 
-// ServeHTTP serves one gRPC call. Requests for other Dapr methods get
+// ServeHTTP serves one gRPC call: InvokeService, and GetMetadata when
+// WithMetadata was given. Requests for other Dapr methods get
 // Unimplemented.
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	h.srv.ServeHTTP(w, r)
@@ -120,7 +123,7 @@ func (s *service) InvokeService(ctx context.Context, in *runtimev1pb.InvokeServi
 		return nil, status.FromContextError(err).Err()
 	}
 	if rb.overflow {
-		return nil, status.Errorf(codes.ResourceExhausted, "daprapi: response body is larger than %d bytes", s.cfg.maxMessageSize)
+		return nil, status.Errorf(codes.ResourceExhausted, "daprapi: response body of app %s is larger than %d bytes", in.GetId(), s.cfg.maxMessageSize)
 	}
 	code := rb.statusCode()
 	md := ResponseMetadata(rb.header, code)
@@ -160,7 +163,9 @@ func (s *service) serve(w http.ResponseWriter, r *http.Request) (err error) {
 //	{verb} /v1.0/invoke/{id}/method/{method}?{querystring}
 //
 // The method is taken as the escaped path of the request line, as daprd does
-// (so "a%20b" reaches the app as "/a%20b"). The verb defaults to POST when the
+// (so "a%20b" reaches the app as "/a%20b"); a method holding a '?' (and no
+// separate querystring) is split there into path and query, as daprd hands
+// "echo?x=1" to the app as /echo?x=1. The verb defaults to POST when the
 // http_extension or its verb is missing (daprd rejects that for HTTP apps;
 // gRPC clients of meshd need not know HTTP). The body is data.value; the
 // content type is content_type, or application/x-protobuf when data carries
@@ -188,13 +193,21 @@ func NewHTTPRequest(ctx context.Context, in *runtimev1pb.InvokeServiceRequest) (
 		verb = name
 	}
 	method := strings.TrimLeft(msg.GetMethod(), "/")
+	qs := msg.GetHttpExtension().GetQuerystring()
+	if strings.IndexByte(method, '#') >= 0 {
+		return nil, status.Errorf(codes.InvalidArgument, "daprapi: method %q must not contain '#'", method)
+	}
+	// "echo?x=1": the only way some SDKs (JavaScript) send a query. Split
+	// at the first '?'; the path is normalized once, with every other.
+	if i := strings.IndexByte(method, '?'); i >= 0 {
+		if qs != "" {
+			return nil, status.Errorf(codes.InvalidArgument, "daprapi: method %q carries a query and http_extension.querystring is set too: use one", method)
+		}
+		method, qs = method[:i], method[i+1:]
+	}
 	if method == "" {
 		return nil, status.Error(codes.InvalidArgument, "daprapi: method is required")
 	}
-	if strings.ContainsAny(method, "?#") {
-		return nil, status.Errorf(codes.InvalidArgument, "daprapi: method %q must not contain '?' or '#'", method)
-	}
-	qs := msg.GetHttpExtension().GetQuerystring()
 	var sb strings.Builder
 	sb.Grow(len("/v1.0/invoke//method/?") + len(id) + len(method) + len(qs))
 	sb.WriteString("/v1.0/invoke/")

@@ -95,7 +95,7 @@ func startServer(t testing.TB, opts ...Option) string {
 	t.Helper()
 	h := New(http.HandlerFunc(outbound), append([]Option{WithLogger(slog.New(slog.DiscardHandler))}, opts...)...)
 	mux := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if r.URL.Path != InvokePath {
+		if r.URL.Path != InvokePath && r.URL.Path != MetadataPath && r.URL.Path != SetMetadataPath {
 			http.Error(w, "not mounted", http.StatusNotFound)
 			return
 		}
@@ -394,7 +394,10 @@ func TestBadRequests(t *testing.T) {
 		{"no method", &runtimev1pb.InvokeServiceRequest{Id: "app", Message: &commonv1pb.InvokeRequest{HttpExtension: get}}, "method is required"},
 		{"only slashes", &runtimev1pb.InvokeServiceRequest{Id: "app", Message: &commonv1pb.InvokeRequest{Method: "//"}}, "method is required"},
 		{"hash in method", &runtimev1pb.InvokeServiceRequest{Id: "app", Message: &commonv1pb.InvokeRequest{Method: "a#b"}}, "must not contain"},
-		{"query in method", &runtimev1pb.InvokeServiceRequest{Id: "app", Message: &commonv1pb.InvokeRequest{Method: "a?b"}}, "must not contain"},
+		{"hash in query of method", &runtimev1pb.InvokeServiceRequest{Id: "app", Message: &commonv1pb.InvokeRequest{Method: "a?b#c"}}, "must not contain"},
+		{"query in method and querystring", &runtimev1pb.InvokeServiceRequest{Id: "app", Message: &commonv1pb.InvokeRequest{Method: "a?b=1",
+			HttpExtension: &commonv1pb.HTTPExtension{Verb: commonv1pb.HTTPExtension_GET, Querystring: "c=2"}}}, "use one"},
+		{"only a query", &runtimev1pb.InvokeServiceRequest{Id: "app", Message: &commonv1pb.InvokeRequest{Method: "?x=1"}}, "method is required"},
 		{"control char", &runtimev1pb.InvokeServiceRequest{Id: "app", Message: &commonv1pb.InvokeRequest{Method: "a\x01b"}}, "bad method"},
 		{"bad escape", &runtimev1pb.InvokeServiceRequest{Id: "app", Message: &commonv1pb.InvokeRequest{Method: "a%zz"}}, "bad method"},
 		{"control char in query", &runtimev1pb.InvokeServiceRequest{Id: "app", Message: &commonv1pb.InvokeRequest{Method: "m",
@@ -546,6 +549,8 @@ func FuzzNewHTTPRequest(f *testing.F) {
 	f.Add("app", "orders/42", "a=1", int32(1), "text/plain")
 	f.Add("app.ns", "%2e%2e/admin", "", int32(0), "")
 	f.Add("a/b", "x#y", "q=\x00", int32(5), "")
+	f.Add("app", "echo?x=1&y=a%20b", "", int32(1), "")
+	f.Add("app", "echo?x=1", "y=2", int32(1), "")
 	f.Fuzz(func(t *testing.T, id, method, qs string, verb int32, ct string) {
 		in := &runtimev1pb.InvokeServiceRequest{Id: id, Message: &commonv1pb.InvokeRequest{
 			Method: method, ContentType: ct, Data: &anypb.Any{Value: []byte("b")},
@@ -562,8 +567,16 @@ func FuzzNewHTTPRequest(f *testing.F) {
 		if !strings.HasPrefix(req.URL.Path, wantPrefix) || !strings.HasPrefix(req.RequestURI, wantPrefix) {
 			t.Fatalf("path %q does not start with %q", req.URL.Path, wantPrefix)
 		}
-		if req.URL.RawQuery != qs || req.URL.Host != "" || req.URL.Scheme != "" {
-			t.Fatalf("URL %#v from query %q", req.URL, qs)
+		// A query in the method (and none beside it) is the query.
+		wantQuery := qs
+		if _, q, ok := strings.Cut(method, "?"); ok {
+			if qs != "" {
+				t.Fatalf("method %q with querystring %q accepted", method, qs)
+			}
+			wantQuery = q
+		}
+		if req.URL.RawQuery != wantQuery || req.URL.Host != "" || req.URL.Scheme != "" {
+			t.Fatalf("URL %#v from method %q query %q", req.URL, method, qs)
 		}
 		if strings.ContainsAny(req.URL.Path, "?#") {
 			t.Fatalf("path %q holds ? or #", req.URL.Path)

@@ -137,8 +137,13 @@ func FromRequest(r *http.Request, defaultNS string) (Route, error) {
 	)
 	// An empty dapr-app-id header counts as none, as in daprd.
 	if v, ok := r.Header[HeaderAppID]; ok && !(len(v) == 1 && v[0] == "") {
-		if len(v) != 1 {
-			return Route{}, fmt.Errorf("%w: %d dapr-app-id headers, want 1", ErrBadTarget, len(v))
+		// The same value twice (an interceptor and per-RPC credentials
+		// both set it) is one target, as in daprd; different ones are
+		// refused.
+		for _, o := range v[1:] {
+			if o != v[0] {
+				return Route{}, fmt.Errorf("%w: %d different dapr-app-id headers, want 1", ErrBadTarget, len(v))
+			}
 		}
 		target, method, rt.Form = v[0], rawPath, FormHeader
 	} else if t, m, ok, serr := SplitInvoke(rawPath); ok {

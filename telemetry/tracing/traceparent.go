@@ -1,6 +1,8 @@
 package tracing
 
 import (
+	"unsafe"
+
 	"go.opentelemetry.io/otel/trace"
 )
 
@@ -63,6 +65,33 @@ func FormatTraceparent(sc trace.SpanContext) string {
 }
 
 const hexDigits = "0123456789abcdef"
+
+// traceparentValue is a header value and its bytes in one allocation.
+type traceparentValue struct {
+	b [traceparentLen]byte
+	v [1]string
+}
+
+// newTraceparent is the version-00 traceparent of (tid, sid, flags) as a
+// header value ([]string of one), made with one allocation.
+func newTraceparent(tid trace.TraceID, sid trace.SpanID, flags trace.TraceFlags) []string {
+	p := new(traceparentValue)
+	b := &p.b
+	b[0], b[1], b[2] = '0', '0', '-'
+	for i, c := range tid {
+		b[3+2*i], b[4+2*i] = hexDigits[c>>4], hexDigits[c&15]
+	}
+	b[35] = '-'
+	for i, c := range sid {
+		b[36+2*i], b[37+2*i] = hexDigits[c>>4], hexDigits[c&15]
+	}
+	b[52] = '-'
+	f := byte(flags)
+	b[53], b[54] = hexDigits[f>>4], hexDigits[f&15]
+	// The bytes are never written again: the string may alias them.
+	p.v[0] = unsafe.String(&b[0], traceparentLen)
+	return p.v[:]
+}
 
 func hexByte(hi, lo byte) (byte, bool) {
 	h, ok1 := hexNibble(hi)

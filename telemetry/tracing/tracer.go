@@ -101,9 +101,39 @@ func New(opts Options) (*Tracer, error) {
 	}, nil
 }
 
+// NewPropagator returns a Tracer that exports nothing and only propagates
+// W3C trace context: a call that arrives with a valid traceparent passes it
+// on unchanged (with its tracestate), a call without one gets a new trace
+// (not sampled), so that every answer names its trace whether or not
+// tracing is configured, as daprd's do. It starts no SDK span and costs
+// one allocation for a new trace, none for a propagated one.
+func NewPropagator(id certs.Identity) *Tracer {
+	return &Tracer{self: id}
+}
+
+// ErrorTraceparent is the traceparent of an answer the sidecar gives
+// without forwarding the call (a refused token, a malformed target): the
+// caller's own when valid, else a new unsampled one. No span is started.
+// A nil Tracer gives nil.
+func (t *Tracer) ErrorTraceparent(h http.Header) []string {
+	if t == nil {
+		return nil
+	}
+	if v := h[HeaderTraceparent]; len(v) == 1 {
+		if _, _, _, ok := ParseTraceparent(v[0]); ok {
+			return v
+		}
+	}
+	return newTraceparent(newTraceID(), newSpanID(), 0)
+}
+
+// Exporting reports whether the Tracer records and exports spans (false
+// for a nil Tracer and a NewPropagator one).
+func (t *Tracer) Exporting() bool { return t != nil && t.tp != nil }
+
 // Shutdown flushes the spans not yet exported and stops the exporter.
 func (t *Tracer) Shutdown(ctx context.Context) error {
-	if t == nil {
+	if t == nil || t.tp == nil {
 		return nil
 	}
 	if err := t.tp.Shutdown(ctx); err != nil {
@@ -114,7 +144,7 @@ func (t *Tracer) Shutdown(ctx context.Context) error {
 
 // ForceFlush exports the finished spans now.
 func (t *Tracer) ForceFlush(ctx context.Context) error {
-	if t == nil {
+	if t == nil || t.tp == nil {
 		return nil
 	}
 	return t.tp.ForceFlush(ctx)
@@ -193,14 +223,24 @@ func (t *Tracer) start(h http.Header, name string, opts []trace.SpanStartOption)
 	var psid trace.SpanID
 	var flags trace.TraceFlags
 	parent := false
-	if v := h[HeaderTraceparent]; len(v) == 1 {
+	v := h[HeaderTraceparent]
+	if len(v) == 1 {
 		tid, psid, flags, parent = ParseTraceparent(v[0])
+	}
+	if t.tp == nil { // NewPropagator: pass a valid trace context on as it is
+		if parent {
+			return nil, v
+		}
+		delete(h, HeaderTracestate)
+		tp := newTraceparent(newTraceID(), newSpanID(), 0)
+		h[HeaderTraceparent] = tp
+		return nil, tp
 	}
 	if !parent {
 		delete(h, HeaderTracestate) // no valid traceparent: tracestate is void
 		tid = newTraceID()
 		if !t.ratioSampled(tid) {
-			tp := []string{FormatTraceparent(trace.NewSpanContext(trace.SpanContextConfig{TraceID: tid, SpanID: newSpanID()}))}
+			tp := newTraceparent(tid, newSpanID(), 0)
 			h[HeaderTraceparent] = tp
 			return nil, tp
 		}
@@ -209,7 +249,7 @@ func (t *Tracer) start(h http.Header, name string, opts []trace.SpanStartOption)
 		return span, t.inject(h, span)
 	}
 	if !flags.IsSampled() {
-		tp := []string{FormatTraceparent(trace.NewSpanContext(trace.SpanContextConfig{TraceID: tid, SpanID: newSpanID()}))}
+		tp := newTraceparent(tid, newSpanID(), 0)
 		h[HeaderTraceparent] = tp
 		return nil, tp
 	}

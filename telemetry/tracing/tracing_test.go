@@ -366,3 +366,63 @@ func TestUnsampledHopAllocs(t *testing.T) {
 		t.Fatal("tracestate of an unsampled call changed")
 	}
 }
+
+// TestPropagator: without an exporter a valid trace context passes on
+// unchanged, and a call without one (or with a broken one) gets a new,
+// unsampled trace; no span is recorded.
+func TestPropagator(t *testing.T) {
+	tr := NewPropagator(certs.Identity{AppID: "a", Namespace: "default"})
+	if tr.Exporting() {
+		t.Fatal("a propagator says it exports")
+	}
+	const parent = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+	for _, tc := range []struct {
+		name   string
+		in     http.Header
+		same   bool // the caller's traceparent goes on unchanged
+		wantTS bool // tracestate kept
+	}{
+		{"valid parent", http.Header{HeaderTraceparent: {parent}, HeaderTracestate: {"k=v"}}, true, true},
+		{"none", http.Header{}, false, false},
+		{"broken", http.Header{HeaderTraceparent: {"00-xyz"}, HeaderTracestate: {"k=v"}}, false, false},
+		{"two", http.Header{HeaderTraceparent: {parent, parent}}, false, false},
+		{"zero trace id", http.Header{HeaderTraceparent: {"00-00000000000000000000000000000000-b7ad6b7169203331-01"}}, false, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			hop := tr.Outbound(tc.in, "b", "default", "GET", "/x")
+			got := tc.in[HeaderTraceparent]
+			if len(got) != 1 || len(hop.Traceparent) != 1 || got[0] != hop.Traceparent[0] {
+				t.Fatalf("forwarded %q, answered %q: want one, the same", got, hop.Traceparent)
+			}
+			tid, _, flags, ok := ParseTraceparent(got[0])
+			if !ok {
+				t.Fatalf("traceparent %q does not parse", got[0])
+			}
+			if tc.same && got[0] != parent {
+				t.Errorf("traceparent %q, want the caller's %q", got[0], parent)
+			}
+			if !tc.same && (got[0] == parent || flags.IsSampled() || tid.String() == "0af7651916cd43dd8448eb211c80319c") {
+				t.Errorf("traceparent %q: want a new, unsampled trace", got[0])
+			}
+			if _, ok := tc.in[HeaderTracestate]; ok != tc.wantTS {
+				t.Errorf("tracestate kept: %v, want %v", ok, tc.wantTS)
+			}
+			hop.End(200, -1)
+		})
+	}
+	if err := tr.Shutdown(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	// Allocations: none to pass a context on, one for a new trace.
+	h := http.Header{HeaderTraceparent: {parent}}
+	if n := testing.AllocsPerRun(100, func() { tr.Outbound(h, "b", "default", "GET", "/x").End(200, -1) }); n != 0 {
+		t.Errorf("propagating: %v allocations, want 0", n)
+	}
+	h2 := http.Header{}
+	if n := testing.AllocsPerRun(100, func() {
+		delete(h2, HeaderTraceparent)
+		tr.Outbound(h2, "b", "default", "GET", "/x").End(200, -1)
+	}); n != 1 {
+		t.Errorf("new trace: %v allocations, want 1", n)
+	}
+}

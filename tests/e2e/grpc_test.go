@@ -74,6 +74,20 @@ func testGRPC(t *testing.T, m *mesh) {
 		checkMD(t, "trailer", trl)
 	})
 
+	// An interceptor and per-RPC credentials that both set dapr-app-id
+	// send it twice: the same value is one target (as daprd), different
+	// ones are refused.
+	t.Run("RepeatedAppID", func(t *testing.T) {
+		same := metadata.AppendToOutgoingContext(ctx, "dapr-app-id", appGRPC, "dapr-app-id", appGRPC)
+		if _, err := client.EmptyCall(same, &testpb.Empty{}); err != nil {
+			t.Errorf("dapr-app-id twice, same value: %v", err)
+		}
+		diff := metadata.AppendToOutgoingContext(ctx, "dapr-app-id", appGRPC, "dapr-app-id", appOrders)
+		if _, err := client.EmptyCall(diff, &testpb.Empty{}); status.Code(err) != codes.InvalidArgument {
+			t.Errorf("dapr-app-id twice, different values: %v, want InvalidArgument", err)
+		}
+	})
+
 	t.Run("UnaryNamespaced", func(t *testing.T) {
 		c := metadata.AppendToOutgoingContext(ctx, "dapr-app-id", appGRPC+".default")
 		if _, err := client.EmptyCall(c, &testpb.Empty{}); err != nil {
@@ -256,6 +270,11 @@ func testDaprSDK(t *testing.T, m *mesh) {
 			t.Errorf("InvokeMethodWithContent %s: app saw %s %s content-type %q, %d bytes sha %s; want %s /sdk/content %q %d bytes sha %x",
 				c2.verb, e.Method, e.Path, e.Headers["Content-Type"], e.BodyLength, e.BodySHA256, c2.method, c2.ct, len(c2.data), sum)
 		}
+	}
+
+	// An unknown app: the error names it.
+	if _, err := c.InvokeMethod(ctx, "nosuchapp", "x", "get"); status.Code(err) != codes.Unavailable || !strings.Contains(err.Error(), "nosuchapp") {
+		t.Errorf("InvokeMethod to an unknown app: %v, want Unavailable naming the app", err)
 	}
 
 	// Errors: an app's error status and a sidecar's own error.
