@@ -83,8 +83,7 @@ func (s *sidecar) listen(context.Context) error {
 		if s.publicL, err = net.Listen("tcp", net.JoinHostPort(cfg.PublicListenAddress, strconv.Itoa(cfg.PublicPort))); err != nil {
 			return fmt.Errorf("sidecar: --public-port: %w", err)
 		}
-		s.teardown.Push(func() { _ = s.publicL.Close() })
-		s.run(func(ctx context.Context) error { return servePublic(ctx, s.publicL, &s.public) })
+		s.teardown.Push(startPublic(s.publicL, &s.public))
 	}
 	if cfg.EnableProfiling {
 		if s.profileL, err = net.Listen("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(cfg.ProfilePort))); err != nil {

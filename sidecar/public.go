@@ -1,7 +1,6 @@
 package sidecar
 
 import (
-	"context"
 	"net"
 	"net/http"
 	"sync/atomic"
@@ -39,14 +38,18 @@ func (h *publicHealth) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	_, _ = w.Write([]byte(`{"errorCode":"` + proxy.ErrCodeNotReady + `","message":"sidecar is not ready"}`))
 }
 
-func servePublic(ctx context.Context, l net.Listener, h http.Handler) error {
+// startPublic serves h on l from now on (the probes must get their 503
+// while the sidecar waits for its certificate, before the run phase), until
+// the returned stop.
+func startPublic(l net.Listener, h http.Handler) (stop func()) {
 	srv := &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second}
+	done := make(chan struct{})
 	go func() {
-		<-ctx.Done()
-		_ = srv.Close()
+		defer close(done)
+		_ = srv.Serve(l)
 	}()
-	if err := srv.Serve(l); err != nil && err != http.ErrServerClosed {
-		return err
+	return func() {
+		_ = srv.Close()
+		<-done
 	}
-	return nil
 }

@@ -94,7 +94,7 @@ type Options struct {
 	// come from sentry's own configuration, never from a request.
 	ServerNames map[string][]string
 	Logger      *slog.Logger
-	Now     func() time.Time
+	Now         func() time.Time
 }
 
 func (o *Options) setDefaults() error {
