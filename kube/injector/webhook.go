@@ -1,6 +1,7 @@
 package injector
 
 import (
+	"bytes"
 	"context"
 	"crypto/tls"
 	"encoding/json"
@@ -11,6 +12,7 @@ import (
 	"mime"
 	"net"
 	"net/http"
+	"strconv"
 	"time"
 
 	"github.com/spiffe/go-spiffe/v2/spiffetls/tlsconfig"
@@ -19,6 +21,8 @@ import (
 	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/kubernetes"
 )
 
 // Path is where Handler answers AdmissionReviews.
@@ -249,3 +253,38 @@ func excluded(ns []string) []string {
 }
 
 func ptr[T any](v T) *T { return &v }
+
+// PatchCABundle writes bundle (PEM: sentry's trust bundle) as the caBundle
+// of every webhook of the MutatingWebhookConfiguration name, so the API
+// server trusts the injector's sentry-issued certificate; the control
+// plane calls it at start and whenever the bundle changes (root
+// rotation). A caBundle that is already equal is not written.
+func PatchCABundle(ctx context.Context, cs kubernetes.Interface, name string, bundle []byte) error {
+	if len(bundle) == 0 {
+		return errors.New("injector: empty trust bundle")
+	}
+	api := cs.AdmissionregistrationV1().MutatingWebhookConfigurations()
+	cur, err := api.Get(ctx, name, metav1.GetOptions{})
+	if err != nil {
+		return fmt.Errorf("injector: webhook configuration %s: %w", name, err)
+	}
+	var ops []patchOp
+	for i, w := range cur.Webhooks {
+		if !bytes.Equal(w.ClientConfig.CABundle, bundle) {
+			ops = append(ops, patchOp{Op: "add", Path: "/webhooks/" + strconv.Itoa(i) + "/clientConfig/caBundle", Value: bundle})
+		}
+	}
+	if len(ops) == 0 {
+		return nil
+	}
+	// The test keeps the patch to the configuration that was read.
+	ops = append([]patchOp{{Op: "test", Path: "/metadata/resourceVersion", Value: cur.ResourceVersion}}, ops...)
+	b, err := json.Marshal(ops)
+	if err != nil {
+		return fmt.Errorf("injector: %w", err)
+	}
+	if _, err := api.Patch(ctx, name, types.JSONPatchType, b, metav1.PatchOptions{FieldManager: "meshd-controlplane"}); err != nil {
+		return fmt.Errorf("injector: patch the caBundle of %s: %w", name, err)
+	}
+	return nil
+}

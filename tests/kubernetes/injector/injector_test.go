@@ -83,10 +83,21 @@ func startInjector(t *testing.T, cfg injector.Config) *env {
 	}
 	wh := injector.WebhookConfiguration(injector.Webhook{
 		Name: "meshd-injector", URL: "https://127.0.0.1:" + strconv.Itoa(l.Addr().(*net.TCPAddr).Port) + injector.Path,
-		CABundle: bundle, ExcludeNamespaces: []string{system},
+		ExcludeNamespaces: []string{system},
 	})
+	// As the chart installs it: no caBundle; the control plane writes
+	// sentry's bundle into it.
 	if _, err := e.cs.AdmissionregistrationV1().MutatingWebhookConfigurations().Create(bg, wh, metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
+	}
+	if err := injector.PatchCABundle(bg, e.cs, wh.Name, bundle); err != nil {
+		t.Fatal(err)
+	}
+	if err := injector.PatchCABundle(bg, e.cs, wh.Name, bundle); err != nil { // unchanged: no write
+		t.Fatal(err)
+	}
+	if err := injector.PatchCABundle(bg, e.cs, "no-such-webhook", bundle); err == nil || !strings.Contains(err.Error(), "no-such-webhook") {
+		t.Errorf("a missing webhook configuration: %v", err)
 	}
 	// The API server picks the configuration up from its informer.
 	n := 0
