@@ -50,7 +50,8 @@ func RepoRoot() string {
 func Build(t testing.TB) Binaries {
 	t.Helper()
 	buildOnce.Do(func() {
-		dir, err := os.MkdirTemp("", "meshd-e2e-bin-")
+		sweepBinDirs()
+		dir, err := os.MkdirTemp("", binDirPrefix+strconv.Itoa(os.Getpid())+"-")
 		if err != nil {
 			buildErr = err
 			return
@@ -83,6 +84,36 @@ func Build(t testing.TB) Binaries {
 		t.Fatal(buildErr)
 	}
 	return bins
+}
+
+// binDirPrefix names the directories Build writes into, with the test
+// process's PID: a test binary has no exit hook to remove its directory, so
+// the next Build removes those of processes that are gone (about 230 MB
+// each; they once filled the disk).
+const binDirPrefix = "meshd-e2e-bin-"
+
+// sweepBinDirs removes the binary directories of test processes that no
+// longer run, and those of the older unnamed form after an hour.
+func sweepBinDirs() {
+	dirs, _ := filepath.Glob(filepath.Join(os.TempDir(), binDirPrefix+"*"))
+	for _, d := range dirs {
+		rest := strings.TrimPrefix(filepath.Base(d), binDirPrefix)
+		pid, _, named := strings.Cut(rest, "-")
+		if named {
+			n, err := strconv.Atoi(pid)
+			if err != nil || n == os.Getpid() {
+				continue
+			}
+			if _, err := os.Stat("/proc/" + pid); err == nil {
+				continue // still running (or the PID was reused: kept, harmless)
+			}
+			_ = os.RemoveAll(d)
+			continue
+		}
+		if st, err := os.Stat(d); err == nil && time.Since(st.ModTime()) > time.Hour {
+			_ = os.RemoveAll(d)
+		}
+	}
 }
 
 // FreePort returns a loopback TCP port for a child process to bind
