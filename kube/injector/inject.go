@@ -21,6 +21,8 @@ const (
 	TokenPath        = TokenDir + "/token"
 	BundlePath       = BundleDir + "/ca.crt"
 	InternalPortName = "meshd-internal"
+	PolicyVolume     = "meshd-policy"
+	PolicyDir        = "/var/run/meshd/policy"
 	// LabelAppID is set on an injected pod: its app ID (the key part 1's
 	// resolver reads from Services and EndpointSlices).
 	LabelAppID = "meshd.io/app-id"
@@ -63,6 +65,15 @@ type Config struct {
 	ResolverConfig  string // --resolver-config ("": none)
 	LogLevel        string // "": meshd's default
 	LogFormat       string // "": meshd's default
+	// PolicyConfigMap, when set, is mounted (optional) as the pod's
+	// namespace policy at PolicyDir/{namespace}/ and the sidecar gets
+	// --policy-dir PolicyDir: namespace policies without a control plane
+	// (mesh-wide rules need the control plane: a pod cannot mount another
+	// namespace's ConfigMap). Empty: the sidecar gets its policies from
+	// the control plane (--resolver xds) or has none.
+	PolicyConfigMap string
+	// PolicyDefault is --policy-default of the sidecars ("": meshd's).
+	PolicyDefault string
 	// ExtraArgs are appended to every sidecar's arguments (after the ones
 	// the injector sets, so a later flag wins where meshd allows it).
 	ExtraArgs []string
@@ -135,8 +146,8 @@ func Injected(pod *corev1.Pod) bool {
 	return false
 }
 
-// Sidecar is the meshd container for app.
-func (c *Config) Sidecar(app App) corev1.Container {
+// Sidecar is the meshd container for app in namespace ns.
+func (c *Config) Sidecar(app App, ns string) corev1.Container {
 	args := []string{
 		"--app-id", app.ID,
 		"--app-protocol", app.Protocol,
@@ -174,6 +185,12 @@ func (c *Config) Sidecar(app App) corev1.Container {
 			args = append(args, "--app-health-threshold", strconv.Itoa(app.HealthThresh))
 		}
 	}
+	if c.PolicyConfigMap != "" {
+		args = append(args, "--policy-dir", PolicyDir)
+	}
+	if c.PolicyDefault != "" {
+		args = append(args, "--policy-default", c.PolicyDefault)
+	}
 	if lvl := app.LogLevel; lvl != "" {
 		args = append(args, "--log-level", lvl)
 	} else if c.LogLevel != "" {
@@ -194,6 +211,13 @@ func (c *Config) Sidecar(app App) corev1.Container {
 			}},
 			PeriodSeconds: period, FailureThreshold: failures, TimeoutSeconds: 1, SuccessThreshold: 1,
 		}
+	}
+	mounts := []corev1.VolumeMount{
+		{Name: TokenVolume, MountPath: TokenDir, ReadOnly: true},
+		{Name: BundleVolume, MountPath: BundleDir, ReadOnly: true},
+	}
+	if c.PolicyConfigMap != "" {
+		mounts = append(mounts, corev1.VolumeMount{Name: PolicyVolume, MountPath: PolicyDir + "/" + ns, ReadOnly: true})
 	}
 	return corev1.Container{
 		Name:            ContainerName,
@@ -226,10 +250,7 @@ func (c *Config) Sidecar(app App) corev1.Container {
 			Capabilities:             &corev1.Capabilities{Drop: []corev1.Capability{"ALL"}},
 			SeccompProfile:           &corev1.SeccompProfile{Type: corev1.SeccompProfileTypeRuntimeDefault},
 		},
-		VolumeMounts: []corev1.VolumeMount{
-			{Name: TokenVolume, MountPath: TokenDir, ReadOnly: true},
-			{Name: BundleVolume, MountPath: BundleDir, ReadOnly: true},
-		},
+		VolumeMounts:             mounts,
 		TerminationMessagePolicy: corev1.TerminationMessageFallbackToLogsOnError,
 	}
 }
@@ -237,7 +258,8 @@ func (c *Config) Sidecar(app App) corev1.Container {
 // Volumes are the token and trust-bundle volumes the sidecar mounts.
 func (c *Config) Volumes() []corev1.Volume {
 	ttl := c.TokenTTLSeconds
-	return []corev1.Volume{
+	optional := true
+	vols := []corev1.Volume{
 		{Name: TokenVolume, VolumeSource: corev1.VolumeSource{Projected: &corev1.ProjectedVolumeSource{
 			Sources: []corev1.VolumeProjection{{ServiceAccountToken: &corev1.ServiceAccountTokenProjection{
 				Audience: c.TokenAudience, ExpirationSeconds: &ttl, Path: "token",
@@ -248,6 +270,12 @@ func (c *Config) Volumes() []corev1.Volume {
 			Items:                []corev1.KeyToPath{{Key: "ca.crt", Path: "ca.crt"}},
 		}}},
 	}
+	if c.PolicyConfigMap != "" {
+		vols = append(vols, corev1.Volume{Name: PolicyVolume, VolumeSource: corev1.VolumeSource{ConfigMap: &corev1.ConfigMapVolumeSource{
+			LocalObjectReference: corev1.LocalObjectReference{Name: c.PolicyConfigMap}, Optional: &optional,
+		}}})
+	}
+	return vols
 }
 
 // AppEnv is what the injector adds to every app container.
@@ -265,7 +293,7 @@ func AppEnv(app App) []corev1.EnvVar {
 // Mutate returns the pod with the sidecar injected. pod is not changed.
 func (c *Config) Mutate(pod *corev1.Pod, app App) *corev1.Pod {
 	out := pod.DeepCopy()
-	out.Spec.InitContainers = append([]corev1.Container{c.Sidecar(app)}, out.Spec.InitContainers...)
+	out.Spec.InitContainers = append([]corev1.Container{c.Sidecar(app, pod.Namespace)}, out.Spec.InitContainers...)
 	out.Spec.Volumes = append(out.Spec.Volumes, c.Volumes()...)
 	for i := range out.Spec.Containers {
 		ct := &out.Spec.Containers[i]

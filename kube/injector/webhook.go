@@ -62,6 +62,9 @@ func (in *Injector) Review(req *admissionv1.AdmissionRequest) *admissionv1.Admis
 	if err := json.Unmarshal(req.Object.Raw, &pod); err != nil {
 		return deny(resp, http.StatusBadRequest, "meshd: the request's object is not a pod: "+err.Error())
 	}
+	if pod.Namespace == "" {
+		pod.Namespace = req.Namespace // not yet set on a pod being created
+	}
 	want, err := Wants(pod.Annotations)
 	if err != nil {
 		return deny(resp, http.StatusBadRequest, "meshd: "+err.Error())

@@ -221,7 +221,7 @@ func wantArgs(t *testing.T, args []string, want map[string]string) {
 func TestInjectorWithRealAPIServer(t *testing.T) {
 	cfg := injector.Config{
 		Image: "registry.example/meshd:v9", SentryAddress: "meshd-sentry.meshd-system.svc:50003",
-		TrustDomain: "prod.example", LogFormat: "json", ExtraArgs: []string{"--max-request-header-fields", "80"}, Version: "v9",
+		TrustDomain: "prod.example", LogFormat: "json", PolicyConfigMap: "meshd-policy", PolicyDefault: "deny", ExtraArgs: []string{"--max-request-header-fields", "80"}, Version: "v9",
 	}
 	e := startInjector(t, cfg)
 
@@ -453,4 +453,13 @@ func checkSidecar(t *testing.T, p *corev1.Pod, c corev1.Container, cfg injector.
 	if m := mounts[injector.BundleVolume]; m.MountPath != "/var/run/secrets/meshd.io/trust" || !m.ReadOnly {
 		t.Errorf("bundle mount %+v", m)
 	}
+	// Without a control plane: the namespace's policy ConfigMap, optional.
+	pol := vols[injector.PolicyVolume]
+	if pol.ConfigMap == nil || pol.ConfigMap.Name != "meshd-policy" || pol.ConfigMap.Optional == nil || !*pol.ConfigMap.Optional {
+		t.Errorf("policy volume %+v: want the optional ConfigMap meshd-policy", pol)
+	}
+	if m := mounts[injector.PolicyVolume]; m.MountPath != "/var/run/meshd/policy/"+p.Namespace || !m.ReadOnly {
+		t.Errorf("policy mount %+v: want /var/run/meshd/policy/%s", m, p.Namespace)
+	}
+	wantArgs(t, c.Args, map[string]string{"--policy-dir": "/var/run/meshd/policy", "--policy-default": "deny"})
 }
