@@ -2,11 +2,11 @@
 # network-namespace tests, which skip with a message otherwise).
 GO        ?= go
 BIN       := bin
-BINARIES  := meshd sentry meshctl
+BINARIES  := meshd sentry meshctl controlplane
 PKGS      := ./...
 TEST_TIMEOUT ?= 25m
 
-.PHONY: all build test vet race bench fuzz soak demo clean consul jaeger kubernetes image manifests
+.PHONY: all build test vet race bench bench-xds fuzz soak demo clean consul jaeger kubernetes image manifests
 
 all: build
 
@@ -80,6 +80,21 @@ test: vet consul jaeger kubernetes
 
 bench: build
 	./tests/bench/run.sh
+
+# The control plane at scale by simulation (not in make test): XDS_CLIENTS
+# simulated sidecars (each its own ADS stream) × XDS_APPS apps × XDS_EPS
+# endpoints against cmd/controlplane, delta then state of the world; see
+# docs/xds.md. Several minutes on 2 cores at the defaults.
+XDS_CLIENTS ?= 2000
+XDS_APPS    ?= 1000
+XDS_EPS     ?= 5
+bench-xds:
+	@mkdir -p tests/bench/results
+	for m in delta sotw; do \
+	  XDS_MODE=$$m XDS_CLIENTS=$(XDS_CLIENTS) XDS_APPS=$(XDS_APPS) XDS_EPS=$(XDS_EPS) \
+	    $(GO) test -run '^$$' -bench BenchmarkXDSScale -benchtime 1x -timeout 30m ./tests/bench/xdsbench/ 2>&1 | \
+	    grep -E '^(Benchmark|ok|FAIL|---)|xdsbench_test' ; \
+	done | tee tests/bench/results/xds.txt
 
 FUZZTIME ?= 30s
 fuzz:

@@ -6,6 +6,9 @@ import (
 	"log/slog"
 	"sort"
 	"sync"
+
+	"github.com/spiffe/go-spiffe/v2/bundle/x509bundle"
+	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
 )
 
 // LocalInstance describes the sidecar that builds the resolver, for backends
@@ -31,6 +34,11 @@ type BuildOptions struct {
 	Logger *slog.Logger
 	// Local is the instance to register, if the backend registers.
 	Local LocalInstance
+	// SVIDSource and BundleSource are the sidecar's rotating identity and
+	// trust bundle, for backends that reach their source over mTLS (xds).
+	// Both nil with --insecure.
+	SVIDSource   x509svid.Source
+	BundleSource x509bundle.Source
 }
 
 // Updater receives the state a Resolver watches. The Cache implements it;

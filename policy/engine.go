@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io/fs"
 	"log/slog"
 	"strings"
 	"sync"
@@ -134,6 +135,33 @@ func (e *Engine) Reload(ctx context.Context) error {
 	e.reloads.Add(1)
 	e.lastErr.Store(nil)
 	e.log.Info("policy: reloaded", "files", len(s.Files), "namespaces", s.Namespaces())
+	return nil
+}
+
+// ReloadFS loads the policy tree from fsys in the place of the current
+// one (Source.FS): the path of policies that do not come from files, such
+// as the ones the xds resolver receives. It is Reload with a new tree: on
+// success the new set replaces the old one atomically and fsys becomes the
+// source; on failure the old set and source stay, the failure is counted
+// and logged, and the error (a *LoadError with file:line:reason) is
+// returned.
+func (e *Engine) ReloadFS(ctx context.Context, fsys fs.FS) error {
+	e.reloadMu.Lock()
+	defer e.reloadMu.Unlock()
+	src := e.opts.Source
+	src.FS = fsys
+	s, err := Load(ctx, src)
+	if err != nil {
+		e.failures.Add(1)
+		e.lastErr.Store(&errBox{err})
+		e.log.Error("policy: update rejected; the last good policy set stays in force", "err", err)
+		return err
+	}
+	e.opts.Source = src
+	e.cur.Store(s)
+	e.reloads.Add(1)
+	e.lastErr.Store(nil)
+	e.log.Info("policy: updated", "files", len(s.Files), "namespaces", s.Namespaces())
 	return nil
 }
 

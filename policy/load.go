@@ -4,8 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io/fs"
 	"os"
-	"path/filepath"
+	"path"
 	"sort"
 	"strings"
 
@@ -94,6 +95,11 @@ func (e *LoadError) Error() string {
 type Source struct {
 	// Dir is the policy directory ("" for none).
 	Dir string
+	// FS, when not nil, is read instead of Dir: the same layout
+	// ({namespace}/*.rego, _mesh/), from any file system, such as the
+	// in-memory tree the xds resolver builds from the PolicySets it
+	// receives.
+	FS fs.FS
 	// ConfigFile is a Dapr Configuration whose spec.accessControl applies
 	// to every call this engine decides (the sidecar's own app).
 	ConfigFile string
@@ -169,8 +175,15 @@ func Load(ctx context.Context, src Source) (*Snapshot, error) {
 		s.configACLs = acls
 		s.Files = append(s.Files, src.ConfigFile)
 	}
-	if src.Dir != "" {
-		entries, err := os.ReadDir(src.Dir)
+	if src.Dir != "" || src.FS != nil {
+		fsys := src.FS
+		if fsys == nil {
+			if _, err := os.ReadDir(src.Dir); err != nil {
+				return nil, fmt.Errorf("policy: --policy-dir: %w", err)
+			}
+			fsys = os.DirFS(src.Dir)
+		}
+		entries, err := fs.ReadDir(fsys, ".")
 		if err != nil {
 			return nil, fmt.Errorf("policy: --policy-dir: %w", err)
 		}
@@ -183,8 +196,7 @@ func Load(ctx context.Context, src Source) (*Snapshot, error) {
 			if strings.HasPrefix(name, ".") {
 				continue // hidden, and Kubernetes ConfigMap "..data" links
 			}
-			full := filepath.Join(src.Dir, name)
-			st, err := os.Stat(full) // follows symlinks
+			st, err := fs.Stat(fsys, name) // follows symlinks
 			if err != nil {
 				return nil, fmt.Errorf("policy: %w", err)
 			}
@@ -200,7 +212,7 @@ func Load(ctx context.Context, src Source) (*Snapshot, error) {
 					continue
 				}
 			}
-			files, err := readFolder(full, name)
+			files, err := readFolder(fsys, name)
 			if err != nil {
 				return nil, err
 			}
@@ -272,8 +284,8 @@ func isPolicyFile(name string) bool {
 
 // readFolder reads the policy files of one folder (not recursive), sorted,
 // without the *_test.rego files.
-func readFolder(dir, rel string) ([]rawFile, error) {
-	entries, err := os.ReadDir(dir)
+func readFolder(fsys fs.FS, rel string) ([]rawFile, error) {
+	entries, err := fs.ReadDir(fsys, rel)
 	if err != nil {
 		return nil, fmt.Errorf("policy: %w", err)
 	}
@@ -283,7 +295,7 @@ func readFolder(dir, rel string) ([]rawFile, error) {
 		if strings.HasPrefix(n, ".") || !isPolicyFile(n) || strings.HasSuffix(n, "_test.rego") {
 			continue
 		}
-		b, err := os.ReadFile(filepath.Join(dir, n))
+		b, err := fs.ReadFile(fsys, path.Join(rel, n))
 		if err != nil {
 			return nil, fmt.Errorf("policy: %w", err)
 		}

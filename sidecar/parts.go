@@ -4,9 +4,12 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io/fs"
 	"net"
 	"os"
 	"strconv"
+	"sync/atomic"
+	"testing/fstest"
 	"time"
 
 	"github.com/meshd/meshd/certs/workloadapi"
@@ -15,6 +18,7 @@ import (
 	_ "github.com/meshd/meshd/discovery/consul" // --resolver consul
 	_ "github.com/meshd/meshd/discovery/mdns"   // --resolver mdns
 	_ "github.com/meshd/meshd/discovery/static" // --resolver static
+	_ "github.com/meshd/meshd/discovery/xds"    // --resolver xds
 	"github.com/meshd/meshd/policy"
 	"github.com/meshd/meshd/policy/decisionlog"
 	"github.com/meshd/meshd/proxy"
@@ -145,11 +149,15 @@ func (s *sidecar) discovery(ctx context.Context) error {
 	if _, ok := s.ls.HTTP.Addr().(*net.TCPAddr); ok {
 		healthURL = "http://" + s.ls.HTTP.Addr().String() + "/v1.0/healthz/app"
 	}
-	res, err := s.cache.Build(ctx, cfg.Resolver, discovery.BuildOptions{
+	bopts := discovery.BuildOptions{
 		ConfigFile: cfg.ResolverConfig, Logger: s.log,
 		Local: discovery.LocalInstance{Target: discovery.Target{AppID: s.id.AppID, Namespace: s.id.Namespace}, Address: s.advertise,
 			HealthURL: healthURL},
-	})
+	}
+	if s.src != nil { // xds: the control plane is reached with the sidecar's SVID
+		bopts.SVIDSource, bopts.BundleSource = s.src, s.src
+	}
+	res, err := s.cache.Build(ctx, cfg.Resolver, bopts)
 	if err != nil {
 		return fmt.Errorf("sidecar: resolver %q: %w", cfg.Resolver, err)
 	}
@@ -232,8 +240,37 @@ func (s *sidecar) policy(ctx context.Context) error {
 	case cfg.PolicyAllowLogEvery > 0:
 		allowEvery = uint64(cfg.PolicyAllowLogEvery)
 	}
-	pol, err := policy.New(ctx, policy.Options{Source: policy.Source{Dir: cfg.PolicyDir, ConfigFile: cfg.ConfigFile},
+	src := policy.Source{Dir: cfg.PolicyDir, ConfigFile: cfg.ConfigFile}
+	// A resolver that carries policy (xds) is the policy tree, unless
+	// --policy-dir names one: files given on the command line win.
+	feed, _ := s.res.(discovery.PolicyFeed)
+	if feed != nil && cfg.PolicyDir != "" {
+		s.log.Warn("sidecar: --policy-dir is set: the policies of the resolver are not used", "resolver", cfg.Resolver)
+		feed = nil
+	}
+	var eng atomic.Pointer[policy.Engine]
+	gate := make(chan struct{}) // closed once the engine is made (or failed)
+	if feed != nil {
+		// The engine is loaded from the tree received so far; every later
+		// tree goes through ReloadFS, the same check-then-swap as a file
+		// reload, and a tree it rejects is NACKed by the resolver.
+		src.FS = feed.Policies(func(fsys fs.FS) error {
+			<-gate
+			if e := eng.Load(); e != nil {
+				return e.ReloadFS(ctx, fsys)
+			}
+			return errors.New("sidecar: no policy engine")
+		})
+		if src.FS == nil {
+			src.FS = fstest.MapFS{}
+		}
+	}
+	pol, err := policy.New(ctx, policy.Options{Source: src,
 		Default: cfg.PolicyDefault, Logger: s.log, DecisionLog: decisionlog.New(s.log, allowEvery)})
+	if err == nil {
+		eng.Store(pol)
+	}
+	close(gate)
 	if err != nil {
 		return fmt.Errorf("sidecar: %w", err)
 	}
@@ -241,7 +278,7 @@ func (s *sidecar) policy(ctx context.Context) error {
 	if cfg.PolicyDir != "" || cfg.ConfigFile != "" {
 		s.run(pol.Watch)
 	}
-	if cfg.PolicyDir != "" || cfg.ConfigFile != "" || cfg.PolicyDefault == policy.DefaultDeny {
+	if feed != nil || cfg.PolicyDir != "" || cfg.ConfigFile != "" || cfg.PolicyDefault == policy.DefaultDeny {
 		s.pcfg.Authorizer = pol // otherwise everything is allowed: skip the hook
 	}
 	return nil

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
-	"os"
 	"strconv"
 	"time"
 
@@ -153,36 +152,14 @@ func listen(cfg Config) (proxy.Listeners, error) {
 }
 
 // startIdentity gets the first workload certificate from sentry
-// (sentryclient.StartSource). The returned watchBundle follows sentry's
+// (sentryclient.StartIdentity). The returned watchBundle follows sentry's
 // trust bundle until its context is done, then closes the client;
 // closeClient closes it if watchBundle never ran (a start that failed
 // later).
 func startIdentity(ctx context.Context, cfg Config, id certs.Identity, log *slog.Logger) (src *certs.Source, watchBundle func(context.Context) error, closeClient func(), err error) {
-	if cfg.SentryAddress == "" {
-		return nil, nil, nil, errors.New("sidecar: --sentry-address is required (or run with --insecure)")
-	}
-	pemBytes := cfg.TrustAnchorsPEM
-	if cfg.TrustAnchorsFile != "" {
-		b, err := os.ReadFile(cfg.TrustAnchorsFile)
-		if err != nil {
-			return nil, nil, nil, fmt.Errorf("sidecar: --trust-anchors-file: %w", err)
-		}
-		pemBytes = b
-	}
-	if len(pemBytes) == 0 {
-		return nil, nil, nil, errors.New("sidecar: no trust anchors: set --trust-anchors-file or TRUST_ANCHORS")
-	}
-	anchors, err := certs.ParseCertsPEM(pemBytes)
-	if err != nil {
-		return nil, nil, nil, fmt.Errorf("sidecar: trust anchors: %w", err)
-	}
-	if cfg.TokenFile != "" {
-		if _, err := os.ReadFile(cfg.TokenFile); err != nil {
-			return nil, nil, nil, fmt.Errorf("sidecar: --token-file: %w", err)
-		}
-	}
-	ident, err := sentryclient.StartSource(ctx, sentryclient.SourceConfig{
-		Address: cfg.SentryAddress, Anchors: anchors, TokenFile: cfg.TokenFile, Identity: id, Logger: log,
+	ident, err := sentryclient.StartIdentity(ctx, sentryclient.IdentityConfig{
+		SentryAddress: cfg.SentryAddress, TrustAnchorsFile: cfg.TrustAnchorsFile, TrustAnchorsPEM: cfg.TrustAnchorsPEM,
+		TokenFile: cfg.TokenFile, Identity: id, Logger: log,
 	})
 	if err != nil {
 		return nil, nil, nil, fmt.Errorf("sidecar: %w", err)

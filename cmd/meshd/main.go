@@ -131,7 +131,7 @@ func newCommand() *cobra.Command {
 	f.StringVar(&cfg.TrustAnchorsFile, "trust-anchors-file", "", "PEM file of the sentry trust anchors (env TRUST_ANCHORS: PEM or a file path)")
 	f.StringVar(&cfg.TokenFile, "token-file", "", "file holding the sentry join token (none: sentry's insecure validator)")
 	f.BoolVar(&cfg.Insecure, "insecure", false, "turn mTLS between sidecars off (development only)")
-	f.StringVar(&cfg.Resolver, "resolver", "mdns", "name resolution backend: mdns (multicast DNS on this host's network), consul, kubernetes (EndpointSlices) or static")
+	f.StringVar(&cfg.Resolver, "resolver", "mdns", "name resolution backend: mdns (multicast DNS on this host's network), consul, kubernetes (EndpointSlices), static, or xds (meshd's control plane)")
 	f.StringVar(&cfg.ResolverConfig, "resolver-config", "", "configuration file of the resolver")
 	f.StringVar(&cfg.PolicyDir, "policy-dir", "", "policy directory: {dir}/{namespace}/*.rego|*.yaml, {dir}/_mesh/ mesh-wide (reloaded on change)")
 	f.Var(&onceString{p: &cfg.ConfigFile}, "config", "Dapr Configuration YAML: spec.accessControl (calls to this app), spec.tracing (OTLP export, sampling), spec.metrics (one file: daprd's repeated --config is refused)")

@@ -155,6 +155,7 @@ type resolver struct {
 	full       bool          // MaxTargets reached (logged once)
 	closed     bool
 
+	all         atomic.Bool  // WatchAll: every app of the catalog is watched
 	down        atomic.Bool  // the agent is unreachable (logged once per outage)
 	recoveredAt atomic.Int64 // unix nanos of the end of the last outage
 	closeOnce   sync.Once
@@ -426,6 +427,9 @@ func (r *resolver) watch(ctx context.Context, h *watchHandle) {
 			index = 0 // the index went backwards (a new agent): start over
 		} else {
 			index = meta.LastIndex
+		}
+		if r.all.Load() {
+			r.watchOtherNamespaces(t, entries)
 		}
 		eps := r.endpoints(t, entries)
 		if len(eps) == 0 && len(last) > 0 {

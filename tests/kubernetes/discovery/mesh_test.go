@@ -451,32 +451,7 @@ func TestMeshFollowsSlices(t *testing.T) {
 		t.Errorf("the caller did not log the outage and the recovery:\n%s", m.caller.Log())
 	}
 	// ... and counted it in its metrics.
-	if n := scrapeCounter(t, "http://127.0.0.1:"+strconv.Itoa(m.caller.Ports.Metrics)+"/metrics", "meshd_discovery_errors_total"); n < 1 {
+	if n := harness.ScrapeCounter(t, "http://127.0.0.1:"+strconv.Itoa(m.caller.Ports.Metrics)+"/metrics", "meshd_discovery_errors_total"); n < 1 {
 		t.Errorf("meshd_discovery_errors_total = %v after the outage, want at least 1", n)
 	}
-}
-
-// scrapeCounter reads one unlabelled series from a Prometheus text page.
-func scrapeCounter(t *testing.T, url, name string) float64 {
-	t.Helper()
-	resp, err := http.Get(url)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	b, err := io.ReadAll(resp.Body)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for line := range strings.Lines(string(b)) {
-		if v, ok := strings.CutPrefix(strings.TrimSpace(line), name+" "); ok {
-			f, err := strconv.ParseFloat(v, 64)
-			if err != nil {
-				t.Fatalf("%s: %q: %v", name, v, err)
-			}
-			return f
-		}
-	}
-	t.Fatalf("%s not on %s", name, url)
-	return 0
 }
