@@ -116,31 +116,26 @@ func Components(o Options, src *certs.Source) ([]lifecycle.Component, error) {
 func keepCABundle(ctx context.Context, cs kubernetes.Interface, name string, src *certs.Source, td spiffeid.TrustDomain, log *slog.Logger) {
 	for {
 		updated := src.Updated()
-		err := errors.New("no bundle")
-		if b, berr := src.GetX509BundleForTrustDomain(td); berr == nil {
-			err = injector.PatchCABundle(ctx, cs, name, certs.EncodeCertsPEM(b.X509Authorities()...))
-		} else {
-			err = berr
-		}
-		wait := time.Duration(0)
-		if err != nil {
+		var next <-chan time.Time
+		if err := writeCABundle(ctx, cs, name, src, td); err != nil {
 			log.Warn("controlplane: writing the webhook's caBundle failed; retrying", "webhook", name, "err", err)
-			wait = 5 * time.Second
-		}
-		if wait > 0 {
-			select {
-			case <-ctx.Done():
-				return
-			case <-time.After(wait):
-				continue
-			}
+			next = time.After(5 * time.Second)
 		}
 		select {
 		case <-ctx.Done():
 			return
 		case <-updated:
+		case <-next:
 		}
 	}
+}
+
+func writeCABundle(ctx context.Context, cs kubernetes.Interface, name string, src *certs.Source, td spiffeid.TrustDomain) error {
+	b, err := src.GetX509BundleForTrustDomain(td)
+	if err != nil {
+		return fmt.Errorf("controlplane: %w", err)
+	}
+	return injector.PatchCABundle(ctx, cs, name, certs.EncodeCertsPEM(b.X509Authorities()...))
 }
 
 func restConfig(kubeconfig string) (*rest.Config, error) {

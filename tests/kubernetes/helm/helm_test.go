@@ -137,7 +137,7 @@ func TestChartAppliedToRealAPIServer(t *testing.T) {
 		kinds[gvk.Kind]++
 	}
 	for kind, n := range map[string]int{"ServiceAccount": 2, "ClusterRole": 3, "ClusterRoleBinding": 3, "Role": 1, "RoleBinding": 1,
-		"Service": 2, "Deployment": 2, "PodDisruptionBudget": 2, "MutatingWebhookConfiguration": 1} {
+		"Service": 2, "ConfigMap": 1, "Deployment": 2, "PodDisruptionBudget": 2, "MutatingWebhookConfiguration": 1} {
 		if kinds[kind] != n {
 			t.Errorf("%d %s applied, want %d (all: %v)", kinds[kind], kind, n, kinds)
 		}
