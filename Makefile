@@ -6,7 +6,7 @@ BINARIES  := meshd sentry meshctl controlplane
 PKGS      := ./...
 TEST_TIMEOUT ?= 25m
 
-.PHONY: all build test vet race bench bench-xds fuzz soak demo clean consul jaeger kubernetes chromium
+.PHONY: all build test vet race bench bench-xds fuzz soak demo clean consul jaeger kubernetes chromium image manifests
 
 all: build
 
@@ -20,6 +20,34 @@ build:
 	  if [ -d cmd/$$b ]; then $(GO) build -ldflags "$(LDFLAGS)" -o $(BIN)/$$b ./cmd/$$b || exit 1; fi; \
 	done
 	@$(GO) build -o $(BIN)/echo ./examples/apps/echo   # the sample app of the README
+
+# Container images without a Docker daemon (internal/ociimage,
+# go-containerregistry): for each of IMAGES and IMAGE_ARCHS, a static binary
+# (CGO off) in one layer, non-root user 65532, written as a tarball
+# $(IMAGE_DIR)/NAME-ARCH.tar tagged $(IMAGE_REPO)/NAME:$(VERSION), which
+# docker/podman load and kind load image-archive read.
+REVISION    ?= $(shell git rev-parse HEAD 2>/dev/null)
+IMAGES      ?= meshd sentry controlplane
+IMAGE_ARCHS ?= amd64 arm64
+IMAGE_DIR   ?= $(BIN)/images
+IMAGE_REPO  ?= ghcr.io/meshd
+IMAGE_LDFLAGS := -s -w $(LDFLAGS)
+
+image:
+	@mkdir -p $(IMAGE_DIR)
+	@for a in $(IMAGE_ARCHS); do for b in $(IMAGES); do \
+	  if [ -d cmd/$$b ]; then \
+	    CGO_ENABLED=0 GOOS=linux GOARCH=$$a $(GO) build -trimpath -ldflags '$(IMAGE_LDFLAGS)' -o $(BIN)/linux_$$a/$$b ./cmd/$$b || exit 1; \
+	    SOURCE_DATE_EPOCH=$$(git log -1 --format=%ct 2>/dev/null || echo 0) $(GO) run ./internal/ociimage/mkimage --binary $(BIN)/linux_$$a/$$b --name $$b \
+	      --arch $$a --version $(VERSION) --revision '$(REVISION)' --tag $(IMAGE_REPO)/$$b:$(VERSION) --out $(IMAGE_DIR)/$$b-$$a.tar || exit 1; \
+	    echo "$(IMAGE_DIR)/$$b-$$a.tar"; \
+	  else echo "make image: no cmd/$$b here; skipped" >&2; fi; \
+	done; done
+
+# The plain manifests for people without Helm, rendered from the chart with
+# Helm's Go library (tests/kubernetes/helm fails when they are stale).
+manifests:
+	$(GO) run ./internal/helmchart/render deploy/helm/meshd deploy/kubernetes/meshd.yaml
 
 vet:
 	$(GO) vet $(PKGS)

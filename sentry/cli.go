@@ -8,6 +8,7 @@ import (
 	"io"
 	"io/fs"
 	"log/slog"
+	"net"
 	"os"
 	"strings"
 	"time"
@@ -313,4 +314,51 @@ func RotateRootInSecret(ctx context.Context, kubeconfig, secret string, files Ro
 		return nil, fmt.Errorf("sentry: rotate-root: %w", err)
 	}
 	return m, nil
+}
+
+// ParseServerNames reads the --server-name flags: each is
+// "ns/app=name[,name...]", the identity spiffe://{td}/ns/{ns}/{app} and the
+// DNS names or IP addresses its certificates carry besides the SPIFFE ID
+// (ca.Options.ServerNames). A name is a lower-case DNS name without a
+// wildcard, or an IP address.
+func ParseServerNames(vals []string, td spiffeid.TrustDomain) (map[string][]string, error) {
+	out := map[string][]string{}
+	for _, v := range vals {
+		who, names, ok := strings.Cut(v, "=")
+		ns, app, ok2 := strings.Cut(who, "/")
+		if !ok || !ok2 {
+			return nil, fmt.Errorf("sentry: --server-name %q: want NAMESPACE/APP-ID=NAME[,NAME...]", v)
+		}
+		id, err := certs.NewIdentity(td.String(), ns, app)
+		if err != nil {
+			return nil, fmt.Errorf("sentry: --server-name %q: %w", v, err)
+		}
+		for n := range strings.SplitSeq(names, ",") {
+			n = strings.TrimSpace(n)
+			if net.ParseIP(n) == nil && !isDNSName(n) {
+				return nil, fmt.Errorf("sentry: --server-name %q: %q is neither a DNS name nor an IP address", v, n)
+			}
+			out[id.String()] = append(out[id.String()], n)
+		}
+	}
+	return out, nil
+}
+
+// isDNSName reports whether s is a lower-case DNS name (RFC 1123 labels).
+func isDNSName(s string) bool {
+	if s == "" || len(s) > 253 {
+		return false
+	}
+	for l := range strings.SplitSeq(s, ".") {
+		if l == "" || len(l) > 63 || l[0] == '-' || l[len(l)-1] == '-' {
+			return false
+		}
+		for i := 0; i < len(l); i++ {
+			c := l[i]
+			if !(c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || c == '-') {
+				return false
+			}
+		}
+	}
+	return true
 }

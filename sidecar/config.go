@@ -43,7 +43,12 @@ type Config struct {
 	// is false.
 	MetricsPort          int
 	MetricsListenAddress string
-	DisableMetrics       bool
+	// PublicPort, when not 0, serves /v1.0/healthz on PublicListenAddress
+	// ("": all interfaces) for the kubelet's probes (daprd's
+	// --dapr-public-port).
+	PublicPort          int
+	PublicListenAddress string
+	DisableMetrics      bool
 	// ProfilePort, when EnableProfiling, serves Go's net/http/pprof on
 	// 127.0.0.1 (Dapr's --enable-profiling/--profile-port).
 	EnableProfiling bool

@@ -83,6 +83,12 @@ func (s *sidecar) listen(context.Context) error {
 		}
 		s.teardown.Push(func() { _ = s.metricsL.Close() })
 	}
+	if cfg.PublicPort > 0 {
+		if s.publicL, err = net.Listen("tcp", net.JoinHostPort(cfg.PublicListenAddress, strconv.Itoa(cfg.PublicPort))); err != nil {
+			return fmt.Errorf("sidecar: --public-port: %w", err)
+		}
+		s.teardown.Push(startPublic(s.publicL, &s.public))
+	}
 	if cfg.EnableProfiling {
 		if s.profileL, err = net.Listen("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(cfg.ProfilePort))); err != nil {
 			return fmt.Errorf("sidecar: --profile-port: %w", err)
@@ -359,6 +365,7 @@ func (s *sidecar) proxy(ctx context.Context) error {
 			"metrics", listenerAddr(s.metricsL), "tracing", s.pcfg.Tracer.Exporting(),
 			"h1_server", h1Name(cfg.NetHTTPServer), "h1_client", h1Name(cfg.NetHTTPClient))
 		s.notReady.Stop()
+		s.public.p.Store(p)
 		return p.Serve(ctx, s.ls, cfg.ShutdownGrace)
 	})
 	return nil

@@ -70,6 +70,8 @@ type sidecar struct {
 	obs      daprconfig.Observability
 	ls       proxy.Listeners
 	metricsL net.Listener
+	publicL  net.Listener
+	public   publicHealth
 	profileL net.Listener
 	notReady *proxy.NotReady
 	src      *certs.Source // nil with --insecure

@@ -28,6 +28,11 @@ type ProcessConfig struct {
 	Sentry sentryclient.IdentityConfig
 	// OnListen, if set, is called with the bound address (tests).
 	OnListen func(addr string)
+	// Extra, if set, adds components that run beside the server, given
+	// the control plane's identity (the Kubernetes parts,
+	// kube/controlplane). It is called before the server reads the policy
+	// directory.
+	Extra func(src *certs.Source) ([]lifecycle.Component, error)
 }
 
 // RunProcess gets the control plane's SVID from sentry (and keeps it
@@ -62,6 +67,12 @@ func RunProcess(ctx context.Context, pc ProcessConfig) error {
 	teardown.Push(ident.CloseClient)
 	teardown.Push(func() { ident.Source.Close() })
 	pc.SVIDSource, pc.BundleSource = ident.Source, ident.Source
+	var extra []lifecycle.Component
+	if pc.Extra != nil {
+		if extra, err = pc.Extra(ident.Source); err != nil {
+			return err
+		}
+	}
 	srv, err := New(ctx, pc.Config)
 	if err != nil {
 		return err
@@ -75,9 +86,9 @@ func RunProcess(ctx context.Context, pc ProcessConfig) error {
 		pc.OnListen(l.Addr().String())
 	}
 	log.Info("xds: control plane identity", "id", id.String())
-	err = lifecycle.Run(ctx,
+	err = lifecycle.Run(ctx, append([]lifecycle.Component{
 		lifecycle.Func(ident.WatchBundle),
-		lifecycle.Func(func(ctx context.Context) error { return srv.Run(ctx, l) }))
+		lifecycle.Func(func(ctx context.Context) error { return srv.Run(ctx, l) })}, extra...)...)
 	if err != nil {
 		return fmt.Errorf("xds: %w", err)
 	}

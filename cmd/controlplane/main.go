@@ -14,11 +14,16 @@ import (
 	"github.com/spf13/cobra"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 
+	"github.com/meshd/meshd/certs"
 	_ "github.com/meshd/meshd/discovery/consul"     // --resolver consul
 	_ "github.com/meshd/meshd/discovery/kubernetes" // --resolver kubernetes
 	_ "github.com/meshd/meshd/discovery/mdns"       // --resolver mdns
 	_ "github.com/meshd/meshd/discovery/static"     // --resolver static
 	"github.com/meshd/meshd/internal/cli"
+	"github.com/meshd/meshd/internal/version"
+	kubecp "github.com/meshd/meshd/kube/controlplane"
+	"github.com/meshd/meshd/kube/injector"
+	"github.com/meshd/meshd/lifecycle"
 	"github.com/meshd/meshd/telemetry/logging"
 	"github.com/meshd/meshd/xds"
 	"github.com/meshd/meshd/xds/grpcxds"
@@ -33,6 +38,7 @@ func main() {
 func newRootCmd() *cobra.Command {
 	var (
 		pc                  xds.ProcessConfig
+		kc                  kubecp.Options
 		trustDomain         string
 		exports             []string
 		proxyless           bool
@@ -66,6 +72,12 @@ func newRootCmd() *cobra.Command {
 					pc.Sentry.TrustAnchorsFile = v
 				}
 			}
+			if kc.Enabled() {
+				kc.Namespace, kc.TrustDomain, kc.PolicyDir, kc.Logger = pc.Namespace, pc.TrustDomain, pc.PolicyDir, log
+				kc.Injector.TrustDomain, kc.Injector.LogLevel, kc.Injector.LogFormat = trustDomain, logLevel, logFormat
+				kc.Injector.Version = version.String()
+				pc.Extra = func(src *certs.Source) ([]lifecycle.Component, error) { return kubecp.Components(kc, src) }
+			}
 			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
 			defer stop()
 			return xds.RunProcess(ctx, pc)
@@ -85,6 +97,19 @@ func newRootCmd() *cobra.Command {
 	f.StringVar(&pc.Sentry.TrustAnchorsFile, "trust-anchors-file", "", "PEM file of the sentry trust anchors (env TRUST_ANCHORS: PEM or a file path)")
 	f.StringVar(&pc.Sentry.TokenFile, "token-file", "", "file holding the sentry join token for the control plane's identity")
 	f.DurationVar(&pc.Debounce, "debounce", xds.DefaultDebounce, "quiet time after a change before it is pushed")
+	// Kubernetes (docs/kubernetes.md).
+	f.StringVar(&kc.Kubeconfig, "kubeconfig", "", "Kubernetes parts: kubeconfig file (empty: in-cluster configuration)")
+	f.StringVar(&kc.InjectorListen, "injector-listen", "", "host:port of the sidecar injector's admission webhook (TLS with the control plane's certificate; empty: no injector)")
+	f.StringVar(&kc.Webhook, "injector-webhook", "", "MutatingWebhookConfiguration whose caBundle is kept equal to sentry's trust bundle (empty: not kept)")
+	f.StringVar(&kc.Injector.Image, "sidecar-image", injector.DefaultImage, "injector: the meshd image of injected sidecars")
+	f.StringVar(&kc.Injector.Resolver, "sidecar-resolver", injector.DefaultResolver, "injector: --resolver of injected sidecars (kubernetes or xds)")
+	f.StringVar(&kc.Injector.ResolverConfig, "sidecar-resolver-config", "", "injector: --resolver-config of injected sidecars")
+	f.StringVar(&kc.Injector.SentryAddress, "sidecar-sentry-address", injector.DefaultSentryAddress, "injector: --sentry-address of injected sidecars")
+	f.StringVar(&kc.Injector.PolicyConfigMap, "sidecar-policy-configmap", "", "injector: mount this ConfigMap of the pod's namespace as its policy (without a control plane's policies; empty: none)")
+	f.StringVar(&kc.Injector.PolicyDefault, "sidecar-policy-default", "", "injector: --policy-default of injected sidecars (empty: meshd's)")
+	f.StringArrayVar(&kc.Injector.ExtraArgs, "sidecar-arg", nil, "injector: an extra argument for every injected sidecar; repeatable")
+	f.BoolVar(&kc.AppServices, "app-services", false, "keep the headless Service {app-id}-meshd of every app with meshd pods")
+	f.StringVar(&kc.PolicySource, "policy-source", "dir", "dir (--policy-dir is yours) or kubernetes (ConfigMaps labelled meshd.io/policy are written into --policy-dir)")
 	f.StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
 	f.StringVar(&logFormat, "log-format", "text", "text or json")
 	return cmd

@@ -55,8 +55,6 @@ var ignoredFlags = []struct {
 	{"control-plane-trust-domain", "meshd checks peers against --trust-domain", false},
 	{"control-plane-namespace", "meshd has no Dapr control plane namespace", false},
 	{"allowed-origins", "meshd's API is on loopback only and sets no CORS headers", false},
-	{"dapr-public-port", "health is on the HTTP port (/v1.0/healthz) and metrics on --metrics-port", false},
-	{"dapr-public-listen-address", "health is on the HTTP port (/v1.0/healthz)", false},
 	{"dapr-http-read-buffer-size", "meshd bounds request heads with --max-request-header-fields", false},
 	{"read-buffer-size", "meshd bounds request heads with --max-request-header-fields", false},
 	{"dapr-block-shutdown-duration", "meshd drains in-flight calls for --shutdown-grace", false},
@@ -73,6 +71,8 @@ func addDaprFlags(f *pflag.FlagSet, cfg *sidecar.Config) *daprFlags {
 	f.IntVar(&cfg.GRPCPort, "dapr-grpc-port", 50001, "daprd's name of --grpc-port")
 	f.IntVar(&cfg.InternalPort, "dapr-internal-grpc-port", 50002, "daprd's name of --internal-port")
 	f.StringVar(&cfg.ListenAddress, "dapr-internal-grpc-listen-address", "", "daprd's name of --listen-address")
+	f.IntVar(&cfg.PublicPort, "dapr-public-port", 0, "daprd's name of --public-port")
+	f.StringVar(&cfg.PublicListenAddress, "dapr-public-listen-address", "", "daprd's name of --public-listen-address")
 	f.StringVar(&cfg.UnixDomainSocket, "unix-domain-socket", "", "directory: serve the app-facing HTTP and gRPC APIs on the unix sockets dapr-{app-id}-http.socket and dapr-{app-id}-grpc.socket there (mode 0600) instead of --http-port and --grpc-port, as daprd")
 	// daprd's flags meshd acts on in daprd's way.
 	f.StringSliceVar(&d.resourcesPath, "resources-path", nil, "daprd's resources directories: a Resiliency document there is used as --resiliency; components are not loaded (meshd has none; a warning names them)")
@@ -109,7 +109,8 @@ func (d *daprFlags) preLog(f *pflag.FlagSet, logFormat *string) {
 // ignored one.
 func (d *daprFlags) apply(f *pflag.FlagSet, cfg *sidecar.Config, appProtocol *string, log *slog.Logger) error {
 	for _, pair := range [][2]string{{"http-port", "dapr-http-port"}, {"grpc-port", "dapr-grpc-port"},
-		{"internal-port", "dapr-internal-grpc-port"}, {"listen-address", "dapr-internal-grpc-listen-address"}} {
+		{"internal-port", "dapr-internal-grpc-port"}, {"listen-address", "dapr-internal-grpc-listen-address"},
+		{"public-port", "dapr-public-port"}, {"public-listen-address", "dapr-public-listen-address"}} {
 		if f.Changed(pair[0]) && f.Changed(pair[1]) {
 			return fmt.Errorf("meshd: --%s and --%s are the same setting: give one", pair[0], pair[1])
 		}

@@ -108,6 +108,8 @@ func newCommand() *cobra.Command {
 	f.IntVar(&cfg.GRPCPort, "grpc-port", 50001, "app-facing gRPC API port (127.0.0.1)")
 	f.IntVar(&cfg.InternalPort, "internal-port", 50002, "sidecar-to-sidecar mTLS port")
 	f.IntVar(&cfg.MetricsPort, "metrics-port", 9090, "Prometheus metrics port (/metrics)")
+	f.IntVar(&cfg.PublicPort, "public-port", 0, "port serving /v1.0/healthz on --public-listen-address for the kubelet's probes (0: off; the injector sets 3501)")
+	f.StringVar(&cfg.PublicListenAddress, "public-listen-address", "", "address --public-port binds (default: all interfaces)")
 	f.StringVar(&cfg.MetricsListenAddress, "metrics-listen-address", "127.0.0.1", "address the metrics port binds (0.0.0.0 to let a remote Prometheus scrape)")
 	f.BoolVar(&enableMetrics, "enable-metrics", true, "serve Prometheus metrics on --metrics-port")
 	f.BoolVar(&cfg.EnableProfiling, "enable-profiling", false, "serve Go profiles (/debug/pprof/) on 127.0.0.1:--profile-port")

@@ -36,6 +36,7 @@ func newRootCmd() *cobra.Command {
 		kube                                                  kubetoken.Options
 		caStore                                               string
 		store                                                 sentry.KubeStoreConfig
+		serverNames                                           []string
 	)
 	cmd := &cobra.Command{
 		Use:           "sentry",
@@ -56,6 +57,10 @@ func newRootCmd() *cobra.Command {
 			td, err := spiffeid.TrustDomainFromString(trustDomain)
 			if err != nil {
 				return fmt.Errorf("--trust-domain %q: %w", trustDomain, err)
+			}
+			names, err := sentry.ParseServerNames(serverNames, td)
+			if err != nil {
+				return err
 			}
 			vctx, vcancel := context.WithTimeout(cmd.Context(), 30*time.Second)
 			v, err := sentry.NewValidatorFromConfig(vctx, sentry.ValidatorConfig{Name: validator, DataDir: dataDir, Kubernetes: kube}, log)
@@ -85,7 +90,7 @@ func newRootCmd() *cobra.Command {
 					RootCertFile: files.RootCert, IssuerCertFile: files.IssuerCert,
 					IssuerKeyFile: files.IssuerKey, RootKeyFile: files.RootKey,
 					CATTL: caTTL, PropagationDelay: propagation, RetireMargin: retireMargin,
-					AutoRotateBefore: autoRotate,
+					AutoRotateBefore: autoRotate, ServerNames: names,
 				},
 				Validator:            v,
 				Logger:               log,
@@ -142,6 +147,8 @@ func newRootCmd() *cobra.Command {
 	f.StringVar(&store.Identity, "replica-id", "", "--ca-store kubernetes: this replica's name in the Lease (default: $POD_NAME or the host name, with the PID)")
 	f.StringVar(&store.BundleConfigMap, "bundle-configmap", "meshd-trust-bundle",
 		"--ca-store kubernetes: ConfigMap the leader publishes the trust bundle to in every namespace with meshd pods (-: none)")
+	f.StringArrayVar(&serverNames, "server-name", nil,
+		"NAMESPACE/APP-ID=NAME[,NAME...]: DNS names or IPs that identity's certificates carry besides its SPIFFE ID (the control plane's admission webhook: meshd-system/controlplane=meshd-controlplane.meshd-system.svc); repeatable")
 	f.StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
 	f.StringVar(&logFormat, "log-format", "text", "text or json")
 	_ = cmd.MarkFlagRequired("data-dir")

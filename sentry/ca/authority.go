@@ -86,8 +86,15 @@ type Options struct {
 	// that is not leading only renews its serving certificate and takes the
 	// leader's state through Restore. nil: always leading (one sentry).
 	Leading func() bool
-	Logger  *slog.Logger
-	Now     func() time.Time
+	// ServerNames adds DNS names or IP addresses to the certificates of the
+	// listed identities (their SPIFFE ID, as a string), on top of the one
+	// URI SAN: for a server whose clients verify a host name rather than a
+	// SPIFFE ID, such as the control plane's admission webhook, which the
+	// Kubernetes API server calls at {service}.{namespace}.svc. The names
+	// come from sentry's own configuration, never from a request.
+	ServerNames map[string][]string
+	Logger      *slog.Logger
+	Now         func() time.Time
 }
 
 func (o *Options) setDefaults() error {
@@ -416,7 +423,7 @@ func (a *Authority) Sign(id certs.Identity, pub *ecdsa.PublicKey) (*Signed, erro
 	if id.TrustDomain != a.opts.TrustDomain {
 		return nil, fmt.Errorf("ca: trust domain %q is not %q", id.TrustDomain, a.opts.TrustDomain)
 	}
-	signed, err := a.signer.Load().sign(id, pub, a.opts.Now(), a.opts.WorkloadTTL)
+	signed, err := a.signer.Load().sign(id, pub, a.opts.Now(), a.opts.WorkloadTTL, a.opts.ServerNames[id.String()]...)
 	if err == nil {
 		a.issued.Add(1)
 	}

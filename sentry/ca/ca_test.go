@@ -1,6 +1,8 @@
 package ca
 
 import (
+	"crypto/ecdsa"
+	"crypto/elliptic"
 	"crypto/rand"
 	"crypto/x509"
 	"encoding/pem"
@@ -298,4 +300,36 @@ func FuzzValidateCSR(f *testing.F) {
 			t.Fatal("accepted a non-P-256 key")
 		}
 	})
+}
+
+// TestServerNames: an identity listed in Options.ServerNames gets its DNS
+// names and IPs besides the SPIFFE ID; others get the URI SAN alone.
+func TestServerNames(t *testing.T) {
+	a := open(t, Options{DataDir: filepath.Join(t.TempDir(), "d"), TrustDomain: td,
+		ServerNames: map[string][]string{"spiffe://cluster.local/ns/meshd-system/controlplane": {"meshd-controlplane.meshd-system.svc", "127.0.0.1"}}})
+	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	for _, c := range []struct {
+		app  string
+		dns  int
+		ips  int
+		host string
+	}{{"controlplane", 1, 1, "meshd-controlplane.meshd-system.svc"}, {"web", 0, 0, ""}} {
+		id, _ := certs.NewIdentity("cluster.local", "meshd-system", c.app)
+		s, err := a.Sign(id, &key.PublicKey)
+		if err != nil {
+			t.Fatal(err)
+		}
+		cert, _ := x509.ParseCertificate(s.DER)
+		if len(cert.DNSNames) != c.dns || len(cert.IPAddresses) != c.ips || len(cert.URIs) != 1 {
+			t.Errorf("%s: DNS %v IPs %v URIs %v", c.app, cert.DNSNames, cert.IPAddresses, cert.URIs)
+		}
+		if c.host != "" {
+			if err := cert.VerifyHostname(c.host); err != nil {
+				t.Error(err)
+			}
+			if err := cert.VerifyHostname("127.0.0.1"); err != nil {
+				t.Error(err)
+			}
+		}
+	}
 }

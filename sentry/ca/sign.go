@@ -7,6 +7,7 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"net"
 	"net/url"
 	"time"
 
@@ -85,7 +86,7 @@ type Signed struct {
 	NotAfter time.Time
 }
 
-func (s *signer) sign(id certs.Identity, pub *ecdsa.PublicKey, now time.Time, ttl time.Duration) (*Signed, error) {
+func (s *signer) sign(id certs.Identity, pub *ecdsa.PublicKey, now time.Time, ttl time.Duration, names ...string) (*Signed, error) {
 	serial, err := NewSerial()
 	if err != nil {
 		return nil, err
@@ -111,6 +112,13 @@ func (s *signer) sign(id certs.Identity, pub *ecdsa.PublicKey, now time.Time, tt
 		BasicConstraintsValid: true,
 		IsCA:                  false,
 		URIs:                  []*url.URL{u},
+	}
+	for _, n := range names {
+		if ip := net.ParseIP(n); ip != nil {
+			tmpl.IPAddresses = append(tmpl.IPAddresses, ip)
+		} else {
+			tmpl.DNSNames = append(tmpl.DNSNames, n)
+		}
 	}
 	der, err := x509.CreateCertificate(rand.Reader, tmpl, s.issuer, pub, s.key)
 	if err != nil {

@@ -1,0 +1,667 @@
+// Package cluster_test is the closest to a real cluster these machines
+// allow: a real kube-apiserver, etcd and kube-controller-manager v1.37.2;
+// the Helm chart rendered and applied; sentry started with the chart's own
+// arguments on its Secret-backed CA, validating tokens with TokenReview
+// under the chart's RBAC; the injector and the app Services controller as
+// the control plane runs them, under the control plane's service account;
+// and every pod in its own network namespace ("pod IP" on a veth to the
+// node), where its app and its meshd run with exactly the arguments, env
+// and volumes (token, trust bundle, in-cluster service account) the
+// injector wrote into the stored Pod, mounted at the same paths in a
+// private mount namespace. Calls go app → sidecar → mTLS → sidecar → app,
+// found through EndpointSlices; a deleted pod stops being picked while it
+// still runs.
+//
+// What is not the real thing: no kubelet (the test starts the containers'
+// processes and writes pod status after the injected readiness probe
+// answers), no cluster DNS (a hosts file in each pod's mount namespace names
+// sentry's Service address), the API server reaches the webhook by URL on
+// loopback (sentry adds 127.0.0.1 to the control plane's names), and the
+// control plane's parts run in the test process (cmd/controlplane is wired
+// separately).
+package cluster_test
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+	authenticationv1 "k8s.io/api/authentication/v1"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/discovery"
+	"k8s.io/client-go/discovery/cached/memory"
+	"k8s.io/client-go/dynamic"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/restmapper"
+	"k8s.io/client-go/tools/clientcmd"
+
+	"github.com/meshd/meshd/certs"
+	"github.com/meshd/meshd/internal/helmchart"
+	"github.com/meshd/meshd/kube/appservices"
+	"github.com/meshd/meshd/kube/injector"
+	"github.com/meshd/meshd/sentry/sentryclient"
+	"github.com/meshd/meshd/tests/harness"
+	"github.com/meshd/meshd/tests/netnstest"
+)
+
+const (
+	system   = "meshd-system"
+	shop     = "shop"
+	svcIP    = "10.0.0.1"  // the kubernetes Service IP: in the API server's certificate
+	sentryIP = "10.0.0.10" // meshd-sentry.meshd-system.svc
+)
+
+func run(t *testing.T, name string, args ...string) {
+	t.Helper()
+	if out, err := exec.Command(name, args...).CombinedOutput(); err != nil {
+		t.Fatalf("%s %s: %v\n%s", name, strings.Join(args, " "), err, out)
+	}
+}
+
+// proxy forwards listen to target (the kubernetes Service to the API
+// server), until the test ends.
+func proxy(t *testing.T, listen, target string) {
+	t.Helper()
+	l, err := net.Listen("tcp", listen)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { l.Close() })
+	go func() {
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				u, err := net.Dial("tcp", target)
+				if err != nil {
+					return
+				}
+				defer u.Close()
+				go func() { _, _ = io.Copy(u, c) }()
+				_, _ = io.Copy(c, u)
+			}()
+		}
+	}()
+}
+
+type cluster struct {
+	t      *testing.T
+	k      *harness.Kube
+	cs     kubernetes.Interface
+	bins   harness.Binaries
+	objs   []*unstructured.Unstructured
+	apiCA  []byte
+	id     string
+	nPods  int
+	hostIf []string
+}
+
+func (c *cluster) token(ns, sa string, pod *corev1.Pod, secs int64, aud ...string) string {
+	c.t.Helper()
+	tr := &authenticationv1.TokenRequest{Spec: authenticationv1.TokenRequestSpec{Audiences: aud, ExpirationSeconds: &secs}}
+	if pod != nil {
+		tr.Spec.BoundObjectRef = &authenticationv1.BoundObjectReference{Kind: "Pod", APIVersion: "v1", Name: pod.Name, UID: pod.UID}
+	}
+	out, err := c.cs.CoreV1().ServiceAccounts(ns).CreateToken(context.Background(), sa, tr, metav1.CreateOptions{})
+	if err != nil {
+		c.t.Fatalf("TokenRequest %s/%s: %v", ns, sa, err)
+	}
+	return out.Status.Token
+}
+
+// as is a client authenticated as service account ns/sa (real RBAC).
+func (c *cluster) as(ns, sa string) (kubernetes.Interface, string) {
+	c.t.Helper()
+	path := filepath.Join(c.t.TempDir(), sa+".kubeconfig")
+	c.k.WriteKubeconfig(path, c.token(ns, sa, nil, 3600))
+	cfg, err := clientcmd.BuildConfigFromFlags("", path)
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	cs, err := kubernetes.NewForConfig(cfg)
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	return cs, path
+}
+
+func (c *cluster) find(kind, name string) *unstructured.Unstructured {
+	for _, o := range c.objs {
+		if o.GetKind() == kind && o.GetName() == name {
+			return o
+		}
+	}
+	c.t.Fatalf("the chart renders no %s %s", kind, name)
+	return nil
+}
+
+// podTemplate is the pod spec of a rendered Deployment.
+func (c *cluster) podTemplate(name string) corev1.PodTemplateSpec {
+	c.t.Helper()
+	m, _, _ := unstructured.NestedMap(c.find("Deployment", name).Object, "spec", "template")
+	b, _ := json.Marshal(m)
+	var tpl corev1.PodTemplateSpec
+	if err := json.Unmarshal(b, &tpl); err != nil {
+		c.t.Fatal(err)
+	}
+	return tpl
+}
+
+func (c *cluster) apply(ctx context.Context) {
+	c.t.Helper()
+	cfg := c.k.RestConfig()
+	dyn, err := dynamic.NewForConfig(cfg)
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	dc, err := discovery.NewDiscoveryClientForConfig(cfg)
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	mapper := restmapper.NewDeferredDiscoveryRESTMapper(memory.NewMemCacheClient(dc))
+	force := true
+	for _, o := range c.objs {
+		gvk := o.GroupVersionKind()
+		m, err := mapper.RESTMapping(gvk.GroupKind(), gvk.Version)
+		if err != nil {
+			c.t.Fatal(err)
+		}
+		var ri dynamic.ResourceInterface = dyn.Resource(m.Resource)
+		if o.GetNamespace() != "" {
+			ri = dyn.Resource(m.Resource).Namespace(o.GetNamespace())
+		}
+		b, _ := json.Marshal(o.Object)
+		if _, err := ri.Patch(ctx, o.GetName(), types.ApplyPatchType, b, metav1.PatchOptions{FieldManager: "cluster-test", Force: &force}); err != nil {
+			c.t.Fatalf("apply %s %s: %v", gvk.Kind, o.GetName(), err)
+		}
+	}
+}
+
+// pod is one running pod: its namespace, IP and processes.
+type pod struct {
+	name, ip, netns string
+	obj             *corev1.Pod
+	app, meshd      *harness.Process
+}
+
+// startPod creates the pod through the API (the injector mutates it), gives
+// it a network namespace with its pod IP, and runs its app and its meshd
+// with the stored Pod's arguments, env and volumes.
+func (c *cluster) startPod(ctx context.Context, name, node, ip string, ann map[string]string, appPort int) *pod {
+	t := c.t
+	t.Helper()
+	in := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: shop, Annotations: ann},
+		Spec: corev1.PodSpec{NodeName: node, ServiceAccountName: "default",
+			Containers: []corev1.Container{{Name: "app", Image: "example.com/echo:1"}}}}
+	obj, err := c.cs.CoreV1().Pods(shop).Create(ctx, in, metav1.CreateOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !injector.Injected(obj) {
+		t.Fatalf("pod %s was not injected", name)
+	}
+	p := &pod{name: name, ip: ip, obj: obj}
+	c.nPods++
+	p.netns = fmt.Sprintf("meshd-pod-%s-%d", c.id, c.nPods)
+	host, peer := fmt.Sprintf("mh%s%d", c.id, c.nPods), fmt.Sprintf("mp%s%d", c.id, c.nPods)
+	run(t, "ip", "netns", "add", p.netns)
+	t.Cleanup(func() {
+		out, _ := exec.Command("ip", "netns", "pids", p.netns).Output()
+		for _, f := range strings.Fields(string(out)) {
+			if pid, err := strconv.Atoi(f); err == nil && pid > 1 {
+				_ = unix.Kill(pid, unix.SIGKILL)
+			}
+		}
+		time.Sleep(50 * time.Millisecond)
+		_ = exec.Command("ip", "netns", "del", p.netns).Run()
+	})
+	run(t, "ip", "link", "add", host, "type", "veth", "peer", "name", peer, "netns", p.netns)
+	run(t, "ip", "-n", p.netns, "link", "set", peer, "name", "eth0")
+	run(t, "ip", "-n", p.netns, "addr", "add", ip+"/32", "dev", "eth0")
+	run(t, "ip", "-n", p.netns, "link", "set", "eth0", "up")
+	run(t, "ip", "-n", p.netns, "link", "set", "lo", "up")
+	// Everything on-link through eth0: the node answers ARP for its own
+	// addresses and, by proxy ARP, for the other pods it routes to.
+	run(t, "ip", "-n", p.netns, "route", "add", "default", "dev", "eth0")
+	run(t, "ip", "link", "set", host, "up")
+	run(t, "ip", "route", "add", ip+"/32", "dev", host)
+	if err := os.WriteFile("/proc/sys/net/ipv4/conf/"+host+"/proxy_arp", []byte("1"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+
+	// The app: the echo app on its annotated port, inside the pod.
+	p.app = harness.Start(t, name+"/app", netnstest.Exec(t, p.netns, c.bins.Echo),
+		"--port", strconv.Itoa(appPort), "--name", name)
+
+	// meshd, from the stored Pod.
+	var sc corev1.Container
+	for _, ct := range obj.Spec.InitContainers {
+		if ct.Name == injector.ContainerName {
+			sc = ct
+		}
+	}
+	files := c.volumes(ctx, obj, sc)
+	env := []string{"PATH=/usr/bin:/bin", "KUBERNETES_SERVICE_HOST=" + svcIP, "KUBERNETES_SERVICE_PORT=443"}
+	for _, e := range sc.Env {
+		v := e.Value
+		if e.ValueFrom != nil && e.ValueFrom.FieldRef != nil {
+			switch e.ValueFrom.FieldRef.FieldPath {
+			case "metadata.namespace":
+				v = obj.Namespace
+			case "metadata.name":
+				v = obj.Name
+			default:
+				t.Fatalf("env %s: field %s", e.Name, e.ValueFrom.FieldRef.FieldPath)
+			}
+		}
+		env = append(env, e.Name+"="+v)
+	}
+	// A private mount namespace: the volumes at their paths, /etc/hosts
+	// naming the Services.
+	var sh strings.Builder
+	sh.WriteString("set -e\nmount --make-rprivate /\nmount -t tmpfs tmpfs /run\n")
+	for dst, src := range files {
+		fmt.Fprintf(&sh, "mkdir -p %q\ncp %q %q\n", filepath.Dir(dst), src, dst)
+	}
+	hosts := filepath.Join(t.TempDir(), "hosts")
+	if err := os.WriteFile(hosts, []byte("127.0.0.1 localhost\n"+sentryIP+" meshd-sentry."+system+".svc\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	fmt.Fprintf(&sh, "mount --bind %q /etc/hosts\n", hosts)
+	fmt.Fprintf(&sh, "exec env -i %s %q \"$@\"\n", strings.Join(quoteAll(env), " "), c.bins.Meshd)
+	script := filepath.Join(t.TempDir(), name+"-meshd.sh")
+	wrapper := "#!/bin/sh\nexec ip netns exec " + p.netns + " unshare -m -- /bin/sh " + strconv.Quote(script+".in") + " \"$@\"\n"
+	if err := os.WriteFile(script+".in", []byte(sh.String()), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(script, []byte(wrapper), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	p.meshd = harness.Start(t, name+"/meshd", script, sc.Args...)
+
+	// The kubelet: the injected readiness probe, on the pod IP, then the
+	// pod's status.
+	probe := sc.ReadinessProbe.HTTPGet
+	port := 0
+	for _, cp := range sc.Ports {
+		if cp.Name == probe.Port.String() {
+			port = int(cp.ContainerPort)
+		}
+	}
+	harness.WaitFor(t, 60*time.Second, func(ctx context.Context) error {
+		if p.meshd.Exited() {
+			t.Fatalf("meshd of %s exited:\n%s", name, p.meshd.Log())
+		}
+		return harness.PollHTTP(ctx, "http://"+ip+":"+strconv.Itoa(port)+probe.Path, http.StatusNoContent, time.Second)
+	})
+	c.k.SetPodReady(shop, name, ip, true)
+	return p
+}
+
+func quoteAll(ss []string) []string {
+	out := make([]string, len(ss))
+	for i, s := range ss {
+		out[i] = strconv.Quote(s)
+	}
+	return out
+}
+
+// volumes makes the files of the sidecar's mounts as the kubelet would:
+// the projected token (bound to the pod, its audience and lifetime), the
+// trust bundle ConfigMap's key, and the in-cluster service account. It
+// returns path in the pod → file on the host.
+func (c *cluster) volumes(ctx context.Context, obj *corev1.Pod, sc corev1.Container) map[string]string {
+	t := c.t
+	t.Helper()
+	dir := t.TempDir()
+	out := map[string]string{}
+	put := func(dst string, data []byte) {
+		src := filepath.Join(dir, strconv.Itoa(len(out)))
+		if err := os.WriteFile(src, data, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		out[dst] = src
+	}
+	vols := map[string]corev1.Volume{}
+	for _, v := range obj.Spec.Volumes {
+		vols[v.Name] = v
+	}
+	for _, m := range sc.VolumeMounts {
+		v := vols[m.Name]
+		switch {
+		case v.Projected != nil:
+			for _, s := range v.Projected.Sources {
+				if st := s.ServiceAccountToken; st != nil {
+					put(m.MountPath+"/"+st.Path, []byte(c.token(obj.Namespace, obj.Spec.ServiceAccountName, obj, *st.ExpirationSeconds, st.Audience)))
+				}
+			}
+		case v.ConfigMap != nil:
+			var cm *corev1.ConfigMap
+			harness.WaitFor(t, 60*time.Second, func(ctx context.Context) error {
+				var err error
+				cm, err = c.cs.CoreV1().ConfigMaps(obj.Namespace).Get(ctx, v.ConfigMap.Name, metav1.GetOptions{})
+				return err
+			})
+			for _, it := range v.ConfigMap.Items {
+				put(m.MountPath+"/"+it.Path, []byte(cm.Data[it.Key]))
+			}
+		default:
+			t.Fatalf("volume %s: unexpected source %+v", m.Name, v.VolumeSource)
+		}
+	}
+	sa := "/var/run/secrets/kubernetes.io/serviceaccount/"
+	put(sa+"token", []byte(c.token(obj.Namespace, obj.Spec.ServiceAccountName, obj, 3600)))
+	put(sa+"ca.crt", c.apiCA)
+	put(sa+"namespace", []byte(obj.Namespace))
+	// /var/run is /run: the tmpfs.
+	fixed := map[string]string{}
+	for k, v := range out {
+		fixed[strings.Replace(k, "/var/run/", "/run/", 1)] = v
+	}
+	return fixed
+}
+
+// dialIn dials from inside network namespace ns (a socket keeps the
+// namespace it was made in): the app's own view of 127.0.0.1.
+func dialIn(ns string) func(ctx context.Context, network, addr string) (net.Conn, error) {
+	return func(ctx context.Context, network, addr string) (net.Conn, error) {
+		type res struct {
+			c   net.Conn
+			err error
+		}
+		ch := make(chan res, 1)
+		go func() {
+			runtime.LockOSThread() // never unlocked: the thread ends with the goroutine
+			f, err := os.Open("/run/netns/" + ns)
+			if err != nil {
+				ch <- res{nil, err}
+				return
+			}
+			defer f.Close()
+			if err := unix.Setns(int(f.Fd()), unix.CLONE_NEWNET); err != nil {
+				ch <- res{nil, err}
+				return
+			}
+			c, err := (&net.Dialer{}).DialContext(ctx, network, addr)
+			ch <- res{c, err}
+		}()
+		r := <-ch
+		return r.c, r.err
+	}
+}
+
+type answer struct {
+	Name            string `json:"name"`
+	CallerAppID     string `json:"callerAppId"`
+	CallerNamespace string `json:"callerNamespace"`
+}
+
+func TestCluster(t *testing.T) {
+	if !netnstest.Run(t, netnstest.Opts{}) {
+		return
+	}
+	ctx := context.Background()
+	run(t, "ip", "addr", "add", svcIP+"/32", "dev", "lo")
+	run(t, "ip", "addr", "add", sentryIP+"/32", "dev", "lo")
+	if err := os.WriteFile("/proc/sys/net/ipv4/ip_forward", []byte("1"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	c := &cluster{t: t, k: harness.StartKube(t), bins: harness.Build(t), id: strconv.Itoa(os.Getpid() % 10000)}
+	c.k.StartControllerManager("endpointslice", "garbagecollector")
+	c.cs = c.k.Client()
+	proxy(t, svcIP+":443", "127.0.0.1:"+strconv.Itoa(c.k.Port))
+	kc, err := clientcmd.LoadFromFile(c.k.Kubeconfig)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, cl := range kc.Clusters {
+		c.apiCA = cl.CertificateAuthorityData
+	}
+	for _, ns := range []string{system, shop} {
+		if _, err := c.cs.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}, metav1.CreateOptions{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, n := range []string{"node-1", "node-2"} {
+		if _, err := c.cs.CoreV1().Nodes().Create(ctx, &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: n}}, metav1.CreateOptions{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := c.cs.CoreV1().ServiceAccounts(shop).Create(ctx, &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Name: "default"}}, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+
+	// The chart, rendered and applied.
+	docs, err := helmchart.Render(filepath.Join(harness.RepoRoot(), "deploy", "helm", "meshd"), helmchart.Release{Name: "meshd", Namespace: system}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.objs, err = helmchart.Objects(docs); err != nil {
+		t.Fatal(err)
+	}
+	c.apply(ctx)
+
+	// The control plane's pod (meshd's namespace is never injected), so
+	// that sentry's TokenReview finds it; created first, so sentry's first
+	// bundle publication covers its namespace.
+	cpTpl := c.podTemplate("meshd-controlplane")
+	cpPod, err := c.cs.CoreV1().Pods(system).Create(ctx, &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: "meshd-controlplane-0",
+		Labels: cpTpl.Labels, Annotations: cpTpl.Annotations}, Spec: cpTpl.Spec}, metav1.CreateOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	// sentry with the chart's arguments, as its service account.
+	_, sentryKubeconfig := c.as(system, "meshd-sentry")
+	var sentryArgs []string
+	for _, a := range c.podTemplate("meshd-sentry").Spec.Containers[0].Args {
+		switch {
+		case strings.HasPrefix(a, "--data-dir="):
+			a = "--data-dir=" + filepath.Join(t.TempDir(), "sentry")
+		case strings.HasPrefix(a, "--server-name="):
+			a += ",127.0.0.1" // the API server calls the webhook by URL on loopback
+		}
+		sentryArgs = append(sentryArgs, a)
+	}
+	sentryArgs = append(sentryArgs, "--kubeconfig", sentryKubeconfig, "--replica-id", "meshd-sentry-0")
+	sentry := harness.Start(t, "sentry", c.bins.Sentry, sentryArgs...)
+	harness.WaitFor(t, 60*time.Second, func(ctx context.Context) error {
+		if sentry.Exited() {
+			t.Fatalf("sentry exited:\n%s", sentry.Log())
+		}
+		return harness.PollHTTP(ctx, "http://127.0.0.1:8080/healthz", http.StatusOK, time.Second)
+	})
+
+	// The control plane's identity, by its projected token, and its parts.
+	var bundle []byte
+	harness.WaitFor(t, 60*time.Second, func(ctx context.Context) error {
+		cm, err := c.cs.CoreV1().ConfigMaps(system).Get(ctx, "meshd-trust-bundle", metav1.GetOptions{})
+		if err != nil {
+			return err
+		}
+		bundle = []byte(cm.Data["ca.crt"])
+		return nil
+	})
+	anchors, err := certs.ParseCertsPEM(bundle)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cpID, _ := certs.NewIdentity("cluster.local", system, "controlplane")
+	scl, err := sentryclient.New(ctx, "127.0.0.1:50003", anchors, cpID, c.token(system, "meshd-controlplane", cpPod, 3600, "meshd"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { scl.Close() })
+	sctx, scancel := context.WithTimeout(ctx, 30*time.Second)
+	src, err := certs.NewSource(sctx, scl, certs.SourceOptions{Identity: cpID})
+	scancel()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { src.Close() })
+	cpClient, _ := c.as(system, "meshd-controlplane")
+	icfg := injector.Config{}
+	for _, a := range cpTpl.Spec.Containers[0].Args {
+		k, v, _ := strings.Cut(a, "=")
+		switch k {
+		case "--sidecar-image":
+			icfg.Image = v
+		case "--sidecar-resolver":
+			icfg.Resolver = v
+		case "--sidecar-sentry-address":
+			icfg.SentryAddress = v
+		case "--log-format":
+			icfg.LogFormat = v
+		case "--log-level":
+			icfg.LogLevel = v
+		}
+	}
+	in, err := injector.New(icfg, slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn})))
+	if err != nil {
+		t.Fatal(err)
+	}
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cpCtx, cpStop := context.WithCancel(ctx)
+	var wg sync.WaitGroup
+	t.Cleanup(func() { cpStop(); wg.Wait() })
+	wg.Add(2)
+	go func() { defer wg.Done(); _ = injector.Serve(cpCtx, l, src, in) }()
+	as, err := appservices.New(cpClient, appservices.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	go func() { defer wg.Done(); _ = as.Run(cpCtx) }()
+	// The chart's webhook reaches the Service; here the URL on loopback.
+	url := "https://127.0.0.1:" + strconv.Itoa(l.Addr().(*net.TCPAddr).Port) + injector.Path
+	patch := fmt.Sprintf(`[{"op":"replace","path":"/webhooks/0/clientConfig","value":{"url":%q}}]`, url)
+	if _, err := c.cs.AdmissionregistrationV1().MutatingWebhookConfigurations().Patch(ctx, "meshd-injector", types.JSONPatchType, []byte(patch), metav1.PatchOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if err := injector.PatchCABundle(ctx, cpClient, "meshd-injector", bundle); err != nil {
+		t.Fatal(err)
+	}
+	// Until the API server's informer has the new configuration, a pod may
+	// get the old (unreachable) one: wait with a probe pod.
+	n := 0
+	harness.WaitFor(t, 30*time.Second, func(ctx context.Context) error {
+		n++
+		name := "probe-" + strconv.Itoa(n)
+		p, err := c.cs.CoreV1().Pods(shop).Create(ctx, &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: name,
+			Annotations: map[string]string{"meshd.io/inject": "true", "meshd.io/app-id": "probe"}},
+			Spec: corev1.PodSpec{ServiceAccountName: "default", Containers: []corev1.Container{{Name: "a", Image: "x"}}}}, metav1.CreateOptions{})
+		if err != nil {
+			return err
+		}
+		zero := int64(0)
+		_ = c.cs.CoreV1().Pods(shop).Delete(ctx, name, metav1.DeleteOptions{GracePeriodSeconds: &zero})
+		if !injector.Injected(p) {
+			return errors.New("not injected yet")
+		}
+		return nil
+	})
+
+	// Pods on two nodes: orders (meshd annotations), frontend (Dapr's).
+	orders1 := c.startPod(ctx, "orders-1", "node-1", "10.244.1.11", map[string]string{"meshd.io/inject": "true", "meshd.io/app-id": "orders", "meshd.io/app-port": "8080"}, 8080)
+	orders2 := c.startPod(ctx, "orders-2", "node-2", "10.244.2.12", map[string]string{"meshd.io/inject": "true", "meshd.io/app-id": "orders", "meshd.io/app-port": "8080"}, 8080)
+	frontend := c.startPod(ctx, "frontend-1", "node-1", "10.244.1.2", map[string]string{"dapr.io/enabled": "true", "dapr.io/app-id": "frontend", "dapr.io/app-port": "8080"}, 8080)
+
+	// The frontend app's view: its sidecar on 127.0.0.1:$DAPR_HTTP_PORT.
+	httpPort := ""
+	for _, e := range frontend.obj.Spec.Containers[0].Env {
+		if e.Name == "DAPR_HTTP_PORT" {
+			httpPort = e.Value
+		}
+	}
+	client := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{DialContext: dialIn(frontend.netns), DisableKeepAlives: true}}
+	call := func() (answer, error) {
+		resp, err := client.Get("http://127.0.0.1:" + httpPort + "/v1.0/invoke/orders/method/who")
+		if err != nil {
+			return answer{}, err
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		if resp.StatusCode != 200 {
+			return answer{}, fmt.Errorf("%d %s", resp.StatusCode, b)
+		}
+		var a answer
+		err = json.Unmarshal(b, &a)
+		return a, err
+	}
+	seen := map[string]bool{}
+	harness.WaitFor(t, 30*time.Second, func(context.Context) error {
+		a, err := call()
+		if err != nil {
+			return err
+		}
+		if a.CallerAppID != "frontend" || a.CallerNamespace != shop {
+			t.Fatalf("callee saw caller %s.%s, want frontend.shop (from its certificate)", a.CallerAppID, a.CallerNamespace)
+		}
+		seen[a.Name] = true
+		if !seen["orders-1"] || !seen["orders-2"] {
+			return fmt.Errorf("answered by %v, want both pods", seen)
+		}
+		return nil
+	})
+	harness.WaitFor(t, 10*time.Second, func(ctx context.Context) error {
+		svc, err := c.cs.CoreV1().Services(shop).Get(ctx, appservices.ServiceName("orders"), metav1.GetOptions{})
+		if err != nil {
+			return err
+		}
+		if len(svc.OwnerReferences) != 2 {
+			return fmt.Errorf("the app Service of orders has owners %+v, want both pods", svc.OwnerReferences)
+		}
+		return nil
+	})
+
+	// orders-1 is deleted (graceful: it still runs, as under a kubelet's
+	// grace period): callers stop picking it.
+	grace := int64(30)
+	if err := c.cs.CoreV1().Pods(shop).Delete(ctx, orders1.name, metav1.DeleteOptions{GracePeriodSeconds: &grace}); err != nil {
+		t.Fatal(err)
+	}
+	t0 := time.Now()
+	harness.WaitFor(t, 10*time.Second, func(context.Context) error {
+		for range 10 {
+			if a, err := call(); err != nil || a.Name != "orders-2" {
+				return fmt.Errorf("answered by %s (%v)", a.Name, err)
+			}
+		}
+		return nil
+	})
+	t.Logf("orders-1 deleted -> only orders-2 answers after %s", time.Since(t0).Round(time.Millisecond))
+	for range 20 {
+		if a, err := call(); err != nil || a.Name != "orders-2" {
+			t.Errorf("after the deletion: answered by %s (%v), want orders-2 only", a.Name, err)
+		}
+	}
+	if orders1.meshd.Exited() || orders1.app.Exited() {
+		t.Error("orders-1 stopped before the check: the test proves nothing")
+	}
+	if orders2.meshd.Exited() {
+		t.Error("orders-2's meshd exited")
+	}
+}
