@@ -229,9 +229,11 @@ func (p *Proxy) forward(w http.ResponseWriter, r *http.Request, rt *route.Route,
 			lastErr = err
 			var de *dialError
 			delivered := !errors.As(err, &de)
-			// Refused: out at once. Broken after connecting: counted, unless
-			// the attempt's own timeout broke it.
-			settle(&ep, set, gen, outcome{down: !delivered, skip: delivered && attemptTimedOut}, false)
+			// Refused, or the peer stopped answering (keepalive): out at
+			// once. Broken after connecting: counted, unless the attempt's
+			// own timeout broke it.
+			down := !delivered || peerLost(err)
+			settle(&ep, set, gen, outcome{down: down, skip: !down && attemptTimedOut}, false)
 			if (!delivered || (idempotent && (pol != nil || !attemptTimedOut))) && replayable() && rc.tryAgain(p, attempt, delivered) {
 				continue
 			}
