@@ -25,6 +25,56 @@ type peer struct {
 	heard    atomic.Int64
 	live     map[*conn]struct{} // Transport.mu
 	checking bool               // Transport.mu: a check dial runs
+	// dialing are the dials to the address in progress: a failed check
+	// cancels them (a hung peer never completes a TLS handshake).
+	dialing map[*pendingDial]struct{} // Transport.mu
+}
+
+// pendingDial is one dial in progress, for Keepalive.
+type pendingDial struct {
+	since  int64
+	cancel context.CancelFunc
+	killed atomic.Bool
+}
+
+// peerFor returns addr's peer state, made if needed. Called with t.mu held.
+func (t *Transport) peerFor(addr string) *peer {
+	if t.ka.peers == nil {
+		t.ka.peers = map[string]*peer{}
+	}
+	p := t.ka.peers[addr]
+	if p == nil {
+		p = &peer{live: map[*conn]struct{}{}, dialing: map[*pendingDial]struct{}{}}
+		p.heard.Store(now())
+		t.ka.peers[addr] = p
+	}
+	if t.ka.timer == nil {
+		t.ka.timer = time.AfterFunc(t.Keepalive/2, t.watch)
+	}
+	return p
+}
+
+// startDial registers a dial to addr; the returned context is cancelled if
+// a check finds the peer hung. done must be called when the dial ends.
+func (t *Transport) startDial(ctx context.Context, addr string) (context.Context, *pendingDial, func()) {
+	if t.Keepalive <= 0 {
+		return ctx, nil, func() {}
+	}
+	dctx, cancel := context.WithCancel(ctx)
+	d := &pendingDial{since: now(), cancel: cancel}
+	t.mu.Lock()
+	p := t.peerFor(addr)
+	p.dialing[d] = struct{}{}
+	t.mu.Unlock()
+	return dctx, d, func() {
+		cancel()
+		t.mu.Lock()
+		delete(p.dialing, d)
+		if len(p.live) == 0 && len(p.dialing) == 0 && !p.checking && t.ka.peers[addr] == p {
+			delete(t.ka.peers, addr)
+		}
+		t.mu.Unlock()
+	}
 }
 
 // keepalive is a Transport's Keepalive state, under Transport.mu.
@@ -47,21 +97,10 @@ func (t *Transport) track(c *conn) {
 	}
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	if t.ka.peers == nil {
-		t.ka.peers = map[string]*peer{}
-	}
-	p := t.ka.peers[c.addr]
-	if p == nil {
-		p = &peer{live: map[*conn]struct{}{}}
-		p.heard.Store(now())
-		t.ka.peers[c.addr] = p
-	}
+	p := t.peerFor(c.addr)
 	c.peer = p
 	c.t = t
 	p.live[c] = struct{}{}
-	if t.ka.timer == nil {
-		t.ka.timer = time.AfterFunc(t.Keepalive/2, t.watch)
-	}
 }
 
 // forget takes a closed connection out of Keepalive's live set (once).
@@ -72,7 +111,7 @@ func (c *conn) forget() {
 	t := c.t
 	t.mu.Lock()
 	delete(c.peer.live, c)
-	if len(c.peer.live) == 0 && !c.peer.checking && t.ka.peers[c.addr] == c.peer {
+	if len(c.peer.live) == 0 && len(c.peer.dialing) == 0 && !c.peer.checking && t.ka.peers[c.addr] == c.peer {
 		delete(t.ka.peers, c.addr)
 	}
 	t.mu.Unlock()
@@ -97,6 +136,16 @@ func (t *Transport) watch() {
 	t.mu.Lock()
 	for addr, p := range t.ka.peers {
 		if p.checking || n-p.heard.Load() < ka {
+			continue
+		}
+		for d := range p.dialing {
+			if n-d.since >= ka {
+				p.checking = true
+				break
+			}
+		}
+		if p.checking {
+			suspects = append(suspects, addr)
 			continue
 		}
 		for c := range p.live {
@@ -148,10 +197,14 @@ func (t *Transport) check(addr string) {
 		c.killed.Store(true)
 		doomed = append(doomed, c)
 	}
+	for d := range p.dialing {
+		d.killed.Store(true)
+		d.cancel()
+	}
 	if l := t.idle[addr]; len(l) > 0 {
 		delete(t.idle, addr)
 	}
-	if len(p.live) == 0 {
+	if len(p.live) == 0 && len(p.dialing) == 0 {
 		delete(t.ka.peers, addr)
 	}
 	t.mu.Unlock()

@@ -111,9 +111,14 @@ func greetDial(ctx context.Context, network, addr string) (net.Conn, error) {
 	if dl, ok := ctx.Deadline(); ok {
 		_ = c.SetReadDeadline(dl)
 	}
+	stop := context.AfterFunc(ctx, func() { _ = c.SetReadDeadline(time.Unix(1, 0)) }) // as tls.HandshakeContext
+	defer stop()
 	var b [1]byte
 	if _, err := io.ReadFull(c, b[:]); err != nil {
 		c.Close()
+		if ctx.Err() != nil {
+			return nil, ctx.Err()
+		}
 		return nil, err
 	}
 	_ = c.SetReadDeadline(time.Time{})
@@ -214,5 +219,27 @@ func TestKeepaliveOffByDefault(t *testing.T) {
 	defer tr.mu.Unlock()
 	if tr.ka.peers != nil || tr.ka.timer != nil {
 		t.Fatal("keepalive state without Keepalive")
+	}
+}
+
+// TestKeepaliveHungDial: a dial to a peer that never completes its
+// handshake (hung before the first connection) is given up after about
+// Keepalive + KeepaliveTimeout, with ErrPeerUnresponsive, not after the
+// caller's own dial timeout.
+func TestKeepaliveHungDial(t *testing.T) {
+	s := startHangServer(t)
+	s.hung.Store(true)
+	tr := &Transport{DialContext: greetDial, Keepalive: 100 * time.Millisecond, KeepaliveTimeout: 200 * time.Millisecond}
+	defer tr.CloseIdleConnections()
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+s.l.Addr().String()+"/x", nil)
+	start := time.Now()
+	_, err := tr.RoundTrip(req)
+	if !errors.Is(err, ErrPeerUnresponsive) {
+		t.Fatalf("dial to a hung peer: err = %v, want ErrPeerUnresponsive", err)
+	}
+	if d := time.Since(start); d > 5*time.Second {
+		t.Fatalf("dial to a hung peer given up after %s", d)
 	}
 }

@@ -224,10 +224,17 @@ func (t *Transport) dial(ctx context.Context, addr string) (*conn, error) {
 	if t.DialContext == nil {
 		return nil, errors.New("h1: Transport.DialContext is nil")
 	}
-	nc, err := t.DialContext(ctx, "tcp", addr)
+	dctx, pd, done := t.startDial(ctx, addr)
+	nc, err := t.DialContext(dctx, "tcp", addr)
+	done()
 	if err != nil {
 		if ctx.Err() != nil {
 			return nil, fmt.Errorf("h1: dial %s: %w", addr, ctx.Err())
+		}
+		if pd != nil && pd.killed.Load() {
+			// The peer hangs (a keepalive check failed): err says
+			// what the dial saw (a cancelled handshake).
+			return nil, fmt.Errorf("h1: dial %s: %w: %w", addr, ErrPeerUnresponsive, err)
 		}
 		return nil, fmt.Errorf("h1: dial %s: %w", addr, err)
 	}
