@@ -208,8 +208,11 @@ func ReadRecord(paths ...string) (Record, error) {
 // Result sums up a fault: the figures of docs/reliability.md.
 type Result struct {
 	Fault string `json:"fault"`
-	Calls int    `json:"calls"`
-	GETs  int    `json:"gets"`
+	// HoldMs is how long the fault was held; Rate the calls per second.
+	HoldMs float64 `json:"holdMs"`
+	Rate   int     `json:"rate"`
+	Calls  int     `json:"calls"`
+	GETs   int     `json:"gets"`
 	// GETFailed counts idempotent calls that failed at all;
 	// GETFailedAfterDetect those that started after the fault was
 	// detected (goal 0).
