@@ -6,7 +6,7 @@ BINARIES  := meshd sentry meshctl
 PKGS      := ./...
 TEST_TIMEOUT ?= 25m
 
-.PHONY: all build test vet race bench fuzz soak demo clean consul jaeger kubernetes
+.PHONY: all build test vet race bench fuzz fuzz-smoke soak chaos demo clean consul jaeger kubernetes
 
 all: build
 
@@ -48,6 +48,7 @@ kubernetes:
 # on loopback, all with the race detector.
 test: vet consul jaeger kubernetes
 	$(GO) test -race -count=1 -timeout $(TEST_TIMEOUT) $(PKGS)
+	./tests/fuzz.sh --smoke
 
 bench: build
 	./tests/bench/run.sh
@@ -55,6 +56,19 @@ bench: build
 FUZZTIME ?= 30s
 fuzz:
 	./tests/fuzz.sh $(FUZZTIME)
+
+# Every fuzz target for FUZZSMOKE (2s) each: part of make test.
+FUZZSMOKE ?= 2s
+fuzz-smoke:
+	./tests/fuzz.sh --smoke $(FUZZSMOKE)
+
+# The fault suite across hosts (network namespaces; root): the issue's fault
+# durations at 500 calls/s, Consul down for 2 minutes, sentry down, root
+# rotation on a full disk, rolling restart. Figures to CHAOS_OUT (JSON; see
+# docs/reliability.md). Its short form runs in make test.
+CHAOS_OUT ?= docs/reliability.json
+chaos: build consul
+	MESHD_CHAOS=full MESHD_CHAOS_OUT=$(abspath $(CHAOS_OUT)) $(GO) test -count=1 -timeout 60m -v -run 'TestHosts' ./tests/chaos/
 
 soak: build
 	./tests/soak.sh
