@@ -32,7 +32,10 @@ const (
 	portMetrics  = 9090
 	portSentry   = 50003
 	portHealth   = 8081
-	workloadTTL  = 30 * time.Second
+	portConsul   = 8500
+	// workloadTTL makes sidecars renew about every 10 s (half-life): the
+	// issue's "workload rotation every 10 s", under every fault.
+	workloadTTL = 20 * time.Second
 )
 
 type hostInst struct {
@@ -60,13 +63,25 @@ type hostMesh struct {
 	caller   *harness.Process
 	load     *netnstest.Host
 	client   *http.Client
+	consul   *harness.Process // --resolver consul (TestHostsConsulDown), else nil
+	resolver []string         // the sidecars' resolver flags
+	note     string           // what the last fault's inject/heal had to say
 }
 
-func startHostMesh(t *testing.T) *hostMesh {
+// meshOpts tune startHostMesh.
+type meshOpts struct {
+	consul bool // resolve through a Consul agent on the sentry host
+	tmpfs  bool // sentry's data dir on a small tmpfs (full disk faults)
+}
+
+func startHostMesh(t *testing.T, o meshOpts) *hostMesh {
 	nt := netnstest.NewNet(t, "sentry", "app1", "app2", "app3", "load")
-	m := &hostMesh{t: t, b: harness.Build(t), nt: nt, dir: t.TempDir(), sentryNS: nt.Hosts["sentry"], load: nt.Hosts["load"]}
+	m := &hostMesh{t: t, b: binaries(t), nt: nt, dir: t.TempDir(), sentryNS: nt.Hosts["sentry"], load: nt.Hosts["load"]}
 	m.client = &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{DialContext: m.load.DialContext}}
 	m.bundle = filepath.Join(m.dir, "sentry", "bundle.pem")
+	if o.tmpfs {
+		mountTmpfs(t, filepath.Join(m.dir, "sentry"), "4m")
+	}
 	m.startSentry()
 	var addrs []string
 	for i := range 3 {
@@ -78,6 +93,18 @@ func startHostMesh(t *testing.T) *hostMesh {
 	}
 	m.static = filepath.Join(m.dir, "static.yaml")
 	harness.WriteStatic(t, m.static, harness.StaticApp{AppID: "echo", Addresses: addrs})
+	m.resolver = []string{"--resolver", "static", "--resolver-config", m.static}
+	if o.consul {
+		m.startConsul()
+		cfg := filepath.Join(m.dir, "consul.yaml")
+		// One agent for the mesh, on the sentry host: its checks reach
+		// each sidecar's internal port across the bridge.
+		yaml := "client:\n  address: " + m.sentryNS.Addr + ":" + strconv.Itoa(portConsul) + "\n" +
+			"selfRegister: true\nchecks:\n  - name: sidecar\n    tcp: \"${HOST_ADDRESS}:${DAPR_INTERNAL_PORT}\"\n" +
+			"    interval: 1s\n    timeout: 1s\n    deregisterCriticalServiceAfter: 1m\n"
+		must(t, os.WriteFile(cfg, []byte(yaml), 0o644))
+		m.resolver = []string{"--resolver", "consul", "--resolver-config", cfg}
+	}
 	for _, in := range m.inst {
 		m.startApp(in)
 		m.startSidecar(in)
@@ -96,6 +123,42 @@ func (m *hostMesh) startSentry() {
 		"--rotation-propagation-delay", "3s", "--rotation-retire-margin", "10s")
 	c := &http.Client{Timeout: 2 * time.Second, Transport: &http.Transport{DialContext: m.sentryNS.DialContext}}
 	waitURL(m.t, c, "http://"+m.sentryNS.Addr+":"+strconv.Itoa(portHealth)+"/healthz", http.StatusOK, 30*time.Second)
+}
+
+// startConsul starts a Consul dev agent (v1.16.3, tests/consul/install.sh)
+// on the sentry host and waits for its leader.
+func (m *hostMesh) startConsul() {
+	bin := harness.ConsulBinary(m.t)
+	a := m.sentryNS.Addr
+	m.consul = harness.Start(m.t, "consul", m.sentryNS.Exec(m.t, bin), "agent", "-dev", "-bind", a, "-client", a,
+		"-http-port", strconv.Itoa(portConsul), "-dns-port", "-1", "-grpc-port", "-1", "-grpc-tls-port", "-1",
+		"-log-level", "warn", "-node", "meshd-chaos")
+	c := &http.Client{Timeout: 2 * time.Second, Transport: &http.Transport{DialContext: m.sentryNS.DialContext}}
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		resp, err := c.Get("http://" + a + ":" + strconv.Itoa(portConsul) + "/v1/status/leader")
+		if err == nil {
+			var leader string
+			_ = json.NewDecoder(resp.Body).Decode(&leader)
+			resp.Body.Close()
+			if leader != "" {
+				return
+			}
+		}
+		if time.Now().After(deadline) {
+			m.t.Fatalf("consul has no leader after 60s: %v", err)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// mountTmpfs mounts a tmpfs of size on dir until the test ends.
+func mountTmpfs(t *testing.T, dir, size string) {
+	must(t, os.MkdirAll(dir, 0o700))
+	if err := syscall.Mount("tmpfs", dir, "tmpfs", 0, "size="+size+",mode=0700"); err != nil {
+		t.Fatalf("mount a tmpfs on %s: %v", dir, err)
+	}
+	t.Cleanup(func() { _ = syscall.Unmount(dir, syscall.MNT_DETACH) })
 }
 
 func (m *hostMesh) tokenFile(app string) string {
@@ -117,7 +180,8 @@ func (m *hostMesh) sidecarArgs(app string, h *netnstest.Host, token string, with
 		"--internal-port", strconv.Itoa(portInternal), "--metrics-port", strconv.Itoa(portMetrics),
 		"--listen-address", h.Addr,
 		"--sentry-address", m.sentryNS.Addr + ":" + strconv.Itoa(portSentry), "--trust-anchors-file", m.bundle,
-		"--token-file", token, "--resolver", "static", "--resolver-config", m.static}
+		"--token-file", token}
+	a = append(a, m.resolver...)
 	if withApp {
 		a = append(a, "--app-port", strconv.Itoa(portApp))
 	}
@@ -234,6 +298,10 @@ func faults() []fault {
 			unavailable: func(m *hostMesh) string { _, why := m.nt.NetemAvailable(); return why },
 			inject:      func(m *hostMesh, in *hostInst) { must(m.t, in.host.Netem("delay", "100ms", "loss", "5%")) },
 			heal:        func(m *hostMesh, in *hostInst) { must(m.t, in.host.Netem()) }},
+		{name: "clock stepped 5 min on one host", victim: -1,
+			unavailable: func(*hostMesh) string {
+				return "a network namespace shares the machine's CLOCK_REALTIME (Linux time namespaces offset only the monotonic and boot clocks), and stepping the machine's clock would hit every host and the other engineers' tests"
+			}},
 		{name: "sentry down 0.9×TTL", d: workloadTTL * 9 / 10, victim: -1, fullOnly: true,
 			inject: func(m *hostMesh, _ *hostInst) { m.sentry.Kill() },
 			heal:   func(m *hostMesh, _ *hostInst) { m.startSentry() }},
@@ -245,6 +313,15 @@ func faults() []fault {
 				}
 			},
 			heal: func(m *hostMesh, _ *hostInst) {}},
+		{name: "full disk during root rotation", d: 10 * time.Second, victim: -1, fullOnly: true,
+			unavailable: func(m *hostMesh) string {
+				if !m.tmpfs() {
+					return "the sentry data dir is not on a tmpfs"
+				}
+				return ""
+			},
+			inject: func(m *hostMesh, _ *hostInst) { m.note = m.fullDiskRotation() },
+			heal:   func(m *hostMesh, _ *hostInst) { m.note += "; " + m.finishRotation() }},
 		{name: "rolling restart", d: 0, victim: -1, fullOnly: true,
 			inject: func(m *hostMesh, _ *hostInst) {
 				for _, in := range m.inst {
@@ -271,7 +348,7 @@ func must(t *testing.T, err error) {
 // reported, no GET failed once the fault was detected; it logs the figures
 // and, with MESHD_CHAOS_OUT, writes them as JSON.
 func TestHostsFaults(t *testing.T) {
-	m := startHostMesh(t)
+	m := startHostMesh(t, meshOpts{tmpfs: full()})
 	rate := 200
 	if full() {
 		rate = 500
@@ -310,6 +387,33 @@ func TestHostsFaults(t *testing.T) {
 	}
 }
 
+// TestHostsConsulDown (make chaos): the mesh resolves through a Consul
+// agent on the sentry host; the agent is killed for 2 minutes under load
+// and started again (a -dev agent: every registration is gone). Callers
+// keep the endpoints they had; every call must succeed.
+func TestHostsConsulDown(t *testing.T) {
+	if !full() {
+		t.Skip("make chaos only (MESHD_CHAOS=full): the agent is down for 2 minutes")
+	}
+	m := startHostMesh(t, meshOpts{consul: true})
+	m.waitAllServe(60 * time.Second)
+	f := fault{name: "consul agent down 2 min", d: 2 * time.Minute, victim: -1,
+		inject: func(m *hostMesh, _ *hostInst) { m.consul.Kill() },
+		heal:   func(m *hostMesh, _ *hostInst) { m.startConsul() }}
+	r := m.run(f, 500)
+	t.Log(r.String())
+	for _, e := range r.Examples {
+		t.Log("  " + e)
+	}
+	if r.Lost != 0 || r.Duplicated != 0 || r.Unreported != 0 || r.GETFailed != 0 || r.POSTFailed != 0 {
+		t.Errorf("%s: lost %d, duplicated %d, unreported %d, GET failed %d, POST failed %d; want 0 each",
+			f.name, r.Lost, r.Duplicated, r.Unreported, r.GETFailed, r.POSTFailed)
+	}
+	if out := os.Getenv("MESHD_CHAOS_OUT"); out != "" {
+		writeResults(t, strings.TrimSuffix(out, ".json")+"-consul.json", 500, []Result{r})
+	}
+}
+
 func (m *hostMesh) run(f fault, rate int) Result {
 	t := m.t
 	var in *hostInst
@@ -326,9 +430,10 @@ func (m *hostMesh) run(f fault, rate int) Result {
 	time.Sleep(2 * time.Second)
 	w := Window{Start: time.Now()}
 	var detected func() time.Time
+	from := len(m.caller.Log())
 	if in != nil {
 		w.Instance = in.name
-		detected = watchLog(ctx, m.caller, in.host.Addr+":"+strconv.Itoa(portInternal), len(m.caller.Log()))
+		detected = watchLog(ctx, m.caller, in.host.Addr+":"+strconv.Itoa(portInternal), from)
 	}
 	f.inject(m, in)
 	time.Sleep(f.d)
@@ -347,6 +452,19 @@ func (m *hostMesh) run(f fault, rate int) Result {
 	r := Check(f.name, calls, rec, w)
 	r.HoldMs = ms(f.d)
 	r.Rate = rate
+	r.Note = m.note
+	m.note = ""
+	if in != nil {
+		// Why the caller ejected the instance: its first log line saying so.
+		for _, l := range strings.Split(m.caller.Log()[from:], "\n") {
+			if strings.Contains(l, "endpoint ejected") && strings.Contains(l, in.host.Addr) {
+				if i := strings.Index(l, "why="); i >= 0 {
+					r.EjectedWhy = firstLine(l[i:])
+				}
+				break
+			}
+		}
+	}
 	return r
 }
 
@@ -374,4 +492,124 @@ func writeResults(t *testing.T, path string, rate int, rs []Result) {
 		t.Fatal(err)
 	}
 	fmt.Fprintf(os.Stderr, "chaos: figures written to %s\n", path)
+}
+
+func (m *hostMesh) tmpfs() bool {
+	var st syscall.Statfs_t
+	return syscall.Statfs(filepath.Join(m.dir, "sentry"), &st) == nil && st.Type == 0x01021994 // TMPFS_MAGIC
+}
+
+// fill writes a file in sentry's data dir until the disk is full.
+func (m *hostMesh) fill() string {
+	p := filepath.Join(m.dir, "sentry", "filler")
+	f, err := os.OpenFile(p, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o600)
+	if err != nil {
+		m.t.Fatal(err)
+	}
+	defer f.Close()
+	buf := make([]byte, 64<<10)
+	for {
+		if _, err := f.Write(buf); err != nil {
+			if !strings.Contains(err.Error(), "no space") {
+				m.t.Fatalf("fill the disk: %v", err)
+			}
+			// The last few bytes too.
+			for n := 4096; n > 0; n /= 2 {
+				for {
+					if _, err := f.Write(buf[:n]); err != nil {
+						break
+					}
+				}
+			}
+			return p
+		}
+	}
+}
+
+// bundleRoots counts the certificates in sentry's bundle.pem (-1: it does
+// not parse: the CA is not whole).
+func (m *hostMesh) bundleRoots() int {
+	b, err := os.ReadFile(m.bundle)
+	if err != nil {
+		return -1
+	}
+	n := strings.Count(string(b), "-----BEGIN CERTIFICATE-----")
+	if n == 0 || n != strings.Count(string(b), "-----END CERTIFICATE-----") {
+		return -1
+	}
+	return n
+}
+
+func (m *hostMesh) sentryHealthy() bool {
+	c := &http.Client{Timeout: 2 * time.Second, Transport: &http.Transport{DialContext: m.sentryNS.DialContext}}
+	resp, err := c.Get("http://" + m.sentryNS.Addr + ":" + strconv.Itoa(portHealth) + "/healthz")
+	if err != nil {
+		return false
+	}
+	resp.Body.Close()
+	return resp.StatusCode == http.StatusOK
+}
+
+// fullDiskRotation: with the data dir full, `sentry rotate-root` must fail
+// cleanly; then a rotation staged just before the disk fills again makes
+// the running sentry's import hit the full disk. The CA must stay whole.
+func (m *hostMesh) fullDiskRotation() string {
+	roots := m.bundleRoots()
+	filler := m.fill()
+	out, err := exec.Command(m.b.Sentry, "rotate-root", "--data-dir", filepath.Join(m.dir, "sentry")).CombinedOutput()
+	if err == nil {
+		m.t.Errorf("sentry rotate-root on a full disk succeeded: %s", out)
+	}
+	note := "rotate-root on the full disk: " + firstLine(string(out))
+	if got := m.bundleRoots(); got != roots {
+		m.t.Errorf("bundle after the refused rotation: %d roots, want %d", got, roots)
+	}
+	must(m.t, os.Remove(filler))
+	if out, err := exec.Command(m.b.Sentry, "rotate-root", "--data-dir", filepath.Join(m.dir, "sentry")).CombinedOutput(); err != nil {
+		m.t.Fatalf("sentry rotate-root with space: %v: %s", err, out)
+	}
+	m.fill() // the running sentry imports the staged rotation on a full disk
+	return note
+}
+
+// finishRotation frees the disk and waits for the rotation to publish both
+// roots; sentry must have stayed up and its bundle whole throughout.
+func (m *hostMesh) finishRotation() string {
+	healthy := m.sentryHealthy()
+	roots := m.bundleRoots()
+	log := m.sentry.Log()
+	_ = os.Remove(filepath.Join(m.dir, "sentry", "filler"))
+	if !healthy || roots < 0 {
+		m.t.Errorf("on the full disk: sentry healthy %v, bundle roots %d (want healthy, a whole bundle)", healthy, roots)
+	}
+	deadline := time.Now().Add(60 * time.Second)
+	for m.bundleRoots() < 2 {
+		if time.Now().After(deadline) {
+			m.t.Errorf("the rotation did not publish a second root within 60s of the disk being freed")
+			break
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	var errs []string
+	for _, l := range strings.Split(log, "\n") {
+		if strings.Contains(l, "no space") {
+			errs = append(errs, l)
+		}
+	}
+	note := fmt.Sprintf("on the full disk sentry stayed healthy=%v with a whole bundle (%d roots); %d logged ENOSPC errors", healthy, roots, len(errs))
+	if len(errs) > 0 {
+		note += " (first: " + firstLine(errs[0]) + ")"
+	}
+	return note + fmt.Sprintf("; after freeing the disk the bundle has %d roots", m.bundleRoots())
+}
+
+func firstLine(s string) string {
+	s = strings.TrimSpace(s)
+	if i := strings.IndexByte(s, '\n'); i >= 0 {
+		s = s[:i]
+	}
+	if len(s) > 300 {
+		s = s[:300]
+	}
+	return s
 }

@@ -238,6 +238,9 @@ type Result struct {
 	DetectMs float64 `json:"detectMs"`
 	// RecoverMs: from the fault's end to the affected instance's first
 	// successful call, -1 if never or not applicable.
+	// EjectedWhy is the caller's reason for its first ejection of the
+	// instance (its log's why= onwards).
+	EjectedWhy  string         `json:"ejectedWhy,omitempty"`
 	RecoverMs   float64        `json:"recoverMs"`
 	P99DuringMs float64        `json:"p99DuringMs"`
 	P99AfterMs  float64        `json:"p99AfterMs"`

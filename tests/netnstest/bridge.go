@@ -136,22 +136,35 @@ func (h *Host) DialContext(ctx context.Context, network, addr string) (net.Conn,
 	}
 	ch := make(chan res, 1)
 	go func() {
-		// The thread never leaves the host's namespace: it ends with this
-		// goroutine (locked, not unlocked).
+		// The thread goes into the host's namespace for the socket() call
+		// and back; if it cannot go back it is never reused (it ends
+		// locked, with this goroutine).
 		runtime.LockOSThread()
+		orig, err := os.Open(fmt.Sprintf("/proc/self/task/%d/ns/net", unix.Gettid()))
+		if err != nil {
+			runtime.UnlockOSThread()
+			ch <- res{nil, fmt.Errorf("netnstest: %w", err)}
+			return
+		}
+		defer orig.Close()
 		f, err := os.Open("/var/run/netns/" + h.NS)
 		if err != nil {
+			runtime.UnlockOSThread()
 			ch <- res{nil, fmt.Errorf("netnstest: %w", err)}
 			return
 		}
 		err = unix.Setns(int(f.Fd()), unix.CLONE_NEWNET)
 		f.Close()
 		if err != nil {
+			runtime.UnlockOSThread()
 			ch <- res{nil, fmt.Errorf("netnstest: setns %s: %w", h.NS, err)}
 			return
 		}
 		var d net.Dialer
 		c, err := d.DialContext(ctx, network, addr)
+		if unix.Setns(int(orig.Fd()), unix.CLONE_NEWNET) == nil {
+			runtime.UnlockOSThread()
+		}
 		ch <- res{c, err}
 	}()
 	r := <-ch
@@ -166,7 +179,7 @@ func (nt *Net) remove(tb testing.TB) {
 	for _, ns := range nss {
 		out, _ := exec.Command("ip", "netns", "pids", ns).Output()
 		for _, f := range strings.Fields(string(out)) {
-			if pid, err := strconv.Atoi(f); err == nil && pid > 1 {
+			if pid, err := strconv.Atoi(f); err == nil && pid > 1 && pid != os.Getpid() {
 				_ = syscall.Kill(pid, syscall.SIGCONT)
 				_ = syscall.Kill(pid, syscall.SIGKILL)
 			}
