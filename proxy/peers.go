@@ -57,7 +57,7 @@ type peers struct {
 }
 
 func newPeers(p *Proxy) *peers {
-	ps := &peers{p: p, dial: net.Dialer{Timeout: p.cfg.DialTimeout, KeepAlive: 30 * time.Second}}
+	ps := &peers{p: p, dial: net.Dialer{Timeout: peerDialTimeout(p.cfg), KeepAlive: 30 * time.Second}}
 	m := map[discovery.Target]*peerTransports{}
 	ps.m.Store(&m)
 	return ps
@@ -169,7 +169,7 @@ func (ps *peers) newTransport(t discovery.Target, h1 bool) (*http.Transport, err
 			c = coalesce.New(c)
 		}
 		tc := tls.Client(c, cfg)
-		hctx, cancel := context.WithTimeout(ctx, ps.p.cfg.DialTimeout)
+		hctx, cancel := context.WithTimeout(ctx, peerDialTimeout(ps.p.cfg))
 		defer cancel()
 		if err := tc.HandshakeContext(hctx); err != nil {
 			_ = c.Close()
@@ -178,6 +178,19 @@ func (ps *peers) newTransport(t discovery.Target, h1 bool) (*http.Transport, err
 		return tc, nil
 	}
 	return tr, nil
+}
+
+// peerDialTimeout bounds the TCP connect, and then the TLS handshake, to a
+// peer: Config.DialTimeout, or PeerKeepalive + PeerKeepaliveTimeout when
+// shorter. A peer that keeps a dial waiting longer than a pooled connection
+// may stay silent is as good as hung: the dial fails (a dialError: the call
+// was not sent and goes to another endpoint at once) instead of holding the
+// call for DialTimeout.
+func peerDialTimeout(cfg Config) time.Duration {
+	if cfg.PeerKeepalive > 0 {
+		return min(cfg.DialTimeout, cfg.PeerKeepalive+cfg.PeerKeepaliveTimeout)
+	}
+	return cfg.DialTimeout
 }
 
 // peerLost reports whether err says the peer stopped answering: the

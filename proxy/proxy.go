@@ -61,8 +61,9 @@ type Config struct {
 	// (0: none; a shorter gRPC deadline wins). Expiry before the response
 	// headers answers 504.
 	Timeout time.Duration
-	// DialTimeout bounds connecting to a peer sidecar, TLS included
-	// (default 5s).
+	// DialTimeout bounds connecting to a peer sidecar: the TCP connect, and
+	// then the TLS handshake, each (default 5s; with PeerKeepalive on,
+	// PeerKeepalive + PeerKeepaliveTimeout when shorter: 1.5s by default).
 	DialTimeout time.Duration
 	// PeerKeepalive is how long a pooled connection to a peer sidecar may
 	// stay silent while the sidecar waits on it before the peer is checked

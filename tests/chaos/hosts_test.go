@@ -369,7 +369,7 @@ func TestHostsFaults(t *testing.T) {
 		r := m.run(f, rate)
 		results = append(results, r)
 		t.Log(r.String())
-		for _, e := range r.Examples {
+		for _, e := range append(r.Examples, r.Slowest...) {
 			t.Log("  " + e)
 		}
 		if r.Lost != 0 || r.Duplicated != 0 || r.Unreported != 0 {

@@ -246,6 +246,8 @@ type Result struct {
 	P99AfterMs  float64        `json:"p99AfterMs"`
 	MaxDuringMs float64        `json:"maxDuringMs"`
 	Errors      map[string]int `json:"errors,omitempty"`
+	// Slowest are the three slowest calls, for the why of a latency.
+	Slowest []string `json:"slowest,omitempty"`
 	// Examples are a few of the calls behind a bad figure (lost,
 	// duplicated, unreported), with what the apps recorded.
 	Examples []string `json:"examples,omitempty"`
@@ -330,6 +332,12 @@ func Check(fault string, calls []Call, rec Record, w Window) Result {
 		r.RecoverMs = ms(recovered.Sub(w.End))
 	}
 	r.P99DuringMs, r.MaxDuringMs = p99(during)
+	slow := slices.Clone(calls)
+	slices.SortFunc(slow, func(a, b Call) int { return int(b.Dur - a.Dur) })
+	for _, c := range slow[:min(3, len(slow))] {
+		r.Slowest = append(r.Slowest, fmt.Sprintf("%s %s %.0fms status=%d code=%q err=%q instance=%q start=+%.0fms",
+			c.ID, c.Method, ms(c.Dur), c.Status, c.ErrCode, c.Err, c.Instance, ms(c.Start.Sub(w.Start))))
+	}
 	r.P99AfterMs, _ = p99(after)
 	if len(r.Errors) == 0 {
 		r.Errors = nil

@@ -280,3 +280,43 @@ func TestMain(m *testing.M) {
 	}
 	os.Exit(code)
 }
+
+// TestLoopbackAppDownPOSTFailsOver: one of two instances has its app
+// killed; its sidecar answers "app unhealthy" without delivering anything,
+// so every POST goes on to the other instance and succeeds, over HTTP/1.1
+// and HTTP/2 alike. Found by the chaos suite (#18, kill -9 app): POSTs of
+// HTTP/2 callers got that 503 because their body had been streamed, not
+// kept for the retry.
+func TestLoopbackAppDownPOSTFailsOver(t *testing.T) {
+	m := startLoopMesh(t, 2)
+	m.inst[0].app.Kill()
+	// The caller's first pick is the first instance: one POST over HTTP/2
+	// meets its short-circuit first, then the rest of the load.
+	h2 := &http.Transport{Protocols: new(http.Protocols)}
+	h2.Protocols.SetUnencryptedHTTP2(true)
+	defer h2.CloseIdleConnections()
+	req, _ := http.NewRequest(http.MethodPost, m.caller.HTTPURL()+"/v1.0/invoke/echo/method/first", strings.NewReader(`{"first":1}`))
+	req.Header.Set("Chaos-Id", "down-first")
+	resp, err := (&http.Client{Transport: h2, Timeout: 10 * time.Second}).Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != 200 || resp.ProtoMajor != 2 {
+		t.Fatalf("first POST over HTTP/%d with the first instance's app down: %s; want 200 from the other instance", resp.ProtoMajor, resp.Status)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+	defer cancel()
+	load := &Load{BaseURL: m.caller.HTTPURL(), App: "echo", Rate: 100, Prefix: "down-", H2C: true}
+	calls := load.Run(ctx)
+	rec, err := ReadRecord(m.records()...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := Check("app down", calls, rec, Window{})
+	t.Log(r.String())
+	if r.POSTs < 50 || r.GETFailed != 0 || r.POSTFailed != 0 || r.Lost != 0 || r.Duplicated != 0 {
+		t.Fatalf("with one app down: %d POSTs, GET failed %d, POST failed %d, lost %d, duplicated %d; want every call served by the other instance",
+			r.POSTs, r.GETFailed, r.POSTFailed, r.Lost, r.Duplicated)
+	}
+}
