@@ -491,6 +491,8 @@ func writeResults(t *testing.T, path string, rate int, rs []Result) {
 	if err := os.WriteFile(path, append(b, '\n'), 0o644); err != nil {
 		t.Fatal(err)
 	}
+	md := fmt.Sprintf("%s, commit %s, load average %s, %s form, %d calls/s\n\n%s", doc["date"], doc["commit"], doc["loadavg"], doc["mode"], rate, Table(rs))
+	t.Logf("the table of docs/reliability.md:\n%s", md)
 	fmt.Fprintf(os.Stderr, "chaos: figures written to %s\n", path)
 }
 

@@ -368,3 +368,33 @@ func (r Result) String() string {
 		r.Fault, r.Calls, r.GETs, r.GETFailed, r.GETFailedAfterDetect, r.POSTs, r.POSTFailed, r.POSTFailedDelivered,
 		r.Unreported, r.Lost, r.Duplicated, r.DetectMs, r.RecoverMs, r.P99DuringMs, r.MaxDuringMs, r.P99AfterMs, r.Errors)
 }
+
+// Table renders results as the Markdown table of docs/reliability.md.
+func Table(rs []Result) string {
+	var b strings.Builder
+	b.WriteString("| fault | held | calls | GET failed (after detection) | POST failed (delivered anyway) | unreported / lost / POST twice | detect | recover | p99 during (max) | p99 after | notes |\n")
+	b.WriteString("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |\n")
+	f := func(v float64) string {
+		if v < 0 {
+			return "–"
+		}
+		if v >= 1000 {
+			return fmt.Sprintf("%.2f s", v/1000)
+		}
+		return fmt.Sprintf("%.0f ms", v)
+	}
+	for _, r := range rs {
+		if r.Calls == 0 {
+			fmt.Fprintf(&b, "| %s | | | | | | | | | | %s |\n", r.Fault, r.Note)
+			continue
+		}
+		note := r.Note
+		if r.EjectedWhy != "" {
+			note = strings.TrimSpace("ejected: " + strings.Fields(r.EjectedWhy)[0] + " " + note)
+		}
+		fmt.Fprintf(&b, "| %s | %s | %d | %d of %d (%d) | %d of %d (%d) | %d / %d / %d | %s | %s | %s (%s) | %s | %s |\n",
+			r.Fault, f(r.HoldMs), r.Calls, r.GETFailed, r.GETs, r.GETFailedAfterDetect, r.POSTFailed, r.POSTs, r.POSTFailedDelivered,
+			r.Unreported, r.Lost, r.Duplicated, f(r.DetectMs), f(r.RecoverMs), f(r.P99DuringMs), f(r.MaxDuringMs), f(r.P99AfterMs), note)
+	}
+	return b.String()
+}
