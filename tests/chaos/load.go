@@ -127,6 +127,13 @@ func (l *Load) Run(ctx context.Context) []Call {
 	}
 }
 
+// Count returns how many calls finished so far.
+func (l *Load) Count() int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return len(l.calls)
+}
+
 // Calls returns the calls finished so far.
 func (l *Load) Calls() []Call {
 	l.mu.Lock()

@@ -101,7 +101,7 @@ func TestSoakResources(t *testing.T) {
 		}
 		last := series[len(series)-1]
 		t.Logf("%4.0fs caller rss %d KiB fds %d goroutines %d; calls %d", last[len(last)-1].At,
-			last[len(last)-1].RSSKiB, last[len(last)-1].FDs, last[len(last)-1].Goroutines, len(load.Calls()))
+			last[len(last)-1].RSSKiB, last[len(last)-1].FDs, last[len(last)-1].Goroutines, load.Count())
 	}
 	calls := <-done
 	rec, err := chaos.ReadRecord(records...)
