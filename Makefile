@@ -6,7 +6,7 @@ BINARIES  := meshd sentry meshctl controlplane
 PKGS      := ./...
 TEST_TIMEOUT ?= 25m
 
-.PHONY: all build test vet race bench bench-xds fuzz soak demo clean consul jaeger kubernetes chromium image manifests
+.PHONY: all build test vet race bench bench-xds fuzz fuzz-smoke soak chaos demo clean consul jaeger kubernetes chromium image manifests
 
 all: build
 
@@ -86,6 +86,7 @@ chromium:
 # on loopback, all with the race detector.
 test: vet consul jaeger kubernetes chromium
 	$(GO) test -race -count=1 -timeout $(TEST_TIMEOUT) $(PKGS)
+	./tests/fuzz.sh --smoke
 
 bench: build
 	./tests/bench/run.sh
@@ -108,6 +109,19 @@ bench-xds:
 FUZZTIME ?= 30s
 fuzz:
 	./tests/fuzz.sh $(FUZZTIME)
+
+# Every fuzz target for FUZZSMOKE (2s) each: part of make test.
+FUZZSMOKE ?= 2s
+fuzz-smoke:
+	./tests/fuzz.sh --smoke $(FUZZSMOKE)
+
+# The fault suite across hosts (network namespaces; root): the issue's fault
+# durations at 500 calls/s, Consul down for 2 minutes, sentry down, root
+# rotation on a full disk, rolling restart. Figures to CHAOS_OUT (JSON; see
+# docs/reliability.md). Its short form runs in make test.
+CHAOS_OUT ?= docs/reliability.json
+chaos: build consul
+	MESHD_CHAOS=full MESHD_CHAOS_OUT=$(abspath $(CHAOS_OUT)) $(GO) test -count=1 -timeout 60m -v -run 'TestHosts' ./tests/chaos/
 
 soak: build
 	./tests/soak.sh

@@ -22,7 +22,13 @@ const (
 	DefaultConsecutiveFailures = 5
 	// DefaultFirstResolveTimeout is Options.FirstResolveTimeout's default.
 	DefaultFirstResolveTimeout = 2 * time.Second
+	// DefaultProbeInterval is Options.ProbeInterval's default.
+	DefaultProbeInterval = 200 * time.Millisecond
 )
+
+// clockBase is the origin of the monotonic clock of the probe times: a
+// wall-clock step does not move them.
+var clockBase = time.Now()
 
 // Options tune a Cache. The zero value gives the defaults.
 type Options struct {
@@ -38,10 +44,19 @@ type Options struct {
 	//
 	// The default lets every endpoint be ejected: when all instances of an
 	// app are down, Pick answers ErrNoHealthyEndpoint at once (a fast 503)
-	// instead of sending each call to a dead address. The price is that an
-	// app that comes back is reached only when its ejection time is up (at
-	// most MaxEjectionTime). Set 50, say, to keep probing with live calls.
+	// instead of sending each call to a dead address, except for one probe
+	// call every ProbeInterval, which goes to an ejected endpoint: an app
+	// that comes back is reached again with its first probe, not only when
+	// its ejection time is up.
 	MaxEjectionPercent int
+	// ProbeInterval spaces the probes of a target whose every endpoint
+	// (of those the backend calls healthy) is ejected: the Picker lets one
+	// call through to an ejected endpoint (round robin) per interval, and a
+	// probe that gets an answer (any status) puts its endpoint back at once
+	// (default 200ms). The other calls meanwhile fail fast with
+	// ErrNoHealthyEndpoint. Endpoints the backend marks unhealthy are never
+	// probed.
+	ProbeInterval time.Duration
 	// ConsecutiveFailures is how many failed exchanges in a row
 	// (ReportResult with a 5xx status, or with 0 for a connection that broke
 	// after it was made) eject an endpoint (default 5). ReportFailure (a
@@ -101,13 +116,17 @@ type entry struct {
 	// used is set by Pick and taken by TakeUsed; shared by the entries
 	// that follow each other for one target.
 	used *atomic.Bool
+	// probeAt is the earliest time (nanoseconds since clockBase) of the
+	// next probe of an ejected endpoint while none is ready.
+	probeAt atomic.Int64
 }
 
 // endpointState is one endpoint's health and ejection state. It survives
 // updates that keep its address.
 type endpointState struct {
-	ep   Endpoint
-	done func(DoneInfo) // PickResult.Done: c.settle(target, this)
+	ep    Endpoint
+	done  func(DoneInfo) // PickResult.Done: c.settle(target, this)
+	probe func(DoneInfo) // PickResult.Done of a probe: c.settleProbe(target, this)
 
 	// ejected and ejections are written under Cache.mu and read without it
 	// by ReportFailure and ReportSuccess to skip the lock on the common path.
@@ -125,6 +144,9 @@ type picker struct {
 	next atomic.Uint64
 	_    [56]byte // keep the contended counter off the line of eps
 	eps  []*endpointState
+	// ejected are the endpoints out only by ejection (the backend calls
+	// them healthy): the candidates of a probe when eps is empty.
+	ejected []*endpointState
 }
 
 func (p *picker) pick() (*endpointState, bool) {
@@ -157,6 +179,9 @@ func NewCache(opts Options) *Cache {
 	}
 	if opts.FirstResolveTimeout <= 0 {
 		opts.FirstResolveTimeout = DefaultFirstResolveTimeout
+	}
+	if opts.ProbeInterval <= 0 {
+		opts.ProbeInterval = DefaultProbeInterval
 	}
 	log := opts.Logger
 	if log == nil {
@@ -582,6 +607,7 @@ func (c *Cache) makeEntry(t Target, old *entry, eps []Endpoint) (*entry, bool) {
 		if st == nil {
 			st = &endpointState{ep: ep}
 			st.done = func(d DoneInfo) { c.settle(t, st, d) }
+			st.probe = func(d DoneInfo) { c.settleProbe(t, st, d) }
 		}
 		ne.eps = append(ne.eps, st)
 		ne.byAddr[ep.Address] = st
@@ -628,7 +654,11 @@ func (c *Cache) rebuild(e *entry) int {
 func newPicker(eps []*endpointState, next uint64) *picker {
 	p := &picker{eps: make([]*endpointState, 0, len(eps))}
 	for _, st := range eps {
-		if !st.unhealthy && !st.ejected.Load() {
+		switch {
+		case st.unhealthy:
+		case st.ejected.Load():
+			p.ejected = append(p.ejected, st)
+		default:
 			p.eps = append(p.eps, st)
 		}
 	}

@@ -39,7 +39,10 @@
 // returns when its time is up, and a successful call after its return
 // resets the doubling. At most Options.MaxEjectionPercent of a target's
 // endpoints are out at once; by default every endpoint may be, so a fully
-// failed app gives a fast ErrNoHealthyEndpoint. Counted failures eject at
+// failed app gives a fast ErrNoHealthyEndpoint — except for one probe per
+// Options.ProbeInterval (200ms): while every endpoint a backend calls
+// healthy is ejected, the Picker lets one call through to an ejected one,
+// and any answer to it puts the endpoint back at once. Counted failures eject at
 // most Options.MaxOutlierEjectionPercent (50), so an app's 5xx answer to a
 // repeated bad request cannot take every instance out.
 //

@@ -1,6 +1,9 @@
 package discovery
 
-import "context"
+import (
+	"context"
+	"time"
+)
 
 // Picker is the proxy's side of discovery, its one contract with it: for
 // every attempt of a call the proxy picks an endpoint, and the pick hands
@@ -61,9 +64,59 @@ func (cp *cachePicker) Pick(ctx context.Context, t Target) (PickResult, error) {
 	}
 	st, ok := c.pickEntry(e)
 	if !ok {
-		return PickResult{}, ErrNoHealthyEndpoint
+		if st = c.probeEntry(e); st == nil {
+			return PickResult{}, ErrNoHealthyEndpoint
+		}
+		return PickResult{Endpoint: st.ep, Done: st.probe}, nil
 	}
 	return PickResult{Endpoint: st.ep, Done: st.done}, nil
+}
+
+// probeEntry returns an ejected endpoint of e to probe, when e has no ready
+// endpoint, some ejected ones, and no probe was let through in the last
+// ProbeInterval; nil otherwise. It neither locks nor allocates.
+func (c *Cache) probeEntry(e *entry) *endpointState {
+	p := e.picker.Load()
+	n := uint64(len(p.ejected))
+	if n == 0 || len(p.eps) != 0 {
+		return nil
+	}
+	now := int64(time.Since(clockBase))
+	at := e.probeAt.Load()
+	if now < at || !e.probeAt.CompareAndSwap(at, now+int64(c.opts.ProbeInterval)) {
+		return nil
+	}
+	return p.ejected[(p.next.Add(1)-1)%n]
+}
+
+// settleProbe takes the outcome of a probe of st, an ejected endpoint of t.
+// Any answer (not Down, a status) shows the endpoint reachable: it is put
+// back at once. A failed probe leaves it out until its time is up.
+func (c *Cache) settleProbe(t Target, st *endpointState, d DoneInfo) {
+	if d.Down || d.Status == 0 {
+		c.settle(t, st, d)
+		return
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	st.fails.Store(0)
+	st.ejections.Store(0)
+	if c.closed || !st.ejected.Load() {
+		return
+	}
+	st.ejected.Store(false)
+	if st.timer != nil {
+		st.timer.Stop()
+		st.timer = nil
+	}
+	st.ejectSeq++ // a timer already firing finds a stale sequence
+	e := c.lookup(t)
+	if e == nil || e.byAddr[st.ep.Address] != st {
+		return // removed meanwhile
+	}
+	ready := c.rebuild(e)
+	c.log.Info("discovery: endpoint back in: a probe got an answer", "target", t.String(), "addr", st.ep.Address, "status", d.Status)
+	c.emit(Event{Kind: EventReturned, Target: t, Addr: st.ep.Address, Ready: ready, Total: len(e.eps)})
 }
 
 // settle takes the outcome of an attempt to st, an endpoint of t.

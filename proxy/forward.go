@@ -87,9 +87,12 @@ func (p *Proxy) forward(w http.ResponseWriter, r *http.Request, rt *route.Route,
 	switch {
 	case pol != nil:
 		readAhead = maxReplayBody
-	case r.ProtoMajor == 1 && !isGRPC:
+	case !isGRPC:
 		// Sent with the headers in one write (net/http flushes headers on
-		// their own before a streamed body) and resent as-is on a retry.
+		// their own before a streamed body) and resent as-is on a retry:
+		// a call that never reached the app (the callee short-circuited,
+		// its app being down) goes to another endpoint, POSTs of HTTP/2
+		// callers included (#18: they were answered 503 instead).
 		readAhead = h1.DefaultInlineBody
 	}
 	var (
@@ -230,9 +233,11 @@ func (p *Proxy) forward(w http.ResponseWriter, r *http.Request, rt *route.Route,
 			lastErr = err
 			var de *dialError
 			delivered := !errors.As(err, &de)
-			// Refused: out at once. Broken after connecting: counted, unless
-			// the attempt's own timeout broke it.
-			settle(&ep, set, gen, outcome{down: !delivered, skip: delivered && attemptTimedOut}, false)
+			// Refused, or the peer stopped answering (keepalive): out at
+			// once. Broken after connecting: counted, unless the attempt's
+			// own timeout broke it.
+			down := !delivered || peerLost(err)
+			settle(&ep, set, gen, outcome{down: down, skip: !down && attemptTimedOut}, false)
 			if (!delivered || (idempotent && (pol != nil || !attemptTimedOut))) && replayable() && rc.tryAgain(p, attempt, delivered) {
 				continue
 			}

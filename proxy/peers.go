@@ -3,9 +3,11 @@ package proxy
 import (
 	"context"
 	"crypto/tls"
+	"errors"
 	"fmt"
 	"net"
 	"net/http"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -55,7 +57,7 @@ type peers struct {
 }
 
 func newPeers(p *Proxy) *peers {
-	ps := &peers{p: p, dial: net.Dialer{Timeout: p.cfg.DialTimeout, KeepAlive: 30 * time.Second}}
+	ps := &peers{p: p, dial: net.Dialer{Timeout: peerDialTimeout(p.cfg), KeepAlive: 30 * time.Second}}
 	m := map[discovery.Target]*peerTransports{}
 	ps.m.Store(&m)
 	return ps
@@ -87,6 +89,10 @@ func (ps *peers) get(t discovery.Target) (*peerTransports, error) {
 			IdleTimeout:    h1t.IdleConnTimeout,
 			InlineBody:     h1.DefaultInlineBody,
 		}
+		if ka := ps.p.cfg.PeerKeepalive; ka > 0 {
+			pt.h1.(*h1.Transport).Keepalive = ka
+			pt.h1.(*h1.Transport).KeepaliveTimeout = ps.p.cfg.PeerKeepaliveTimeout
+		}
 		if ps.p.cfg.Insecure {
 			pt.h1.(*h1.Transport).DialContext = h1t.DialContext
 		}
@@ -107,8 +113,11 @@ func (ps *peers) newTransport(t discovery.Target, h1 bool) (*http.Transport, err
 		Protocols:          new(http.Protocols),
 		HTTP2: &http.HTTP2Config{
 			MaxReadFrameSize: h2FrameSize,
-			SendPingTimeout:  30 * time.Second,
-			PingTimeout:      15 * time.Second,
+			// A PING after PeerKeepalive of silence; no answer within
+			// PeerKeepaliveTimeout closes the connection, failing its
+			// streams ("http2: client connection lost", see peerLost).
+			SendPingTimeout: max(ps.p.cfg.PeerKeepalive, 0),
+			PingTimeout:     ps.p.cfg.PeerKeepaliveTimeout,
 		},
 	}
 	alpn := "h2"
@@ -160,7 +169,7 @@ func (ps *peers) newTransport(t discovery.Target, h1 bool) (*http.Transport, err
 			c = coalesce.New(c)
 		}
 		tc := tls.Client(c, cfg)
-		hctx, cancel := context.WithTimeout(ctx, ps.p.cfg.DialTimeout)
+		hctx, cancel := context.WithTimeout(ctx, peerDialTimeout(ps.p.cfg))
 		defer cancel()
 		if err := tc.HandshakeContext(hctx); err != nil {
 			_ = c.Close()
@@ -169,6 +178,26 @@ func (ps *peers) newTransport(t discovery.Target, h1 bool) (*http.Transport, err
 		return tc, nil
 	}
 	return tr, nil
+}
+
+// peerDialTimeout bounds the TCP connect, and then the TLS handshake, to a
+// peer: Config.DialTimeout, or PeerKeepalive + PeerKeepaliveTimeout when
+// shorter. A peer that keeps a dial waiting longer than a pooled connection
+// may stay silent is as good as hung: the dial fails (a dialError: the call
+// was not sent and goes to another endpoint at once) instead of holding the
+// call for DialTimeout.
+func peerDialTimeout(cfg Config) time.Duration {
+	if cfg.PeerKeepalive > 0 {
+		return min(cfg.DialTimeout, cfg.PeerKeepalive+cfg.PeerKeepaliveTimeout)
+	}
+	return cfg.DialTimeout
+}
+
+// peerLost reports whether err says the peer stopped answering: the
+// HTTP/1.1 pool's keepalive check failed, or an HTTP/2 PING went
+// unanswered (net/http exports no error value for it, only this text).
+func peerLost(err error) bool {
+	return errors.Is(err, h1.ErrPeerUnresponsive) || strings.Contains(err.Error(), "http2: client connection lost")
 }
 
 func (ps *peers) closeIdle() {

@@ -67,9 +67,23 @@ type Config struct {
 	// (0: none; a shorter gRPC deadline wins). Expiry before the response
 	// headers answers 504.
 	Timeout time.Duration
-	// DialTimeout bounds connecting to a peer sidecar, TLS included
-	// (default 5s).
+	// DialTimeout bounds connecting to a peer sidecar: the TCP connect, and
+	// then the TLS handshake, each (default 5s; with PeerKeepalive on,
+	// PeerKeepalive + PeerKeepaliveTimeout when shorter: 1.5s by default).
 	DialTimeout time.Duration
+	// PeerKeepalive is how long a pooled connection to a peer sidecar may
+	// stay silent while the sidecar waits on it before the peer is checked
+	// (default DefaultPeerKeepalive; negative: no checks): HTTP/2
+	// connections send a PING after that much silence, the HTTP/1.1 pool
+	// dials the peer afresh when an exchange has waited that long and
+	// nothing was heard from the peer (see docs/resiliency.md, "A peer that
+	// stops answering").
+	PeerKeepalive time.Duration
+	// PeerKeepaliveTimeout is how long the check may take before the
+	// peer's connections are closed, the calls on them fail (idempotent
+	// ones are retried on another endpoint) and the endpoint is ejected
+	// (default DefaultPeerKeepaliveTimeout).
+	PeerKeepaliveTimeout time.Duration
 	// Ready overrides the readiness check of /v1.0/healthz (default: the
 	// SVID source has a certificate).
 	Ready func() bool
@@ -134,6 +148,13 @@ type Proxy struct {
 	appToken []string
 }
 
+// Defaults of Config.PeerKeepalive and Config.PeerKeepaliveTimeout: a
+// peer that stops answering is found within about 1.5 s.
+const (
+	DefaultPeerKeepalive        = 500 * time.Millisecond
+	DefaultPeerKeepaliveTimeout = time.Second
+)
+
 // DaprInvokePath is the gRPC path of Dapr's InvokeService API.
 const DaprInvokePath = "/dapr.proto.runtime.v1.Dapr/InvokeService"
 
@@ -160,6 +181,12 @@ func New(cfg Config) (*Proxy, error) {
 	}
 	if cfg.DialTimeout <= 0 {
 		cfg.DialTimeout = 5 * time.Second
+	}
+	if cfg.PeerKeepalive == 0 {
+		cfg.PeerKeepalive = DefaultPeerKeepalive
+	}
+	if cfg.PeerKeepaliveTimeout <= 0 {
+		cfg.PeerKeepaliveTimeout = DefaultPeerKeepaliveTimeout
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()

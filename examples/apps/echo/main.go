@@ -11,7 +11,12 @@
 //	/upload                        reads the body as a stream; answers size and sha256
 //	/status/{code}                 answers with that status and a JSON body
 //
-// Usage: echo --port 8080 --name echo-1
+// With --record FILE, every request carrying a Chaos-Id header is appended
+// to FILE as one line "{id} {method} {name}" before it is answered (one
+// O_APPEND write: it survives a kill -9 of the app once the answer left),
+// so a test can check that no call was delivered twice or lost.
+//
+// Usage: echo --port 8080 --name echo-1 [--record FILE]
 package main
 
 import (
@@ -59,13 +64,26 @@ const maxDownload = 1 << 34
 type app struct {
 	name      string
 	unhealthy atomic.Bool
+	record    *os.File // --record: Chaos-Id lines (nil: off)
 }
 
 func newHandler(name string) http.Handler { return &app{name: name} }
 
+// HeaderChaosID is the header whose value --record appends.
+const HeaderChaosID = "Chaos-Id"
+
 // ServeHTTP dispatches on the exact path. No http.ServeMux: it would clean
 // the path and redirect, hiding what the sidecar delivered.
 func (a *app) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if a.record != nil {
+		if id := r.Header.Get(HeaderChaosID); id != "" {
+			line := strings.NewReplacer(" ", "_", "\n", "_").Replace(id) + " " + r.Method + " " + a.name + "\n"
+			if _, err := a.record.WriteString(line); err != nil {
+				writeJSON(w, http.StatusInternalServerError, map[string]string{"error": "echo: record: " + err.Error()})
+				return
+			}
+		}
+	}
 	p := r.URL.Path
 	switch {
 	case p == "/healthz":
@@ -209,26 +227,37 @@ func main() {
 		port = flag.Int("port", 8080, "port to listen on")
 		addr = flag.String("address", "127.0.0.1", "address to listen on")
 		name = flag.String("name", "echo@"+host, "instance name reported in every answer")
+		rec  = flag.String("record", "", "append the Chaos-Id of every request to this file")
 	)
 	flag.Parse()
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	if err := run(ctx, net.JoinHostPort(*addr, strconv.Itoa(*port)), *name); err != nil {
+	h := &app{name: *name}
+	if *rec != "" {
+		f, err := os.OpenFile(*rec, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o644)
+		if err != nil {
+			slog.Error("echo: --record: " + err.Error())
+			os.Exit(1)
+		}
+		defer f.Close()
+		h.record = f
+	}
+	if err := run(ctx, net.JoinHostPort(*addr, strconv.Itoa(*port)), h); err != nil {
 		slog.Error("echo: " + err.Error())
 		os.Exit(1)
 	}
 }
 
-func run(ctx context.Context, addr, name string) error {
+func run(ctx context.Context, addr string, h *app) error {
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
 		return err
 	}
 	// Serve HTTP/1.1 and h2c, so --app-protocol h2c works too.
-	srv := &http.Server{Handler: newHandler(name), ReadHeaderTimeout: 10 * time.Second, Protocols: new(http.Protocols)}
+	srv := &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second, Protocols: new(http.Protocols)}
 	srv.Protocols.SetHTTP1(true)
 	srv.Protocols.SetUnencryptedHTTP2(true)
-	slog.Info("echo: listening", "addr", ln.Addr().String(), "name", name)
+	slog.Info("echo: listening", "addr", ln.Addr().String(), "name", h.name)
 	go func() {
 		<-ctx.Done()
 		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)

@@ -8,6 +8,8 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 )
@@ -125,5 +127,36 @@ func TestSSE(t *testing.T) {
 	}
 	if strings.Join(ids, ",") != "0,1,2" {
 		t.Errorf("event ids = %v", ids)
+	}
+}
+
+// TestRecord: --record appends one line per request that carries a
+// Chaos-Id, before the answer; requests without one are not recorded; an
+// id cannot smuggle a line break or a field separator.
+func TestRecord(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "rec")
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o644)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	h := &app{name: "e1", record: f}
+	for _, c := range []struct{ method, id string }{{"POST", "a-1"}, {"GET", ""}, {"GET", "b 2\nx"}} {
+		r := httptest.NewRequest(c.method, "/x", nil)
+		if c.id != "" {
+			r.Header.Set(HeaderChaosID, c.id)
+		}
+		w := httptest.NewRecorder()
+		h.ServeHTTP(w, r)
+		if w.Code != 200 {
+			t.Fatalf("%s %q: %d", c.method, c.id, w.Code)
+		}
+	}
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := "a-1 POST e1\nb_2_x GET e1\n"; string(b) != want {
+		t.Fatalf("record = %q, want %q", b, want)
 	}
 }

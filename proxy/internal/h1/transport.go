@@ -48,11 +48,24 @@ type Transport struct {
 	// InlineBody is the largest request body of known length that is read
 	// and sent with the headers in one write (default 8 KiB).
 	InlineBody int
+	// Keepalive, if positive, watches the peers for a hang (HTTP/1.1 has
+	// no PING): when an exchange has waited longer than Keepalive for its
+	// response headers and nothing was heard from its address for as long,
+	// the Transport dials the address afresh (DialContext, the TLS
+	// handshake included). If that dial does not succeed within
+	// KeepaliveTimeout, every connection to the address is closed and the
+	// exchanges on them fail with ErrPeerUnresponsive (not retried by the
+	// Transport). A live peer that is only slow to answer passes the check
+	// (its new connection joins the idle pool). See keepalive.go.
+	Keepalive time.Duration
+	// KeepaliveTimeout bounds the check dial (default Keepalive).
+	KeepaliveTimeout time.Duration
 
 	mu     sync.Mutex
 	idle   map[string][]*conn
 	reaper *time.Timer
 	closed bool
+	ka     keepalive // Keepalive's state, under mu
 }
 
 // Errors of the protocol, wrapped in the errors returned.
@@ -70,6 +83,13 @@ type conn struct {
 	addr   string
 	idleAt time.Time
 	reused bool
+	peer   *peer      // Keepalive: the address's shared state (nil without)
+	t      *Transport // with peer
+	// waitSince is when the exchange on c began to wait for its response
+	// headers (monotonic nanoseconds, see now), 0 when it does not wait.
+	waitSince atomic.Int64
+	killed    atomic.Bool // closed by Keepalive: the peer does not answer
+	gone      atomic.Bool // closed: out of the live set
 }
 
 func (t *Transport) maxIdle() int {
@@ -188,28 +208,47 @@ func (t *Transport) CloseIdleConnections() {
 	}
 }
 
-func (c *conn) close() { _ = c.nc.Close() }
+func (c *conn) close() {
+	c.forget()
+	_ = c.nc.Close()
+}
 
 // abort closes the connection at once (no TLS close_notify, which could
 // block on a peer that does not read).
-func (c *conn) abort() { _ = c.raw.Close() }
+func (c *conn) abort() {
+	c.forget()
+	_ = c.raw.Close()
+}
 
 func (t *Transport) dial(ctx context.Context, addr string) (*conn, error) {
 	if t.DialContext == nil {
 		return nil, errors.New("h1: Transport.DialContext is nil")
 	}
-	nc, err := t.DialContext(ctx, "tcp", addr)
+	dctx, pd, done := t.startDial(ctx, addr)
+	nc, err := t.DialContext(dctx, "tcp", addr)
+	done()
 	if err != nil {
 		if ctx.Err() != nil {
 			return nil, fmt.Errorf("h1: dial %s: %w", addr, ctx.Err())
 		}
+		if pd != nil && pd.killed.Load() {
+			// The peer hangs (a keepalive check failed): err says
+			// what the dial saw (a cancelled handshake).
+			return nil, fmt.Errorf("h1: dial %s: %w: %w", addr, ErrPeerUnresponsive, err)
+		}
 		return nil, fmt.Errorf("h1: dial %s: %w", addr, err)
 	}
-	c := &conn{nc: nc, raw: nc, addr: addr}
-	if tc, ok := nc.(*tls.Conn); ok {
-		c.raw = tc.NetConn()
-	}
+	c := &conn{nc: nc, raw: tcpConn(nc), addr: addr}
+	t.track(c)
 	return c, nil
+}
+
+// tcpConn is the TCP connection under nc (nc itself unless TLS).
+func tcpConn(nc net.Conn) net.Conn {
+	if tc, ok := nc.(*tls.Conn); ok {
+		return tc.NetConn()
+	}
+	return nc
 }
 
 var (
@@ -292,7 +331,7 @@ func (t *Transport) RoundTrip(req *http.Request) (*http.Response, error) {
 		if err == nil {
 			return resp, nil
 		}
-		if !retry || try > 0 || !c.reused || ctx.Err() != nil {
+		if !retry || try > 0 || !c.reused || ctx.Err() != nil || c.killed.Load() {
 			if hasBody && !bodyRead {
 				closeBody(req)
 			}
@@ -343,7 +382,9 @@ func (t *Transport) exchange(ctx context.Context, c *conn, req *http.Request, he
 			c.abort()
 		})
 	}
+	c.waitSince.Store(now())
 	if _, err := c.nc.Write(head); err != nil {
+		c.waitSince.Store(0)
 		ex.abort()
 		// A short write on a dead connection: the server cannot have
 		// processed an incomplete request.
@@ -357,7 +398,9 @@ func (t *Transport) exchange(ctx context.Context, c *conn, req *http.Request, he
 	br := brPool.Get().(*bufio.Reader)
 	br.Reset(c.nc)
 	ex.br.Store(br)
-	if _, err := br.Peek(1); err != nil {
+	_, err := br.Peek(1)
+	c.heard()
+	if err != nil {
 		ex.abort()
 		// Nothing of the answer arrived: the server closed an idle
 		// connection (or reset it) under us.
@@ -391,8 +434,12 @@ func isTimeout(err error) bool {
 	return errors.As(err, &ne) && ne.Timeout()
 }
 
-// err maps an error of the exchange: the context's error if it ended.
+// err maps an error of the exchange: the context's error if it ended,
+// ErrPeerUnresponsive if Keepalive closed the connection.
 func (ex *exchange) err(op string, err error) error {
+	if ex.c != nil && ex.c.killed.Load() {
+		return fmt.Errorf("h1: %s: %w", op, ErrPeerUnresponsive)
+	}
 	if ex.done.Load() && ex.req != nil {
 		if cerr := ex.req.Context().Err(); cerr != nil {
 			return fmt.Errorf("h1: %s: %w", op, cerr)
