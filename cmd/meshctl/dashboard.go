@@ -12,10 +12,12 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"os/signal"
 	"path/filepath"
 	"sort"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	dto "github.com/prometheus/client_model/go"
@@ -61,7 +63,8 @@ func newDashboardCommand() *cobra.Command {
 				return fmt.Errorf("--address: %w", err)
 			}
 			d := newDashboard(h)
-			ctx := cmd.Context()
+			ctx, stop := signal.NotifyContext(cmd.Context(), syscall.SIGINT, syscall.SIGTERM)
+			defer stop()
 			go d.sample(ctx, interval)
 			srv := &http.Server{Handler: d.handler(), ReadHeaderTimeout: 5 * time.Second}
 			go func() { <-ctx.Done(); _ = srv.Close() }()

@@ -135,7 +135,17 @@ func TestDashboardInChromium(t *testing.T) {
 	if out, err := exec.Command("env", "MESHD_HOME="+home, meshctl, "init").CombinedOutput(); err != nil {
 		t.Fatalf("init: %v\n%s", err, out)
 	}
-	t.Cleanup(func() { _ = exec.Command("env", "MESHD_HOME="+home, meshctl, "uninstall").Run() })
+	var loc struct{ PID int }
+	if b, err := os.ReadFile(filepath.Join(home, "local.json")); err != nil || json.Unmarshal(b, &loc) != nil || loc.PID <= 0 {
+		t.Fatalf("local.json: %v", err)
+	}
+	t.Cleanup(func() {
+		_ = exec.Command("env", "MESHD_HOME="+home, meshctl, "uninstall").Run()
+		// Whatever uninstall could not stop (sentry runs in its own session).
+		if syscall.Kill(loc.PID, 0) == nil {
+			_ = syscall.Kill(loc.PID, syscall.SIGKILL)
+		}
+	})
 
 	pol := filepath.Join(t.TempDir(), "policies", "default")
 	if err := os.MkdirAll(pol, 0o755); err != nil {
