@@ -356,6 +356,13 @@ func (c *cluster) volumes(ctx context.Context, obj *corev1.Pod, sc corev1.Contai
 					put(m.MountPath+"/"+st.Path, []byte(c.token(obj.Namespace, obj.Spec.ServiceAccountName, obj, *st.ExpirationSeconds, st.Audience)))
 				}
 			}
+		case v.ConfigMap != nil && v.ConfigMap.Optional != nil && *v.ConfigMap.Optional:
+			// The namespace's policy: none here, so an empty folder, as the
+			// kubelet mounts a missing optional ConfigMap.
+			if _, err := c.cs.CoreV1().ConfigMaps(obj.Namespace).Get(ctx, v.ConfigMap.Name, metav1.GetOptions{}); err == nil {
+				t.Fatalf("optional ConfigMap %s exists: the test does not mount it", v.ConfigMap.Name)
+			}
+			put(m.MountPath+"/.empty", nil)
 		case v.ConfigMap != nil:
 			var cm *corev1.ConfigMap
 			harness.WaitFor(t, 60*time.Second, func(ctx context.Context) error {
@@ -535,6 +542,8 @@ func TestCluster(t *testing.T) {
 			icfg.LogFormat = v
 		case "--log-level":
 			icfg.LogLevel = v
+		case "--sidecar-policy-configmap":
+			icfg.PolicyConfigMap = v
 		}
 	}
 	in, err := injector.New(icfg, slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn})))
