@@ -11,11 +11,16 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"os/exec"
+	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
+	"testing"
 	"time"
+
+	"github.com/meshd/meshd/tests/harness"
 )
 
 // Call is one call the load made and what its caller saw.
@@ -404,4 +409,44 @@ func Table(rs []Result) string {
 			r.Unreported, r.Lost, r.Duplicated, f(r.DetectMs), f(r.RecoverMs), f(r.P99DuringMs), f(r.MaxDuringMs), f(r.P99AfterMs), note)
 	}
 	return b.String()
+}
+
+var (
+	binOnce sync.Once
+	binDir  string
+	binErr  error
+)
+
+// Binaries builds meshd, sentry and echo once per process into a directory
+// of its own, removed by RemoveBinaries (harness.Build's shared
+// /tmp/meshd-e2e-bin-* directories have been seen removed under a running
+// suite by another checkout's harness).
+func Binaries(t testing.TB) harness.Binaries {
+	t.Helper()
+	binOnce.Do(func() {
+		binDir, binErr = os.MkdirTemp("", "meshd-chaos-bin-")
+		if binErr != nil {
+			return
+		}
+		args := []string{"build", "-o", binDir + "/"}
+		if os.Getenv("MESHD_E2E_RACE") != "" {
+			args = append(args, "-race")
+		}
+		cmd := exec.Command("go", append(args, "./cmd/meshd", "./cmd/sentry", "./examples/apps/echo")...)
+		cmd.Dir = harness.RepoRoot()
+		if out, err := cmd.CombinedOutput(); err != nil {
+			binErr = fmt.Errorf("go build: %w\n%s", err, out)
+		}
+	})
+	if binErr != nil {
+		t.Fatal(binErr)
+	}
+	return harness.Binaries{Meshd: filepath.Join(binDir, "meshd"), Sentry: filepath.Join(binDir, "sentry"), Echo: filepath.Join(binDir, "echo")}
+}
+
+// RemoveBinaries removes what Binaries built (from TestMain or a Cleanup).
+func RemoveBinaries() {
+	if binDir != "" {
+		_ = os.RemoveAll(binDir)
+	}
 }

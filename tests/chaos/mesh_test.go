@@ -3,10 +3,8 @@ package chaos
 import (
 	"bufio"
 	"context"
-	"fmt"
 	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -241,43 +239,11 @@ func TestLoopbackHungSidecar(t *testing.T) {
 	}
 }
 
-var (
-	binOnce sync.Once
-	binDir  string
-	binErr  error
-)
-
-// binaries builds meshd, sentry and echo into a directory of this test
-// binary's own (harness.Build's shared /tmp/meshd-e2e-bin-* directories
-// have been seen removed under a running suite on a shared machine).
-func binaries(t *testing.T) harness.Binaries {
-	t.Helper()
-	binOnce.Do(func() {
-		binDir, binErr = os.MkdirTemp("", "meshd-chaos-bin-")
-		if binErr != nil {
-			return
-		}
-		args := []string{"build", "-o", binDir + "/"}
-		if os.Getenv("MESHD_E2E_RACE") != "" {
-			args = append(args, "-race")
-		}
-		cmd := exec.Command("go", append(args, "./cmd/meshd", "./cmd/sentry", "./examples/apps/echo")...)
-		cmd.Dir = harness.RepoRoot()
-		if out, err := cmd.CombinedOutput(); err != nil {
-			binErr = fmt.Errorf("go build: %w\n%s", err, out)
-		}
-	})
-	if binErr != nil {
-		t.Fatal(binErr)
-	}
-	return harness.Binaries{Meshd: filepath.Join(binDir, "meshd"), Sentry: filepath.Join(binDir, "sentry"), Echo: filepath.Join(binDir, "echo")}
-}
+func binaries(t *testing.T) harness.Binaries { return Binaries(t) }
 
 func TestMain(m *testing.M) {
 	code := m.Run()
-	if binDir != "" {
-		_ = os.RemoveAll(binDir)
-	}
+	RemoveBinaries()
 	os.Exit(code)
 }
 

@@ -47,7 +47,8 @@ func TestSoakResources(t *testing.T) {
 		}
 		dur = d
 	}
-	b := harness.Build(t)
+	b := chaos.Binaries(t)
+	t.Cleanup(chaos.RemoveBinaries)
 	s := harness.StartSentry(t, b, "", "--workload-ttl", "20s")
 	dir := t.TempDir()
 	var addrs, records []string
