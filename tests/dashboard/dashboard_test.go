@@ -12,7 +12,6 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -78,21 +77,13 @@ func binDir(t *testing.T) (string, []string) {
 	return dir, env
 }
 
-type syncBuf struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuf) Write(p []byte) (int, error) { s.mu.Lock(); defer s.mu.Unlock(); return s.b.Write(p) }
-func (s *syncBuf) String() string              { s.mu.Lock(); defer s.mu.Unlock(); return s.b.String() }
-
 // start runs meshctl in the background; it is stopped with SIGINT (then
 // killed) when the test ends.
-func start(t *testing.T, bin, home string, env []string, args ...string) (*exec.Cmd, *syncBuf) {
+func start(t *testing.T, bin, home string, env []string, args ...string) (*exec.Cmd, *harness.LogBuffer) {
 	t.Helper()
 	c := exec.Command(bin, args...)
 	c.Env = append(append(os.Environ(), "MESHD_HOME="+home), env...)
-	out := &syncBuf{}
+	out := &harness.LogBuffer{}
 	c.Stdout, c.Stderr = out, out
 	if err := c.Start(); err != nil {
 		t.Fatal(err)

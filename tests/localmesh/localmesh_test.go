@@ -11,7 +11,6 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -88,24 +87,6 @@ func binDir(t *testing.T) (string, []string) {
 		}
 	}
 	return dir, []string{envBinDir + "=" + dir}
-}
-
-// syncBuf is a goroutine-safe output sink.
-type syncBuf struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuf) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuf) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }
 
 type meshctl struct {
@@ -194,7 +175,7 @@ func TestInitRunCallInterrupt(t *testing.T) {
 		t.Fatal(err)
 	}
 	appPort := harness.FreePort(t)
-	ordersOut := &syncBuf{}
+	ordersOut := &harness.LogBuffer{}
 	orders := m.cmd(nil, "run", "--app-id", "orders", "--app-port", strconv.Itoa(appPort), "--policy-dir", current, "--meshd-arg=--policy-allow-log-every=1", "--",
 		filepath.Join(dir, "echo"), "--port", strconv.Itoa(appPort))
 	orders.Stdout, orders.Stderr = ordersOut, ordersOut
