@@ -30,6 +30,11 @@ type LocalInstance struct {
 type BuildOptions struct {
 	// ConfigFile is the --resolver-config file ("" if none was given).
 	ConfigFile string
+	// ControlPlaneAddress and ControlPlaneNamespace are meshd's
+	// --control-plane-address and --control-plane-namespace: the xds
+	// backend's control plane when no ConfigFile is given (other backends
+	// ignore them).
+	ControlPlaneAddress, ControlPlaneNamespace string
 	// Logger receives the backend's logs; nil means slog.Default().
 	Logger *slog.Logger
 	// Local is the instance to register, if the backend registers.

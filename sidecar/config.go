@@ -66,6 +66,10 @@ type Config struct {
 
 	Resolver       string
 	ResolverConfig string
+	// ControlPlaneAddress and ControlPlaneNamespace name the control plane
+	// of --resolver xds without a ResolverConfig file
+	// (--control-plane-address, --control-plane-namespace).
+	ControlPlaneAddress, ControlPlaneNamespace string
 
 	EnableAppHealthCheck   bool
 	AppHealthCheckPath     string

@@ -151,6 +151,7 @@ func (s *sidecar) discovery(ctx context.Context) error {
 	}
 	bopts := discovery.BuildOptions{
 		ConfigFile: cfg.ResolverConfig, Logger: s.log,
+		ControlPlaneAddress: cfg.ControlPlaneAddress, ControlPlaneNamespace: cfg.ControlPlaneNamespace,
 		Local: discovery.LocalInstance{Target: discovery.Target{AppID: s.id.AppID, Namespace: s.id.Namespace}, Address: s.advertise,
 			HealthURL: healthURL},
 	}

@@ -19,6 +19,7 @@ import (
 	_ "github.com/meshd/meshd/discovery/kubernetes" // --resolver kubernetes
 	_ "github.com/meshd/meshd/discovery/mdns"       // --resolver mdns
 	_ "github.com/meshd/meshd/discovery/static"     // --resolver static
+	xdsclient "github.com/meshd/meshd/discovery/xds"
 	"github.com/meshd/meshd/internal/cli"
 	"github.com/meshd/meshd/internal/version"
 	kubecp "github.com/meshd/meshd/kube/controlplane"
@@ -76,6 +77,9 @@ func newRootCmd() *cobra.Command {
 				kc.Namespace, kc.TrustDomain, kc.PolicyDir, kc.Logger = pc.Namespace, pc.TrustDomain, pc.PolicyDir, log
 				kc.Injector.TrustDomain, kc.Injector.LogLevel, kc.Injector.LogFormat = trustDomain, logLevel, logFormat
 				kc.Injector.Version = version.String()
+				if err := sidecarControlPlane(&kc.Injector, pc.Namespace, pc.AppID); err != nil {
+					return err
+				}
 				pc.Extra = func(src *certs.Source) ([]lifecycle.Component, error) { return kubecp.Components(kc, src) }
 			}
 			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
@@ -104,6 +108,7 @@ func newRootCmd() *cobra.Command {
 	f.StringVar(&kc.Injector.Image, "sidecar-image", injector.DefaultImage, "injector: the meshd image of injected sidecars")
 	f.StringVar(&kc.Injector.Resolver, "sidecar-resolver", injector.DefaultResolver, "injector: --resolver of injected sidecars (kubernetes or xds)")
 	f.StringVar(&kc.Injector.ResolverConfig, "sidecar-resolver-config", "", "injector: --resolver-config of injected sidecars")
+	f.StringVar(&kc.Injector.ControlPlaneAddress, "sidecar-control-plane-address", "", "injector: with --sidecar-resolver xds, the --control-plane-address of injected sidecars (default meshd-controlplane.{--namespace}.svc:15010, the chart's Service)")
 	f.StringVar(&kc.Injector.SentryAddress, "sidecar-sentry-address", injector.DefaultSentryAddress, "injector: --sentry-address of injected sidecars")
 	f.StringVar(&kc.Injector.PolicyConfigMap, "sidecar-policy-configmap", "", "injector: mount this ConfigMap of the pod's namespace as its policy (without a control plane's policies; empty: none)")
 	f.StringVar(&kc.Injector.PolicyDefault, "sidecar-policy-default", "", "injector: --policy-default of injected sidecars (empty: meshd's)")
@@ -131,4 +136,22 @@ func parseExports(vals []string) (map[string][]string, error) {
 		}
 	}
 	return out, nil
+}
+
+// sidecarControlPlane points injected sidecars on --sidecar-resolver xds
+// at this control plane: its Service in its namespace (unless a
+// --sidecar-resolver-config file is given), and the namespace that makes
+// its SPIFFE ID.
+func sidecarControlPlane(c *injector.Config, namespace, appID string) error {
+	if c.Resolver != "xds" || c.ResolverConfig != "" {
+		return nil
+	}
+	if appID != xdsclient.DefaultControlPlaneApp {
+		return fmt.Errorf("--sidecar-resolver xds: sidecars expect the control plane's app ID %q, not --app-id %q (or give --sidecar-resolver-config with its controlPlaneID)", xdsclient.DefaultControlPlaneApp, appID)
+	}
+	if c.ControlPlaneAddress == "" {
+		c.ControlPlaneAddress = "meshd-controlplane." + namespace + ".svc:15010"
+	}
+	c.ControlPlaneNamespace = namespace
+	return nil
 }

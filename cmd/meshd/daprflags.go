@@ -51,9 +51,7 @@ var ignoredFlags = []struct {
 	{"scheduler-host-address", "meshd has no jobs, reminders or workflows", false},
 	{"actors-service", "meshd has no actors", false},
 	{"reminders-service", "meshd has no reminders", false},
-	{"control-plane-address", "meshd has no Dapr operator; identities come from --sentry-address", false},
 	{"control-plane-trust-domain", "meshd checks peers against --trust-domain", false},
-	{"control-plane-namespace", "meshd has no Dapr control plane namespace", false},
 	{"allowed-origins", "meshd's API is on loopback only and sets no CORS headers", false},
 	{"dapr-http-read-buffer-size", "meshd bounds request heads with --max-request-header-fields", false},
 	{"read-buffer-size", "meshd bounds request heads with --max-request-header-fields", false},
@@ -73,6 +71,9 @@ func addDaprFlags(f *pflag.FlagSet, cfg *sidecar.Config) *daprFlags {
 	f.StringVar(&cfg.ListenAddress, "dapr-internal-grpc-listen-address", "", "daprd's name of --listen-address")
 	f.IntVar(&cfg.PublicPort, "dapr-public-port", 0, "daprd's name of --public-port")
 	f.StringVar(&cfg.PublicListenAddress, "dapr-public-listen-address", "", "daprd's name of --public-listen-address")
+	// daprd's control plane flags name meshd's control plane (--resolver xds).
+	f.StringVar(&cfg.ControlPlaneAddress, "control-plane-address", "", "with --resolver xds: host:port of meshd's control plane (instead of a --resolver-config file); other resolvers ignore it with a warning, as daprd's")
+	f.StringVar(&cfg.ControlPlaneNamespace, "control-plane-namespace", "", "with --resolver xds and --control-plane-address: the control plane's namespace, so its SPIFFE ID is spiffe://{trust-domain}/ns/{namespace}/controlplane (default meshd-system)")
 	f.StringVar(&cfg.UnixDomainSocket, "unix-domain-socket", "", "directory: serve the app-facing HTTP and gRPC APIs on the unix sockets dapr-{app-id}-http.socket and dapr-{app-id}-grpc.socket there (mode 0600) instead of --http-port and --grpc-port, as daprd")
 	// daprd's flags meshd acts on in daprd's way.
 	f.StringSliceVar(&d.resourcesPath, "resources-path", nil, "daprd's resources directories: a Resiliency document there is used as --resiliency; components are not loaded (meshd has none; a warning names them)")
@@ -176,6 +177,14 @@ func (d *daprFlags) apply(f *pflag.FlagSet, cfg *sidecar.Config, appProtocol *st
 		if err := d.resources(cfg, log); err != nil {
 			return err
 		}
+	}
+	if cfg.Resolver != "xds" {
+		for _, name := range []string{"control-plane-address", "control-plane-namespace"} {
+			if f.Changed(name) {
+				log.Warn("meshd: daprd flag ignored", "flag", "--"+name, "why", "only --resolver xds has a control plane (meshd has no Dapr operator)")
+			}
+		}
+		cfg.ControlPlaneAddress, cfg.ControlPlaneNamespace = "", ""
 	}
 	for _, fl := range ignoredFlags {
 		if f.Changed(fl.name) {

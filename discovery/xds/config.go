@@ -65,23 +65,50 @@ func Parse(data []byte) (*Config, error) {
 		}
 		return nil, err
 	}
+	if err := c.check(); err != nil {
+		return nil, err
+	}
+	return &c, nil
+}
+
+// FromFlags is the configuration meshd's --control-plane-address and
+// --control-plane-namespace make (no file): the control plane at address,
+// whose SPIFFE ID is spiffe://{td}/ns/{namespace}/controlplane ("" namespace:
+// DefaultControlPlaneNamespace).
+func FromFlags(address, namespace string, td spiffeid.TrustDomain) (*Config, error) {
+	c := Config{Address: address}
+	if namespace == "" {
+		namespace = DefaultControlPlaneNamespace
+	}
+	id, err := spiffeid.FromSegments(td, "ns", namespace, DefaultControlPlaneApp)
+	if err != nil {
+		return nil, fmt.Errorf("--control-plane-namespace %q: %w", namespace, err)
+	}
+	c.ControlPlaneID = id.String()
+	if err := c.check(); err != nil {
+		return nil, fmt.Errorf("--control-plane-address: %w", err)
+	}
+	return &c, nil
+}
+
+func (c *Config) check() error {
 	if c.Address == "" {
-		return nil, errors.New("no address: (the control plane's host:port)")
+		return errors.New("no address: (the control plane's host:port)")
 	}
 	host, port, err := net.SplitHostPort(c.Address)
 	if err != nil || host == "" {
-		return nil, fmt.Errorf("address %q: want host:port", c.Address)
+		return fmt.Errorf("address %q: want host:port", c.Address)
 	}
 	if p, err := strconv.ParseUint(port, 10, 16); err != nil || p == 0 {
-		return nil, fmt.Errorf("address %q: bad port", c.Address)
+		return fmt.Errorf("address %q: bad port", c.Address)
 	}
 	if c.ControlPlaneID != "" {
 		if _, err := spiffeid.FromString(c.ControlPlaneID); err != nil {
-			return nil, fmt.Errorf("controlPlaneID %q: %w", c.ControlPlaneID, err)
+			return fmt.Errorf("controlPlaneID %q: %w", c.ControlPlaneID, err)
 		}
 	}
 	if c.StartTimeout < 0 {
-		return nil, errors.New("startTimeout: must not be negative")
+		return errors.New("startTimeout: must not be negative")
 	}
-	return &c, nil
+	return nil
 }

@@ -65,12 +65,19 @@ func (Builder) Name() string { return Name }
 // start timeout, Build fails (the sidecar has nothing to serve from) and
 // nothing keeps running. Endpoints are subscribed on demand (Watch).
 func (b Builder) Build(ctx context.Context, opts discovery.BuildOptions, u discovery.Updater) (discovery.Resolver, error) {
-	if opts.ConfigFile == "" {
-		return nil, errors.New("xds: no --resolver-config file given (want address: host:port of the control plane)")
-	}
-	cfg, err := Load(opts.ConfigFile)
-	if err != nil {
-		return nil, err
+	var (
+		cfg *Config
+		err error
+	)
+	switch {
+	case opts.ConfigFile != "" && (opts.ControlPlaneAddress != "" || opts.ControlPlaneNamespace != ""):
+		return nil, errors.New("xds: both --resolver-config and --control-plane-address/--control-plane-namespace given: give one (the file's address: and controlPlaneID:, or the flags)")
+	case opts.ConfigFile != "":
+		if cfg, err = Load(opts.ConfigFile); err != nil {
+			return nil, err
+		}
+	case opts.ControlPlaneAddress == "":
+		return nil, errors.New("xds: no control plane given (want --control-plane-address host:port, or --resolver-config with address: host:port)")
 	}
 	if opts.SVIDSource == nil || opts.BundleSource == nil {
 		return nil, errors.New("xds: the control plane is reached over mTLS with the sidecar's SVID: not usable with --insecure")
@@ -78,6 +85,11 @@ func (b Builder) Build(ctx context.Context, opts discovery.BuildOptions, u disco
 	svid, err := opts.SVIDSource.GetX509SVID()
 	if err != nil {
 		return nil, fmt.Errorf("xds: own SVID: %w", err)
+	}
+	if cfg == nil {
+		if cfg, err = FromFlags(opts.ControlPlaneAddress, opts.ControlPlaneNamespace, svid.ID.TrustDomain()); err != nil {
+			return nil, fmt.Errorf("xds: %w", err)
+		}
 	}
 	var cpID spiffeid.ID
 	if cfg.ControlPlaneID != "" {

@@ -63,6 +63,11 @@ type Config struct {
 	BundleConfigMap string
 	Resolver        string // --resolver of the sidecars
 	ResolverConfig  string // --resolver-config ("": none)
+	// ControlPlaneAddress and ControlPlaneNamespace are the sidecars'
+	// --control-plane-address and --control-plane-namespace with Resolver
+	// "xds" and no ResolverConfig: the control plane's Service and
+	// namespace, the same for every pod, so nothing per namespace is needed.
+	ControlPlaneAddress, ControlPlaneNamespace string
 	LogLevel        string // "": meshd's default
 	LogFormat       string // "": meshd's default
 	// PolicyConfigMap, when set, is mounted (optional) as the pod's
@@ -109,6 +114,18 @@ func (c *Config) setDefaults() error {
 	}
 	if c.Resolver == "" {
 		c.Resolver = DefaultResolver
+	}
+	switch {
+	case c.Resolver != "xds" && (c.ControlPlaneAddress != "" || c.ControlPlaneNamespace != ""):
+		return fmt.Errorf("injector: a control plane address for sidecars on resolver %q: only resolver xds uses one", c.Resolver)
+	case c.Resolver == "xds" && c.ResolverConfig == "" && c.ControlPlaneAddress == "":
+		return errors.New("injector: sidecars on resolver xds need the control plane's address (or a --resolver-config file in the image)")
+	case c.Resolver == "xds" && c.ResolverConfig != "" && c.ControlPlaneAddress != "":
+		return errors.New("injector: sidecars on resolver xds get the control plane's address or a --resolver-config file, not both")
+	case c.Resolver == "xds" && c.PolicyConfigMap != "":
+		// Its --policy-dir would win over the control plane's policies,
+		// mesh-wide rules included.
+		return fmt.Errorf("injector: policy ConfigMap %q for sidecars on resolver xds: they get their policies from the control plane", c.PolicyConfigMap)
 	}
 	if c.RunAsUser == 0 {
 		c.RunAsUser = DefaultRunAsUser
@@ -169,6 +186,12 @@ func (c *Config) Sidecar(app App, ns string) corev1.Container {
 	}
 	if c.ResolverConfig != "" {
 		args = append(args, "--resolver-config", c.ResolverConfig)
+	}
+	if c.ControlPlaneAddress != "" {
+		args = append(args, "--control-plane-address", c.ControlPlaneAddress)
+	}
+	if c.ControlPlaneNamespace != "" {
+		args = append(args, "--control-plane-namespace", c.ControlPlaneNamespace)
 	}
 	if app.HealthCheck {
 		args = append(args, "--enable-app-health-check")

@@ -121,6 +121,53 @@ func TestConfigRefused(t *testing.T) {
 	if _, err := New(Config{RunAsUser: -1}, nil); err == nil {
 		t.Error("a negative user was accepted")
 	}
+	for _, c := range []struct {
+		cfg  Config
+		want string
+	}{
+		{Config{Resolver: "xds"}, "need the control plane's address"},
+		{Config{Resolver: "xds", ResolverConfig: "/etc/xds.yaml", ControlPlaneAddress: "cp:15010"}, "not both"},
+		{Config{Resolver: "xds", ControlPlaneAddress: "cp:15010", PolicyConfigMap: "meshd-policy"}, "they get their policies from the control plane"},
+		{Config{ControlPlaneAddress: "cp:15010"}, `resolver "kubernetes": only resolver xds uses one`},
+		{Config{ControlPlaneNamespace: "mesh"}, "only resolver xds"},
+	} {
+		if _, err := New(c.cfg, nil); err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("New(%+v): %v, want %q", c.cfg, err, c.want)
+		}
+	}
+}
+
+// TestSidecarControlPlaneArgs: sidecars on resolver xds are told where the
+// control plane is by flags (the same for every pod: no object per
+// namespace); sidecars on resolver kubernetes get no such flag.
+func TestSidecarControlPlaneArgs(t *testing.T) {
+	arg := func(args []string, name string) (string, bool) {
+		for i, a := range args {
+			if a == name && i+1 < len(args) {
+				return args[i+1], true
+			}
+		}
+		return "", false
+	}
+	in, err := New(Config{Resolver: "xds", ControlPlaneAddress: "meshd-controlplane.mesh.svc:15010", ControlPlaneNamespace: "mesh"}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sc := in.cfg.Sidecar(App{ID: "orders", Protocol: "http"}, "shop")
+	for name, want := range map[string]string{"--resolver": "xds", "--control-plane-address": "meshd-controlplane.mesh.svc:15010", "--control-plane-namespace": "mesh"} {
+		if got, _ := arg(sc.Args, name); got != want {
+			t.Errorf("%s %q, want %q (args %q)", name, got, want, sc.Args)
+		}
+	}
+	for _, name := range []string{"--policy-dir", "--resolver-config"} {
+		if _, ok := arg(sc.Args, name); ok {
+			t.Errorf("a sidecar on resolver xds got %s: %q", name, sc.Args)
+		}
+	}
+	sc = newInjector(t).cfg.Sidecar(App{ID: "orders", Protocol: "http"}, "shop")
+	if _, ok := arg(sc.Args, "--control-plane-address"); ok {
+		t.Errorf("a sidecar on resolver kubernetes got --control-plane-address: %q", sc.Args)
+	}
 }
 
 // FuzzParseApp: no annotation crashes the parser; what it accepts is a
