@@ -43,6 +43,7 @@ func newRootCmd() *cobra.Command {
 		trustDomain         string
 		exports             []string
 		proxyless           bool
+		leaderElect         bool
 		logLevel, logFormat string
 	)
 	cmd := &cobra.Command{
@@ -77,6 +78,7 @@ func newRootCmd() *cobra.Command {
 				kc.Namespace, kc.TrustDomain, kc.PolicyDir, kc.Logger = pc.Namespace, pc.TrustDomain, pc.PolicyDir, log
 				kc.Injector.TrustDomain, kc.Injector.LogLevel, kc.Injector.LogFormat = trustDomain, logLevel, logFormat
 				kc.Injector.Version = version.String()
+				kc.Election.Disabled = !leaderElect
 				if err := sidecarControlPlane(&kc.Injector, pc.Namespace, pc.AppID); err != nil {
 					return err
 				}
@@ -114,6 +116,10 @@ func newRootCmd() *cobra.Command {
 	f.StringVar(&kc.Injector.PolicyDefault, "sidecar-policy-default", "", "injector: --policy-default of injected sidecars (empty: meshd's)")
 	f.StringArrayVar(&kc.Injector.ExtraArgs, "sidecar-arg", nil, "injector: an extra argument for every injected sidecar; repeatable")
 	f.BoolVar(&kc.AppServices, "app-services", false, "keep the headless Service {app-id}-meshd of every app with meshd pods")
+	f.BoolVar(&leaderElect, "leader-elect", true, "run the writers (app Services, Events on policy ConfigMaps) only on the replica holding the Lease meshd-controlplane in --namespace; false: on this replica, unconditionally (one replica only)")
+	f.DurationVar(&kc.Election.LeaseDuration, "leader-elect-lease-duration", kubecp.DefaultLeaseDuration, "how long a replica's Lease holds without renewal: the longest a crashed leader's writers stay stopped")
+	f.DurationVar(&kc.Election.RenewDeadline, "leader-elect-renew-deadline", kubecp.DefaultRenewDeadline, "how long the leader keeps trying to renew before it stops leading")
+	f.DurationVar(&kc.Election.RetryPeriod, "leader-elect-retry-period", kubecp.DefaultRetryPeriod, "how often replicas try to acquire or renew the Lease")
 	f.StringVar(&kc.PolicySource, "policy-source", "dir", "dir (--policy-dir is yours) or kubernetes (ConfigMaps labelled meshd.io/policy are written into --policy-dir)")
 	f.StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
 	f.StringVar(&logFormat, "log-format", "text", "text or json")

@@ -37,7 +37,11 @@ type Options struct {
 	// PolicyDir (which the xDS server serves); "" or "dir": PolicyDir is
 	// the user's.
 	PolicySource, PolicyDir string
-	// Namespace is the control plane's own (its ConfigMaps are _mesh).
+	// Election elects the replica that runs the writers (the Lease
+	// LeaseName in Namespace).
+	Election Election
+	// Namespace is the control plane's own (its ConfigMaps are _mesh; its
+	// Lease).
 	Namespace   string
 	TrustDomain spiffeid.TrustDomain
 	Logger      *slog.Logger
@@ -94,19 +98,51 @@ func Components(o Options, src *certs.Source) ([]lifecycle.Component, error) {
 			}))
 		}
 	}
+	// The writers run on the elected replica only: the app Services
+	// controller, and the Events on policy ConfigMaps.
+	var el *elector
+	if !o.Election.Disabled && (o.AppServices || o.PolicySource == "kubernetes") {
+		if o.Namespace == "" {
+			return nil, errors.New("controlplane: leader election needs the control plane's namespace (its Lease)")
+		}
+		e := o.Election
+		if err := e.setDefaults(); err != nil {
+			return nil, err
+		}
+		el = &elector{cs: cs, namespace: o.Namespace, e: e, log: log}
+	}
 	if o.AppServices {
 		c, err := appservices.New(cs, appservices.Options{Logger: log})
 		if err != nil {
 			return nil, err
 		}
-		out = append(out, lifecycle.Func(c.Run))
+		if el == nil {
+			out = append(out, lifecycle.Func(c.Run))
+		} else {
+			// A new controller each term (informers do not restart).
+			el.jobs = append(el.jobs, func(ctx context.Context) error {
+				c, err := appservices.New(cs, appservices.Options{Logger: log})
+				if err != nil {
+					return err
+				}
+				return c.Run(ctx)
+			})
+		}
 	}
 	if o.PolicySource == "kubernetes" {
-		c, err := policysource.New(cs, policysource.Options{MeshNamespace: o.Namespace, Dir: o.PolicyDir, Logger: log})
+		po := policysource.Options{MeshNamespace: o.Namespace, Dir: o.PolicyDir, Logger: log}
+		if el != nil {
+			po.Leading = el.Leading
+		}
+		c, err := policysource.New(cs, po)
 		if err != nil {
 			return nil, err
 		}
 		out = append(out, lifecycle.Func(c.Run))
+	}
+	if el != nil {
+		out = append(out, lifecycle.Func(el.Run))
+		log.Info("controlplane: leader election", "lease", o.Namespace+"/"+LeaseName, "identity", el.e.Identity)
 	}
 	return out, nil
 }

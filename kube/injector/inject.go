@@ -68,8 +68,8 @@ type Config struct {
 	// "xds" and no ResolverConfig: the control plane's Service and
 	// namespace, the same for every pod, so nothing per namespace is needed.
 	ControlPlaneAddress, ControlPlaneNamespace string
-	LogLevel        string // "": meshd's default
-	LogFormat       string // "": meshd's default
+	LogLevel                                   string // "": meshd's default
+	LogFormat                                  string // "": meshd's default
 	// PolicyConfigMap, when set, is mounted (optional) as the pod's
 	// namespace policy at PolicyDir/{namespace}/ and the sidecar gets
 	// --policy-dir PolicyDir: namespace policies without a control plane

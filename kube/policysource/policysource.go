@@ -44,7 +44,11 @@ type Options struct {
 	Debounce time.Duration
 	// Component names the reporter of Events (default meshd-controlplane).
 	Component string
-	Logger    *slog.Logger
+	// Leading, when set, is asked before each Event: only the elected
+	// replica of several records them (every replica keeps Dir). nil:
+	// always record.
+	Leading func() bool
+	Logger  *slog.Logger
 }
 
 // Controller keeps Options.Dir equal to the accepted policy ConfigMaps.
@@ -251,6 +255,9 @@ func (c *Controller) describe(err error, cm *corev1.ConfigMap) string {
 }
 
 func (c *Controller) event(ctx context.Context, cm *corev1.ConfigMap, typ, reason, msg string) {
+	if c.o.Leading != nil && !c.o.Leading() {
+		return
+	}
 	now := metav1.Now()
 	if len(msg) > 1000 {
 		msg = msg[:1000]

@@ -65,8 +65,9 @@ import (
 const (
 	system   = "meshd-system"
 	shop     = "shop"
-	svcIP    = "10.0.0.1"  // the kubernetes Service IP: in the API server's certificate
-	sentryIP = "10.0.0.10" // meshd-sentry.meshd-system.svc
+	svcIP    = "10.0.0.1"     // the kubernetes Service IP: in the API server's certificate
+	sentryIP = "10.0.0.10"    // meshd-sentry.meshd-system.svc
+	cpIP     = "10.244.1.100" // the control plane's pod (TestClusterXDS)
 )
 
 func run(t *testing.T, name string, args ...string) {
@@ -115,6 +116,10 @@ type cluster struct {
 	id     string
 	nPods  int
 	hostIf []string
+	// hosts names the Services in every pod's /etc/hosts (no cluster DNS).
+	hosts  map[string]string
+	bundle []byte
+	cpPod  *corev1.Pod
 }
 
 func (c *cluster) token(ns, sa string, pod *corev1.Pod, secs int64, aud ...string) string {
@@ -221,6 +226,45 @@ func (c *cluster) startPod(ctx context.Context, name, node, ip string, ann map[s
 	if !injector.Injected(obj) {
 		t.Fatalf("pod %s was not injected", name)
 	}
+	p := c.podNet(name, ip, obj)
+
+	// The app: the echo app on its annotated port, inside the pod.
+	p.app = harness.Start(t, name+"/app", netnstest.Exec(t, p.netns, c.bins.Echo),
+		"--port", strconv.Itoa(appPort), "--name", name)
+
+	// meshd, from the stored Pod.
+	var sc corev1.Container
+	for _, ct := range obj.Spec.InitContainers {
+		if ct.Name == injector.ContainerName {
+			sc = ct
+		}
+	}
+	p.meshd = c.runContainer(ctx, p, sc, c.bins.Meshd)
+
+	// The kubelet: the injected readiness probe, on the pod IP, then the
+	// pod's status.
+	probe := sc.ReadinessProbe.HTTPGet
+	port := 0
+	for _, cp := range sc.Ports {
+		if cp.Name == probe.Port.String() {
+			port = int(cp.ContainerPort)
+		}
+	}
+	harness.WaitFor(t, 60*time.Second, func(ctx context.Context) error {
+		if p.meshd.Exited() {
+			t.Fatalf("meshd of %s exited:\n%s", name, p.meshd.Log())
+		}
+		return harness.PollHTTP(ctx, "http://"+ip+":"+strconv.Itoa(port)+probe.Path, http.StatusNoContent, time.Second)
+	})
+	c.k.SetPodReady(shop, name, ip, true)
+	return p
+}
+
+// podNet gives pod obj its network namespace: eth0 with the pod IP on a
+// veth to the node, which routes to it (and answers ARP for the others).
+func (c *cluster) podNet(name, ip string, obj *corev1.Pod) *pod {
+	t := c.t
+	t.Helper()
 	p := &pod{name: name, ip: ip, obj: obj}
 	c.nPods++
 	p.netns = fmt.Sprintf("meshd-pod-%s-%d", c.id, c.nPods)
@@ -249,21 +293,20 @@ func (c *cluster) startPod(ctx context.Context, name, node, ip string, ann map[s
 	if err := os.WriteFile("/proc/sys/net/ipv4/conf/"+host+"/proxy_arp", []byte("1"), 0o644); err != nil {
 		t.Fatal(err)
 	}
+	return p
+}
 
-	// The app: the echo app on its annotated port, inside the pod.
-	p.app = harness.Start(t, name+"/app", netnstest.Exec(t, p.netns, c.bins.Echo),
-		"--port", strconv.Itoa(appPort), "--name", name)
-
-	// meshd, from the stored Pod.
-	var sc corev1.Container
-	for _, ct := range obj.Spec.InitContainers {
-		if ct.Name == injector.ContainerName {
-			sc = ct
-		}
-	}
-	files := c.volumes(ctx, obj, sc)
+// runContainer runs bin as container ct of pod p: in its network
+// namespace, with exactly ct's arguments and env (field references
+// resolved) and its volumes at their paths in a private mount namespace,
+// /etc/hosts naming the Services.
+func (c *cluster) runContainer(ctx context.Context, p *pod, ct corev1.Container, bin string) *harness.Process {
+	t := c.t
+	t.Helper()
+	obj := p.obj
+	files := c.volumes(ctx, obj, ct)
 	env := []string{"PATH=/usr/bin:/bin", "KUBERNETES_SERVICE_HOST=" + svcIP, "KUBERNETES_SERVICE_PORT=443"}
-	for _, e := range sc.Env {
+	for _, e := range ct.Env {
 		v := e.Value
 		if e.ValueFrom != nil && e.ValueFrom.FieldRef != nil {
 			switch e.ValueFrom.FieldRef.FieldPath {
@@ -274,23 +317,34 @@ func (c *cluster) startPod(ctx context.Context, name, node, ip string, ann map[s
 			default:
 				t.Fatalf("env %s: field %s", e.Name, e.ValueFrom.FieldRef.FieldPath)
 			}
+		} else if e.ValueFrom != nil {
+			t.Fatalf("env %s: source %+v", e.Name, e.ValueFrom)
 		}
 		env = append(env, e.Name+"="+v)
 	}
-	// A private mount namespace: the volumes at their paths, /etc/hosts
-	// naming the Services.
 	var sh strings.Builder
-	sh.WriteString("set -e\nmount --make-rprivate /\nmount -t tmpfs tmpfs /run\n")
+	// /run a fresh tmpfs; /etc an overlay whose writes land in it (a
+	// container's own /etc/meshd/... must not touch the host's).
+	sh.WriteString("set -e\nmount --make-rprivate /\nmount -t tmpfs tmpfs /run\n" +
+		"mkdir -p /run/.etc/upper /run/.etc/work\nmount -t overlay overlay -o lowerdir=/etc,upperdir=/run/.etc/upper,workdir=/run/.etc/work /etc\n")
 	for dst, src := range files {
+		if src == "" { // an emptyDir
+			fmt.Fprintf(&sh, "mkdir -p %q\n", dst)
+			continue
+		}
 		fmt.Fprintf(&sh, "mkdir -p %q\ncp %q %q\n", filepath.Dir(dst), src, dst)
 	}
-	hosts := filepath.Join(t.TempDir(), "hosts")
-	if err := os.WriteFile(hosts, []byte("127.0.0.1 localhost\n"+sentryIP+" meshd-sentry."+system+".svc\n"), 0o644); err != nil {
+	hosts := "127.0.0.1 localhost\n"
+	for name, ip := range c.hosts {
+		hosts += ip + " " + name + "\n"
+	}
+	hostsFile := filepath.Join(t.TempDir(), "hosts")
+	if err := os.WriteFile(hostsFile, []byte(hosts), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	fmt.Fprintf(&sh, "mount --bind %q /etc/hosts\n", hosts)
-	fmt.Fprintf(&sh, "exec env -i %s %q \"$@\"\n", strings.Join(quoteAll(env), " "), c.bins.Meshd)
-	script := filepath.Join(t.TempDir(), name+"-meshd.sh")
+	fmt.Fprintf(&sh, "mount --bind %q /etc/hosts\n", hostsFile)
+	fmt.Fprintf(&sh, "exec env -i %s %q \"$@\"\n", strings.Join(quoteAll(env), " "), bin)
+	script := filepath.Join(t.TempDir(), p.name+"-"+ct.Name+".sh")
 	wrapper := "#!/bin/sh\nexec ip netns exec " + p.netns + " unshare -m -- /bin/sh " + strconv.Quote(script+".in") + " \"$@\"\n"
 	if err := os.WriteFile(script+".in", []byte(sh.String()), 0o755); err != nil {
 		t.Fatal(err)
@@ -298,25 +352,7 @@ func (c *cluster) startPod(ctx context.Context, name, node, ip string, ann map[s
 	if err := os.WriteFile(script, []byte(wrapper), 0o755); err != nil {
 		t.Fatal(err)
 	}
-	p.meshd = harness.Start(t, name+"/meshd", script, sc.Args...)
-
-	// The kubelet: the injected readiness probe, on the pod IP, then the
-	// pod's status.
-	probe := sc.ReadinessProbe.HTTPGet
-	port := 0
-	for _, cp := range sc.Ports {
-		if cp.Name == probe.Port.String() {
-			port = int(cp.ContainerPort)
-		}
-	}
-	harness.WaitFor(t, 60*time.Second, func(ctx context.Context) error {
-		if p.meshd.Exited() {
-			t.Fatalf("meshd of %s exited:\n%s", name, p.meshd.Log())
-		}
-		return harness.PollHTTP(ctx, "http://"+ip+":"+strconv.Itoa(port)+probe.Path, http.StatusNoContent, time.Second)
-	})
-	c.k.SetPodReady(shop, name, ip, true)
-	return p
+	return harness.Start(t, p.name+"/"+ct.Name, script, ct.Args...)
 }
 
 func quoteAll(ss []string) []string {
@@ -373,6 +409,13 @@ func (c *cluster) volumes(ctx context.Context, obj *corev1.Pod, sc corev1.Contai
 			for _, it := range v.ConfigMap.Items {
 				put(m.MountPath+"/"+it.Path, []byte(cm.Data[it.Key]))
 			}
+			if len(v.ConfigMap.Items) == 0 {
+				for k, d := range cm.Data {
+					put(m.MountPath+"/"+k, []byte(d))
+				}
+			}
+		case v.EmptyDir != nil:
+			out[m.MountPath] = ""
 		default:
 			t.Fatalf("volume %s: unexpected source %+v", m.Name, v.VolumeSource)
 		}
@@ -424,17 +467,14 @@ type answer struct {
 	CallerNamespace string `json:"callerNamespace"`
 }
 
-func TestCluster(t *testing.T) {
-	if !netnstest.Run(t, netnstest.Opts{}) {
-		return
-	}
+// newCluster starts the API server (with the endpointslice and garbage
+// collector controllers), applies the chart rendered with values, creates
+// the control plane's Pod (not run yet) and runs sentry with the chart's
+// arguments until it has published the trust bundle in meshd's namespace.
+func newCluster(t *testing.T, values map[string]any) *cluster {
 	ctx := context.Background()
-	run(t, "ip", "addr", "add", svcIP+"/32", "dev", "lo")
-	run(t, "ip", "addr", "add", sentryIP+"/32", "dev", "lo")
-	if err := os.WriteFile("/proc/sys/net/ipv4/ip_forward", []byte("1"), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	c := &cluster{t: t, k: harness.StartKube(t), bins: harness.Build(t), id: strconv.Itoa(os.Getpid() % 10000)}
+	c := &cluster{t: t, k: harness.StartKube(t), bins: harness.Build(t), id: strconv.Itoa(os.Getpid() % 10000),
+		hosts: map[string]string{"meshd-sentry." + system + ".svc": sentryIP}}
 	c.k.StartControllerManager("endpointslice", "garbagecollector")
 	c.cs = c.k.Client()
 	proxy(t, svcIP+":443", "127.0.0.1:"+strconv.Itoa(c.k.Port))
@@ -460,7 +500,7 @@ func TestCluster(t *testing.T) {
 	}
 
 	// The chart, rendered and applied.
-	docs, err := helmchart.Render(filepath.Join(harness.RepoRoot(), "deploy", "helm", "meshd"), helmchart.Release{Name: "meshd", Namespace: system}, nil)
+	docs, err := helmchart.Render(filepath.Join(harness.RepoRoot(), "deploy", "helm", "meshd"), helmchart.Release{Name: "meshd", Namespace: system}, values)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -473,7 +513,7 @@ func TestCluster(t *testing.T) {
 	// that sentry's TokenReview finds it; created first, so sentry's first
 	// bundle publication covers its namespace.
 	cpTpl := c.podTemplate("meshd-controlplane")
-	cpPod, err := c.cs.CoreV1().Pods(system).Create(ctx, &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: "meshd-controlplane-0",
+	c.cpPod, err = c.cs.CoreV1().Pods(system).Create(ctx, &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: "meshd-controlplane-0",
 		Labels: cpTpl.Labels, Annotations: cpTpl.Annotations}, Spec: cpTpl.Spec}, metav1.CreateOptions{})
 	if err != nil {
 		t.Fatal(err)
@@ -487,7 +527,9 @@ func TestCluster(t *testing.T) {
 		case strings.HasPrefix(a, "--data-dir="):
 			a = "--data-dir=" + filepath.Join(t.TempDir(), "sentry")
 		case strings.HasPrefix(a, "--server-name="):
-			a += ",127.0.0.1" // the API server calls the webhook by URL on loopback
+			// The API server calls the webhook by URL: on loopback (the
+			// in-process injector) or at the control plane's pod IP.
+			a += ",127.0.0.1," + cpIP
 		}
 		sentryArgs = append(sentryArgs, a)
 	}
@@ -500,22 +542,156 @@ func TestCluster(t *testing.T) {
 		return harness.PollHTTP(ctx, "http://127.0.0.1:8080/healthz", http.StatusOK, time.Second)
 	})
 
-	// The control plane's identity, by its projected token, and its parts.
-	var bundle []byte
 	harness.WaitFor(t, 60*time.Second, func(ctx context.Context) error {
 		cm, err := c.cs.CoreV1().ConfigMaps(system).Get(ctx, "meshd-trust-bundle", metav1.GetOptions{})
 		if err != nil {
 			return err
 		}
-		bundle = []byte(cm.Data["ca.crt"])
+		c.bundle = []byte(cm.Data["ca.crt"])
 		return nil
 	})
+	return c
+}
+
+// useWebhookAt points the chart's webhook at url (the API server reaches it
+// by URL here, not through the Service) and waits until the API server
+// injects with it: until its informer has the new configuration a pod may
+// meet the old one.
+func (c *cluster) useWebhookAt(ctx context.Context, url string) {
+	t := c.t
+	t.Helper()
+	patch := fmt.Sprintf(`[{"op":"add","path":"/webhooks/0/clientConfig/url","value":%q},{"op":"remove","path":"/webhooks/0/clientConfig/service"}]`, url)
+	if _, err := c.cs.AdmissionregistrationV1().MutatingWebhookConfigurations().Patch(ctx, "meshd-injector", types.JSONPatchType, []byte(patch), metav1.PatchOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	n := 0
+	harness.WaitFor(t, 30*time.Second, func(ctx context.Context) error {
+		n++
+		name := "probe-" + strconv.Itoa(n)
+		p, err := c.cs.CoreV1().Pods(shop).Create(ctx, &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: name,
+			Annotations: map[string]string{"meshd.io/inject": "true", "meshd.io/app-id": "probe"}},
+			Spec: corev1.PodSpec{ServiceAccountName: "default", Containers: []corev1.Container{{Name: "a", Image: "x"}}}}, metav1.CreateOptions{})
+		if err != nil {
+			return err
+		}
+		zero := int64(0)
+		_ = c.cs.CoreV1().Pods(shop).Delete(ctx, name, metav1.DeleteOptions{GracePeriodSeconds: &zero})
+		if !injector.Injected(p) {
+			return errors.New("not injected yet")
+		}
+		return nil
+	})
+}
+
+// caller is the frontend app's view: its sidecar on
+// 127.0.0.1:$DAPR_HTTP_PORT, calling orders' method who.
+func caller(frontend *pod) func() (answer, error) {
+	httpPort := ""
+	for _, e := range frontend.obj.Spec.Containers[0].Env {
+		if e.Name == "DAPR_HTTP_PORT" {
+			httpPort = e.Value
+		}
+	}
+	client := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{DialContext: dialIn(frontend.netns), DisableKeepAlives: true}}
+	return func() (answer, error) {
+		resp, err := client.Get("http://127.0.0.1:" + httpPort + "/v1.0/invoke/orders/method/who")
+		if err != nil {
+			return answer{}, err
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		if resp.StatusCode != 200 {
+			return answer{}, fmt.Errorf("%d %s", resp.StatusCode, b)
+		}
+		var a answer
+		err = json.Unmarshal(b, &a)
+		return a, err
+	}
+}
+
+// bothAnswer waits until calls from frontend reach both orders pods, each
+// seeing the caller's identity from its certificate.
+func bothAnswer(t *testing.T, call func() (answer, error)) {
+	t.Helper()
+	seen := map[string]bool{}
+	harness.WaitFor(t, 30*time.Second, func(context.Context) error {
+		a, err := call()
+		if err != nil {
+			return err
+		}
+		if a.CallerAppID != "frontend" || a.CallerNamespace != shop {
+			t.Fatalf("callee saw caller %s.%s, want frontend.shop (from its certificate)", a.CallerAppID, a.CallerNamespace)
+		}
+		seen[a.Name] = true
+		if !seen["orders-1"] || !seen["orders-2"] {
+			return fmt.Errorf("answered by %v, want both pods", seen)
+		}
+		return nil
+	})
+}
+
+// deletedStopsBeingPicked deletes orders-1 (graceful: it still runs, as
+// under a kubelet's grace period): callers stop picking it.
+func (c *cluster) deletedStopsBeingPicked(ctx context.Context, call func() (answer, error), orders1, orders2 *pod) {
+	t := c.t
+	t.Helper()
+	grace := int64(30)
+	if err := c.cs.CoreV1().Pods(shop).Delete(ctx, orders1.name, metav1.DeleteOptions{GracePeriodSeconds: &grace}); err != nil {
+		t.Fatal(err)
+	}
+	t0 := time.Now()
+	harness.WaitFor(t, 10*time.Second, func(context.Context) error {
+		for range 10 {
+			if a, err := call(); err != nil || a.Name != "orders-2" {
+				return fmt.Errorf("answered by %s (%v)", a.Name, err)
+			}
+		}
+		return nil
+	})
+	t.Logf("orders-1 deleted -> only orders-2 answers after %s", time.Since(t0).Round(time.Millisecond))
+	for range 20 {
+		if a, err := call(); err != nil || a.Name != "orders-2" {
+			t.Errorf("after the deletion: answered by %s (%v), want orders-2 only", a.Name, err)
+		}
+	}
+	if orders1.meshd.Exited() || orders1.app.Exited() {
+		t.Error("orders-1 stopped before the check: the test proves nothing")
+	}
+	if orders2.meshd.Exited() {
+		t.Error("orders-2's meshd exited")
+	}
+}
+
+func startNet(t *testing.T) bool {
+	if !netnstest.Run(t, netnstest.Opts{}) {
+		return false
+	}
+	run(t, "ip", "addr", "add", svcIP+"/32", "dev", "lo")
+	run(t, "ip", "addr", "add", sentryIP+"/32", "dev", "lo")
+	if err := os.WriteFile("/proc/sys/net/ipv4/ip_forward", []byte("1"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return true
+}
+
+// TestCluster: the chart's default, sidecars on resolver kubernetes (each
+// watches its namespace's EndpointSlices); the control plane's injector
+// and app Services controller run in the test process under the control
+// plane's service account.
+func TestCluster(t *testing.T) {
+	if !startNet(t) {
+		return
+	}
+	ctx := context.Background()
+	c := newCluster(t, nil)
+	bundle := c.bundle
+	// The control plane's identity, by its projected token, and its parts.
 	anchors, err := certs.ParseCertsPEM(bundle)
 	if err != nil {
 		t.Fatal(err)
 	}
 	cpID, _ := certs.NewIdentity("cluster.local", system, "controlplane")
-	scl, err := sentryclient.New(ctx, "127.0.0.1:50003", anchors, cpID, c.token(system, "meshd-controlplane", cpPod, 3600, "meshd"))
+	scl, err := sentryclient.New(ctx, "127.0.0.1:50003", anchors, cpID, c.token(system, "meshd-controlplane", c.cpPod, 3600, "meshd"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -529,7 +705,7 @@ func TestCluster(t *testing.T) {
 	t.Cleanup(func() { src.Close() })
 	cpClient, _ := c.as(system, "meshd-controlplane")
 	icfg := injector.Config{}
-	for _, a := range cpTpl.Spec.Containers[0].Args {
+	for _, a := range c.cpPod.Spec.Containers[0].Args {
 		k, v, _ := strings.Cut(a, "=")
 		switch k {
 		case "--sidecar-image":
@@ -564,77 +740,18 @@ func TestCluster(t *testing.T) {
 		t.Fatal(err)
 	}
 	go func() { defer wg.Done(); _ = as.Run(cpCtx) }()
-	// The chart's webhook reaches the Service; here the URL on loopback.
-	url := "https://127.0.0.1:" + strconv.Itoa(l.Addr().(*net.TCPAddr).Port) + injector.Path
-	patch := fmt.Sprintf(`[{"op":"replace","path":"/webhooks/0/clientConfig","value":{"url":%q}}]`, url)
-	if _, err := c.cs.AdmissionregistrationV1().MutatingWebhookConfigurations().Patch(ctx, "meshd-injector", types.JSONPatchType, []byte(patch), metav1.PatchOptions{}); err != nil {
-		t.Fatal(err)
-	}
 	if err := injector.PatchCABundle(ctx, cpClient, "meshd-injector", bundle); err != nil {
 		t.Fatal(err)
 	}
-	// Until the API server's informer has the new configuration, a pod may
-	// get the old (unreachable) one: wait with a probe pod.
-	n := 0
-	harness.WaitFor(t, 30*time.Second, func(ctx context.Context) error {
-		n++
-		name := "probe-" + strconv.Itoa(n)
-		p, err := c.cs.CoreV1().Pods(shop).Create(ctx, &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: name,
-			Annotations: map[string]string{"meshd.io/inject": "true", "meshd.io/app-id": "probe"}},
-			Spec: corev1.PodSpec{ServiceAccountName: "default", Containers: []corev1.Container{{Name: "a", Image: "x"}}}}, metav1.CreateOptions{})
-		if err != nil {
-			return err
-		}
-		zero := int64(0)
-		_ = c.cs.CoreV1().Pods(shop).Delete(ctx, name, metav1.DeleteOptions{GracePeriodSeconds: &zero})
-		if !injector.Injected(p) {
-			return errors.New("not injected yet")
-		}
-		return nil
-	})
+	c.useWebhookAt(ctx, "https://127.0.0.1:"+strconv.Itoa(l.Addr().(*net.TCPAddr).Port)+injector.Path)
 
 	// Pods on two nodes: orders (meshd annotations), frontend (Dapr's).
 	orders1 := c.startPod(ctx, "orders-1", "node-1", "10.244.1.11", map[string]string{"meshd.io/inject": "true", "meshd.io/app-id": "orders", "meshd.io/app-port": "8080"}, 8080)
 	orders2 := c.startPod(ctx, "orders-2", "node-2", "10.244.2.12", map[string]string{"meshd.io/inject": "true", "meshd.io/app-id": "orders", "meshd.io/app-port": "8080"}, 8080)
 	frontend := c.startPod(ctx, "frontend-1", "node-1", "10.244.1.2", map[string]string{"dapr.io/enabled": "true", "dapr.io/app-id": "frontend", "dapr.io/app-port": "8080"}, 8080)
 
-	// The frontend app's view: its sidecar on 127.0.0.1:$DAPR_HTTP_PORT.
-	httpPort := ""
-	for _, e := range frontend.obj.Spec.Containers[0].Env {
-		if e.Name == "DAPR_HTTP_PORT" {
-			httpPort = e.Value
-		}
-	}
-	client := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{DialContext: dialIn(frontend.netns), DisableKeepAlives: true}}
-	call := func() (answer, error) {
-		resp, err := client.Get("http://127.0.0.1:" + httpPort + "/v1.0/invoke/orders/method/who")
-		if err != nil {
-			return answer{}, err
-		}
-		defer resp.Body.Close()
-		b, _ := io.ReadAll(resp.Body)
-		if resp.StatusCode != 200 {
-			return answer{}, fmt.Errorf("%d %s", resp.StatusCode, b)
-		}
-		var a answer
-		err = json.Unmarshal(b, &a)
-		return a, err
-	}
-	seen := map[string]bool{}
-	harness.WaitFor(t, 30*time.Second, func(context.Context) error {
-		a, err := call()
-		if err != nil {
-			return err
-		}
-		if a.CallerAppID != "frontend" || a.CallerNamespace != shop {
-			t.Fatalf("callee saw caller %s.%s, want frontend.shop (from its certificate)", a.CallerAppID, a.CallerNamespace)
-		}
-		seen[a.Name] = true
-		if !seen["orders-1"] || !seen["orders-2"] {
-			return fmt.Errorf("answered by %v, want both pods", seen)
-		}
-		return nil
-	})
+	call := caller(frontend)
+	bothAnswer(t, call)
 	harness.WaitFor(t, 10*time.Second, func(ctx context.Context) error {
 		svc, err := c.cs.CoreV1().Services(shop).Get(ctx, appservices.ServiceName("orders"), metav1.GetOptions{})
 		if err != nil {
@@ -646,31 +763,118 @@ func TestCluster(t *testing.T) {
 		return nil
 	})
 
-	// orders-1 is deleted (graceful: it still runs, as under a kubelet's
-	// grace period): callers stop picking it.
-	grace := int64(30)
-	if err := c.cs.CoreV1().Pods(shop).Delete(ctx, orders1.name, metav1.DeleteOptions{GracePeriodSeconds: &grace}); err != nil {
-		t.Fatal(err)
+	c.deletedStopsBeingPicked(ctx, call, orders1, orders2)
+}
+
+// TestClusterXDS: the chart with sidecar.resolver xds. The control plane is
+// cmd/controlplane run as its pod would run it (the chart's arguments, its
+// projected token, the trust bundle, in-cluster configuration, its own
+// pod IP): it serves the webhook, keeps the app Services, watches the
+// EndpointSlices of every namespace and the policy ConfigMaps, and serves
+// them over xDS. Sidecars started with exactly the injected arguments
+// reach it by its Service name, call each other, and a mesh-wide rule
+// written to a ConfigMap in meshd's namespace changes a decision in the
+// app namespace within seconds.
+func TestClusterXDS(t *testing.T) {
+	if !startNet(t) {
+		return
 	}
-	t0 := time.Now()
-	harness.WaitFor(t, 10*time.Second, func(context.Context) error {
-		for range 10 {
-			if a, err := call(); err != nil || a.Name != "orders-2" {
-				return fmt.Errorf("answered by %s (%v)", a.Name, err)
-			}
+	ctx := context.Background()
+	c := newCluster(t, map[string]any{"sidecar": map[string]any{"resolver": "xds"}})
+
+	// The control plane's pod.
+	cp := c.podNet(c.cpPod.Name, cpIP, c.cpPod)
+	ct := c.cpPod.Spec.Containers[0]
+	proc := c.runContainer(ctx, cp, ct, c.bins.ControlPlane)
+	webhookPort := 0
+	for _, p := range ct.Ports {
+		if p.Name == ct.ReadinessProbe.TCPSocket.Port.String() {
+			webhookPort = int(p.ContainerPort)
+		}
+	}
+	harness.WaitFor(t, 60*time.Second, func(ctx context.Context) error {
+		if proc.Exited() {
+			t.Fatalf("the control plane exited:\n%s", proc.Log())
+		}
+		conn, err := (&net.Dialer{Timeout: time.Second}).DialContext(ctx, "tcp", net.JoinHostPort(cpIP, strconv.Itoa(webhookPort)))
+		if err != nil {
+			return err
+		}
+		return conn.Close()
+	})
+	c.k.SetPodReady(system, c.cpPod.Name, cpIP, true)
+	// No cluster DNS and no kube-proxy: the Service name is the pod's IP.
+	c.hosts["meshd-controlplane."+system+".svc"] = cpIP
+	// The control plane writes sentry's bundle into the webhook itself.
+	harness.WaitFor(t, 30*time.Second, func(ctx context.Context) error {
+		w, err := c.cs.AdmissionregistrationV1().MutatingWebhookConfigurations().Get(ctx, "meshd-injector", metav1.GetOptions{})
+		if err != nil {
+			return err
+		}
+		if string(w.Webhooks[0].ClientConfig.CABundle) != string(c.bundle) {
+			return errors.New("the webhook's caBundle is not sentry's bundle yet")
 		}
 		return nil
 	})
-	t.Logf("orders-1 deleted -> only orders-2 answers after %s", time.Since(t0).Round(time.Millisecond))
-	for range 20 {
-		if a, err := call(); err != nil || a.Name != "orders-2" {
-			t.Errorf("after the deletion: answered by %s (%v), want orders-2 only", a.Name, err)
+	c.useWebhookAt(ctx, "https://"+cpIP+":"+strconv.Itoa(webhookPort)+injector.Path)
+
+	orders1 := c.startPod(ctx, "orders-1", "node-1", "10.244.1.11", map[string]string{"meshd.io/inject": "true", "meshd.io/app-id": "orders", "meshd.io/app-port": "8080"}, 8080)
+	orders2 := c.startPod(ctx, "orders-2", "node-2", "10.244.2.12", map[string]string{"meshd.io/inject": "true", "meshd.io/app-id": "orders", "meshd.io/app-port": "8080"}, 8080)
+	frontend := c.startPod(ctx, "frontend-1", "node-1", "10.244.1.2", map[string]string{"dapr.io/enabled": "true", "dapr.io/app-id": "frontend", "dapr.io/app-port": "8080"}, 8080)
+
+	// What the injector told the sidecars.
+	for _, ct := range frontend.obj.Spec.InitContainers {
+		if ct.Name != injector.ContainerName {
+			continue
+		}
+		args := strings.Join(ct.Args, " ")
+		for _, want := range []string{"--resolver xds", "--control-plane-address meshd-controlplane." + system + ".svc:15010", "--control-plane-namespace " + system} {
+			if !strings.Contains(args, want) {
+				t.Errorf("injected args %q lack %q", args, want)
+			}
+		}
+		if strings.Contains(args, "--policy-dir") {
+			t.Errorf("injected args %q: a --policy-dir would hide the control plane's policies", args)
 		}
 	}
-	if orders1.meshd.Exited() || orders1.app.Exited() {
-		t.Error("orders-1 stopped before the check: the test proves nothing")
+
+	call := caller(frontend)
+	bothAnswer(t, call)
+	for _, p := range []*pod{orders1, orders2, frontend} {
+		if !strings.Contains(p.meshd.Log(), "xds: first answer from the control plane") {
+			t.Errorf("%s's meshd did not log its control plane's answer:\n%s", p.name, p.meshd.Log())
+		}
 	}
-	if orders2.meshd.Exited() {
-		t.Error("orders-2's meshd exited")
+
+	// A mesh-wide rule, in meshd's namespace: the callee's decision in shop
+	// changes within seconds (no kubelet volume refresh involved).
+	rule := &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Name: "mesh-rules", Namespace: system, Labels: map[string]string{"meshd.io/policy": "true"}},
+		Data: map[string]string{"who.rego": "package mesh.authz\n\ndeny contains \"who is closed mesh-wide\" if input.request.path == \"/who\"\n"}}
+	t0 := time.Now()
+	if _, err := c.cs.CoreV1().ConfigMaps(system).Create(ctx, rule, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	harness.WaitFor(t, 10*time.Second, func(context.Context) error {
+		_, err := call()
+		if err == nil || !strings.Contains(err.Error(), "403") || !strings.Contains(err.Error(), "who is closed mesh-wide") {
+			return fmt.Errorf("call: %v, want 403 by the mesh-wide rule", err)
+		}
+		return nil
+	})
+	t.Logf("_mesh rule written -> first call denied by it after %s", time.Since(t0).Round(time.Millisecond))
+	t0 = time.Now()
+	if err := c.cs.CoreV1().ConfigMaps(system).Delete(ctx, rule.Name, metav1.DeleteOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	harness.WaitFor(t, 10*time.Second, func(context.Context) error {
+		_, err := call()
+		return err
+	})
+	t.Logf("_mesh rule deleted -> calls allowed again after %s", time.Since(t0).Round(time.Millisecond))
+
+	// Endpoints come over xDS too: a deleted pod stops being picked.
+	c.deletedStopsBeingPicked(ctx, call, orders1, orders2)
+	if proc.Exited() {
+		t.Errorf("the control plane exited:\n%s", proc.Log())
 	}
 }
