@@ -22,10 +22,13 @@ build:
 	@$(GO) build -o $(BIN)/echo ./examples/apps/echo   # the sample app of the README
 
 # Container images without a Docker daemon (internal/ociimage,
-# go-containerregistry): for each of IMAGES and IMAGE_ARCHS, a static binary
-# (CGO off) in one layer, non-root user 65532, written as a tarball
-# $(IMAGE_DIR)/NAME-ARCH.tar tagged $(IMAGE_REPO)/NAME:$(VERSION), which
-# docker/podman load and kind load image-archive read.
+# go-containerregistry): for each of IMAGES, a static binary (CGO off) per
+# architecture of IMAGE_ARCHS in one layer, non-root user 65532. Written as
+# $(IMAGE_DIR)/NAME.tar, an OCI image layout tarball holding one image index
+# over all the architectures (what crane push, skopeo copy oci-archive: and
+# podman load read), and $(IMAGE_DIR)/NAME-ARCH.tar, one architecture each
+# (docker load, kind load image-archive), all tagged
+# $(IMAGE_REPO)/NAME:$(VERSION).
 REVISION    ?= $(shell git rev-parse HEAD 2>/dev/null)
 IMAGES      ?= meshd sentry controlplane
 IMAGE_ARCHS ?= amd64 arm64
@@ -35,14 +38,18 @@ IMAGE_LDFLAGS := -s -w $(LDFLAGS)
 
 image:
 	@mkdir -p $(IMAGE_DIR)
-	@for a in $(IMAGE_ARCHS); do for b in $(IMAGES); do \
+	@for b in $(IMAGES); do \
 	  if [ -d cmd/$$b ]; then \
-	    CGO_ENABLED=0 GOOS=linux GOARCH=$$a $(GO) build -trimpath -ldflags '$(IMAGE_LDFLAGS)' -o $(BIN)/linux_$$a/$$b ./cmd/$$b || exit 1; \
-	    SOURCE_DATE_EPOCH=$$(git log -1 --format=%ct 2>/dev/null || echo 0) $(GO) run ./internal/ociimage/mkimage --binary $(BIN)/linux_$$a/$$b --name $$b \
-	      --arch $$a --version $(VERSION) --revision '$(REVISION)' --tag $(IMAGE_REPO)/$$b:$(VERSION) --out $(IMAGE_DIR)/$$b-$$a.tar || exit 1; \
-	    echo "$(IMAGE_DIR)/$$b-$$a.tar"; \
+	    bins=""; \
+	    for a in $(IMAGE_ARCHS); do \
+	      CGO_ENABLED=0 GOOS=linux GOARCH=$$a $(GO) build -trimpath -ldflags '$(IMAGE_LDFLAGS)' -o $(BIN)/linux_$$a/$$b ./cmd/$$b || exit 1; \
+	      bins="$$bins --binary $$a=$(BIN)/linux_$$a/$$b"; \
+	    done; \
+	    SOURCE_DATE_EPOCH=$$(git log -1 --format=%ct 2>/dev/null || echo 0) $(GO) run ./internal/ociimage/mkimage $$bins --name $$b \
+	      --version $(VERSION) --revision '$(REVISION)' --tag $(IMAGE_REPO)/$$b:$(VERSION) --out $(IMAGE_DIR)/$$b.tar || exit 1; \
+	    echo "$(IMAGE_DIR)/$$b.tar"; \
 	  else echo "make image: no cmd/$$b here; skipped" >&2; fi; \
-	done; done
+	done
 
 # The plain manifests for people without Helm, rendered from the chart with
 # Helm's Go library (tests/kubernetes/helm fails when they are stale).

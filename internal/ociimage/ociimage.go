@@ -6,13 +6,17 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
 	"path"
+	"path/filepath"
+	"sort"
 	"time"
 
 	"github.com/google/go-containerregistry/pkg/name"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/empty"
+	"github.com/google/go-containerregistry/pkg/v1/layout"
 	"github.com/google/go-containerregistry/pkg/v1/mutate"
 	"github.com/google/go-containerregistry/pkg/v1/tarball"
 	"github.com/google/go-containerregistry/pkg/v1/types"
@@ -144,4 +148,127 @@ func layer(bin string, data []byte, mod time.Time) ([]byte, error) {
 		return nil, fmt.Errorf("ociimage: %w", err)
 	}
 	return buf.Bytes(), nil
+}
+
+// Index is the multi-platform image index of imgs (GOARCH → image, all
+// linux): one manifest per architecture, each with its platform, so a
+// runtime pulls the one of its node.
+func Index(imgs map[string]v1.Image) (v1.ImageIndex, error) {
+	if len(imgs) == 0 {
+		return nil, errors.New("ociimage: an index needs at least one image")
+	}
+	archs := make([]string, 0, len(imgs))
+	for a := range imgs {
+		archs = append(archs, a)
+	}
+	sort.Strings(archs)
+	idx := mutate.IndexMediaType(empty.Index, types.OCIImageIndex)
+	adds := make([]mutate.IndexAddendum, 0, len(archs))
+	for _, a := range archs {
+		img := imgs[a]
+		cf, err := img.ConfigFile()
+		if err != nil {
+			return nil, fmt.Errorf("ociimage: %s: %w", a, err)
+		}
+		if cf.Architecture != a || cf.OS != "linux" {
+			return nil, fmt.Errorf("ociimage: the image given for %s is %s/%s", a, cf.OS, cf.Architecture)
+		}
+		adds = append(adds, mutate.IndexAddendum{Add: img, Descriptor: v1.Descriptor{
+			MediaType: types.OCIManifestSchema1,
+			Platform:  &v1.Platform{OS: "linux", Architecture: a},
+		}})
+	}
+	return mutate.AppendManifests(idx, adds...), nil
+}
+
+// WriteLayout writes idx as an OCI image layout (oci-layout, index.json,
+// blobs/) in one tar file, named ref (for example
+// ghcr.io/meshd/meshd:v1.2.3) by the annotations containerd, Docker,
+// Podman and skopeo read. The tar's entries are sorted and dated mod, so
+// the same images make the same file.
+func WriteLayout(file, ref string, idx v1.ImageIndex, mod time.Time) error {
+	tag, err := name.NewTag(ref)
+	if err != nil {
+		return fmt.Errorf("ociimage: %w", err)
+	}
+	dir, err := os.MkdirTemp("", "meshd-oci-layout-")
+	if err != nil {
+		return fmt.Errorf("ociimage: %w", err)
+	}
+	defer os.RemoveAll(dir)
+	p, err := layout.Write(dir, empty.Index)
+	if err != nil {
+		return fmt.Errorf("ociimage: layout: %w", err)
+	}
+	if err := p.AppendIndex(idx, layout.WithAnnotations(map[string]string{
+		"org.opencontainers.image.ref.name": tag.TagStr(),
+		"io.containerd.image.name":          tag.Name(),
+	})); err != nil {
+		return fmt.Errorf("ociimage: layout: %w", err)
+	}
+	var names []string
+	if err := filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		if p != dir {
+			names = append(names, p)
+		}
+		return nil
+	}); err != nil {
+		return fmt.Errorf("ociimage: %w", err)
+	}
+	sort.Strings(names)
+	tmp := file + ".tmp"
+	f, err := os.Create(tmp)
+	if err != nil {
+		return fmt.Errorf("ociimage: %w", err)
+	}
+	defer os.Remove(tmp)
+	tw := tar.NewWriter(f)
+	for _, p := range names {
+		fi, err := os.Lstat(p)
+		if err != nil {
+			f.Close()
+			return fmt.Errorf("ociimage: %w", err)
+		}
+		rel, _ := filepath.Rel(dir, p)
+		h := &tar.Header{Name: filepath.ToSlash(rel), ModTime: mod, Mode: 0o644, Typeflag: tar.TypeReg, Size: fi.Size()}
+		if fi.IsDir() {
+			h.Name, h.Mode, h.Typeflag, h.Size = h.Name+"/", 0o755, tar.TypeDir, 0
+		}
+		if err := tw.WriteHeader(h); err != nil {
+			f.Close()
+			return fmt.Errorf("ociimage: %w", err)
+		}
+		if !fi.IsDir() {
+			if err := copyFile(tw, p); err != nil {
+				f.Close()
+				return err
+			}
+		}
+	}
+	if err := tw.Close(); err != nil {
+		f.Close()
+		return fmt.Errorf("ociimage: %w", err)
+	}
+	if err := f.Close(); err != nil {
+		return fmt.Errorf("ociimage: %w", err)
+	}
+	if err := os.Rename(tmp, file); err != nil {
+		return fmt.Errorf("ociimage: %w", err)
+	}
+	return nil
+}
+
+func copyFile(w io.Writer, p string) error {
+	f, err := os.Open(p)
+	if err != nil {
+		return fmt.Errorf("ociimage: %w", err)
+	}
+	defer f.Close()
+	if _, err := io.Copy(w, f); err != nil {
+		return fmt.Errorf("ociimage: %w", err)
+	}
+	return nil
 }

@@ -1,14 +1,19 @@
-// Command mkimage writes one of meshd's images as a tarball (package
-// internal/ociimage); `make image` runs it for each binary and platform.
+// Command mkimage writes one of meshd's images (package internal/ociimage):
+// an OCI image layout tarball holding the multi-platform index of every
+// --binary given, and beside it one single-platform tarball per
+// architecture. `make image` runs it for each binary.
 package main
 
 import (
 	"fmt"
 	"os"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
+
+	v1 "github.com/google/go-containerregistry/pkg/v1"
 
 	"github.com/meshd/meshd/internal/ociimage"
 )
@@ -16,9 +21,10 @@ import (
 func main() {
 	var o ociimage.Options
 	var out, ref string
+	var binaries []string
 	cmd := &cobra.Command{
 		Use:           "mkimage",
-		Short:         "write a meshd image (one static binary, non-root) as a tarball",
+		Short:         "write a meshd image (one static binary, non-root) for one or more architectures",
 		Args:          cobra.NoArgs,
 		SilenceUsage:  true,
 		SilenceErrors: true,
@@ -30,22 +36,44 @@ func main() {
 				}
 				o.Created = time.Unix(sec, 0).UTC()
 			}
-			img, err := ociimage.Build(o)
+			if !strings.HasSuffix(out, ".tar") {
+				return fmt.Errorf("--out %q: want a NAME.tar file", out)
+			}
+			imgs := map[string]v1.Image{}
+			for _, b := range binaries {
+				arch, file, ok := strings.Cut(b, "=")
+				if !ok || arch == "" || file == "" {
+					return fmt.Errorf("--binary %q: want ARCH=FILE", b)
+				}
+				if _, dup := imgs[arch]; dup {
+					return fmt.Errorf("--binary: %s given twice", arch)
+				}
+				oa := o
+				oa.Arch, oa.Binary = arch, file
+				img, err := ociimage.Build(oa)
+				if err != nil {
+					return err
+				}
+				imgs[arch] = img
+				if err := ociimage.Write(strings.TrimSuffix(out, ".tar")+"-"+arch+".tar", ref, img); err != nil {
+					return err
+				}
+			}
+			idx, err := ociimage.Index(imgs)
 			if err != nil {
 				return err
 			}
-			return ociimage.Write(out, ref, img)
+			return ociimage.WriteLayout(out, ref, idx, o.Created)
 		},
 	}
 	f := cmd.Flags()
-	f.StringVar(&o.Binary, "binary", "", "static linux binary (required)")
+	f.StringArrayVar(&binaries, "binary", nil, "ARCH=FILE: the static linux binary for GOARCH ARCH (required; repeatable, one per architecture)")
 	f.StringVar(&o.Name, "name", "", "its name in the image, /NAME (required)")
-	f.StringVar(&o.Arch, "arch", "amd64", "GOARCH of the binary")
 	f.StringVar(&o.Version, "version", "dev", "org.opencontainers.image.version")
 	f.StringVar(&o.Source, "source", "https://github.com/meshd/meshd", "org.opencontainers.image.source")
 	f.StringVar(&o.Revision, "revision", "", "org.opencontainers.image.revision")
-	f.StringVar(&ref, "tag", "", "image reference in the tarball, e.g. ghcr.io/meshd/meshd:v1 (required)")
-	f.StringVar(&out, "out", "", "tarball to write (required)")
+	f.StringVar(&ref, "tag", "", "image reference, e.g. ghcr.io/meshd/meshd:v1 (required)")
+	f.StringVar(&out, "out", "", "NAME.tar: the OCI layout tarball of the index; NAME-ARCH.tar beside it per architecture (required)")
 	for _, n := range []string{"binary", "name", "tag", "out"} {
 		_ = cmd.MarkFlagRequired(n)
 	}
