@@ -16,6 +16,7 @@ import (
 	"testing"
 
 	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
+	coordinationv1 "k8s.io/api/coordination/v1"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/equality"
 	"k8s.io/apimachinery/pkg/api/meta"
@@ -30,6 +31,7 @@ import (
 	"k8s.io/client-go/restmapper"
 
 	"github.com/meshd/meshd/internal/helmchart"
+	kubecp "github.com/meshd/meshd/kube/controlplane"
 	"github.com/meshd/meshd/kube/injector"
 	"github.com/meshd/meshd/sentry/kubestore"
 	kubetoken "github.com/meshd/meshd/sentry/token/kubernetes"
@@ -136,7 +138,7 @@ func TestChartAppliedToRealAPIServer(t *testing.T) {
 		}
 		kinds[gvk.Kind]++
 	}
-	for kind, n := range map[string]int{"ServiceAccount": 2, "ClusterRole": 3, "ClusterRoleBinding": 3, "Role": 1, "RoleBinding": 1,
+	for kind, n := range map[string]int{"ServiceAccount": 2, "ClusterRole": 3, "ClusterRoleBinding": 3, "Role": 2, "RoleBinding": 2,
 		"Service": 2, "ConfigMap": 1, "Deployment": 2, "PodDisruptionBudget": 2, "MutatingWebhookConfiguration": 1} {
 		if kinds[kind] != n {
 			t.Errorf("%d %s applied, want %d (all: %v)", kinds[kind], kind, n, kinds)
@@ -172,6 +174,24 @@ func TestChartAppliedToRealAPIServer(t *testing.T) {
 	}
 	if _, err := cp.AdmissionregistrationV1().MutatingWebhookConfigurations().List(ctx, metav1.ListOptions{}); err == nil {
 		t.Error("meshd-controlplane may list every webhook")
+	}
+	// Its leader election Lease: get, create, update in its namespace only.
+	holder := "r1"
+	lease := &coordinationv1.Lease{ObjectMeta: metav1.ObjectMeta{Name: kubecp.LeaseName, Namespace: ns}, Spec: coordinationv1.LeaseSpec{HolderIdentity: &holder}}
+	if lease, err = cp.CoordinationV1().Leases(ns).Create(ctx, lease, metav1.CreateOptions{}); err != nil {
+		t.Errorf("meshd-controlplane cannot create its Lease: %v", err)
+	} else {
+		r2 := "r2"
+		lease.Spec.HolderIdentity = &r2
+		if _, err := cp.CoordinationV1().Leases(ns).Update(ctx, lease, metav1.UpdateOptions{}); err != nil {
+			t.Errorf("meshd-controlplane cannot update its Lease: %v", err)
+		}
+		if _, err := cp.CoordinationV1().Leases(ns).Get(ctx, kubecp.LeaseName, metav1.GetOptions{}); err != nil {
+			t.Errorf("meshd-controlplane cannot read its Lease: %v", err)
+		}
+	}
+	if _, err := cp.CoordinationV1().Leases("default").Create(ctx, &coordinationv1.Lease{ObjectMeta: metav1.ObjectMeta{Name: "x", Namespace: "default"}}, metav1.CreateOptions{}); err == nil {
+		t.Error("meshd-controlplane may create Leases in default")
 	}
 }
 
