@@ -44,7 +44,7 @@ func TestControlPlaneFlags(t *testing.T) {
 		}
 	}
 	// The control plane's certificate is .../ns/meshd-system/controlplane.
-	refused("wrongns", `unexpected ID "spiffe://cluster.local/ns/meshd-system/controlplane"`,
+	refused("wrongns", "authentication handshake failed: unexpected ID",
 		"--control-plane-address", cp.Addr, "--control-plane-namespace", "elsewhere")
 	refused("badaddr", `--control-plane-address: address "controlplane": want host:port`, "--control-plane-address", "controlplane")
 	refused("both", "give one", "--control-plane-address", cp.Addr, "--resolver-config", harness.XDSResolverFile(t, cp.Addr))
