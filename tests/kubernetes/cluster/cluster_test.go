@@ -16,9 +16,10 @@
 // processes and writes pod status after the injected readiness probe
 // answers), no cluster DNS (a hosts file in each pod's mount namespace names
 // sentry's Service address), the API server reaches the webhook by URL on
-// loopback (sentry adds 127.0.0.1 to the control plane's names), and the
-// control plane's parts run in the test process (cmd/controlplane is wired
-// separately).
+// loopback or at the control plane's pod IP (sentry adds both to the
+// control plane's names), no kube-proxy (a Service name is its one pod's
+// IP), and in TestCluster the control plane's parts run in the test
+// process (TestClusterXDS runs cmd/controlplane as its pod).
 package cluster_test
 
 import (
