@@ -112,6 +112,9 @@ func (el *elector) Run(ctx context.Context) error {
 			ReleaseOnCancel: true,
 			Callbacks: leaderelection.LeaderCallbacks{
 				OnStartedLeading: func(lctx context.Context) {
+					if lctx.Err() != nil { // already over (client-go calls this in a goroutine)
+						return
+					}
 					el.leading.Store(true)
 					el.log.Info("controlplane: leading: this replica runs the app Services controller and records policy Events", "identity", el.e.Identity)
 					started <- lctx
