@@ -18,6 +18,22 @@ import (
 	"github.com/meshd/meshd/internal/ociimage"
 )
 
+// parseBinaries reads the --binary ARCH=FILE flags.
+func parseBinaries(vals []string) (map[string]string, error) {
+	out := map[string]string{}
+	for _, b := range vals {
+		arch, file, ok := strings.Cut(b, "=")
+		if !ok || arch == "" || file == "" {
+			return nil, fmt.Errorf("--binary %q: want ARCH=FILE", b)
+		}
+		if _, dup := out[arch]; dup {
+			return nil, fmt.Errorf("--binary: %s given twice", arch)
+		}
+		out[arch] = file
+	}
+	return out, nil
+}
+
 func main() {
 	var o ociimage.Options
 	var out, ref string
@@ -39,15 +55,12 @@ func main() {
 			if !strings.HasSuffix(out, ".tar") {
 				return fmt.Errorf("--out %q: want a NAME.tar file", out)
 			}
+			files, err := parseBinaries(binaries)
+			if err != nil {
+				return err
+			}
 			imgs := map[string]v1.Image{}
-			for _, b := range binaries {
-				arch, file, ok := strings.Cut(b, "=")
-				if !ok || arch == "" || file == "" {
-					return fmt.Errorf("--binary %q: want ARCH=FILE", b)
-				}
-				if _, dup := imgs[arch]; dup {
-					return fmt.Errorf("--binary: %s given twice", arch)
-				}
+			for arch, file := range files {
 				oa := o
 				oa.Arch, oa.Binary = arch, file
 				img, err := ociimage.Build(oa)
