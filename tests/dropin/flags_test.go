@@ -77,6 +77,9 @@ func TestDaprdFlags(t *testing.T) {
 		"--app-max-concurrency", "-1", "--log-as-json", "--log-level", "info", "--enable-mtls", "--enable-api-logging",
 		"--dapr-graceful-shutdown-seconds", "2", "--dapr-http-max-request-size", "-1", "--max-body-size", "8Mi", "--read-buffer-size", "4Ki",
 		"--control-plane-trust-domain", "cluster.local",
+		// What Dapr's injector gives daprd: meshd's control plane flag, but
+		// on resolver static there is no control plane to reach.
+		"--control-plane-address", "dapr-api.dapr-system.svc.cluster.local:443",
 	}
 	p := harness.Start(t, "meshd-daprflags", bins.Meshd, args...)
 	url := "http://127.0.0.1:" + strconv.Itoa(ports.HTTP)
@@ -116,13 +119,13 @@ func TestDaprdFlags(t *testing.T) {
 			notLoaded, _ = rec["resources"].(string)
 		}
 	}
-	for _, f := range []string{"--mode", "--placement-host-address", "--scheduler-host-address", "--enable-api-logging", "--control-plane-trust-domain", "--read-buffer-size"} {
+	for _, f := range []string{"--mode", "--placement-host-address", "--scheduler-host-address", "--enable-api-logging", "--control-plane-trust-domain", "--read-buffer-size", "--control-plane-address"} {
 		if warned[f] != 1 {
 			t.Errorf("%s: warned %d times, want once", f, warned[f])
 		}
 	}
-	if len(warned) != 6 {
-		t.Errorf("warnings for %v; want exactly the six ignored flags given", warned)
+	if len(warned) != 7 {
+		t.Errorf("warnings for %v; want exactly the seven ignored flags given", warned)
 	}
 	if !strings.Contains(notLoaded, "Component in") || !strings.Contains(notLoaded, "Subscription in") || !strings.Contains(notLoaded, "statestore.yaml") {
 		t.Errorf("the not-loaded warning names %q; want the component and the subscription with their file", notLoaded)
