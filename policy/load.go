@@ -121,6 +121,10 @@ type regoSet struct {
 	cache     decisionCache
 	// files lists the user files compiled in.
 	files []string
+	// prog is the same Rego compiled to Go (compile.go): when not nil,
+	// calls are decided by it; notCompiled says why it is nil.
+	prog        *program
+	notCompiled error
 }
 
 type nsPolicy struct {
@@ -371,6 +375,7 @@ func prepare(ctx context.Context, mesh, ns []*ast.Module, files []string) (*rego
 		return nil, c.Errors
 	}
 	rs := &regoSet{compiler: c, files: files}
+	rs.prog, rs.notCompiled = compileRego(mesh, ns)
 	rs.needHeaders, rs.needQuery = inputNeeds(mesh, ns)
 	rs.cancel = topdown.NewCancel()
 	rs.baseOpts = []rego.EvalOption{rego.EvalExternalCancel(rs.cancel)}

@@ -1,0 +1,711 @@
+package policy
+
+import (
+	"fmt"
+	"net/http"
+	"regexp"
+	"slices"
+	"strings"
+	"unicode/utf8"
+
+	"github.com/gobwas/glob"
+	"github.com/open-policy-agent/opa/v1/ast"
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+
+	"github.com/meshd/meshd/certs"
+	"github.com/meshd/meshd/policy/authz"
+)
+
+// A program is the Rego of one evaluation (the mesh-wide modules plus one
+// namespace's) compiled to Go at load time: the verdict and deny reasons
+// OPA would give, computed without building an input document. compileRego
+// builds one only when it understands every rule of every module; anything
+// else leaves the namespace to OPA (see docs/policy.md, "Speed").
+type program struct {
+	meshDeny, nsDeny []denyRule
+	allow            []conj
+	// allowAlways: a default allow := true.
+	allowAlways bool
+}
+
+type denyRule struct {
+	reason string
+	body   conj
+}
+
+// conj is a rule body: every condition must hold.
+type conj []cond
+
+// field is a string of the input document.
+type field uint8
+
+const (
+	fSrcSpiffeID field = iota
+	fSrcTrustDomain
+	fSrcNamespace
+	fSrcAppID
+	fDstAppID
+	fDstNamespace
+	fProtocol
+	fMethod
+	fPath
+	fHeader // input.request.headers[name]: undefined when absent
+)
+
+var fieldRefs = map[string]field{
+	"source.spiffe_id":      fSrcSpiffeID,
+	"source.trust_domain":   fSrcTrustDomain,
+	"source.namespace":      fSrcNamespace,
+	"source.app_id":         fSrcAppID,
+	"destination.app_id":    fDstAppID,
+	"destination.namespace": fDstNamespace,
+	"request.protocol":      fProtocol,
+	"request.method":        fMethod,
+	"request.path":          fPath,
+}
+
+type op uint8
+
+const (
+	opTrue       op = iota // the expression `true`
+	opDefined              // a bare reference: defined (strings are never false)
+	opEq                   // == lit
+	opNeq                  // != lit
+	opEqOperand            // == another operand
+	opNeqOperand           // != another operand
+	opIn                   // in {set}
+	opStartsWith           // startswith(x, lit)
+	opEndsWith             // endswith(x, lit)
+	opContains             // contains(x, lit)
+	opGlob                 // glob.match(pattern, delimiters, x)
+	opRegex                // regex.match(pattern, x)
+)
+
+// fold is lower() or upper() around an operand.
+type fold uint8
+
+const (
+	foldNone fold = iota
+	foldLower
+	foldUpper
+)
+
+// operand is an input string, possibly lower()/upper()-ed.
+type operand struct {
+	field  field
+	header string // fHeader: the lower-case header name
+	fold   fold
+}
+
+type cond struct {
+	x, y operand // y: opEqOperand, opNeqOperand
+	op   op
+	neg  bool // not
+	lit  string
+	set  []string
+	glob *glob.Pattern
+	re   *regexp.Regexp
+}
+
+// notCompiled is why a module stays with OPA, with the place in the file.
+type notCompiled struct {
+	loc    *ast.Location
+	reason string
+}
+
+func (n *notCompiled) Error() string {
+	if n.loc == nil {
+		return n.reason
+	}
+	return fmt.Sprintf("%s:%d: %s", n.loc.File, n.loc.Row, n.reason)
+}
+
+func unsupported(loc *ast.Location, format string, args ...any) error {
+	return &notCompiled{loc, fmt.Sprintf(format, args...)}
+}
+
+// compileRego compiles the mesh-wide and namespace modules (already parsed
+// and checked by parseModule) or says why it cannot.
+func compileRego(mesh, ns []*ast.Module) (*program, error) {
+	p := &program{}
+	for i, mods := range [][]*ast.Module{mesh, ns} {
+		for _, m := range mods {
+			for _, imp := range m.Imports {
+				path := imp.Path.String()
+				if path != "rego.v1" && path != "future.keywords" && !strings.HasPrefix(path, "future.keywords.") {
+					return nil, unsupported(imp.Location, "import %s", path)
+				}
+			}
+			for _, r := range m.Rules {
+				if err := p.addRule(r, i == 0); err != nil {
+					return nil, err
+				}
+			}
+		}
+	}
+	return p, nil
+}
+
+func (p *program) addRule(r *ast.Rule, mesh bool) error {
+	h := r.Head
+	if r.Else != nil {
+		return unsupported(r.Location, "else")
+	}
+	if len(h.Args) > 0 || len(h.Ref()) != 1 {
+		return unsupported(r.Location, "rule %s", h.Ref())
+	}
+	switch h.Ref().String() {
+	case "allow":
+		v, ok := h.Value.Value.(ast.Boolean)
+		if !ok {
+			return unsupported(r.Location, "allow with a value that is not true or false")
+		}
+		if r.Default {
+			p.allowAlways = p.allowAlways || bool(v)
+			return nil
+		}
+		if !v {
+			return unsupported(r.Location, "allow := false")
+		}
+		body, err := compileBody(r.Body)
+		if err != nil {
+			return err
+		}
+		p.allow = append(p.allow, body)
+	case "deny":
+		if r.Default || h.RuleKind() != ast.MultiValue || h.Key == nil {
+			return unsupported(r.Location, "deny that is not a set of reasons")
+		}
+		reason, ok := h.Key.Value.(ast.String)
+		if !ok {
+			return unsupported(r.Location, "deny reason that is not a string literal")
+		}
+		body, err := compileBody(r.Body)
+		if err != nil {
+			return err
+		}
+		d := denyRule{reason: string(reason), body: body}
+		if mesh {
+			p.meshDeny = append(p.meshDeny, d)
+		} else {
+			p.nsDeny = append(p.nsDeny, d)
+		}
+	default:
+		return unsupported(r.Location, "rule %s (only allow and deny are compiled)", h.Ref())
+	}
+	return nil
+}
+
+func compileBody(body ast.Body) (conj, error) {
+	out := make(conj, 0, len(body))
+	for _, x := range body {
+		c, err := compileExpr(x)
+		if err != nil {
+			return nil, err
+		}
+		if c.op == opTrue && !c.neg {
+			continue
+		}
+		out = append(out, c)
+	}
+	return out, nil
+}
+
+func compileExpr(x *ast.Expr) (cond, error) {
+	if len(x.With) > 0 {
+		return cond{}, unsupported(x.Location, "with")
+	}
+	c := cond{neg: x.Negated}
+	if t, ok := x.Terms.(*ast.Term); ok {
+		if b, ok := t.Value.(ast.Boolean); ok && bool(b) {
+			c.op = opTrue
+			return c, nil
+		}
+		o, ok := inputOperand(t)
+		if !ok {
+			return cond{}, unsupported(x.Location, "expression %s", x)
+		}
+		c.op, c.x = opDefined, o
+		return c, nil
+	}
+	if !x.IsCall() {
+		return cond{}, unsupported(x.Location, "expression %s", x)
+	}
+	args := x.Operands()
+	name := x.Operator().String()
+	switch name {
+	case "equal", "eq", "neq":
+		if len(args) != 2 {
+			break
+		}
+		c.op = opEq
+		if name == "neq" {
+			c.op = opNeq
+		}
+		a, aok := inputOperand(args[0])
+		b, bok := inputOperand(args[1])
+		switch {
+		case aok && bok:
+			c.x, c.y = a, b
+			c.op += opEqOperand - opEq
+			return c, nil
+		case aok:
+			if s, ok := args[1].Value.(ast.String); ok {
+				c.x, c.lit = a, string(s)
+				return c, nil
+			}
+		case bok:
+			if s, ok := args[0].Value.(ast.String); ok {
+				c.x, c.lit = b, string(s)
+				return c, nil
+			}
+		}
+	case "internal.member_2":
+		a, ok := inputOperand(args[0])
+		set, sok := stringCollection(args[1])
+		if ok && sok {
+			c.op, c.x, c.set = opIn, a, set
+			return c, nil
+		}
+	case "startswith", "endswith", "contains":
+		a, ok := inputOperand(args[0])
+		s, sok := args[1].Value.(ast.String)
+		if ok && sok {
+			c.op = map[string]op{"startswith": opStartsWith, "endswith": opEndsWith, "contains": opContains}[name]
+			c.x, c.lit = a, string(s)
+			return c, nil
+		}
+	case "glob.match":
+		pat, pok := args[0].Value.(ast.String)
+		a, ok := inputOperand(args[2])
+		delims, dok := globDelimiters(args[1])
+		if pok && ok && dok {
+			g, err := glob.Compile(string(pat), delims...)
+			if err != nil {
+				return cond{}, unsupported(x.Location, "glob.match: %v", err)
+			}
+			c.op, c.x, c.glob = opGlob, a, g
+			return c, nil
+		}
+	case "regex.match":
+		pat, pok := args[0].Value.(ast.String)
+		a, ok := inputOperand(args[1])
+		if pok && ok {
+			re, err := regexp.Compile(string(pat))
+			if err != nil {
+				return cond{}, unsupported(x.Location, "regex.match: %v", err)
+			}
+			c.op, c.x, c.re = opRegex, a, re
+			return c, nil
+		}
+	}
+	return cond{}, unsupported(x.Location, "expression %s", x)
+}
+
+// inputOperand recognizes input.<string field>, input.request.headers[name]
+// and lower()/upper() of them.
+func inputOperand(t *ast.Term) (operand, bool) {
+	switch v := t.Value.(type) {
+	case ast.Call:
+		if len(v) != 2 {
+			return operand{}, false
+		}
+		f := foldNone
+		switch v[0].String() {
+		case "lower":
+			f = foldLower
+		case "upper":
+			f = foldUpper
+		default:
+			return operand{}, false
+		}
+		o, ok := inputOperand(v[1])
+		if !ok || o.fold != foldNone {
+			return operand{}, false
+		}
+		o.fold = f
+		return o, true
+	case ast.Ref:
+		if len(v) < 3 || !v[0].Equal(ast.InputRootDocument) {
+			return operand{}, false
+		}
+		parts := make([]string, 0, len(v)-1)
+		for _, p := range v[1:] {
+			s, ok := p.Value.(ast.String)
+			if !ok {
+				return operand{}, false
+			}
+			parts = append(parts, string(s))
+		}
+		if len(parts) == 3 && parts[0] == "request" && parts[1] == "headers" {
+			return operand{field: fHeader, header: parts[2]}, true
+		}
+		if len(parts) != 2 {
+			return operand{}, false
+		}
+		f, ok := fieldRefs[parts[0]+"."+parts[1]]
+		return operand{field: f}, ok
+	}
+	return operand{}, false
+}
+
+// stringCollection is a set or array literal of strings.
+func stringCollection(t *ast.Term) ([]string, bool) {
+	var out []string
+	ok := true
+	add := func(e *ast.Term) {
+		if s, isStr := e.Value.(ast.String); isStr {
+			out = append(out, string(s))
+		} else {
+			ok = false
+		}
+	}
+	switch v := t.Value.(type) {
+	case ast.Set:
+		v.Foreach(add)
+	case *ast.Array:
+		v.Foreach(add)
+	default:
+		return nil, false
+	}
+	return out, ok
+}
+
+// globDelimiters is glob.match's second argument the way OPA reads it:
+// null is no delimiters, [] is ".", otherwise one rune per string.
+func globDelimiters(t *ast.Term) ([]rune, bool) {
+	switch v := t.Value.(type) {
+	case ast.Null:
+		return []rune{}, true
+	case *ast.Array:
+		if v.Len() == 0 {
+			return []rune{'.'}, true
+		}
+		out := make([]rune, 0, v.Len())
+		for i := range v.Len() {
+			s, ok := v.Elem(i).Value.(ast.String)
+			if !ok {
+				return nil, false
+			}
+			r := []rune(string(s))
+			if len(r) != 1 {
+				return nil, false
+			}
+			out = append(out, r[0])
+		}
+		return out, true
+	}
+	return nil, false
+}
+
+// decide is the wrapper's verdict ("deny", "allow" or "none") and, for a
+// deny, its reasons (mesh-wide first, each part sorted and without
+// duplicates). ok is false when the request is one the program cannot
+// decide exactly (two header names that differ only in case): OPA decides
+// it.
+func (p *program) decide(req *authz.Request) (verdict string, reasons []string, ok bool) {
+	var buf [4]string
+	found := buf[:0]
+	nMesh := 0
+	for i := range p.meshDeny {
+		m, amb := p.meshDeny[i].body.match(req)
+		if amb {
+			return "", nil, false
+		}
+		if m {
+			found = append(found, p.meshDeny[i].reason)
+		}
+	}
+	nMesh = len(found)
+	for i := range p.nsDeny {
+		m, amb := p.nsDeny[i].body.match(req)
+		if amb {
+			return "", nil, false
+		}
+		if m {
+			found = append(found, p.nsDeny[i].reason)
+		}
+	}
+	if len(found) > 0 {
+		mesh := slices.Compact(slices.Sorted(slices.Values(found[:nMesh])))
+		ns := slices.Compact(slices.Sorted(slices.Values(found[nMesh:])))
+		return "deny", append(mesh, ns...), true
+	}
+	if p.allowAlways {
+		return "allow", nil, true
+	}
+	for i := range p.allow {
+		m, amb := p.allow[i].match(req)
+		if amb {
+			return "", nil, false
+		}
+		if m {
+			return "allow", nil, true
+		}
+	}
+	return "none", nil, true
+}
+
+func (b conj) match(req *authz.Request) (ok, ambiguous bool) {
+	for i := range b {
+		m, amb := b[i].test(req)
+		if amb {
+			return false, true
+		}
+		if !m {
+			return false, false
+		}
+	}
+	return true, false
+}
+
+// test evaluates one condition; an undefined operand (an absent header)
+// fails the expression, so `not` of it holds.
+func (c *cond) test(req *authz.Request) (ok, ambiguous bool) {
+	if c.op == opTrue {
+		return !c.neg, false
+	}
+	// Equality of a SPIFFE ID with literals: compared piece by piece,
+	// without building the ID.
+	if c.x.field == fSrcSpiffeID && c.x.fold == foldNone {
+		switch c.op {
+		case opEq:
+			return spiffeIDIs(req.Caller, c.lit) != c.neg, false
+		case opNeq:
+			return !spiffeIDIs(req.Caller, c.lit) != c.neg, false
+		case opIn:
+			in := false
+			for _, s := range c.set {
+				if spiffeIDIs(req.Caller, s) {
+					in = true
+					break
+				}
+			}
+			return in != c.neg, false
+		}
+	}
+	x, def, amb := c.x.value(req)
+	if amb {
+		return false, true
+	}
+	if !def {
+		return c.neg, false
+	}
+	var r bool
+	switch c.op {
+	case opDefined:
+		r = true
+	case opEq:
+		r = x == c.lit
+	case opNeq:
+		r = x != c.lit
+	case opEqOperand, opNeqOperand:
+		y, def, amb := c.y.value(req)
+		if amb {
+			return false, true
+		}
+		if !def {
+			return c.neg, false
+		}
+		r = (x == y) == (c.op == opEqOperand)
+	case opIn:
+		r = slices.Contains(c.set, x)
+	case opStartsWith:
+		r = strings.HasPrefix(x, c.lit)
+	case opEndsWith:
+		r = strings.HasSuffix(x, c.lit)
+	case opContains:
+		r = strings.Contains(x, c.lit)
+	case opGlob:
+		r = c.glob.Match(x)
+	case opRegex:
+		r = c.re.MatchString(x)
+	}
+	return r != c.neg, false
+}
+
+// value is the operand's string as the input document would hold it;
+// def is false for an absent header.
+func (o *operand) value(req *authz.Request) (s string, def, ambiguous bool) {
+	switch o.field {
+	case fSrcSpiffeID:
+		s = spiffeIDString(req.Caller)
+	case fSrcTrustDomain:
+		if !req.Caller.TrustDomain.IsZero() {
+			s = req.Caller.TrustDomain.Name()
+		}
+	case fSrcNamespace:
+		if !req.Caller.TrustDomain.IsZero() {
+			s = req.Caller.Namespace
+		}
+	case fSrcAppID:
+		if !req.Caller.TrustDomain.IsZero() {
+			s = req.Caller.AppID
+		}
+	case fDstAppID:
+		s = req.Destination.AppID
+	case fDstNamespace:
+		s = req.Destination.Namespace
+	case fProtocol:
+		s = req.Protocol
+	case fMethod:
+		s = req.Method
+	case fPath:
+		s = req.Path
+	case fHeader:
+		s, def, ambiguous = headerValue(req.Header, o.header)
+		if !def || ambiguous {
+			return "", def, ambiguous
+		}
+	}
+	switch o.fold {
+	case foldLower:
+		s = strings.ToLower(s)
+	case foldUpper:
+		s = strings.ToUpper(s)
+	}
+	return s, true, false
+}
+
+// headerValue is input.request.headers[name]: the values of the header
+// whose lower-cased name is name, joined by ", ". Two such headers (names
+// that differ only in case, possible in a hand-built http.Header) make the
+// input document depend on map order: ambiguous.
+func headerValue(h http.Header, name string) (s string, def, ambiguous bool) {
+	var vs []string
+	for k, v := range h {
+		if lowerIs(k, name) {
+			if def {
+				return "", false, true
+			}
+			def, vs = true, v
+		}
+	}
+	switch {
+	case !def:
+		return "", false, false
+	case len(vs) == 1:
+		return vs[0], true, false
+	}
+	return strings.Join(vs, ", "), true, false
+}
+
+// lowerIs reports strings.ToLower(k) == name without allocating for ASCII k.
+func lowerIs(k, name string) bool {
+	if len(k) != len(name) {
+		for i := 0; i < len(k); i++ {
+			if k[i] >= utf8.RuneSelf {
+				return strings.ToLower(k) == name
+			}
+		}
+		return false
+	}
+	for i := 0; i < len(k); i++ {
+		c := k[i]
+		if c >= utf8.RuneSelf {
+			return strings.ToLower(k) == name
+		}
+		if 'A' <= c && c <= 'Z' {
+			c += 'a' - 'A'
+		}
+		if c != name[i] {
+			return false
+		}
+	}
+	return true
+}
+
+// spiffeIDString is input.source.spiffe_id.
+func spiffeIDString(c certs.Identity) string {
+	if c.TrustDomain.IsZero() {
+		return ""
+	}
+	return c.String()
+}
+
+// spiffeIDIs reports spiffeIDString(c) == s without building the ID:
+// spiffe://{td}/ns/{namespace}/{app}, or "" when the parts are not a valid
+// SPIFFE ID (what certs.Identity.String gives then).
+func spiffeIDIs(c certs.Identity, s string) bool {
+	if c.TrustDomain.IsZero() {
+		return s == ""
+	}
+	td := c.TrustDomain.Name()
+	if s == "" || len(s) != len("spiffe://")+len(td)+len("/ns/")+len(c.Namespace)+1+len(c.AppID) {
+		return s == "" && !validSegments(c)
+	}
+	rest, ok := strings.CutPrefix(s, "spiffe://")
+	if !ok {
+		return false
+	}
+	if rest, ok = strings.CutPrefix(rest, td); !ok {
+		return false
+	}
+	if rest, ok = strings.CutPrefix(rest, "/ns/"); !ok {
+		return false
+	}
+	if rest, ok = strings.CutPrefix(rest, c.Namespace); !ok {
+		return false
+	}
+	if rest, ok = strings.CutPrefix(rest, "/"); !ok || rest != c.AppID {
+		return false
+	}
+	return validSegments(c)
+}
+
+func validSegments(c certs.Identity) bool {
+	return spiffeid.ValidatePathSegment(c.Namespace) == nil && spiffeid.ValidatePathSegment(c.AppID) == nil
+}
+
+// engineNote says which engine decides the calls of rs (for Explain).
+func (rs *regoSet) engineNote() string {
+	if rs.prog != nil {
+		return "calls are decided by the Rego compiled to Go; explained here by OPA, the engine of record"
+	}
+	return "calls are evaluated by OPA (not compiled: " + rs.notCompiled.Error() + ")"
+}
+
+// RegoEngines maps every namespace with Rego (MeshDir for the mesh-wide
+// rules alone, which decide namespaces without Rego of their own) to ""
+// when its calls are decided by the Rego compiled to Go, or to why OPA
+// evaluates them instead (file:line: what the compiler does not handle).
+func (s *Snapshot) RegoEngines() map[string]string {
+	out := map[string]string{}
+	note := func(name string, rs *regoSet) {
+		if rs == nil {
+			return
+		}
+		out[name] = ""
+		if rs.prog == nil {
+			out[name] = rs.notCompiled.Error()
+		}
+	}
+	note(MeshDir, s.meshRego)
+	for name, ns := range s.ns {
+		note(name, ns.rego)
+	}
+	return out
+}
+
+// RegoNamespaces counts the Rego sets of the policy in force by engine:
+// compiled to Go, or evaluated by OPA (for metrics).
+func (e *Engine) RegoNamespaces() (compiled, opa uint64) {
+	for _, why := range e.cur.Load().RegoEngines() {
+		if why == "" {
+			compiled++
+		} else {
+			opa++
+		}
+	}
+	return compiled, opa
+}
+
+// logEngines logs, at debug level, the namespaces whose Rego OPA evaluates
+// because the compiler does not handle it.
+func (e *Engine) logEngines(s *Snapshot) {
+	for ns, why := range s.RegoEngines() {
+		if why != "" {
+			e.log.Debug("policy: rego not compiled; OPA evaluates every call", "namespace", ns, "why", why)
+		}
+	}
+}
