@@ -95,6 +95,14 @@ type operand struct {
 	field  field
 	header string // fHeader: the lower-case header name
 	fold   fold
+	// hoisted: OPA's compiler evaluates this operand before the
+	// expression, outside a `not` (it is an argument of a built-in call
+	// other than equality: `not startswith(input.request.headers.x, "a")`
+	// compiles to `__local0__ = input.request.headers.x; not
+	// startswith(__local0__, "a")`), so when it is undefined the rule
+	// fails even under `not`. An operand of ==, = or a bare reference is
+	// evaluated inside the `not`.
+	hoisted bool
 }
 
 type cond struct {
@@ -212,6 +220,17 @@ func compileBody(body ast.Body) (conj, error) {
 }
 
 func compileExpr(x *ast.Expr) (cond, error) {
+	c, err := compileExpr1(x)
+	if err != nil {
+		return c, err
+	}
+	inside := c.op == opEq || c.op == opEqOperand || c.op == opDefined
+	c.x.hoisted = !inside || c.x.fold != foldNone
+	c.y.hoisted = !inside || c.y.fold != foldNone
+	return c, nil
+}
+
+func compileExpr1(x *ast.Expr) (cond, error) {
 	if len(x.With) > 0 {
 		return cond{}, unsupported(x.Location, "with")
 	}
@@ -460,7 +479,8 @@ func (b conj) match(req *authz.Request) (ok, ambiguous bool) {
 }
 
 // test evaluates one condition; an undefined operand (an absent header)
-// fails the expression, so `not` of it holds.
+// fails the expression, so `not` of it holds, unless OPA evaluates the
+// operand outside the `not` (operand.hoisted).
 func (c *cond) test(req *authz.Request) (ok, ambiguous bool) {
 	if c.op == opTrue {
 		return !c.neg, false
@@ -489,7 +509,7 @@ func (c *cond) test(req *authz.Request) (ok, ambiguous bool) {
 		return false, true
 	}
 	if !def {
-		return c.neg, false
+		return c.neg && !c.x.hoisted, false
 	}
 	var r bool
 	switch c.op {
@@ -505,7 +525,7 @@ func (c *cond) test(req *authz.Request) (ok, ambiguous bool) {
 			return false, true
 		}
 		if !def {
-			return c.neg, false
+			return c.neg && !c.y.hoisted, false
 		}
 		r = (x == y) == (c.op == opEqOperand)
 	case opIn:
