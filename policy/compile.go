@@ -112,7 +112,11 @@ type cond struct {
 	lit  string
 	set  []string
 	glob *glob.Pattern
-	re   *regexp.Regexp
+	// globIndexed: OPA's rule index may pre-filter this glob.match
+	// (delimiters given as an array), splitting the value at delimiters
+	// not escaped by a \: a value with a \ is left to OPA.
+	globIndexed bool
+	re          *regexp.Regexp
 }
 
 // notCompiled is why a module stays with OPA, with the place in the file.
@@ -299,6 +303,17 @@ func compileExpr1(x *ast.Expr) (cond, error) {
 		a, ok := inputOperand(args[2])
 		delims, dok := globDelimiters(args[1])
 		if pok && ok && dok {
+			// OPA's rule index reads a pattern's \ escapes (and a
+			// value's) its own way: such patterns stay with OPA.
+			if strings.Contains(string(pat), `\`) {
+				return cond{}, unsupported(x.Location, "glob.match pattern with a \\ escape")
+			}
+			for _, r := range delims {
+				if r >= utf8.RuneSelf {
+					return cond{}, unsupported(x.Location, "glob.match delimiter %q", r)
+				}
+			}
+			_, c.globIndexed = args[1].Value.(*ast.Array)
 			g, err := glob.Compile(string(pat), delims...)
 			if err != nil {
 				return cond{}, unsupported(x.Location, "glob.match: %v", err)
@@ -537,6 +552,9 @@ func (c *cond) test(req *authz.Request) (ok, ambiguous bool) {
 	case opContains:
 		r = strings.Contains(x, c.lit)
 	case opGlob:
+		if c.globIndexed && strings.IndexByte(x, '\\') >= 0 {
+			return false, true
+		}
 		r = c.glob.Match(x)
 	case opRegex:
 		r = c.re.MatchString(x)

@@ -54,11 +54,11 @@ var (
 	genPaths      = []string{"/", "", "/orders", "/orders/42", "/Orders/7", "/ordersX", "/api/v1/items/123/detail1",
 		"/api/v30/orders/9", "/items/a/detail1", "/items/a/b/detail1", "/items//detail1", "/admin", "/ADMIN/x",
 		"/AdMiN", "/admin2", "/healthz", "/exact/5", "/café/ü", "/\u212a" /* Kelvin sign: lower() is "k" */, "/k",
-		"/a.b/c", "/x/b1", "/x/d", "/a/b/x", "/a/c/y", "/orders.v1.Orders/Get", "/*", "/İ", "/\xff\xfe"}
+		"/a.b/c", `/x\/y`, "/x/b1", "/x/d", "/a/b/x", "/a/c/y", "/orders.v1.Orders/Get", "/*", "/İ", "/\xff\xfe"}
 	genHeaderNames = []string{"x-report", "content-type", "x-tenant"}
-	genHeaderVals  = []string{"yes", "no", "YES", "", "a, b", "application/json"}
+	genHeaderVals  = []string{"yes", "no", "YES", "", "a, b", "application/json", `a\/b`}
 	genReasons     = []string{"blocked", "DELETE is forbidden", "admin routes are closed", "Z last", "a first", "ünïcode", "blocked"}
-	genGlobs       = []string{"/items/*/detail*", "/api/**", "/a/{b,c}/*", "/x/[a-c]?", "*", "**", "/orders/?", `/\*`,
+	genGlobs       = []string{"/items/*/detail*", "/api/**", "/a/{b,c}/*", "/x/[a-c]?", "*", "**", "/orders/?", "/*/*",
 		"/items/*", "/{orders,admin}*", "/[!a]*", "*/detail1", "/café/*"}
 	genGlobDelims = []string{`["/"]`, `[]`, `null`, `["/", "."]`, `["."]`}
 	genRegexes    = []string{`^/orders/[0-9]+$`, `(?i)^/admin`, `detail[0-9]$`, `^$`, `ü`, `^/(a|b)/`}
@@ -240,6 +240,7 @@ func diffEngines(t testing.TB, files map[string]string) (fast, opa *Engine) {
 		DecisionLog: decisionlog.New(quiet, 0), NoDecisionCache: true}
 	fast = newEngine(t, opts)
 	opts.NoRegoCompile = true
+	opts.DecisionLog = decisionlog.New(quiet, 0)
 	opa = newEngine(t, opts)
 	return fast, opa
 }
@@ -267,7 +268,7 @@ func opaDecide(t testing.TB, e *Engine, rs *regoSet, req *authz.Request) (string
 
 // compareDecisions checks every request against both engines, at the
 // Rego level (verdict, reasons) and at the engine's (Authorize).
-func compareDecisions(t testing.TB, files map[string]string, fast, opa *Engine, reqs []authz.Request) {
+func compareDecisions(t testing.TB, files map[string]string, fast, opa *Engine, reqs []authz.Request) (declined int) {
 	t.Helper()
 	ctx := context.Background()
 	s := fast.Snapshot()
@@ -282,10 +283,15 @@ func compareDecisions(t testing.TB, files map[string]string, fast, opa *Engine, 
 		req := &reqs[i]
 		gotV, gotR, ok := rs.prog.decide(req)
 		if !ok {
-			t.Fatalf("compiled matcher declined %+v", req)
+			// Only a value with a \ under an indexed glob.match is left to
+			// OPA (the generator makes no header names differing in case).
+			if !strings.Contains(describe(req), `\`) {
+				t.Fatalf("compiled matcher declined %s", describe(req))
+			}
+			declined++
 		}
 		wantV, wantR := opaDecide(t, fast, rs, req)
-		if gotV != wantV || !slices.Equal(gotR, wantR) {
+		if ok && (gotV != wantV || !slices.Equal(gotR, wantR)) {
 			t.Fatalf("request %s:\ncompiled: %s %q\nOPA:      %s %q\npolicy:\n%s", describe(req), gotV, gotR, wantV, wantR, dumpFiles(files))
 		}
 		df, do := fast.Authorize(ctx, *req), opa.Authorize(ctx, *req)
@@ -293,6 +299,7 @@ func compareDecisions(t testing.TB, files map[string]string, fast, opa *Engine, 
 			t.Fatalf("request %s: Authorize compiled %+v, OPA %+v\npolicy:\n%s", describe(req), df, do, dumpFiles(files))
 		}
 	}
+	return declined
 }
 
 func describe(req *authz.Request) string {
@@ -377,7 +384,7 @@ func TestCompiledEqualsOPA(t *testing.T) {
 		if testing.Short() {
 			n = 15
 		}
-		allows, denies := 0, 0
+		allows, denies, declined := 0, 0, 0
 		for i := range n {
 			files := map[string]string{"default/p.rego": genModule(c, true)}
 			if r.IntN(2) == 0 {
@@ -388,7 +395,7 @@ func TestCompiledEqualsOPA(t *testing.T) {
 			}
 			t.Run(fmt.Sprint(i), func(t *testing.T) {
 				fast, opa := diffEngines(t, files)
-				compareDecisions(t, files, fast, opa, reqs[:200])
+				declined += compareDecisions(t, files, fast, opa, reqs[:200])
 				a, d, _ := fast.DecisionLog().Counts()
 				allows += int(a)
 				denies += int(d)
@@ -399,6 +406,12 @@ func TestCompiledEqualsOPA(t *testing.T) {
 		if allows < n*10 || denies < n*10 {
 			t.Errorf("generated decisions: %d allows, %d denies; want both common", allows, denies)
 		}
+		// A value with a \ under an indexed glob.match goes to OPA; the
+		// rest must be decided by the compiled matcher.
+		if declined > n*200/20 {
+			t.Errorf("the compiled matcher declined %d of %d decisions", declined, n*200)
+		}
+		t.Logf("%d policies, %d decisions: %d allows, %d denies, %d left to OPA", n, n*200, allows, denies, declined)
 	})
 }
 
