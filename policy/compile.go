@@ -22,15 +22,122 @@ import (
 // builds one only when it understands every rule of every module; anything
 // else leaves the namespace to OPA (see docs/policy.md, "Speed").
 type program struct {
-	meshDeny, nsDeny []denyRule
-	allow            []conj
+	meshDeny, nsDeny rules
+	allow            rules
 	// allowAlways: a default allow := true.
 	allowAlways bool
 }
 
-type denyRule struct {
-	reason string
-	body   conj
+// rules are the bodies of one kind (allow, or the deny rules of one
+// package), indexed by the caller's app ID where a body requires one
+// (input.source.app_id == "x", in {...}, or a spiffe_id literal): a call
+// tries only the bodies of its caller's app and those that require none.
+// Bodies have no side effects and a skipped body is false in OPA too (its
+// app condition fails), so this is the same decision.
+type rules struct {
+	bodies  []conj
+	reasons []string // deny: each body's reason
+	byApp   map[string][]int32
+	rest    []int32
+}
+
+func (r *rules) add(body conj, reason string) {
+	i := int32(len(r.bodies))
+	r.bodies = append(r.bodies, body)
+	r.reasons = append(r.reasons, reason)
+	apps := requiredApps(body)
+	if apps == nil {
+		r.rest = append(r.rest, i)
+		return
+	}
+	if r.byApp == nil {
+		r.byApp = map[string][]int32{}
+	}
+	for _, a := range apps {
+		if l := r.byApp[a]; len(l) == 0 || l[len(l)-1] != i {
+			r.byApp[a] = append(l, i)
+		}
+	}
+}
+
+// requiredApps are the caller app IDs one of which a body requires, nil
+// for any.
+func requiredApps(body conj) []string {
+	for _, c := range body {
+		if c.neg || c.x.fold != foldNone || (c.op != opEq && c.op != opIn) {
+			continue
+		}
+		lits := c.set
+		if c.op == opEq {
+			lits = []string{c.lit}
+		}
+		switch c.x.field {
+		case fSrcAppID:
+			return lits
+		case fSrcSpiffeID:
+			apps := make([]string, 0, len(lits))
+			for _, l := range lits {
+				app, ok := spiffeApp(l)
+				if !ok {
+					apps = nil
+					break
+				}
+				apps = append(apps, app)
+			}
+			if apps != nil {
+				return apps
+			}
+		}
+	}
+	return nil
+}
+
+// spiffeApp is the app ID of a workload SPIFFE ID literal
+// spiffe://{td}/ns/{namespace}/{app}.
+func spiffeApp(s string) (string, bool) {
+	rest, ok := strings.CutPrefix(s, "spiffe://")
+	if !ok {
+		return "", false
+	}
+	_, rest, ok = strings.Cut(rest, "/")
+	if !ok {
+		return "", false
+	}
+	if rest, ok = strings.CutPrefix(rest, "ns/"); !ok {
+		return "", false
+	}
+	_, app, ok := strings.Cut(rest, "/")
+	if !ok || app == "" || strings.Contains(app, "/") {
+		return "", false
+	}
+	return app, true
+}
+
+// match reports whether some body holds for req; with collect (deny), it
+// goes on through all of them and appends their reasons to found.
+// ambiguous as in program.decide.
+func (r *rules) match(req *authz.Request, found []string, collect bool) (_ []string, matched, ambiguous bool) {
+	var app string
+	if r.byApp != nil && !req.Caller.TrustDomain.IsZero() {
+		app = req.Caller.AppID
+	}
+	for _, idx := range [2][]int32{r.byApp[app], r.rest} {
+		for _, i := range idx {
+			m, amb := r.bodies[i].match(req)
+			if amb {
+				return found, false, true
+			}
+			if !m {
+				continue
+			}
+			matched = true
+			if !collect {
+				return found, true, false
+			}
+			found = append(found, r.reasons[i])
+		}
+	}
+	return found, matched, false
 }
 
 // conj is a rule body: every condition must hold.
@@ -183,7 +290,7 @@ func (p *program) addRule(r *ast.Rule, mesh bool) error {
 		if err != nil {
 			return err
 		}
-		p.allow = append(p.allow, body)
+		p.allow.add(body, "")
 	case "deny":
 		if r.Default || h.RuleKind() != ast.MultiValue || h.Key == nil {
 			return unsupported(r.Location, "deny that is not a set of reasons")
@@ -196,11 +303,10 @@ func (p *program) addRule(r *ast.Rule, mesh bool) error {
 		if err != nil {
 			return err
 		}
-		d := denyRule{reason: string(reason), body: body}
 		if mesh {
-			p.meshDeny = append(p.meshDeny, d)
+			p.meshDeny.add(body, string(reason))
 		} else {
-			p.nsDeny = append(p.nsDeny, d)
+			p.nsDeny.add(body, string(reason))
 		}
 	default:
 		return unsupported(r.Location, "rule %s (only allow and deny are compiled)", h.Ref())
@@ -439,26 +545,13 @@ func globDelimiters(t *ast.Term) ([]rune, bool) {
 // it.
 func (p *program) decide(req *authz.Request) (verdict string, reasons []string, ok bool) {
 	var buf [4]string
-	found := buf[:0]
-	nMesh := 0
-	for i := range p.meshDeny {
-		m, amb := p.meshDeny[i].body.match(req)
-		if amb {
-			return "", nil, false
-		}
-		if m {
-			found = append(found, p.meshDeny[i].reason)
-		}
+	found, _, amb := p.meshDeny.match(req, buf[:0], true)
+	if amb {
+		return "", nil, false
 	}
-	nMesh = len(found)
-	for i := range p.nsDeny {
-		m, amb := p.nsDeny[i].body.match(req)
-		if amb {
-			return "", nil, false
-		}
-		if m {
-			found = append(found, p.nsDeny[i].reason)
-		}
+	nMesh := len(found)
+	if found, _, amb = p.nsDeny.match(req, found, true); amb {
+		return "", nil, false
 	}
 	if len(found) > 0 {
 		mesh := slices.Compact(slices.Sorted(slices.Values(found[:nMesh])))
@@ -468,14 +561,12 @@ func (p *program) decide(req *authz.Request) (verdict string, reasons []string, 
 	if p.allowAlways {
 		return "allow", nil, true
 	}
-	for i := range p.allow {
-		m, amb := p.allow[i].match(req)
-		if amb {
-			return "", nil, false
-		}
-		if m {
-			return "allow", nil, true
-		}
+	_, m, amb := p.allow.match(req, nil, false)
+	switch {
+	case amb:
+		return "", nil, false
+	case m:
+		return "allow", nil, true
 	}
 	return "none", nil, true
 }
