@@ -292,7 +292,7 @@ func (e *Engine) decide(ctx context.Context, s *Snapshot, req *authz.Request, tr
 				reasons = e.evalReasons(ctx, rs, req)
 			}
 			tr.add("rego: deny: %s", strings.Join(reasons, "; "))
-			return outcome{reason: strings.Join(reasons, "; "), rule: "rego deny (" + strings.Join(rs.files, ", ") + ")"}
+			return outcome{reason: strings.Join(reasons, "; "), rule: rs.denyRule}
 		case verdict == "allow":
 			tr.add("rego: allow")
 			if allowedBy == "" {
