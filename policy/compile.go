@@ -2,6 +2,7 @@ package policy
 
 import (
 	"fmt"
+	"maps"
 	"net/http"
 	"regexp"
 	"slices"
@@ -186,6 +187,7 @@ const (
 	opContains             // contains(x, lit)
 	opGlob                 // glob.match(pattern, delimiters, x)
 	opRegex                // regex.match(pattern, x)
+	opRule                 // a helper rule of the package
 )
 
 // fold is lower() or upper() around an operand.
@@ -224,6 +226,7 @@ type cond struct {
 	// not escaped by a \: a value with a \ is left to OPA.
 	globIndexed bool
 	re          *regexp.Regexp
+	rule        *helper // opRule
 }
 
 // notCompiled is why a module stays with OPA, with the place in the file.
@@ -248,6 +251,7 @@ func unsupported(loc *ast.Location, format string, args ...any) error {
 func compileRego(mesh, ns []*ast.Module) (*program, error) {
 	p := &program{}
 	for i, mods := range [][]*ast.Module{mesh, ns} {
+		sc := &scope{helpers: map[string][]*ast.Rule{}, compiled: map[string]*helper{}}
 		for _, m := range mods {
 			for _, imp := range m.Imports {
 				path := imp.Path.String()
@@ -256,8 +260,24 @@ func compileRego(mesh, ns []*ast.Module) (*program, error) {
 				}
 			}
 			for _, r := range m.Rules {
-				if err := p.addRule(r, i == 0); err != nil {
-					return nil, err
+				if name := r.Head.Ref().String(); name != "allow" && name != "deny" {
+					sc.helpers[name] = append(sc.helpers[name], r)
+				}
+			}
+		}
+		// Every helper must be one the compiler understands, referenced
+		// or not.
+		for _, name := range slices.Sorted(maps.Keys(sc.helpers)) {
+			if _, err := sc.helper(name); err != nil {
+				return nil, err
+			}
+		}
+		for _, m := range mods {
+			for _, r := range m.Rules {
+				if name := r.Head.Ref().String(); name == "allow" || name == "deny" {
+					if err := p.addRule(sc, r, i == 0); err != nil {
+						return nil, err
+					}
 				}
 			}
 		}
@@ -265,7 +285,59 @@ func compileRego(mesh, ns []*ast.Module) (*program, error) {
 	return p, nil
 }
 
-func (p *program) addRule(r *ast.Rule, mesh bool) error {
+// scope is one package's helper rules: boolean rules other than allow and
+// deny (`is_admin if { ... }`, any number of definitions, optionally
+// `default is_admin := false`), which bodies use as `is_admin` or `not
+// is_admin`.
+type scope struct {
+	helpers  map[string][]*ast.Rule
+	compiled map[string]*helper
+}
+
+type helper struct {
+	rules rules
+	// always: default name := true (the rule is true whatever its bodies).
+	always bool
+	// compiling: being compiled (a reference to it now is a cycle, which
+	// OPA's compiler refuses anyway).
+	compiling bool
+}
+
+func (sc *scope) helper(name string) (*helper, error) {
+	if h, ok := sc.compiled[name]; ok {
+		if h.compiling {
+			return nil, unsupported(sc.helpers[name][0].Location, "recursive rule %s", name)
+		}
+		return h, nil
+	}
+	h := &helper{compiling: true}
+	sc.compiled[name] = h
+	for _, r := range sc.helpers[name] {
+		hd := r.Head
+		if r.Else != nil || len(hd.Args) > 0 || len(hd.Ref()) != 1 || hd.RuleKind() != ast.SingleValue || hd.Value == nil {
+			return nil, unsupported(r.Location, "rule %s (only allow, deny and boolean helper rules are compiled)", hd.Ref())
+		}
+		v, ok := hd.Value.Value.(ast.Boolean)
+		switch {
+		case !ok:
+			return nil, unsupported(r.Location, "rule %s with a value that is not true or false", hd.Ref())
+		case r.Default:
+			h.always = h.always || bool(v)
+			continue
+		case !bool(v):
+			return nil, unsupported(r.Location, "%s := false", hd.Ref())
+		}
+		body, err := sc.compileBody(r.Body)
+		if err != nil {
+			return nil, err
+		}
+		h.rules.add(body, "")
+	}
+	h.compiling = false
+	return h, nil
+}
+
+func (p *program) addRule(sc *scope, r *ast.Rule, mesh bool) error {
 	h := r.Head
 	if r.Else != nil {
 		return unsupported(r.Location, "else")
@@ -286,7 +358,7 @@ func (p *program) addRule(r *ast.Rule, mesh bool) error {
 		if !v {
 			return unsupported(r.Location, "allow := false")
 		}
-		body, err := compileBody(r.Body)
+		body, err := sc.compileBody(r.Body)
 		if err != nil {
 			return err
 		}
@@ -299,7 +371,7 @@ func (p *program) addRule(r *ast.Rule, mesh bool) error {
 		if !ok {
 			return unsupported(r.Location, "deny reason that is not a string literal")
 		}
-		body, err := compileBody(r.Body)
+		body, err := sc.compileBody(r.Body)
 		if err != nil {
 			return err
 		}
@@ -308,16 +380,14 @@ func (p *program) addRule(r *ast.Rule, mesh bool) error {
 		} else {
 			p.nsDeny.add(body, string(reason))
 		}
-	default:
-		return unsupported(r.Location, "rule %s (only allow and deny are compiled)", h.Ref())
 	}
 	return nil
 }
 
-func compileBody(body ast.Body) (conj, error) {
+func (sc *scope) compileBody(body ast.Body) (conj, error) {
 	out := make(conj, 0, len(body))
 	for _, x := range body {
-		c, err := compileExpr(x)
+		c, err := sc.compileExpr(x)
 		if err != nil {
 			return nil, err
 		}
@@ -329,8 +399,8 @@ func compileBody(body ast.Body) (conj, error) {
 	return out, nil
 }
 
-func compileExpr(x *ast.Expr) (cond, error) {
-	c, err := compileExpr1(x)
+func (sc *scope) compileExpr(x *ast.Expr) (cond, error) {
+	c, err := sc.compileExpr1(x)
 	if err != nil {
 		return c, err
 	}
@@ -340,7 +410,7 @@ func compileExpr(x *ast.Expr) (cond, error) {
 	return c, nil
 }
 
-func compileExpr1(x *ast.Expr) (cond, error) {
+func (sc *scope) compileExpr1(x *ast.Expr) (cond, error) {
 	if len(x.With) > 0 {
 		return cond{}, unsupported(x.Location, "with")
 	}
@@ -348,6 +418,14 @@ func compileExpr1(x *ast.Expr) (cond, error) {
 	if t, ok := x.Terms.(*ast.Term); ok {
 		if b, ok := t.Value.(ast.Boolean); ok && bool(b) {
 			c.op = opTrue
+			return c, nil
+		}
+		if v, ok := t.Value.(ast.Var); ok && sc.helpers[string(v)] != nil {
+			h, err := sc.helper(string(v))
+			if err != nil {
+				return cond{}, err
+			}
+			c.op, c.rule = opRule, h
 			return c, nil
 		}
 		o, ok := inputOperand(t)
@@ -588,8 +666,18 @@ func (b conj) match(req *authz.Request) (ok, ambiguous bool) {
 // fails the expression, so `not` of it holds, unless OPA evaluates the
 // operand outside the `not` (operand.hoisted).
 func (c *cond) test(req *authz.Request) (ok, ambiguous bool) {
-	if c.op == opTrue {
+	switch c.op {
+	case opTrue:
 		return !c.neg, false
+	case opRule:
+		if c.rule.always {
+			return !c.neg, false
+		}
+		_, m, amb := c.rule.rules.match(req, nil, false)
+		if amb {
+			return false, true
+		}
+		return m != c.neg, false
 	}
 	// Equality of a SPIFFE ID with literals: compared piece by piece,
 	// without building the ID.

@@ -24,7 +24,9 @@ func TestRegoNotCompiled(t *testing.T) {
 	for _, tc := range []struct {
 		name, body, why string
 	}{
-		{"helper rule", "is_frontend if input.source.app_id == \"frontend\"\n\nallow if is_frontend\n", "p.rego:3: rule is_frontend"},
+		{"helper set", "methods := {\"GET\"}\n\nallow if input.request.method in methods\n", "p.rego:3: rule methods with a value that is not true or false"},
+		{"function", "is_get(m) if m == \"GET\"\n\nallow if is_get(input.request.method)\n", "p.rego:3: rule is_get (only allow, deny and boolean helper rules are compiled)"},
+		{"helper := false", "h := false if input.request.method == \"GET\"\n\nallow if h\n", "p.rego:3: h := false"},
 		{"some", "allow if {\n\tsome m in [\"GET\"]\n\tinput.request.method == m\n}\n", "p.rego:4: expression"},
 		{"reason variable", "deny contains msg if {\n\tinput.request.method == \"DELETE\"\n\tmsg := sprintf(\"no %s\", [input.request.path])\n}\n", "p.rego:3: deny reason that is not a string literal"},
 		{"query", "allow if input.request.query.q[0] == \"x\"\n", "p.rego:3: expression"},

@@ -115,7 +115,13 @@ func genOperand(c chooser) (expr, field string) {
 	return f, f
 }
 
-func genCond(c chooser) string {
+func genCond(c chooser, helpers []string) string {
+	if len(helpers) > 0 && c.intn(5) == 0 {
+		if c.intn(3) == 0 {
+			return "not " + pick(c, helpers)
+		}
+		return pick(c, helpers)
+	}
 	x, f := genOperand(c)
 	lit := func() string {
 		if f == "header" {
@@ -160,30 +166,42 @@ func genCond(c chooser) string {
 	return s
 }
 
-func genBody(c chooser) string {
+func genBody(c chooser, helpers []string) string {
 	n := 1 + c.intn(4)
 	conds := make([]string, n)
 	for i := range conds {
-		conds[i] = "\t" + genCond(c)
+		conds[i] = "\t" + genCond(c, helpers)
 	}
 	return "{\n" + strings.Join(conds, "\n") + "\n}"
 }
 
 // genModule is a module of the shapes the compiler handles.
-func genModule(c chooser, withDefault bool) string {
+func genModule(c chooser, withDefault bool, prefix string) string {
 	var b strings.Builder
 	b.WriteString("package mesh.authz\n\n")
 	if c.intn(4) == 0 {
 		b.WriteString("import rego.v1\n\n")
 	}
+	// Boolean helper rules, used by allow and deny bodies.
+	var helpers []string
+	for j := range c.intn(3) {
+		name := fmt.Sprintf("%s_h%d", prefix, j)
+		if c.intn(3) == 0 {
+			fmt.Fprintf(&b, "default %s := %v\n\n", name, c.intn(3) == 0)
+		}
+		for range 1 + c.intn(2) {
+			fmt.Fprintf(&b, "%s if %s\n\n", name, genBody(c, helpers))
+		}
+		helpers = append(helpers, name)
+	}
 	if withDefault && c.intn(5) == 0 {
 		fmt.Fprintf(&b, "default allow := %v\n\n", c.intn(3) == 0)
 	}
 	for range c.intn(6) {
-		fmt.Fprintf(&b, "allow if %s\n\n", genBody(c))
+		fmt.Fprintf(&b, "allow if %s\n\n", genBody(c, helpers))
 	}
 	for range c.intn(4) {
-		fmt.Fprintf(&b, "deny contains %s if %s\n\n", quote(pick(c, genReasons)), genBody(c))
+		fmt.Fprintf(&b, "deny contains %s if %s\n\n", quote(pick(c, genReasons)), genBody(c, helpers))
 	}
 	if c.intn(6) == 0 {
 		fmt.Fprintf(&b, "deny contains %s\n\n", quote(pick(c, genReasons)))
@@ -350,7 +368,32 @@ allow if {
 
 deny contains "DELETE is forbidden" if input.request.method == "DELETE"
 `
+	helpers := `package mesh.authz
+
+is_frontend if {
+	input.source.app_id == "frontend"
+	input.source.namespace == "default"
+}
+
+is_frontend if input.source.spiffe_id == "spiffe://cluster.local/ns/default/svc30"
+
+default is_admin_path := false
+
+is_admin_path if startswith(lower(input.request.path), "/admin")
+
+allow if {
+	is_frontend
+	not is_admin_path
+	input.request.method in {"GET", "POST"}
+}
+
+deny contains "admin paths are for frontend" if {
+	is_admin_path
+	not is_frontend
+}
+`
 	out := []map[string]string{
+		{"default/helpers.rego": helpers, "_mesh/base.rego": meshRego},
 		{"_mesh/base.rego": meshRego, "default/orders.rego": ordersRego},
 		{"default/orders.rego": ordersRego},
 		{"_mesh/base.rego": meshRego},
@@ -402,12 +445,12 @@ func TestCompiledEqualsOPA(t *testing.T) {
 		}
 		allows, denies, declined := 0, 0, 0
 		for i := range n {
-			files := map[string]string{"default/p.rego": genModule(c, true)}
+			files := map[string]string{"default/p.rego": genModule(c, true, "p")}
 			if r.IntN(2) == 0 {
-				files["default/q.rego"] = genModule(c, false)
+				files["default/q.rego"] = genModule(c, false, "q")
 			}
 			if r.IntN(2) == 0 {
-				files["_mesh/m.rego"] = genModule(c, true)
+				files["_mesh/m.rego"] = genModule(c, true, "m")
 			}
 			t.Run(fmt.Sprint(i), func(t *testing.T) {
 				fast, opa := diffEngines(t, files)
@@ -452,7 +495,7 @@ func FuzzCompiledEqualsOPA(f *testing.F) {
 			files = hand[i]
 		} else {
 			c := randChooser{rand.New(rand.NewPCG(uint64(i), 19))}
-			files = map[string]string{"default/p.rego": genModule(c, true), "_mesh/m.rego": genModule(c, true)}
+			files = map[string]string{"default/p.rego": genModule(c, true, "p"), "_mesh/m.rego": genModule(c, true, "m")}
 		}
 		if !ok {
 			fast, opa := diffEngines(t, files)
