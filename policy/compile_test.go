@@ -183,3 +183,35 @@ func TestCompiledHotPathAllocs(t *testing.T) {
 		t.Errorf("a compiled allow allocates %v times", n)
 	}
 }
+
+// TestCompiledUndefinedOperands: where OPA reads an absent header (inside
+// or before a `not`) decides the rule; each shape against OPA, with the
+// header absent and present.
+func TestCompiledUndefinedOperands(t *testing.T) {
+	for _, expr := range []string{
+		`not input.request.headers.a == "x"`,
+		`not "x" = input.request.headers.a`,
+		`not input.request.headers.a != "x"`,
+		`not input.request.headers.a`,
+		`not input.request.headers.a == input.request.headers.b`,
+		`not input.request.headers.a == lower(input.request.headers.b)`,
+		`not lower(input.request.headers.a) == input.request.headers.b`,
+		`not input.request.headers.a != input.request.headers.b`,
+		`not input.request.headers.a == input.request.path`,
+		`not input.request.path != input.request.headers.a`,
+		`not startswith(input.request.headers.a, "x")`,
+		`not input.request.headers.a in {"x"}`,
+		`not glob.match("*", null, input.request.headers.a)`,
+		`not regex.match("x", input.request.headers.a)`,
+		`not upper(input.request.headers.a) == "X"`,
+	} {
+		files := map[string]string{"default/p.rego": "package mesh.authz\n\nallow if {\n\t" + expr + "\n}\n"}
+		fast, opa := diffEngines(t, files)
+		var reqs []authz.Request
+		for _, h := range []http.Header{{}, {"A": {"x"}}, {"B": {"x"}}, {"A": {"x"}, "B": {"x"}}, {"A": {"x"}, "B": {"X"}}, {"A": {"y"}}} {
+			reqs = append(reqs, authz.Request{Caller: ident(t, "cluster.local", "default", "web"),
+				Destination: discovery.Target{AppID: "orders", Namespace: "default"}, Protocol: "http", Method: "GET", Path: "x", Header: h})
+		}
+		compareDecisions(t, files, fast, opa, reqs)
+	}
+}

@@ -14,10 +14,12 @@ import (
 
 // The compiled Rego at call time (compile.go builds it): no input
 // document, no lock, and no allocation on an allow.
+
 // decide is the wrapper's verdict ("deny", "allow" or "none") and, for a
 // deny, its reasons (mesh-wide first, each part sorted and without
 // duplicates). ok is false when the request is one the program cannot
-// decide exactly (two header names that differ only in case): OPA decides
+// decide exactly (two header names that differ only in case, or a value
+// with a \ under a glob.match OPA's rule index pre-filters): OPA decides
 // it.
 func (p *program) decide(req *authz.Request) (verdict string, reasons []string, ok bool) {
 	var buf [4]string
@@ -96,6 +98,21 @@ func (c *cond) test(req *authz.Request) (ok, ambiguous bool) {
 			return in != c.neg, false
 		}
 	}
+	if c.op == opEqOperand || c.op == opNeqOperand {
+		// Both operands are read first: a hoisted one that is undefined
+		// fails the rule whatever the other is.
+		x, xdef, xamb := c.x.value(req)
+		y, ydef, yamb := c.y.value(req)
+		switch {
+		case xamb || yamb:
+			return false, true
+		case !xdef && c.x.hoisted, !ydef && c.y.hoisted:
+			return false, false
+		case !xdef, !ydef:
+			return c.neg, false
+		}
+		return ((x == y) == (c.op == opEqOperand)) != c.neg, false
+	}
 	x, def, amb := c.x.value(req)
 	if amb {
 		return false, true
@@ -111,15 +128,6 @@ func (c *cond) test(req *authz.Request) (ok, ambiguous bool) {
 		r = x == c.lit
 	case opNeq:
 		r = x != c.lit
-	case opEqOperand, opNeqOperand:
-		y, def, amb := c.y.value(req)
-		if amb {
-			return false, true
-		}
-		if !def {
-			return c.neg && !c.y.hoisted, false
-		}
-		r = (x == y) == (c.op == opEqOperand)
 	case opIn:
 		r = slices.Contains(c.set, x)
 	case opStartsWith:
