@@ -2,7 +2,14 @@ package main
 
 import (
 	"encoding/json"
+
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+
 	"fmt"
+	"github.com/meshd/meshd/certs"
+	"github.com/meshd/meshd/discovery"
+	"github.com/meshd/meshd/policy/decisionlog"
+	"github.com/meshd/meshd/sidecar/admin"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -15,10 +22,28 @@ import (
 	"time"
 )
 
-// fakeSidecar serves what list reads from a sidecar: its health endpoints
-// and a metrics scrape (the names and labels meshd exports).
-func fakeSidecar(t *testing.T, ready bool) *httptest.Server {
+// fakeSidecar serves what list and the dashboard read from a sidecar: its
+// health endpoints, its admin endpoint (the real handler, with a fixed
+// status and a ring holding one allow and one denial) and a metrics scrape
+// (the names and labels meshd exports). A sidecar that is not ready does
+// not serve its admin endpoint yet, as meshd.
+func fakeSidecar(t *testing.T, app string, ready bool) *httptest.Server {
 	mux := http.NewServeMux()
+	if ready {
+		ring := decisionlog.NewRing(16)
+		web := certs.Identity{TrustDomain: spiffeid.RequireTrustDomainFromString("cluster.local"), Namespace: "default", AppID: "web"}
+		ring.Add(&decisionlog.Record{Time: 1, Caller: web, Destination: discovery.Target{AppID: app, Namespace: "default"},
+			Protocol: "http", Method: "GET", Path: "/x", Query: "q=1", Allow: true, Rule: "default/p.rego:3"})
+		ring.Add(&decisionlog.Record{Time: 2, Caller: web, Destination: discovery.Target{AppID: app, Namespace: "default"},
+			Protocol: "http", Method: "GET", Path: "/admin", Reason: "admin is closed", Rule: "default/p.rego:5"})
+		mux.Handle(admin.Prefix, admin.Handler(func() admin.Status {
+			return admin.Status{AppID: app, Namespace: "default", SPIFFEID: "spiffe://cluster.local/ns/default/" + app, MTLS: true,
+				Ready: true, App: admin.App{Port: 3000, Protocol: "http", Health: admin.HealthHealthy},
+				Certificate: &admin.Certificate{NotAfter: time.Unix(1.9e9, 0).UTC()},
+				Policy:      admin.Policy{Mode: "enforce", Default: "deny", Denied: 3, Allowed: 10, RecentKept: 16},
+				Calls:       &admin.Calls{Out: 50, ErrorsOut: 3, In: 3, ErrorsIn: 3}}
+		}, ring))
+	}
 	mux.HandleFunc("/v1.0/healthz", func(w http.ResponseWriter, r *http.Request) {
 		if !ready {
 			w.WriteHeader(http.StatusServiceUnavailable)
@@ -59,7 +84,7 @@ func listHome(t *testing.T) string {
 	}
 	started := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
 	for i, app := range []string{"web", "slow"} {
-		srv := fakeSidecar(t, app == "web")
+		srv := fakeSidecar(t, app, app == "web")
 		_, ps, _ := net.SplitHostPort(srv.Listener.Addr().String())
 		port, _ := strconv.Atoi(ps)
 		rec := runRecord{AppID: app, Namespace: "default", PID: os.Getpid(), MeshdPID: 1000 + i, AppPID: 2000 + i,
@@ -124,7 +149,7 @@ func TestListTable(t *testing.T) {
 	if code != 0 {
 		t.Fatalf("exit %d\n%s", code, out)
 	}
-	for _, w := range []string{"APP ", "READY", "CERT EXPIRES", "OUT/S", "web ", "slow ", "6/53 (11.3%)",
+	for _, w := range []string{"APP ", "READY", "CERT EXPIRES", "POLICY", "OUT/S", "web ", "slow ", "6/53 (11.3%)", "enforce, default deny", "healthy",
 		"slow (meshd pid 1001): sidecar is not ready: waiting for its identity from sentry at 127.0.0.1:1"} {
 		if !strings.Contains(out, w) {
 			t.Errorf("table lacks %q:\n%s", w, out)
