@@ -16,6 +16,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -111,11 +112,14 @@ var (
 // testdata/output/ (addresses and the home folder masked); -update rewrites.
 func TestOutputGolden(t *testing.T) {
 	h := listHome(t)
+	apps := writeApps(t)
 	for _, args := range [][]string{
 		{"list", "--window", "0", "-o", "json"},
 		{"list", "--window", "0", "-o", "yaml"},
 		{"status", "--window", "0", "-o", "json"},
 		{"status", "--window", "0", "-o", "yaml"},
+		{"list", "--window", "0", "--resolver", "static", "--resolver-config", apps, "-o", "json"},
+		{"list", "--window", "0", "--resolver", "static", "--resolver-config", apps, "-o", "yaml"},
 	} {
 		code, out := meshctl(t, args...)
 		if code != 0 {
@@ -124,7 +128,11 @@ func TestOutputGolden(t *testing.T) {
 		}
 		out = strings.ReplaceAll(portRE.ReplaceAllString(out, "127.0.0.1:PORT"), h, "HOME")
 		out = pidRE.ReplaceAllString(out, "${1}PID")
-		file := filepath.Join("testdata", "output", args[0]+"."+args[len(args)-1])
+		name := args[0]
+		if slices.Contains(args, "--resolver") {
+			name += "-resolver"
+		}
+		file := filepath.Join("testdata", "output", name+"."+args[len(args)-1])
 		if *update {
 			_ = os.MkdirAll(filepath.Dir(file), 0o755)
 			if err := os.WriteFile(file, []byte(out), 0o644); err != nil {
@@ -167,5 +175,63 @@ func TestListTable(t *testing.T) {
 	}
 	if code, out := meshctl(t, "list", "-o", "json"); code != 0 || strings.TrimSpace(out) != "[]" {
 		t.Errorf("empty json: exit %d\n%s", code, out)
+	}
+}
+
+// writeApps writes a static resolver file that lists web twice — the local
+// run of listHome (127.0.0.1:50002) and an instance on another host — and
+// orders once, on another host.
+func writeApps(t *testing.T) string {
+	p := filepath.Join(t.TempDir(), "apps.yaml")
+	doc := "apps:\n  - appId: web\n    addresses: [\"127.0.0.1:50002\", \"192.0.2.8:50002\"]\n  - appId: orders\n    namespace: shop\n    addresses: [\"192.0.2.7:50002\"]\n"
+	if err := os.WriteFile(p, []byte(doc), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+// TestListResolver: with a resolver, the instances it lists that are not
+// runs of this machine are shown with what is not known of them; the local
+// run it lists too is shown once, read through its admin endpoint.
+func TestListResolver(t *testing.T) {
+	listHome(t)
+	apps := writeApps(t)
+	code, out := meshctl(t, "list", "--window", "0", "--resolver", "static", "--resolver-config", apps, "-o", "json")
+	if code != 0 {
+		t.Fatalf("exit %d\n%s", code, out)
+	}
+	var got []sidecarStatus
+	if err := json.Unmarshal([]byte(out), &got); err != nil {
+		t.Fatal(err)
+	}
+	var rows []string
+	for _, s := range got {
+		rows = append(rows, s.AppID+"."+s.Namespace+" "+s.Where+" "+s.Internal)
+		if s.Where == whereResolver && (!slices.Equal(s.Unknown, remoteUnknown) || s.Ready || s.PolicyMode != "" || s.AppHealth != "") {
+			t.Errorf("remote instance %+v", s)
+		}
+	}
+	want := []string{"orders.shop resolver 192.0.2.7:50002", "slow.default local 127.0.0.1:50002",
+		"web.default local 127.0.0.1:50002", "web.default resolver 192.0.2.8:50002"}
+	if !slices.Equal(rows, want) {
+		t.Errorf("rows %q, want %q", rows, want)
+	}
+	code, out = meshctl(t, "list", "--window", "0", "--resolver", "static", "--resolver-config", apps)
+	if code != 0 || !strings.Contains(out, "192.0.2.8:50002") || !strings.Contains(out, "resolver  ?") ||
+		!strings.Contains(out, "?: not known for the 2 instance(s) found through the resolver only") {
+		t.Errorf("table: exit %d\n%s", code, out)
+	}
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"--resolver", "nosuch"}, `meshctl: --resolver "nosuch": meshctl lists the apps of [`},
+		{[]string{"--resolver", "static", "--resolver-config", filepath.Join(t.TempDir(), "missing.yaml")}, "meshctl: --resolver static: "},
+		{[]string{"--resolver", "static", "--resolver-config", "testdata/decisions.log"}, "meshctl: --resolver static: "},
+	} {
+		code, out := meshctl(t, append([]string{"list", "--window", "0"}, tc.args...)...)
+		if code != 1 || !strings.Contains(out, tc.want) || strings.Count(strings.TrimSpace(out), "\n") != 0 {
+			t.Errorf("%v: exit %d\n%s\nwant one line with %q", tc.args, code, out, tc.want)
+		}
 	}
 }
