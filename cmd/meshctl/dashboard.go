@@ -173,7 +173,7 @@ func (d *dashboard) handler() http.Handler {
 		w.Header().Set("Cache-Control", "no-store")
 		_, _ = w.Write(b)
 	})
-	// Preview of a proposed policy set against the decision logs of the
+	// Preview of a proposed policy set against the recent decisions of the
 	// running sidecars. POST with a JSON body (a cross-site page cannot send
 	// one without a CORS preflight, which is never answered) to a loopback
 	// Host (no DNS rebinding); it only reads.
