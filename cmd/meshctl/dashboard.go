@@ -145,8 +145,8 @@ type dashboard struct {
 	prevT time.Time
 	// after is the last decision read from each sidecar (key: admin
 	// address and meshd PID); denials the last maxDenials, newest first.
-	after   map[string]uint64
-	denials []denial
+	after   map[string]uint64 // the sampling goroutine's
+	denials []denial          // the sampling goroutine's
 }
 
 // maxDenials is how many recent denials the page lists.
@@ -259,6 +259,7 @@ func (d *dashboard) once(ctx context.Context) {
 		}
 		addEdges(cur, fams)
 	}
+	d.readDenials(ctx, sc) // before the lock: it asks the sidecars
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	dt := now.Sub(d.prevT).Seconds()
@@ -285,7 +286,6 @@ func (d *dashboard) once(ctx context.Context) {
 	if len(hist) > historyLen {
 		hist = hist[len(hist)-historyLen:]
 	}
-	d.readDenials(ctx, sc)
 	d.state = dashState{Updated: now.UTC(), Sentry: st, Sidecars: sc, Edges: nonNil(edges), Denials: slices.Clone(d.denials), History: hist}
 }
 
@@ -297,8 +297,9 @@ func nonNil[T any](s []T) []T {
 }
 
 // readDenials reads the decisions each local sidecar made since the last
-// reading (its admin endpoint's ring) and keeps the denials. Called with
-// d.mu held.
+// reading (its admin endpoint's ring) and keeps the denials. Only the
+// sampling goroutine calls it (after and denials are its own); the state
+// served gets a copy.
 func (d *dashboard) readDenials(ctx context.Context, sc []sidecarStatus) {
 	seen := map[string]bool{}
 	for _, s := range sc {
