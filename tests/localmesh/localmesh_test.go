@@ -256,6 +256,15 @@ func TestInitRunCallInterrupt(t *testing.T) {
 		list[0].CallsIn < 1 || time.Until(list[0].CertExpiry) < 30*time.Minute {
 		t.Errorf("list: %+v", list)
 	}
+	// list through the resolver the sidecars use (mDNS, in this test's
+	// network namespace): orders' sidecar is found there too, and shown
+	// once, as the local run it is.
+	code, out = m.run(t, "list", "--window", "0", "--resolver", "mdns", "-o", "json")
+	list = nil
+	if err := json.Unmarshal([]byte(out), &list); code != 0 || err != nil || len(list) != 1 || list[0].AppID != "orders" ||
+		list[0].Where != "local" || list[0].PolicyMode != "enforce" {
+		t.Errorf("list --resolver mdns: exit %d, %v\n%s", code, err, out)
+	}
 	if code, out = m.run(t, "status"); code != 0 || !strings.Contains(out, "sentry: running, pid "+strconv.Itoa(loc.PID)) ||
 		!strings.Contains(out, "trust root: ") || !strings.Contains(out, "orders ") {
 		t.Errorf("status: exit %d\n%s", code, out)
