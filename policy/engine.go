@@ -217,6 +217,12 @@ type outcome struct {
 // Authorize implements authz.Authorizer.
 func (e *Engine) Authorize(ctx context.Context, req authz.Request) authz.Decision {
 	o := e.decide(ctx, e.cur.Load(), &req, nil)
+	rec := decisionlog.Record{Caller: req.Caller, Destination: req.Destination, Protocol: req.Protocol,
+		Method: req.Method, Path: req.Path, Query: req.Query, Allow: o.allow, Audit: o.audit, Reason: o.reason, Rule: o.rule}
+	if o.audit {
+		rec.Reason = o.auditReason
+	}
+	e.dlog.Keep(&rec)
 	if !o.allow {
 		e.dlog.Deny(ctx, entry(&req, o.allow, o.reason, o.rule))
 		return authz.Decision{Reason: o.reason}
