@@ -7,6 +7,8 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -148,5 +150,30 @@ func TestSummary(t *testing.T) {
 		if !strings.Contains(md, want) {
 			t.Fatalf("markdown lacks %q:\n%s", want, md)
 		}
+	}
+}
+
+// TestFindDaprd: "off" and a missing daprd or dapr-sentry leave the daprd
+// row out; both present are found by the flag's path.
+func TestFindDaprd(t *testing.T) {
+	dir := t.TempDir()
+	d := filepath.Join(dir, "daprd")
+	if a, b := findDaprd(d); a != "" || b != "" {
+		t.Fatalf("missing binaries found: %q %q", a, b)
+	}
+	if err := os.WriteFile(d, []byte("#!/bin/sh\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if a, _ := findDaprd(d); a != "" {
+		t.Fatalf("daprd without dapr-sentry found: %q", a)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "dapr-sentry"), []byte("#!/bin/sh\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if a, b := findDaprd(d); a != d || b != filepath.Join(dir, "dapr-sentry") {
+		t.Fatalf("got %q %q", a, b)
+	}
+	if a, b := findDaprd("off"); a != "" || b != "" {
+		t.Fatalf("off: got %q %q", a, b)
 	}
 }
