@@ -71,7 +71,21 @@ func (m *mesh) startDaprSentry(ctx context.Context) error {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return err
 	}
-	if err := m.spawn("dapr-sentry", m.daprSentry, "--issuer-credentials", dir, "--trust-domain", "cluster.local",
+	// Its Configuration (without one it looks for "daprsystem" and exits).
+	config := filepath.Join(m.dir, "dapr-sentry.yaml")
+	if err := os.WriteFile(config, []byte(`apiVersion: dapr.io/v1alpha1
+kind: Configuration
+metadata:
+  name: daprsystem
+spec:
+  mtls:
+    enabled: true
+    workloadCertTTL: 24h
+    allowedClockSkew: 15m
+`), 0o644); err != nil {
+		return err
+	}
+	if err := m.spawn("dapr-sentry", m.daprSentry, "--config", config, "--issuer-credentials", dir, "--trust-domain", "cluster.local",
 		"--port", strconv.Itoa(p["dapr-sentry"]), "--listen-address", "127.0.0.1",
 		"--healthz-port", strconv.Itoa(p["dapr-sentry-health"]), "--healthz-listen-address", "127.0.0.1",
 		"--metrics-port", strconv.Itoa(p["dapr-sentry-met"]), "--metrics-listen-address", "127.0.0.1",

@@ -85,7 +85,7 @@ spec:
 	return path, os.WriteFile(path, []byte(doc), 0o644)
 }
 
-// isPathVariant: the rows loaded by pathLoad over 10,000 distinct paths.
+// isPathVariant: the rows loaded by pathLoad (a new path every call).
 func isPathVariant(variant string) bool {
 	switch variant {
 	case "meshd-paths", "meshd-policy", "meshd-twin":
@@ -107,12 +107,12 @@ func (m *mesh) loadPaths(ctx context.Context, c config, mode, variant string) (r
 	} else {
 		qps = 0
 	}
-	if _, err := pathLoad(ctx, base, c.conns, qps, c.size, c.warm); err != nil {
+	if _, err := pathLoad(ctx, base, &m.pathSeq, c.paths, c.conns, qps, c.size, c.warm); err != nil {
 		return result{}, fmt.Errorf("warm-up %s: %w", variant, err)
 	}
 	cpuBefore := m.pairCPU("http", variant)
 	busyBefore, totalBefore := machineCPU()
-	st, err := pathLoad(ctx, base, c.conns, qps, c.size, dur)
+	st, err := pathLoad(ctx, base, &m.pathSeq, c.paths, c.conns, qps, c.size, dur)
 	if err != nil {
 		return result{}, fmt.Errorf("load http %s %s: %w", mode, variant, err)
 	}

@@ -33,6 +33,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -52,6 +53,7 @@ type config struct {
 	nginx             string
 	daprd             string
 	short             bool
+	paths             int
 	startup           bool
 }
 
@@ -69,12 +71,13 @@ func main() {
 	flag.BoolVar(&c.skipGRPC, "skip-grpc", false, "HTTP only")
 	flag.BoolVar(&c.skipMax, "skip-max", false, "fixed rate only")
 	flag.StringVar(&c.meshdEnv, "meshd-env", "", "extra environment of the sidecars, space-separated KEY=VALUE (experiments)")
-	flag.IntVar(&c.rounds, "policy-rounds", 0, "extra fixed-rate HTTP rounds (the 10,000-path load) of meshd-paths, meshd-policy and meshd-twin (a second callee sidecar identical to meshd's: the A/A control), in rotating order; reports the median per-round p50/p90 difference of policy and of twin against meshd-paths")
+	flag.IntVar(&c.rounds, "policy-rounds", 0, "extra fixed-rate HTTP rounds (the path load) of meshd-paths, meshd-policy and meshd-twin (a second callee sidecar identical to meshd's: the A/A control), in rotating order; reports the median per-round p50/p90 difference of policy and of twin against meshd-paths")
 	flag.BoolVar(&c.hold, "hold", false, "start the mesh, print its ports and wait for an interrupt (for perf/pprof by hand)")
 	flag.BoolVar(&c.profile, "profile", false, "write CPU profiles of both sidecars during each max-rate meshd window to -out")
 	flag.StringVar(&c.nginx, "nginx", "", "nginx binary for the nginx mTLS pair variant (default: nginx on PATH or /usr/sbin/nginx; \"off\" to skip)")
 	flag.StringVar(&c.daprd, "daprd", "", "daprd binary for the daprd mTLS pair variant, Dapr's sentry beside it as dapr-sentry (default: .cache/bin/daprd, built by tests/bench/daprd.sh; \"off\" to skip)")
 	flag.BoolVar(&c.short, "short", false, "a quick check: 5 s windows, 1 s warm-ups, one repetition, no policy rounds, 2 start-up measurements")
+	flag.IntVar(&c.paths, "paths", 0, "distinct paths of the meshd-paths/meshd-policy load; 0: no path repeats in the run, so no policy decision comes from the decision cache")
 	flag.BoolVar(&c.startup, "startup", true, "measure start → ready (with a certificate) of meshd and daprd")
 	flag.IntVar(&c.reps, "reps", 1, "repetitions of every window, the variant order reversed in every second one (as the anchor harness does); tables and added latency use the median over repetitions")
 	flag.Parse()
@@ -127,9 +130,12 @@ type report struct {
 	// TraceExports counts the OTLP export requests the sidecars with
 	// tracing (ap, bp) sent to the bench's collector: proof that tracing
 	// was on in the meshd-policy rows.
-	TraceExports int64             `json:"trace_exports"`
-	Summary      *summary          `json:"summary"`
-	Versions     map[string]string `json:"versions"`
+	TraceExports int64 `json:"trace_exports"`
+	// Paths is the number of distinct paths of the path load; 0: every
+	// call's path was new in the run.
+	Paths    int               `json:"path_load_paths"`
+	Summary  *summary          `json:"summary"`
+	Versions map[string]string `json:"versions"`
 }
 
 type added struct {
@@ -243,6 +249,7 @@ func run(c config) error {
 	}
 	rep.Memory = sampler.max()
 	rep.TraceExports = m.traces.count.Load()
+	rep.Paths = c.paths
 	if c.startup {
 		m.startReps = startReps
 		if c.short {
@@ -408,6 +415,7 @@ type mesh struct {
 	nginx             string // nginx binary; "" when the nginx variant is off
 	daprd, daprSentry string // Dapr's binaries; "" when the daprd variant is off
 	traces            *traceSink
+	pathSeq           atomic.Uint64 // the ids of the path load, one sequence per run
 	startReps         int
 	mu                sync.Mutex
 	procs             map[string]*exec.Cmd

@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 )
@@ -39,9 +40,10 @@ func TestMedians(t *testing.T) {
 	}
 }
 
-// TestPathLoad: the path load spreads its calls over distinct /items/{id}
-// paths on the prime stride, keeps the rate it is given, counts non-200
-// answers as errors, and reports exact percentiles.
+// TestPathLoad: the path load gives every call a new /items/{id} path (ids
+// continuing across windows), keeps the rate it is given, counts non-200
+// answers as errors, and reports exact percentiles; with a path count it
+// goes round that many distinct paths.
 func TestPathLoad(t *testing.T) {
 	var mu sync.Mutex
 	seen := map[string]int{}
@@ -60,7 +62,8 @@ func TestPathLoad(t *testing.T) {
 		}
 	}))
 	defer srv.Close()
-	st, err := pathLoad(context.Background(), srv.URL+"/base", 4, 400, 1024, time.Second)
+	var seq atomic.Uint64
+	st, err := pathLoad(context.Background(), srv.URL+"/base", &seq, 0, 4, 400, 1024, time.Second)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -78,6 +81,22 @@ func TestPathLoad(t *testing.T) {
 	if p50, p99 := st.pct(50), st.pct(99); p50 <= 0 || p99 < p50 {
 		t.Fatalf("p50 %v p99 %v", p50, p99)
 	}
+	// A second window continues the sequence: still no path repeats.
+	before := len(seen)
+	mu.Unlock()
+	st2, err := pathLoad(context.Background(), srv.URL+"/base", &seq, 0, 2, 200, 1024, 300*time.Millisecond)
+	mu.Lock()
+	if err != nil || len(seen) != before+int(st2.requests) {
+		t.Fatalf("second window: %v; %d distinct paths after %d+%d requests", err, len(seen), before, st2.requests)
+	}
+	// 37 paths, round and round.
+	clear(seen)
+	mu.Unlock()
+	st3, err := pathLoad(context.Background(), srv.URL+"/base", &seq, 37, 2, 0, 1024, 300*time.Millisecond)
+	mu.Lock()
+	if err != nil || st3.requests < 74 || len(seen) != 37 {
+		t.Fatalf("37 paths: %v; %d distinct paths in %d requests", err, len(seen), st3.requests)
+	}
 }
 
 // TestPathLoadRefused: a load against a port nobody listens on fails with
@@ -89,7 +108,8 @@ func TestPathLoadRefused(t *testing.T) {
 	}
 	addr := ln.Addr().String()
 	ln.Close()
-	st, err := pathLoad(context.Background(), "http://"+addr, 2, 0, 10, 200*time.Millisecond)
+	var seq atomic.Uint64
+	st, err := pathLoad(context.Background(), "http://"+addr, &seq, 0, 2, 0, 10, 200*time.Millisecond)
 	if err == nil && (st == nil || st.errors == 0) {
 		t.Fatalf("no error and no failed calls against a closed port: %+v", st)
 	}

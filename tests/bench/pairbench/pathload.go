@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"os"
 	"slices"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -16,20 +17,21 @@ import (
 
 // pathLoad is the load of the policy comparison: fortio sends one URL, so
 // a policy decision cache would answer every call after the first and the
-// row would measure the cache. pathLoad spreads the calls over nPaths
-// distinct REST paths with ids (/items/{id}, every id in turn on a prime
-// stride) with fortio's shape otherwise: conns keep-alive HTTP/1.1
-// connections, a 1 KiB POST, a fixed rate spread evenly over the
+// row would measure the cache. pathLoad gives every call a REST path with
+// an id, /items/{id}, with fortio's shape otherwise: conns keep-alive
+// HTTP/1.1 connections, a 1 KiB POST, a fixed rate spread evenly over the
 // connections (as fortio's -uniform) or as fast as the answers come.
-// Percentiles are exact (every latency kept). Its own CPU costs more per
-// call than fortio's, so its rows are read against each other (the
-// meshd-paths row is the same load without policy and tracing), never
-// against fortio's rows.
+// The ids come from one sequence for the whole run (seq): with paths 0
+// no path repeats in the run, so no decision comes from the sidecar's
+// decision cache (it holds 16,384 per policy snapshot: a fixed set of
+// 10,000 paths would all be cached after its first pass, 10 s at
+// 1000 req/s); with paths N the ids go round N distinct paths on a prime
+// stride. Percentiles are exact (every latency kept). Its own CPU costs
+// more per call than fortio's, so its rows are read against each other
+// (the meshd-paths row is the same load without policy and tracing),
+// never against fortio's rows.
 
-const (
-	nPaths     = 10000
-	pathStride = 7919 // prime, so the ids go round all nPaths
-)
+const pathStride = 7919 // prime: the ids go round any paths N not a multiple of it
 
 type loadStats struct {
 	requests, errors int64
@@ -46,8 +48,9 @@ func (s *loadStats) pct(p float64) float64 {
 	return float64(s.latencies[i].Microseconds()) / 1e3
 }
 
-// pathLoad runs the load against base+"/items/{id}" for d at qps (0: max).
-func pathLoad(ctx context.Context, base string, conns, qps, size int, d time.Duration) (*loadStats, error) {
+// pathLoad runs the load against base+"/items/{id}" for d at qps (0: max),
+// the ids from seq over paths distinct paths (0: every id new).
+func pathLoad(ctx context.Context, base string, seq *atomic.Uint64, paths, conns, qps, size int, d time.Duration) (*loadStats, error) {
 	tr := &http.Transport{
 		MaxIdleConnsPerHost: conns, MaxConnsPerHost: conns, DisableCompression: true,
 		DialContext: (&net.Dialer{Timeout: 5 * time.Second}).DialContext,
@@ -55,11 +58,7 @@ func pathLoad(ctx context.Context, base string, conns, qps, size int, d time.Dur
 	defer tr.CloseIdleConnections()
 	client := &http.Client{Transport: tr, Timeout: 10 * time.Second}
 	payload := bytes.Repeat([]byte{'x'}, size)
-	urls := make([]string, nPaths)
-	for i := range urls {
-		urls[i] = fmt.Sprintf("%s/items/%d", base, i)
-	}
-	var next atomic.Uint64
+	prefix := base + "/items/"
 	var errs atomic.Int64
 	var firstErr error
 	var errOnce sync.Once
@@ -85,8 +84,11 @@ func pathLoad(ctx context.Context, base string, conns, qps, size int, d time.Dur
 				if !t0.Before(end) {
 					break
 				}
-				n := next.Add(1)
-				url := urls[(n*pathStride)%nPaths]
+				id := seq.Add(1)
+				if paths > 0 {
+					id = id * pathStride % uint64(paths)
+				}
+				url := prefix + strconv.FormatUint(id, 10)
 				req, err := http.NewRequestWithContext(ctx, http.MethodPost, url, bytes.NewReader(payload))
 				if err != nil {
 					errOnce.Do(func() { firstErr = err })
