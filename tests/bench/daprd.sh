@@ -4,10 +4,10 @@
 # are missing: the peer that `make bench` measures meshd against. Prints the
 # daprd path on stdout.
 #
-# Recipe C of the feasibility notes: `go install` fails on dapr's replace
-# directives, so a throwaway module requires github.com/dapr/dapr and copies
-# its replace block; daprd needs -tags stablecomponents (without a component
-# tag it panics at start). Cold build: about 5 minutes of both cores;
+# `go install` fails on dapr's replace directives, so a throwaway module
+# requires github.com/dapr/dapr and copies its replace block; daprd needs
+# -tags stablecomponents (without a component tag it panics at start).
+# Cold build: 5 minutes of both cores on a quiet machine (40 on a busy one);
 # afterwards it is a file check.
 set -euo pipefail
 

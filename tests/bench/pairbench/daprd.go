@@ -106,7 +106,7 @@ spec:
 		case <-time.After(50 * time.Millisecond):
 		}
 	}
-	select { // its reloads after its own writes (anchor-bench: 3 × 2 s)
+	select { // its reloads after its own writes (3 × ~2 s)
 	case <-ctx.Done():
 		return ctx.Err()
 	case <-time.After(7 * time.Second):
