@@ -166,7 +166,7 @@ func TestSummary(t *testing.T) {
 	}
 	rep.Summary = s
 	md := summaryMarkdown(rep)
-	for _, want := range []string{"| added p50 at 1000 req/s (ms) | – | 0.4 | 0.2 | 0.50 | – |", "| max req/s (req/s) | 9000 | 4500 | 0.50 |"} {
+	for _, want := range []string{"| added p50 at 1000 req/s (ms) | – | 0.400 | 0.200 | 0.50 | – |", "| max req/s (req/s) | 9000 | 4500 | 0.50 |"} {
 		if !strings.Contains(md, want) {
 			t.Fatalf("markdown lacks %q:\n%s", want, md)
 		}

@@ -164,8 +164,10 @@ func fmtFig(v *float64, unit string) string {
 		return fmt.Sprintf("%.0f", *v)
 	case math.Abs(*v) >= 10:
 		return fmt.Sprintf("%.1f", *v)
+	case unit == "ms":
+		return fmt.Sprintf("%.3f", *v)
 	}
-	return fmt.Sprintf("%.3g", *v)
+	return fmt.Sprintf("%.2f", *v)
 }
 
 func fmtRatio(v *float64) string {
