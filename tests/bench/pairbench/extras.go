@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"sync"
 	"sync/atomic"
 	"time"
 )
@@ -112,7 +113,19 @@ func (m *mesh) loadPaths(ctx context.Context, c config, mode, variant string) (r
 	}
 	cpuBefore := m.pairCPU("http", variant)
 	busyBefore, totalBefore := machineCPU()
+	var profiles sync.WaitGroup
+	if c.profile && mode == "max" {
+		for _, sc := range []string{m.caller(variant), callee} {
+			profiles.Go(func() {
+				url := fmt.Sprintf("http://127.0.0.1:%d/debug/pprof/profile?seconds=%d", p[sc+"-prof"], max(int(dur.Seconds())-2, 1))
+				if err := fetch(url, filepath.Join(c.out, fmt.Sprintf("cpu-http-%s-%s.pprof", variant, sc))); err != nil {
+					fmt.Fprintln(os.Stderr, "pairbench: profile:", err)
+				}
+			})
+		}
+	}
 	st, err := pathLoad(ctx, base, &m.pathSeq, c.paths, c.conns, qps, c.size, dur)
+	profiles.Wait()
 	if err != nil {
 		return result{}, fmt.Errorf("load http %s %s: %w", mode, variant, err)
 	}
