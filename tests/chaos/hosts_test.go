@@ -298,6 +298,24 @@ func faults() []fault {
 			unavailable: func(m *hostMesh) string { _, why := m.nt.NetemAvailable(); return why },
 			inject:      func(m *hostMesh, in *hostInst) { must(m.t, in.host.Netem("delay", "100ms", "loss", "5%")) },
 			heal:        func(m *hostMesh, in *hostInst) { must(m.t, in.host.Netem()) }},
+		// No netem here: what the kernel has instead (tests/netnstest/shape.go).
+		{name: "lossy link 5% (nftables)", d: hold(5*time.Second, 60*time.Second), victim: 2, fullOnly: true,
+			unavailable: func(m *hostMesh) string { _, why := m.nt.LossAvailable(); return why },
+			inject:      func(m *hostMesh, in *hostInst) { must(m.t, in.host.Loss(5)) },
+			heal:        func(m *hostMesh, in *hostInst) { must(m.t, in.host.Loss(0)) }},
+		{name: "slow link 1 Mbit/s (tbf)", d: hold(5*time.Second, 60*time.Second), victim: 0, fullOnly: true,
+			inject: func(m *hostMesh, in *hostInst) { must(m.t, in.host.Rate("1mbit", "100ms")) },
+			heal:   func(m *hostMesh, in *hostInst) { must(m.t, in.host.Rate("", "")) }},
+		{name: "slow and lossy link (tbf 1 Mbit/s + 5% loss)", d: hold(5*time.Second, 60*time.Second), victim: 1, fullOnly: true,
+			unavailable: func(m *hostMesh) string { _, why := m.nt.LossAvailable(); return why },
+			inject: func(m *hostMesh, in *hostInst) {
+				must(m.t, in.host.Rate("1mbit", "100ms"))
+				must(m.t, in.host.Loss(5))
+			},
+			heal: func(m *hostMesh, in *hostInst) {
+				must(m.t, in.host.Loss(0))
+				must(m.t, in.host.Rate("", ""))
+			}},
 		{name: "clock stepped 5 min on one host", victim: -1,
 			unavailable: func(*hostMesh) string {
 				return "a network namespace shares the machine's CLOCK_REALTIME (Linux time namespaces offset only the monotonic and boot clocks), and stepping the machine's clock would hit every host and the other engineers' tests"
@@ -322,6 +340,34 @@ func faults() []fault {
 			},
 			inject: func(m *hostMesh, _ *hostInst) { m.note = m.fullDiskRotation() },
 			heal:   func(m *hostMesh, _ *hostInst) { m.note += "; " + m.finishRotation() }},
+		// Faults together.
+		{name: "partition 10s + sentry down + root rotation staged", d: 10 * time.Second, victim: 0, ejects: true, fullOnly: true,
+			inject: func(m *hostMesh, in *hostInst) {
+				m.sentry.Kill()
+				out, err := exec.Command(m.b.Sentry, "rotate-root", "--data-dir", filepath.Join(m.dir, "sentry")).CombinedOutput()
+				if err != nil {
+					m.t.Fatalf("sentry rotate-root: %v: %s", err, out)
+				}
+				must(m.t, in.host.Partition(true))
+			},
+			heal: func(m *hostMesh, in *hostInst) {
+				must(m.t, in.host.Partition(false))
+				m.startSentry() // it carries on the staged rotation
+			}},
+		{name: "kill -9 sidecar during rolling restart", d: 0, victim: 2, ejects: true, fullOnly: true,
+			inject: func(m *hostMesh, in *hostInst) {
+				for i, x := range m.inst[:2] {
+					_ = x.sidecar.Stop(10 * time.Second)
+					_ = x.app.Stop(10 * time.Second)
+					if i == 0 {
+						in.sidecar.Kill() // echo-3, while echo-1 restarts: echo-2 alone serves
+					}
+					m.startApp(x)
+					m.startSidecar(x)
+					time.Sleep(2 * time.Second)
+				}
+			},
+			heal: func(m *hostMesh, in *hostInst) { m.startSidecar(in) }},
 		{name: "rolling restart", d: 0, victim: -1, fullOnly: true,
 			inject: func(m *hostMesh, _ *hostInst) {
 				for _, in := range m.inst {
