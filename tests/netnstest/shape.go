@@ -28,9 +28,13 @@ func (h *Host) Loss(percent int) error {
 		return nil
 	}
 	p := strconv.Itoa(percent)
+	sample := "numgen random mod 100 < " + p + " " // 0..99 below p
+	if percent == 100 {
+		sample = ""
+	}
 	script := "table inet " + lossTable + " {\n" +
-		" chain in { type filter hook input priority 0; iifname \"eth0\" numgen random mod 100 < " + p + " drop; }\n" +
-		" chain out { type filter hook output priority 0; oifname \"eth0\" numgen random mod 100 < " + p + " drop; }\n" +
+		" chain in { type filter hook input priority 0; iifname \"eth0\" " + sample + "drop; }\n" +
+		" chain out { type filter hook output priority 0; oifname \"eth0\" " + sample + "drop; }\n" +
 		"}\n"
 	cmd := exec.Command("ip", "netns", "exec", h.NS, "nft", "-f", "-")
 	cmd.Stdin = strings.NewReader(script)
