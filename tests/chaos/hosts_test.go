@@ -295,8 +295,13 @@ func faults() []fault {
 			inject: func(m *hostMesh, in *hostInst) { must(m.t, in.host.Partition(true)) },
 			heal:   func(m *hostMesh, in *hostInst) { must(m.t, in.host.Partition(false)) }},
 		{name: "netem 100ms 5% loss", d: hold(5*time.Second, 60*time.Second), victim: 2,
-			unavailable: func(m *hostMesh) string { _, why := m.nt.NetemAvailable(); return why },
-			inject:      func(m *hostMesh, in *hostInst) { must(m.t, in.host.Netem("delay", "100ms", "loss", "5%")) },
+			unavailable: func(m *hostMesh) string {
+				if _, why := m.nt.NetemAvailable(); why != "" {
+					return why + "; emulated in the rows below: loss with nftables, a slow link with tbf (no qdisc here delays every packet)"
+				}
+				return ""
+			},
+			inject: func(m *hostMesh, in *hostInst) { must(m.t, in.host.Netem("delay", "100ms", "loss", "5%")) },
 			heal:        func(m *hostMesh, in *hostInst) { must(m.t, in.host.Netem()) }},
 		// No netem here: what the kernel has instead (tests/netnstest/shape.go).
 		{name: "lossy link 5% (nftables)", d: hold(5*time.Second, 60*time.Second), victim: 2, fullOnly: true,
@@ -318,7 +323,7 @@ func faults() []fault {
 			}},
 		{name: "clock stepped 5 min on one host", victim: -1,
 			unavailable: func(*hostMesh) string {
-				return "a network namespace shares the machine's CLOCK_REALTIME (Linux time namespaces offset only the monotonic and boot clocks), and stepping the machine's clock would hit every host and the other engineers' tests"
+				return "a network namespace shares the machine's CLOCK_REALTIME (Linux time namespaces offset only the monotonic and boot clocks), Go reads it through the vDSO (no libfaketime-style shim reaches it), go-spiffe's TLS verification takes no clock, and stepping the machine's clock would hit every host and the other engineers' tests; the certificate validity edges are measured by TestClockSkewEdges (sentry/ca)"
 			}},
 		{name: "sentry down 0.9×TTL", d: workloadTTL * 9 / 10, victim: -1, fullOnly: true,
 			inject: func(m *hostMesh, _ *hostInst) { m.sentry.Kill() },
