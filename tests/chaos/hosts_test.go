@@ -302,7 +302,7 @@ func faults() []fault {
 				return ""
 			},
 			inject: func(m *hostMesh, in *hostInst) { must(m.t, in.host.Netem("delay", "100ms", "loss", "5%")) },
-			heal:        func(m *hostMesh, in *hostInst) { must(m.t, in.host.Netem()) }},
+			heal:   func(m *hostMesh, in *hostInst) { must(m.t, in.host.Netem()) }},
 		// No netem here: what the kernel has instead (tests/netnstest/shape.go).
 		{name: "lossy link 5% (nftables)", d: hold(5*time.Second, 60*time.Second), victim: 2, fullOnly: true,
 			unavailable: func(m *hostMesh) string { _, why := m.nt.LossAvailable(); return why },
