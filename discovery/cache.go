@@ -293,7 +293,7 @@ func (c *Cache) reportFailure(t Target, st *endpointState) {
 	if st.ejected.Load() {
 		return // concurrent failures of an ejected endpoint: nothing to do
 	}
-	c.eject(t, st.ep.Address, st, "failure", c.opts.MaxEjectionPercent)
+	c.eject(t, st.ep.Address, st, "failure", c.opts.MaxEjectionPercent, true)
 }
 
 // ReportResult reports the outcome of one exchange with addr: status is the
@@ -323,12 +323,15 @@ func (c *Cache) reportFailed(t Target, st *endpointState) {
 	if st.fails.Add(1) < int32(c.opts.ConsecutiveFailures) {
 		return
 	}
-	c.eject(t, st.ep.Address, st, "consecutive failures", min(c.opts.MaxEjectionPercent, c.opts.MaxOutlierEjectionPercent))
+	c.eject(t, st.ep.Address, st, "consecutive failures", min(c.opts.MaxEjectionPercent, c.opts.MaxOutlierEjectionPercent), false)
 }
 
 // eject takes st out of t's picker unless more than maxPercent of t's
-// endpoints would then be out. It takes c.mu.
-func (c *Cache) eject(t Target, addr string, st *endpointState, why string, maxPercent int) {
+// endpoints would then be out. check says whether a Checker may bring it
+// back early: for an endpoint found unreachable (a Down report), not for
+// one ejected by counted 5xx answers, which a check (the sidecar and its
+// app answer) cannot tell gone. It takes c.mu.
+func (c *Cache) eject(t Target, addr string, st *endpointState, why string, maxPercent int, check bool) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.closed {
@@ -356,7 +359,10 @@ func (c *Cache) eject(t Target, addr string, st *endpointState, why string, maxP
 	st.ejectSeq++
 	seq := st.ejectSeq
 	st.timer = time.AfterFunc(d, func() { c.unEject(t, st, seq) })
-	c.startCheck(t, st, seq)
+	st.checkFailed.Store(false)
+	if check {
+		c.startCheck(t, st, seq)
+	}
 	ready := c.rebuild(e)
 	c.log.Info("discovery: endpoint ejected", "target", t.String(), "addr", addr, "why", why,
 		"for", d, "ejections", n, "ready", ready, "total", len(e.eps))

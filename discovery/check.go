@@ -26,7 +26,9 @@ type Checker interface {
 type checkerRef struct{ c Checker }
 
 // SetChecker makes the Cache check its ejected endpoints with ch: one Check
-// per Options.CheckInterval for each ejected endpoint, from one goroutine
+// per Options.CheckInterval for each endpoint ejected as unreachable (a
+// Down report; not one ejected by counted 5xx answers, which a check cannot
+// tell gone), from one goroutine
 // per ejection (nothing runs while no endpoint is ejected). A passing check
 // puts the endpoint back at once. While its checks fail, an endpoint whose
 // ejection time is up stays out for another ejection time: no call is sent
@@ -48,7 +50,6 @@ func (c *Cache) startCheck(t Target, st *endpointState, seq uint64) {
 	if ref == nil {
 		return
 	}
-	st.checkFailed.Store(false)
 	go c.checkLoop(t, st, seq, ref.c)
 }
 

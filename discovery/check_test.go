@@ -185,3 +185,25 @@ func TestCheckBoundedByTimeout(t *testing.T) {
 	ch.set("a:1", true)
 	waitReady(t, c, []string{"a:1", "b:1"}, time.Second)
 }
+
+// TestCheckNotForCountedFailures: an endpoint ejected by 5xx answers in a
+// row (its app answers, badly) is not checked: a check, which only sees
+// the sidecar and its app reachable, would put it back at once. It
+// returns when its ejection time is up.
+func TestCheckNotForCountedFailures(t *testing.T) {
+	const base = 200 * time.Millisecond
+	c := newCache(t, discovery.Options{BaseEjectionTime: base, CheckInterval: 10 * time.Millisecond})
+	ch := &fakeChecker{}
+	ch.set("a:1", true)
+	c.SetChecker(ch)
+	c.UpdateTarget(orders, eps("a:1", "b:1"))
+	for range discovery.DefaultConsecutiveFailures {
+		c.ReportResult(orders, "a:1", 500)
+	}
+	waitReady(t, c, []string{"b:1"}, time.Second)
+	time.Sleep(base / 2)
+	if got := addrs(c.Ready(orders)); len(got) != 1 || ch.calls.Load() != 0 {
+		t.Fatalf("half the ejection time after 5 500s: Ready %v, %d checks; want [b:1] and no check", got, ch.calls.Load())
+	}
+	waitReady(t, c, []string{"a:1", "b:1"}, 2*base)
+}
