@@ -297,7 +297,7 @@ func faults() []fault {
 		{name: "netem 100ms 5% loss", d: hold(5*time.Second, 60*time.Second), victim: 2,
 			unavailable: func(m *hostMesh) string {
 				if _, why := m.nt.NetemAvailable(); why != "" {
-					return why + "; emulated in the rows below: loss with nftables, a slow link with tbf (no qdisc here delays every packet)"
+					return why + "; emulated in the next rows (make chaos): loss with nftables, a slow link with tbf (no qdisc here delays every packet)"
 				}
 				return ""
 			},
