@@ -34,6 +34,10 @@ type BuildOptions struct {
 	Logger *slog.Logger
 	// Local is the instance to register, if the backend registers.
 	Local LocalInstance
+	// ReadOnly builds a resolver that only reads (meshctl list): it
+	// registers nothing, whatever its configuration says (consul's
+	// selfRegister).
+	ReadOnly bool
 	// SVIDSource and BundleSource are the sidecar's rotating identity and
 	// trust bundle, for backends that reach their source over mTLS (xds).
 	// Both nil with --insecure.

@@ -59,11 +59,13 @@ spec:
       defaultAction: allow
 `
 
+// benchEngine is an engine as meshd runs it: every decision kept in the
+// ring of recent decisions (--policy-recent-decisions), none logged.
 func benchEngine(b *testing.B, files map[string]string) *Engine {
 	dir := b.TempDir()
 	writeFiles(b, dir, files)
 	return newEngine(b, Options{Source: Source{Dir: dir}, Default: DefaultDeny,
-		Logger: slog.New(slog.DiscardHandler), DecisionLog: decisionlog.New(slog.New(slog.DiscardHandler), 0)})
+		Logger: slog.New(slog.DiscardHandler), DecisionLog: decisionlog.New(slog.New(slog.DiscardHandler), 0, decisionlog.WithRecent(decisionlog.DefaultRecent))})
 }
 
 func benchRequest(b *testing.B) authz.Request {

@@ -15,6 +15,13 @@
 // as ast values directly, and only the parts the policies read (headers and
 // query are skipped unless referenced).
 //
+// Each Rego set is also compiled to a Go matcher at load time (compile.go)
+// when the compiler understands every rule of it; the matcher then decides
+// the calls with the verdict and reasons OPA would give (a differential test
+// and a fuzz target hold it to that), without an input document or an
+// allocation. A set with any other shape stays with OPA, which is also what
+// Explain uses, with its trace.
+//
 // Engine.Watch reloads on file changes (fsnotify, debounced): the new set is
 // compiled and checked before it replaces the old one; a bad file is
 // reported with file:line:reason, counted (ReloadFailures), and the last good

@@ -64,6 +64,9 @@ type Options struct {
 	// NoDecisionCache turns the per-snapshot Rego decision cache off
 	// (every call is evaluated).
 	NoDecisionCache bool
+	// NoRegoCompile sends every Rego decision to OPA, also for the
+	// namespaces whose Rego compiles to Go (compile.go).
+	NoRegoCompile bool
 	// Debounce is how long Watch waits for file events to settle
 	// (default 100ms).
 	Debounce time.Duration
@@ -110,6 +113,7 @@ func New(ctx context.Context, opts Options) (*Engine, error) {
 		return nil, err
 	}
 	e.cur.Store(s)
+	e.logEngines(s)
 	e.log.Info("policy: loaded", "dir", opts.Dir, "config", opts.ConfigFile, "files", len(s.Files),
 		"namespaces", s.Namespaces(), "default", opts.Default.String())
 	return e, nil
@@ -132,6 +136,7 @@ func (e *Engine) Reload(ctx context.Context) error {
 		return err
 	}
 	e.cur.Store(s)
+	e.logEngines(s)
 	e.reloads.Add(1)
 	e.lastErr.Store(nil)
 	e.log.Info("policy: reloaded", "files", len(s.Files), "namespaces", s.Namespaces())
@@ -159,6 +164,7 @@ func (e *Engine) ReloadFS(ctx context.Context, fsys fs.FS) error {
 	}
 	e.opts.Source = src
 	e.cur.Store(s)
+	e.logEngines(s)
 	e.reloads.Add(1)
 	e.lastErr.Store(nil)
 	e.log.Info("policy: updated", "files", len(s.Files), "namespaces", s.Namespaces())
@@ -211,6 +217,12 @@ type outcome struct {
 // Authorize implements authz.Authorizer.
 func (e *Engine) Authorize(ctx context.Context, req authz.Request) authz.Decision {
 	o := e.decide(ctx, e.cur.Load(), &req, nil)
+	rec := decisionlog.Record{Caller: req.Caller, Destination: req.Destination, Protocol: req.Protocol,
+		Method: req.Method, Path: req.Path, Query: req.Query, Allow: o.allow, Audit: o.audit, Reason: o.reason, Rule: o.rule}
+	if o.audit {
+		rec.Reason = o.auditReason
+	}
+	e.dlog.Keep(&rec)
 	if !o.allow {
 		e.dlog.Deny(ctx, entry(&req, o.allow, o.reason, o.rule))
 		return authz.Decision{Reason: o.reason}
@@ -261,16 +273,32 @@ func (e *Engine) decide(ctx context.Context, s *Snapshot, req *authz.Request, tr
 		rs = ns.rego
 	}
 	if rs != nil {
-		verdict, err := e.evalVerdict(ctx, rs, req, tr)
+		var (
+			verdict string
+			reasons []string
+			err     error
+			decided bool
+		)
+		if rs.prog != nil && tr == nil && !e.opts.NoRegoCompile {
+			verdict, reasons, decided = rs.prog.decide(req)
+		}
+		if !decided {
+			if tr != nil {
+				tr.add("rego: %s", rs.engineNote())
+			}
+			verdict, err = e.evalVerdict(ctx, rs, req, tr)
+		}
 		switch {
 		case err != nil:
 			tr.add("rego: evaluation error: %v", err)
 			e.log.Error("policy: rego evaluation failed; denying", "err", err)
 			return outcome{reason: "policy evaluation error", rule: "rego"}
 		case verdict == "deny":
-			reasons := e.evalReasons(ctx, rs, req)
+			if !decided {
+				reasons = e.evalReasons(ctx, rs, req)
+			}
 			tr.add("rego: deny: %s", strings.Join(reasons, "; "))
-			return outcome{reason: strings.Join(reasons, "; "), rule: "rego deny (" + strings.Join(rs.files, ", ") + ")"}
+			return outcome{reason: strings.Join(reasons, "; "), rule: rs.denyRule}
 		case verdict == "allow":
 			tr.add("rego: allow")
 			if allowedBy == "" {

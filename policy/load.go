@@ -121,6 +121,12 @@ type regoSet struct {
 	cache     decisionCache
 	// files lists the user files compiled in.
 	files []string
+	// denyRule is the rule of a Rego deny, "rego deny (files)".
+	denyRule string
+	// prog is the same Rego compiled to Go (compile.go): when not nil,
+	// calls are decided by it; notCompiled says why it is nil.
+	prog        *program
+	notCompiled error
 }
 
 type nsPolicy struct {
@@ -370,7 +376,8 @@ func prepare(ctx context.Context, mesh, ns []*ast.Module, files []string) (*rego
 	if c.Failed() {
 		return nil, c.Errors
 	}
-	rs := &regoSet{compiler: c, files: files}
+	rs := &regoSet{compiler: c, files: files, denyRule: "rego deny (" + strings.Join(files, ", ") + ")"}
+	rs.prog, rs.notCompiled = compileRego(mesh, ns)
 	rs.needHeaders, rs.needQuery = inputNeeds(mesh, ns)
 	rs.cancel = topdown.NewCancel()
 	rs.baseOpts = []rego.EvalOption{rego.EvalExternalCancel(rs.cancel)}

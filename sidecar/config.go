@@ -53,6 +53,12 @@ type Config struct {
 	// 127.0.0.1 (Dapr's --enable-profiling/--profile-port).
 	EnableProfiling bool
 	ProfilePort     int
+	// AdminPort serves the read-only admin endpoint (package
+	// sidecar/admin) on AdminListenAddress (default 127.0.0.1; loopback
+	// only); 0 serves it on the metrics port instead, when that binds
+	// loopback; -1 turns it off.
+	AdminPort          int
+	AdminListenAddress string
 	// AdvertiseAddress is host:port other sidecars use to reach the internal
 	// port (registered with discovery backends that register). Default:
 	// ListenAddress (or 127.0.0.1) with the bound port.
@@ -85,6 +91,10 @@ type Config struct {
 	// (denials are always logged); 0 means the default (100), a negative
 	// value logs no allows.
 	PolicyAllowLogEvery int
+	// PolicyRecentDecisions is how many recent decisions, every one, the
+	// admin endpoint serves from memory; 0 means the default
+	// (decisionlog.DefaultRecent), a negative value keeps none.
+	PolicyRecentDecisions int
 
 	// ResiliencyFile is a Dapr Resiliency YAML file ("": none), reloaded on
 	// change.

@@ -89,6 +89,9 @@ func (s *sidecar) listen(context.Context) error {
 		}
 		s.teardown.Push(startPublic(s.publicL, &s.public))
 	}
+	if err := s.adminListen(); err != nil {
+		return err
+	}
 	if cfg.EnableProfiling {
 		if s.profileL, err = net.Listen("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(cfg.ProfilePort))); err != nil {
 			return fmt.Errorf("sidecar: --profile-port: %w", err)
@@ -242,6 +245,10 @@ func (s *sidecar) policy(ctx context.Context) error {
 	case cfg.PolicyAllowLogEvery > 0:
 		allowEvery = uint64(cfg.PolicyAllowLogEvery)
 	}
+	recent := cfg.PolicyRecentDecisions
+	if recent == 0 {
+		recent = decisionlog.DefaultRecent
+	}
 	src := policy.Source{Dir: cfg.PolicyDir, ConfigFile: cfg.ConfigFile}
 	// A resolver that carries policy (xds) is the policy tree, unless
 	// --policy-dir names one: files given on the command line win.
@@ -268,7 +275,7 @@ func (s *sidecar) policy(ctx context.Context) error {
 		}
 	}
 	pol, err := policy.New(ctx, policy.Options{Source: src,
-		Default: cfg.PolicyDefault, Logger: s.log, DecisionLog: decisionlog.New(s.log, allowEvery)})
+		Default: cfg.PolicyDefault, Logger: s.log, DecisionLog: decisionlog.New(s.log, allowEvery, decisionlog.WithRecent(recent))})
 	if err == nil {
 		eng.Store(pol)
 	}
@@ -288,6 +295,7 @@ func (s *sidecar) policy(ctx context.Context) error {
 
 // telemetry is metrics and tracing.
 func (s *sidecar) telemetry(ctx context.Context) error {
+	mounts := s.adminServe()
 	if s.metricsL != nil {
 		mopts := metrics.Options{Self: discovery.Target{AppID: s.id.AppID, Namespace: s.id.Namespace}}
 		if s.obs.Metrics != nil {
@@ -305,11 +313,14 @@ func (s *sidecar) telemetry(ctx context.Context) error {
 		if err == nil && s.src != nil {
 			err = mets.WatchCerts(s.src)
 		}
+		if err == nil {
+			err = mets.WatchPolicyMode(s.policyMode)
+		}
 		if err != nil {
 			return fmt.Errorf("sidecar: %w", err)
 		}
 		s.mets = mets
-		s.run(func(ctx context.Context) error { return mets.Serve(ctx, s.metricsL, s.log) })
+		s.run(func(ctx context.Context) error { return mets.Serve(ctx, s.metricsL, s.log, mounts...) })
 	}
 	tracer, err := tracing.Setup(ctx, tracing.SetupConfig{Identity: s.id, Spec: s.obs.Tracing, Logger: s.log})
 	if err != nil {

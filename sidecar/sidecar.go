@@ -39,7 +39,7 @@ func Run(ctx context.Context, cfg Config) error {
 	// Everything started is stopped when Run returns, after the teardown.
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	s := &sidecar{cfg: cfg, log: cfg.Logger}
+	s := &sidecar{cfg: cfg, log: cfg.Logger, started: time.Now()}
 	defer s.teardown.Close()
 	if err := s.start(ctx); err != nil {
 		if errors.Is(err, errStopped) {
@@ -73,6 +73,8 @@ type sidecar struct {
 	publicL  net.Listener
 	public   publicHealth
 	profileL net.Listener
+	adminL   net.Listener // --admin-port; nil: on the metrics port, or off
+	started  time.Time
 	notReady *proxy.NotReady
 	src      *certs.Source // nil with --insecure
 	cache    *discovery.Cache

@@ -11,10 +11,11 @@ import (
 	"math"
 	"net"
 	"net/http"
-	"os"
 	"os/signal"
 	"path/filepath"
+	"slices"
 	"sort"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -25,7 +26,7 @@ import (
 	"github.com/prometheus/common/model"
 	"github.com/spf13/cobra"
 
-	"github.com/meshd/meshd/policy/decisionlog"
+	"github.com/meshd/meshd/sidecar/admin"
 )
 
 //go:embed dashboard
@@ -35,15 +36,18 @@ func newDashboardCommand() *cobra.Command {
 	var (
 		addr     string
 		interval time.Duration
+		q        meshQuery
 	)
 	c := &cobra.Command{
 		Use:   "dashboard",
 		Short: "a live web page of the local mesh: topology, instances, denials, certificates, history",
 		Long: "dashboard serves a page on 127.0.0.1 (assets embedded, nothing from the network) that shows the\n" +
 			"sidecars of `meshctl run` live: apps as nodes and calls as edges with calls/s, p99 and errors,\n" +
-			"each app's instances with health and certificate expiry, recent policy denials with their\n" +
-			"reasons, the trust bundle's roots, and calls/s of the last minutes. It reads the sidecars'\n" +
-			"metrics and decision logs every --interval; the page updates itself without a reload.",
+			"each app's instances with health, policy mode and certificate expiry, recent policy denials with\n" +
+			"their reasons, the trust bundle's roots, and calls/s of the last minutes. It reads the sidecars'\n" +
+			"metrics and admin endpoints (status, recent decisions) every --interval; the page updates itself\n" +
+			"without a reload. With --resolver the instances the resolver lists elsewhere are shown too, with\n" +
+			"what is not known of them.",
 		Example: "  meshctl dashboard\n  meshctl dashboard --address 127.0.0.1:7070",
 		Args:    cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
@@ -65,6 +69,13 @@ func newDashboardCommand() *cobra.Command {
 			d := newDashboard(h)
 			ctx, stop := signal.NotifyContext(cmd.Context(), syscall.SIGINT, syscall.SIGTERM)
 			defer stop()
+			if q.resolver != "" {
+				if d.res, err = openResolver(ctx, q); err != nil {
+					_ = l.Close()
+					return err
+				}
+				defer d.res.Close()
+			}
 			go d.sample(ctx, interval)
 			srv := &http.Server{Handler: d.handler(), ReadHeaderTimeout: 5 * time.Second}
 			go func() { <-ctx.Done(); _ = srv.Close() }()
@@ -77,6 +88,7 @@ func newDashboardCommand() *cobra.Command {
 	}
 	c.Flags().StringVar(&addr, "address", "127.0.0.1:7070", "address to serve on (loopback only; port 0: a free one)")
 	c.Flags().DurationVar(&interval, "interval", time.Second, "how often the sidecars are read")
+	meshFlags(c, &q)
 	return c
 }
 
@@ -126,14 +138,23 @@ type bucket struct{ le, count float64 }
 
 type dashboard struct {
 	home  string
+	res   *meshResolver // --resolver; nil: none
 	mu    sync.Mutex
 	state dashState
 	prev  map[string]edgeSample // key from→to
 	prevT time.Time
+	// after is the last decision read from each sidecar (key: admin
+	// address and meshd PID); denials the last maxDenials, newest first.
+	after   map[string]uint64 // the sampling goroutine's
+	denials []denial          // the sampling goroutine's
 }
 
+// maxDenials is how many recent denials the page lists.
+const maxDenials = 50
+
 func newDashboard(h string) *dashboard {
-	return &dashboard{home: h, state: dashState{Sidecars: []sidecarStatus{}, Edges: []edge{}, Denials: []denial{}, History: []point{}}}
+	return &dashboard{home: h, after: map[string]uint64{},
+		state: dashState{Sidecars: []sidecarStatus{}, Edges: []edge{}, Denials: []denial{}, History: []point{}}}
 }
 
 func (d *dashboard) handler() http.Handler {
@@ -152,7 +173,7 @@ func (d *dashboard) handler() http.Handler {
 		w.Header().Set("Cache-Control", "no-store")
 		_, _ = w.Write(b)
 	})
-	// Preview of a proposed policy set against the decision logs of the
+	// Preview of a proposed policy set against the recent decisions of the
 	// running sidecars. POST with a JSON body (a cross-site page cannot send
 	// one without a CORS preflight, which is never answered) to a loopback
 	// Host (no DNS rebinding); it only reads.
@@ -219,7 +240,8 @@ const historyLen = 300 // points: 5 minutes at 1s
 
 func (d *dashboard) once(ctx context.Context) {
 	now := time.Now()
-	sc, _ := sidecars(ctx, d.home, 0)
+	sc, _ := readMeshWith(ctx, meshQuery{home: d.home}, d.res)
+	sc = nonNil(sc)
 	st := sentryStatus{Home: d.home}
 	if l, err := readLocal(d.home); err == nil && l.running(d.home) {
 		st.Running, st.PID, st.Address = true, l.PID, l.SentryAddress
@@ -228,7 +250,7 @@ func (d *dashboard) once(ctx context.Context) {
 
 	cur := map[string]edgeSample{}
 	for _, s := range sc {
-		if s.Error != "" {
+		if s.Error != "" || s.Where != whereLocal {
 			continue
 		}
 		fams, err := scrapeFamilies(ctx, "http://"+s.MetricsAddr+"/metrics")
@@ -237,6 +259,7 @@ func (d *dashboard) once(ctx context.Context) {
 		}
 		addEdges(cur, fams)
 	}
+	d.readDenials(ctx, sc) // before the lock: it asks the sidecars
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	dt := now.Sub(d.prevT).Seconds()
@@ -263,7 +286,7 @@ func (d *dashboard) once(ctx context.Context) {
 	if len(hist) > historyLen {
 		hist = hist[len(hist)-historyLen:]
 	}
-	d.state = dashState{Updated: now.UTC(), Sentry: st, Sidecars: sc, Edges: nonNil(edges), Denials: d.denials(sc), History: hist}
+	d.state = dashState{Updated: now.UTC(), Sentry: st, Sidecars: sc, Edges: nonNil(edges), Denials: slices.Clone(d.denials), History: hist}
 }
 
 func nonNil[T any](s []T) []T {
@@ -273,59 +296,39 @@ func nonNil[T any](s []T) []T {
 	return s
 }
 
-// denials are the last 50 denials in the logs of the running sidecars,
-// newest first.
-func (d *dashboard) denials(sc []sidecarStatus) []denial {
-	out := []denial{}
-	files, _ := filepath.Glob(filepath.Join(d.home, "run", "*.meshd.log"))
-	for _, f := range files {
-		app := strings.TrimSuffix(filepath.Base(f), ".meshd.log")
-		if i := strings.LastIndexByte(app, '-'); i > 0 {
-			app = app[:i]
+// readDenials reads the decisions each local sidecar made since the last
+// reading (its admin endpoint's ring) and keeps the denials. Only the
+// sampling goroutine calls it (after and denials are its own); the state
+// served gets a copy.
+func (d *dashboard) readDenials(ctx context.Context, sc []sidecarStatus) {
+	seen := map[string]bool{}
+	for _, s := range sc {
+		if s.Where != whereLocal || s.AdminAddr == "" || s.Error != "" {
+			continue
 		}
-		for _, line := range tailLines(f, 256<<10) {
-			e, ok, err := decisionlog.ParseLine(line)
-			if err != nil || !ok || e.Allow {
+		key := s.AdminAddr + "/" + strconv.Itoa(s.MeshdPID)
+		seen[key] = true
+		res, err := admin.GetDecisions(ctx, s.AdminAddr, d.after[key])
+		if err != nil {
+			continue
+		}
+		d.after[key] = res.Last
+		for _, x := range res.Decisions { // oldest first
+			if x.Allow {
 				continue
 			}
-			out = append(out, denial{App: app, Source: e.Source, Destination: e.Destination, Method: e.Method, Path: e.Path, Reason: e.Reason, Rule: e.Rule})
+			d.denials = append([]denial{{App: s.AppID, Source: x.Source, Destination: x.Destination, Method: x.Method,
+				Path: x.Path, Reason: x.Reason, Rule: x.Rule}}, d.denials...)
+		}
+		if len(d.denials) > maxDenials {
+			d.denials = d.denials[:maxDenials]
 		}
 	}
-	// Newest first: the files' lines are in order; across files the order
-	// is by file only (the log lines' times are not compared).
-	for i, j := 0, len(out)-1; i < j; i, j = i+1, j-1 {
-		out[i], out[j] = out[j], out[i]
+	for k := range d.after {
+		if !seen[k] {
+			delete(d.after, k) // a sidecar that has gone
+		}
 	}
-	if len(out) > 50 {
-		out = out[:50]
-	}
-	return out
-}
-
-// tailLines returns the complete lines of the last max bytes of path.
-func tailLines(path string, max int64) []string {
-	f, err := os.Open(path)
-	if err != nil {
-		return nil
-	}
-	defer f.Close()
-	st, err := f.Stat()
-	if err != nil {
-		return nil
-	}
-	off := st.Size() - max
-	if off < 0 {
-		off = 0
-	}
-	b, err := io.ReadAll(io.NewSectionReader(f, off, st.Size()-off))
-	if err != nil {
-		return nil
-	}
-	lines := strings.Split(string(b), "\n")
-	if off > 0 && len(lines) > 0 {
-		lines = lines[1:] // cut in the middle
-	}
-	return lines
 }
 
 func scrapeFamilies(ctx context.Context, url string) (map[string]*dto.MetricFamily, error) {

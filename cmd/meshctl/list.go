@@ -1,55 +1,62 @@
 package main
 
 import (
-	"context"
 	"crypto/x509"
 	"encoding/json"
 	"encoding/pem"
 	"errors"
 	"fmt"
 	"io"
-	"net/http"
 	"os"
 	"path/filepath"
-	"sort"
 	"strconv"
 	"text/tabwriter"
 	"time"
 
 	dto "github.com/prometheus/client_model/go"
-	"github.com/prometheus/common/expfmt"
-	"github.com/prometheus/common/model"
 	"github.com/spf13/cobra"
 	"go.yaml.in/yaml/v3"
 )
 
-// sidecarStatus is one row of `meshctl list`: what the run record says,
-// what the sidecar's health endpoints answer and what its metrics show.
+// sidecarStatus is one row of `meshctl list`: what the run record (or the
+// resolver) says, and what the sidecar's admin endpoint answers.
 type sidecarStatus struct {
-	AppID       string    `json:"appId" yaml:"appId"`
-	Namespace   string    `json:"namespace" yaml:"namespace"`
+	AppID     string `json:"appId" yaml:"appId"`
+	Namespace string `json:"namespace" yaml:"namespace"`
+	// Where: "local", a sidecar of `meshctl run` on this machine, read
+	// through its admin endpoint; "resolver", an instance the resolver lists
+	// whose admin endpoint (loopback of its own host) meshctl cannot reach:
+	// the fields in Unknown are not known for it.
+	Where       string    `json:"where" yaml:"where"`
+	Unknown     []string  `json:"unknown,omitempty" yaml:"unknown,omitempty"`
 	Ready       bool      `json:"ready" yaml:"ready"`
 	NotReady    string    `json:"notReadyReason,omitempty" yaml:"notReadyReason,omitempty"`
-	AppHealthy  bool      `json:"appHealthy" yaml:"appHealthy"`
-	HTTPAddr    string    `json:"httpAddress" yaml:"httpAddress"`
-	GRPCAddr    string    `json:"grpcAddress" yaml:"grpcAddress"`
+	AppHealth   string    `json:"appHealth,omitempty" yaml:"appHealth,omitempty"` // healthy, unhealthy, unchecked (no health check), no app
+	SPIFFEID    string    `json:"spiffeId,omitempty" yaml:"spiffeId,omitempty"`
+	HTTPAddr    string    `json:"httpAddress,omitempty" yaml:"httpAddress,omitempty"`
+	GRPCAddr    string    `json:"grpcAddress,omitempty" yaml:"grpcAddress,omitempty"`
 	Internal    string    `json:"internalAddress" yaml:"internalAddress"`
-	MetricsAddr string    `json:"metricsAddress" yaml:"metricsAddress"`
+	MetricsAddr string    `json:"metricsAddress,omitempty" yaml:"metricsAddress,omitempty"`
+	AdminAddr   string    `json:"adminAddress,omitempty" yaml:"adminAddress,omitempty"`
 	AppPort     int       `json:"appPort,omitempty" yaml:"appPort,omitempty"`
 	CertExpiry  time.Time `json:"certExpiry,omitzero" yaml:"certExpiry,omitempty"`
-	CallsOut    float64   `json:"callsOut" yaml:"callsOut"`                   // requests sent, total
-	CallsIn     float64   `json:"callsIn" yaml:"callsIn"`                     // requests received, total
-	RateOut     float64   `json:"callsOutPerSecond" yaml:"callsOutPerSecond"` // over --window
-	RateIn      float64   `json:"callsInPerSecond" yaml:"callsInPerSecond"`
-	ErrorsOut   float64   `json:"errorsOut" yaml:"errorsOut"` // answers not 1xx-3xx (HTTP) or not OK (gRPC), total
-	ErrorsIn    float64   `json:"errorsIn" yaml:"errorsIn"`
-	Denied      float64   `json:"policyDenied" yaml:"policyDenied"` // policy decisions: deny, total
-	MeshctlPID  int       `json:"meshctlPid" yaml:"meshctlPid"`
-	MeshdPID    int       `json:"meshdPid" yaml:"meshdPid"`
-	AppPID      int       `json:"appPid,omitempty" yaml:"appPid,omitempty"`
-	Command     []string  `json:"command,omitempty" yaml:"command,omitempty"`
-	Started     time.Time `json:"started" yaml:"started"`
-	Error       string    `json:"error,omitempty" yaml:"error,omitempty"` // the sidecar could not be asked
+	// PolicyMode is enforce, audit, mixed or off; PolicyDefault the
+	// decision for namespaces without policy.
+	PolicyMode    string    `json:"policyMode,omitempty" yaml:"policyMode,omitempty"`
+	PolicyDefault string    `json:"policyDefault,omitempty" yaml:"policyDefault,omitempty"`
+	CallsOut      float64   `json:"callsOut" yaml:"callsOut"`                   // requests sent, total
+	CallsIn       float64   `json:"callsIn" yaml:"callsIn"`                     // requests received, total
+	RateOut       float64   `json:"callsOutPerSecond" yaml:"callsOutPerSecond"` // over --window
+	RateIn        float64   `json:"callsInPerSecond" yaml:"callsInPerSecond"`
+	ErrorsOut     float64   `json:"errorsOut" yaml:"errorsOut"` // answers not 1xx-3xx (HTTP) or not OK (gRPC), total
+	ErrorsIn      float64   `json:"errorsIn" yaml:"errorsIn"`
+	Denied        float64   `json:"policyDenied" yaml:"policyDenied"` // policy decisions: deny, total
+	MeshctlPID    int       `json:"meshctlPid,omitempty" yaml:"meshctlPid,omitempty"`
+	MeshdPID      int       `json:"meshdPid,omitempty" yaml:"meshdPid,omitempty"`
+	AppPID        int       `json:"appPid,omitempty" yaml:"appPid,omitempty"`
+	Command       []string  `json:"command,omitempty" yaml:"command,omitempty"`
+	Started       time.Time `json:"started,omitzero" yaml:"started,omitempty"`
+	Error         string    `json:"error,omitempty" yaml:"error,omitempty"` // the sidecar could not be asked
 }
 
 // sentryStatus is the local sentry of `meshctl status`.
@@ -71,20 +78,35 @@ type statusDoc struct {
 	Sidecars []sidecarStatus `json:"sidecars" yaml:"sidecars"`
 }
 
+// meshFlags adds the flags list, status and the dashboard share: where
+// to look besides this machine's runs.
+func meshFlags(c *cobra.Command, q *meshQuery) {
+	c.Flags().StringVar(&q.resolver, "resolver", "", "also list every instance of every app this resolver knows, as meshd takes it: static, consul, kubernetes or mdns")
+	c.Flags().StringVar(&q.resolverConfig, "resolver-config", "", "configuration file of --resolver (as meshd's)")
+	c.Flags().DurationVar(&q.settle, "resolver-wait", 5*time.Second, "longest wait for a resolver that finds apps in the background (consul) to list them all")
+}
+
+const meshLong = "Each sidecar of `meshctl run` on this machine (the records in $" + envHome + "/run; records of runs\n" +
+	"whose meshctl has gone are skipped) is read through its own loopback endpoints, read-only: its\n" +
+	"/v1.0/healthz, and its admin endpoint (/admin/v1/status, on the metrics port): app health, SPIFFE\n" +
+	"ID, certificate expiry, policy mode and default, calls, errors and policy denials. Rates are\n" +
+	"measured over --window (two readings).\n\n" +
+	"With --resolver (and --resolver-config, as meshd takes them) every instance of every app the\n" +
+	"resolver lists is shown too. An instance that is not a `meshctl run` of this machine is marked\n" +
+	"\"resolver\": its admin endpoint listens on loopback of its own host, so only its app, namespace\n" +
+	"and internal address are known, and the output names the fields that are not (unknown)."
+
 func newListCommand() *cobra.Command {
 	var output string
-	var window time.Duration
+	q := meshQuery{}
 	c := &cobra.Command{
 		Use:     "list",
 		Aliases: []string{"ls"},
-		Short:   "list the sidecars `meshctl run` runs on this machine: health, addresses, certificate expiry, calls/s, errors",
-		Long: "list shows every sidecar of `meshctl run` on this machine (the records in $" + envHome + "/run),\n" +
-			"asking each through its own loopback endpoints, read-only: /v1.0/healthz and /v1.0/healthz/app on\n" +
-			"its HTTP port, and /metrics on its metrics port (certificate expiry, calls, errors, policy\n" +
-			"denials). Rates are measured over --window (two scrapes). Records of runs whose meshctl has\n" +
-			"gone are skipped.",
-		Example: "  meshctl list\n  meshctl list --output json",
-		Args:    cobra.NoArgs,
+		Short:   "list the sidecars of the mesh: health, addresses, certificate expiry, policy mode, calls/s, errors",
+		Long:    "list shows every sidecar of `meshctl run` on this machine, and with --resolver every instance\nthe resolver knows.\n\n" + meshLong,
+		Example: "  meshctl list\n  meshctl list --output json\n  meshctl list --resolver static --resolver-config apps.yaml\n" +
+			"  meshctl list --resolver consul --resolver-config consul.yaml -o yaml",
+		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if err := checkOutput(output); err != nil {
 				return err
@@ -93,7 +115,8 @@ func newListCommand() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			sc, err := sidecars(cmd.Context(), h, window)
+			q.home = h
+			sc, err := readMesh(cmd.Context(), q)
 			if err != nil {
 				return err
 			}
@@ -105,17 +128,19 @@ func newListCommand() *cobra.Command {
 		},
 	}
 	c.Flags().StringVarP(&output, "output", "o", "table", "table, json or yaml")
-	c.Flags().DurationVar(&window, "window", time.Second, "how long to measure calls/s over (0: no rates)")
+	c.Flags().DurationVar(&q.window, "window", time.Second, "how long to measure calls/s over (0: no rates)")
+	meshFlags(c, &q)
 	return c
 }
 
 func newStatusCommand() *cobra.Command {
 	var output string
-	var window time.Duration
+	q := meshQuery{}
 	c := &cobra.Command{
 		Use:     "status",
-		Short:   "the local mesh: sentry (running, address, trust roots and their expiry) and its sidecars (as list)",
-		Example: "  meshctl status\n  meshctl status -o yaml",
+		Short:   "the mesh: the local sentry (running, address, trust roots and their expiry) and the sidecars (as list)",
+		Long:    "status shows the local sentry of `meshctl init` and the sidecars, as list does.\n\n" + meshLong,
+		Example: "  meshctl status\n  meshctl status -o yaml\n  meshctl status --resolver consul --resolver-config consul.yaml",
 		Args:    cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if err := checkOutput(output); err != nil {
@@ -125,6 +150,7 @@ func newStatusCommand() *cobra.Command {
 			if err != nil {
 				return err
 			}
+			q.home = h
 			doc := statusDoc{Sentry: sentryStatus{Home: h}}
 			l, err := readLocal(h)
 			if err != nil && !errors.Is(err, os.ErrNotExist) {
@@ -134,7 +160,7 @@ func newStatusCommand() *cobra.Command {
 				doc.Sentry.Running, doc.Sentry.PID, doc.Sentry.Address = true, l.PID, l.SentryAddress
 			}
 			doc.Sentry.Roots = roots(filepath.Join(h, "sentry", "bundle.pem"))
-			if doc.Sidecars, err = sidecars(cmd.Context(), h, window); err != nil {
+			if doc.Sidecars, err = readMesh(cmd.Context(), q); err != nil {
 				return err
 			}
 			out := cmd.OutOrStdout()
@@ -155,7 +181,8 @@ func newStatusCommand() *cobra.Command {
 		},
 	}
 	c.Flags().StringVarP(&output, "output", "o", "table", "table, json or yaml")
-	c.Flags().DurationVar(&window, "window", time.Second, "how long to measure calls/s over (0: no rates)")
+	c.Flags().DurationVar(&q.window, "window", time.Second, "how long to measure calls/s over (0: no rates)")
+	meshFlags(c, &q)
 	return c
 }
 
@@ -200,130 +227,6 @@ func roots(bundle string) []rootStatus {
 	}
 }
 
-// sidecars reads the run records of h and asks each live sidecar.
-func sidecars(ctx context.Context, h string, window time.Duration) ([]sidecarStatus, error) {
-	files, err := filepath.Glob(filepath.Join(h, "run", "*.json"))
-	if err != nil {
-		return nil, err
-	}
-	out := []sidecarStatus{}
-	for _, f := range files {
-		b, err := os.ReadFile(f)
-		if err != nil {
-			continue // ended meanwhile
-		}
-		var r runRecord
-		if err := json.Unmarshal(b, &r); err != nil || r.PID <= 0 || !alive(r.PID) {
-			continue
-		}
-		out = append(out, sidecarStatus{AppID: r.AppID, Namespace: r.Namespace,
-			HTTPAddr: "127.0.0.1:" + strconv.Itoa(r.HTTPPort), GRPCAddr: "127.0.0.1:" + strconv.Itoa(r.GRPCPort),
-			Internal: "127.0.0.1:" + strconv.Itoa(r.InternalPort), MetricsAddr: "127.0.0.1:" + strconv.Itoa(r.MetricsPort),
-			AppPort: r.AppPort, MeshctlPID: r.PID, MeshdPID: r.MeshdPID, AppPID: r.AppPID, Command: r.Command, Started: r.Started})
-	}
-	sort.Slice(out, func(i, j int) bool {
-		if out[i].AppID != out[j].AppID {
-			return out[i].AppID < out[j].AppID
-		}
-		return out[i].MeshdPID < out[j].MeshdPID
-	})
-	first := make([]counts, len(out))
-	t0 := time.Now()
-	for i := range out {
-		s := &out[i]
-		s.Ready, s.NotReady = probe(ctx, "http://"+s.HTTPAddr+"/v1.0/healthz")
-		s.AppHealthy, _ = probe(ctx, "http://"+s.HTTPAddr+"/v1.0/healthz/app")
-		c, err := scrape(ctx, "http://"+s.MetricsAddr+"/metrics")
-		if err != nil {
-			s.Error = err.Error()
-			continue
-		}
-		first[i] = c
-		s.CertExpiry, s.CallsOut, s.CallsIn, s.ErrorsOut, s.ErrorsIn, s.Denied = c.certExpiry, c.out, c.in, c.errOut, c.errIn, c.denied
-	}
-	if window <= 0 || len(out) == 0 {
-		return out, nil
-	}
-	select {
-	case <-ctx.Done():
-		return out, ctx.Err()
-	case <-time.After(window):
-	}
-	secs := time.Since(t0).Seconds()
-	for i := range out {
-		s := &out[i]
-		if s.Error != "" {
-			continue
-		}
-		c, err := scrape(ctx, "http://"+s.MetricsAddr+"/metrics")
-		if err != nil {
-			continue
-		}
-		s.RateOut, s.RateIn = (c.out-first[i].out)/secs, (c.in-first[i].in)/secs
-	}
-	return out, nil
-}
-
-// probe GETs a health URL: 2xx is true; otherwise the sidecar's message.
-func probe(ctx context.Context, url string) (bool, string) {
-	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
-	defer cancel()
-	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		return false, err.Error()
-	}
-	defer resp.Body.Close()
-	body, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
-	if resp.StatusCode/100 == 2 {
-		return true, ""
-	}
-	var e struct{ Message string }
-	if json.Unmarshal(body, &e) == nil && e.Message != "" {
-		return false, e.Message
-	}
-	return false, resp.Status
-}
-
-// counts are the figures of one scrape.
-type counts struct {
-	certExpiry                     time.Time
-	out, in, errOut, errIn, denied float64
-}
-
-func scrape(ctx context.Context, url string) (counts, error) {
-	var c counts
-	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
-	defer cancel()
-	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		return c, fmt.Errorf("metrics: %w", err)
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		return c, fmt.Errorf("metrics: %s", resp.Status)
-	}
-	parser := expfmt.NewTextParser(model.UTF8Validation)
-	fams, err := parser.TextToMetricFamilies(resp.Body)
-	if err != nil {
-		return c, fmt.Errorf("metrics: %w", err)
-	}
-	if f := fams["meshd_cert_expiry_timestamp_seconds"]; f != nil && len(f.Metric) > 0 && f.Metric[0].Gauge.GetValue() > 0 {
-		c.certExpiry = time.Unix(int64(f.Metric[0].Gauge.GetValue()), 0).UTC()
-	}
-	c.out, c.errOut = requests(fams["meshd_requests_sent_total"])
-	c.in, c.errIn = requests(fams["meshd_requests_received_total"])
-	if f := fams["meshd_policy_decisions_total"]; f != nil {
-		for _, m := range f.Metric {
-			if label(m, "decision") == "deny" {
-				c.denied += m.GetCounter().GetValue()
-			}
-		}
-	}
-	return c, nil
-}
-
 // requests sums a meshd_requests_*_total family, and its errors: an HTTP
 // status of 400 and above, a gRPC code other than 0 (OK), or unknown.
 func requests(f *dto.MetricFamily) (total, errs float64) {
@@ -365,24 +268,33 @@ func sidecarTable(w io.Writer, sc []sidecarStatus, now time.Time) error {
 		return err
 	}
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "APP\tNAMESPACE\tREADY\tAPP HEALTH\tHTTP\tGRPC\tINTERNAL\tCERT EXPIRES\tOUT/S\tIN/S\tERRORS\tDENIED\tAGE")
+	fmt.Fprintln(tw, "APP\tNAMESPACE\tWHERE\tREADY\tAPP HEALTH\tINTERNAL\tHTTP\tCERT EXPIRES\tPOLICY\tOUT/S\tIN/S\tERRORS\tDENIED\tAGE")
+	remote := 0
 	for _, s := range sc {
-		ready, app, cert := "yes", "healthy", "-"
+		if s.Where == whereResolver {
+			remote++
+			fmt.Fprintf(tw, "%s\t%s\t%s\t?\t?\t%s\t?\t?\t?\t?\t?\t?\t?\t?\n", s.AppID, s.Namespace, s.Where, s.Internal)
+			continue
+		}
+		ready, cert, pol, errs := "yes", "-", "-", "-"
 		if !s.Ready {
 			ready = "no"
 		}
-		if !s.AppHealthy {
-			app = "unhealthy"
+		app := s.AppHealth
+		if app == "" {
+			app = "-"
 		}
 		if !s.CertExpiry.IsZero() {
 			cert = "in " + until(s.CertExpiry, now)
 		}
-		errs := "-"
+		if s.PolicyMode != "" {
+			pol = s.PolicyMode + ", default " + s.PolicyDefault
+		}
 		if s.CallsOut+s.CallsIn > 0 {
 			errs = fmt.Sprintf("%.0f/%.0f (%.1f%%)", s.ErrorsOut+s.ErrorsIn, s.CallsOut+s.CallsIn, 100*(s.ErrorsOut+s.ErrorsIn)/(s.CallsOut+s.CallsIn))
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%.1f\t%.1f\t%s\t%.0f\t%s\n", s.AppID, s.Namespace, ready, app,
-			s.HTTPAddr, s.GRPCAddr, s.Internal, cert, s.RateOut, s.RateIn, errs, s.Denied, until(now, s.Started))
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%.1f\t%.1f\t%s\t%.0f\t%s\n", s.AppID, s.Namespace, s.Where, ready, app,
+			s.Internal, s.HTTPAddr, cert, pol, s.RateOut, s.RateIn, errs, s.Denied, until(now, s.Started))
 	}
 	if err := tw.Flush(); err != nil {
 		return err
@@ -394,6 +306,9 @@ func sidecarTable(w io.Writer, sc []sidecarStatus, now time.Time) error {
 		if s.Error != "" {
 			fmt.Fprintf(w, "%s (meshd pid %d): %s\n", s.AppID, s.MeshdPID, s.Error)
 		}
+	}
+	if remote > 0 {
+		fmt.Fprintf(w, "?: not known for the %d instance(s) found through the resolver only: a sidecar's admin endpoint listens on loopback of its own host\n", remote)
 	}
 	return nil
 }

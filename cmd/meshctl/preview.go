@@ -7,7 +7,6 @@ import (
 	"io"
 	"log/slog"
 	"os"
-	"path/filepath"
 	"sort"
 	"strings"
 
@@ -19,6 +18,7 @@ import (
 	"github.com/meshd/meshd/policy/authz"
 	"github.com/meshd/meshd/policy/decisionlog"
 	"github.com/meshd/meshd/proxy/route"
+	"github.com/meshd/meshd/sidecar/admin"
 )
 
 // flip is one kind of call whose decision the proposed policy changes.
@@ -37,10 +37,28 @@ type flip struct {
 }
 
 type previewResult struct {
-	Logs      []string `json:"logs" yaml:"logs"`
+	// From says where the decisions came from: "logs" (--log) or
+	// "sidecars" (the recent decisions the running sidecars keep).
+	From string `json:"from" yaml:"from"`
+	// Sources are the log files, or the sidecars ("APP (meshd pid N)").
+	Sources   []string `json:"sources" yaml:"sources"`
 	Decisions int      `json:"decisions" yaml:"decisions"`
-	Unread    int      `json:"unreadLines" yaml:"unreadLines"`
-	Flips     []flip   `json:"flips" yaml:"flips"`
+	Unread    int      `json:"unreadLines,omitempty" yaml:"unreadLines,omitempty"`
+	// Missed counts decisions the sidecars made but no longer keep.
+	Missed int `json:"missed,omitempty" yaml:"missed,omitempty"`
+	// Skipped are the sidecars that could not be read, and why.
+	Skipped []string `json:"skipped,omitempty" yaml:"skipped,omitempty"`
+	Flips   []flip   `json:"flips" yaml:"flips"`
+}
+
+// replaySet is the decisions to replay, and where they came from.
+type replaySet struct {
+	from    string
+	sources []string
+	entries []decisionlog.Entry
+	unread  int
+	missed  int
+	skipped []string
 }
 
 func newPolicyPreviewCommand() *cobra.Command {
@@ -51,15 +69,16 @@ func newPolicyPreviewCommand() *cobra.Command {
 	c := &cobra.Command{
 		Use:   "preview --policy-dir NEW [--log FILE]...",
 		Short: "replay recent policy decisions against a proposed policy set and list every call that would flip",
-		Long: "preview reads the decision log of sidecars (the `policy: allow|deny|audit` lines of meshd's log,\n" +
-			"text or JSON) and decides every logged call again under the proposed policy (--policy-dir,\n" +
-			"--config, --policy-default, as meshd takes them), before anything is applied. It lists each kind\n" +
-			"of call whose decision would change, ALLOW → DENY or DENY → ALLOW, with how often it was logged,\n" +
-			"the new reason and rule. Without --log it reads the logs of the sidecars `meshctl run` runs now.\n" +
-			"A proposed set that does not compile is an error with file:line, and no answer.\n\n" +
-			"Only what the log holds is replayed: denials always, allows one in --policy-allow-log-every (100)\n" +
-			"unless meshd runs with 1; headers and the query string are not logged, so a policy that reads\n" +
-			"them sees none.",
+		Long: "preview decides recent calls again under the proposed policy (--policy-dir, --config,\n" +
+			"--policy-default, as meshd takes them), before anything is applied, and lists each kind of call\n" +
+			"whose decision would change, ALLOW → DENY or DENY → ALLOW, with how often it was made, the new\n" +
+			"reason and rule. A proposed set that does not compile is an error with file:line, and no answer.\n\n" +
+			"Without --log it replays the recent decisions of the sidecars `meshctl run` runs now, every one,\n" +
+			"allows included, read from each sidecar's admin endpoint (the last --policy-recent-decisions,\n" +
+			"1024, per sidecar), with their query strings. With --log it reads meshd logs instead (the\n" +
+			"`policy: allow|deny|audit` lines, text or JSON): every denial, but one allow in\n" +
+			"--policy-allow-log-every (100), and no query strings. Headers are never kept, so a proposed\n" +
+			"policy that reads them sees none.",
 		Example: "  meshctl policy preview --policy-dir ./policies-next\n" +
 			"  meshctl policy preview --policy-dir ./policies-next --log orders.log --log web.log -o json",
 		Args: cobra.NoArgs,
@@ -74,23 +93,21 @@ func newPolicyPreviewCommand() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			if len(logs) == 0 {
-				if logs, err = runLogs(); err != nil {
-					return err
-				}
-				if len(logs) == 0 {
-					return fmt.Errorf("no decision logs: no sidecar of `meshctl run` runs on this machine; give meshd logs with --log FILE")
-				}
-			}
 			e, err := policy.New(cmd.Context(), policy.Options{Source: policy.Source{Dir: dir, ConfigFile: config},
 				Default: d, Logger: slog.New(slog.DiscardHandler)})
 			if err != nil {
 				return fmt.Errorf("proposed policy: %w", err)
 			}
-			res, err := preview(context.WithoutCancel(cmd.Context()), e, logs)
+			var set replaySet
+			if len(logs) > 0 {
+				set, err = readLogs(logs)
+			} else {
+				set, err = recentDecisions(cmd.Context())
+			}
 			if err != nil {
 				return err
 			}
+			res := replay(context.WithoutCancel(cmd.Context()), e, set)
 			out := cmd.OutOrStdout()
 			switch output {
 			case "json", "yaml":
@@ -103,33 +120,81 @@ func newPolicyPreviewCommand() *cobra.Command {
 	f.StringVar(&dir, "policy-dir", "", "the proposed policy directory")
 	f.StringVar(&config, "config", "", "the proposed Dapr Configuration YAML (accessControl)")
 	f.StringVar(&def, "policy-default", "allow", "decision for namespaces without policy: allow or deny")
-	f.StringArrayVar(&logs, "log", nil, "a meshd log file to read decisions from (repeatable; default: the sidecars of meshctl run)")
+	f.StringArrayVar(&logs, "log", nil, "a meshd log file to read decisions from (repeatable; default: the recent decisions of the sidecars of meshctl run)")
 	f.StringVarP(&output, "output", "o", "table", "table, json or yaml")
 	return c
 }
 
-// runLogs are the meshd logs `meshctl run` keeps for its live sidecars.
-func runLogs() ([]string, error) {
+// recentDecisions are the recent decisions of the sidecars of `meshctl
+// run` on this machine, read from their admin endpoints.
+func recentDecisions(ctx context.Context) (replaySet, error) {
+	set := replaySet{from: "sidecars"}
 	h, err := home()
 	if err != nil {
-		return nil, err
+		return set, err
 	}
-	files, err := filepath.Glob(filepath.Join(h, "run", "*.meshd.log"))
+	sc, err := localSidecars(h)
 	if err != nil {
-		return nil, err
+		return set, err
 	}
-	sort.Strings(files)
-	return files, nil
+	if len(sc) == 0 {
+		return set, fmt.Errorf("no decisions to replay: no sidecar of `meshctl run` runs on this machine; give meshd logs with --log FILE")
+	}
+	sort.Slice(sc, func(i, j int) bool {
+		return sc[i].AppID < sc[j].AppID || sc[i].AppID == sc[j].AppID && sc[i].MeshdPID < sc[j].MeshdPID
+	})
+	for _, s := range sc {
+		d, err := admin.GetDecisions(ctx, s.AdminAddr, 0)
+		if err != nil { // not ready yet (no decision made), or its admin endpoint is off
+			set.skipped = append(set.skipped, fmt.Sprintf("%s (meshd pid %d): %v", s.AppID, s.MeshdPID, err))
+			continue
+		}
+		set.sources = append(set.sources, fmt.Sprintf("%s (meshd pid %d)", s.AppID, s.MeshdPID))
+		set.missed += int(d.Missed)
+		for _, x := range d.Decisions {
+			set.entries = append(set.entries, decisionlog.Entry{Source: x.Source, Destination: x.Destination, Protocol: x.Protocol,
+				Method: x.Method, Path: x.Path, Query: x.Query, Allow: x.Allow, Audit: x.Audit, Reason: x.Reason, Rule: x.Rule})
+		}
+	}
+	if len(set.sources) == 0 {
+		return set, fmt.Errorf("no decisions to replay: no sidecar could be read: %s", strings.Join(set.skipped, "; "))
+	}
+	return set, nil
 }
 
-// previewDir previews the policy directory dir against the logs of the
-// running sidecars (the dashboard's form).
+// readLogs reads the decisions in meshd logs.
+func readLogs(logs []string) (replaySet, error) {
+	set := replaySet{from: "logs", sources: logs}
+	for _, path := range logs {
+		f, err := os.Open(path)
+		if err != nil {
+			return set, err
+		}
+		sc := bufio.NewScanner(f)
+		sc.Buffer(make([]byte, 64<<10), 1<<20)
+		for sc.Scan() {
+			ent, ok, err := decisionlog.ParseLine(sc.Text())
+			if err != nil {
+				set.unread++
+				continue
+			}
+			if ok {
+				set.entries = append(set.entries, ent)
+			}
+		}
+		err = sc.Err()
+		f.Close()
+		if err != nil {
+			return set, fmt.Errorf("%s: %w", path, err)
+		}
+	}
+	return set, nil
+}
+
+// previewDir previews the policy directory dir against the recent
+// decisions of the running sidecars (the dashboard's form).
 func previewDir(ctx context.Context, dir, def string) (previewResult, error) {
 	d, err := policy.ParseDefault(def)
-	if err != nil {
-		return previewResult{}, err
-	}
-	logs, err := runLogs()
 	if err != nil {
 		return previewResult{}, err
 	}
@@ -137,52 +202,39 @@ func previewDir(ctx context.Context, dir, def string) (previewResult, error) {
 	if err != nil {
 		return previewResult{}, fmt.Errorf("proposed policy: %w", err)
 	}
-	return preview(context.WithoutCancel(ctx), e, logs)
+	set, err := recentDecisions(ctx)
+	if err != nil {
+		return previewResult{}, err
+	}
+	return replay(context.WithoutCancel(ctx), e, set), nil
 }
 
-func preview(ctx context.Context, e *policy.Engine, logs []string) (previewResult, error) {
-	res := previewResult{Logs: logs, Flips: []flip{}}
+// replay decides every decision of set again with e and lists the flips.
+func replay(ctx context.Context, e *policy.Engine, set replaySet) previewResult {
+	res := previewResult{From: set.from, Sources: set.sources, Unread: set.unread, Missed: set.missed, Skipped: set.skipped, Flips: []flip{}}
+	if res.Sources == nil {
+		res.Sources = []string{}
+	}
 	byKey := map[flip]*flip{}
-	for _, path := range logs {
-		f, err := os.Open(path)
+	for _, ent := range set.entries {
+		req, err := replayRequest(ent)
 		if err != nil {
-			return res, err
+			res.Unread++
+			continue
 		}
-		sc := bufio.NewScanner(f)
-		sc.Buffer(make([]byte, 64<<10), 1<<20)
-		for sc.Scan() {
-			ent, ok, err := decisionlog.ParseLine(sc.Text())
-			if err != nil {
-				res.Unread++
-				continue
-			}
-			if !ok {
-				continue
-			}
-			req, err := replayRequest(ent)
-			if err != nil {
-				res.Unread++
-				continue
-			}
-			res.Decisions++
-			x := e.Explain(ctx, req)
-			if x.Allow == ent.Allow {
-				continue
-			}
-			k := flip{From: verdict(ent.Allow), To: verdict(x.Allow), Source: ent.Source, Destination: ent.Destination,
-				Protocol: ent.Protocol, Method: ent.Method, Path: ent.Path, Reason: x.Reason, Rule: x.Rule, WasRule: ent.Rule}
-			if p := byKey[k]; p != nil {
-				p.Count++
-			} else {
-				k2 := k
-				k2.Count = 1
-				byKey[k] = &k2
-			}
+		res.Decisions++
+		x := e.Explain(ctx, req)
+		if x.Allow == ent.Allow {
+			continue
 		}
-		err = sc.Err()
-		f.Close()
-		if err != nil {
-			return res, fmt.Errorf("%s: %w", path, err)
+		k := flip{From: verdict(ent.Allow), To: verdict(x.Allow), Source: ent.Source, Destination: ent.Destination,
+			Protocol: ent.Protocol, Method: ent.Method, Path: ent.Path, Reason: x.Reason, Rule: x.Rule, WasRule: ent.Rule}
+		if p := byKey[k]; p != nil {
+			p.Count++
+		} else {
+			k2 := k
+			k2.Count = 1
+			byKey[k] = &k2
 		}
 	}
 	for _, p := range byKey {
@@ -198,7 +250,7 @@ func preview(ctx context.Context, e *policy.Engine, logs []string) (previewResul
 		}
 		return fmt.Sprint(a) < fmt.Sprint(b)
 	})
-	return res, nil
+	return res
 }
 
 func verdict(allow bool) string {
@@ -225,7 +277,7 @@ func replayRequest(e decisionlog.Entry) (authz.Request, error) {
 	if proto == "" {
 		proto = authz.ProtocolHTTP
 	}
-	return authz.Request{Caller: caller, Destination: dest, Protocol: proto, Method: e.Method, Path: e.Path}, nil
+	return authz.Request{Caller: caller, Destination: dest, Protocol: proto, Method: e.Method, Path: e.Path, Query: e.Query}, nil
 }
 
 func previewTable(w io.Writer, r previewResult) error {
@@ -233,9 +285,20 @@ func previewTable(w io.Writer, r previewResult) error {
 	for _, f := range r.Flips {
 		n += f.Count
 	}
-	fmt.Fprintf(w, "replayed %d logged decisions from %d log(s) against the proposed policy: %d would flip", r.Decisions, len(r.Logs), n)
+	if r.From == "logs" {
+		fmt.Fprintf(w, "replayed %d logged decisions from %d log(s) against the proposed policy: %d would flip", r.Decisions, len(r.Sources), n)
+	} else {
+		fmt.Fprintf(w, "replayed %d recent decisions of %d sidecar(s) (%s) against the proposed policy: %d would flip",
+			r.Decisions, len(r.Sources), strings.Join(r.Sources, ", "), n)
+	}
 	if r.Unread > 0 {
 		fmt.Fprintf(w, " (%d decision lines could not be read)", r.Unread)
+	}
+	if r.Missed > 0 {
+		fmt.Fprintf(w, " (%d older decisions no longer kept)", r.Missed)
+	}
+	for _, s := range r.Skipped {
+		fmt.Fprintf(w, "\nnot read: %s", s)
 	}
 	fmt.Fprintln(w)
 	for _, f := range r.Flips {

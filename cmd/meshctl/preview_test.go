@@ -65,7 +65,7 @@ func TestPolicyPreview(t *testing.T) {
 		want string
 	}{
 		{[]string{"--log", "testdata/decisions.log"}, "meshctl: --policy-dir or --config is required"},
-		{[]string{"--policy-dir", "testdata/proposed"}, "meshctl: no decision logs: no sidecar of `meshctl run` runs on this machine"},
+		{[]string{"--policy-dir", "testdata/proposed"}, "meshctl: no decisions to replay: no sidecar of `meshctl run` runs on this machine"},
 		{[]string{"--policy-dir", "testdata/proposed", "--log", filepath.Join(t.TempDir(), "none.log")}, "no such file"},
 		{[]string{"--policy-dir", "testdata/proposed", "--log", "testdata/decisions.log", "-o", "csv"}, `--output "csv"`},
 	} {

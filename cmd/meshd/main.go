@@ -17,6 +17,7 @@ import (
 
 	"github.com/meshd/meshd/internal/cli"
 	"github.com/meshd/meshd/policy"
+	"github.com/meshd/meshd/policy/decisionlog"
 	"github.com/meshd/meshd/proxy"
 	"github.com/meshd/meshd/sidecar"
 	"github.com/meshd/meshd/telemetry/logging"
@@ -38,6 +39,7 @@ func newCommand() *cobra.Command {
 		logLevel, logFormat string
 		cpus                int
 		allowLogEvery       int
+		recentDecisions     int
 		h1Server, h1Client  string
 		dapr                *daprFlags
 		peer                *peerFlags
@@ -83,6 +85,16 @@ func newCommand() *cobra.Command {
 			if allowLogEvery == 0 {
 				cfg.PolicyAllowLogEvery = -1
 			}
+			if recentDecisions < 0 {
+				return fmt.Errorf("meshd: --policy-recent-decisions %d: want 0 (none) or more", recentDecisions)
+			}
+			cfg.PolicyRecentDecisions = recentDecisions
+			if recentDecisions == 0 {
+				cfg.PolicyRecentDecisions = -1
+			}
+			if cfg.AdminPort < -1 || cfg.AdminPort > 65535 {
+				return fmt.Errorf("meshd: --admin-port %d: want a port, 0 (on the metrics port) or -1 (off)", cfg.AdminPort)
+			}
 			cfg.DisableMetrics = !enableMetrics
 			if cfg.NetHTTPServer, err = parseH1("--h1-server", h1Server); err != nil {
 				return err
@@ -116,6 +128,8 @@ func newCommand() *cobra.Command {
 	f.StringVar(&cfg.PublicListenAddress, "public-listen-address", "", "address --public-port binds (default: all interfaces)")
 	f.StringVar(&cfg.MetricsListenAddress, "metrics-listen-address", "127.0.0.1", "address the metrics port binds (0.0.0.0 to let a remote Prometheus scrape)")
 	f.BoolVar(&enableMetrics, "enable-metrics", true, "serve Prometheus metrics on --metrics-port")
+	f.IntVar(&cfg.AdminPort, "admin-port", 0, "port of the read-only admin endpoint (/admin/v1/status, /admin/v1/decisions) on --admin-listen-address; 0: on the metrics port when that binds loopback; -1: off")
+	f.StringVar(&cfg.AdminListenAddress, "admin-listen-address", "127.0.0.1", "address --admin-port binds: loopback only (127.0.0.1, ::1, localhost)")
 	f.BoolVar(&cfg.EnableProfiling, "enable-profiling", false, "serve Go profiles (/debug/pprof/) on 127.0.0.1:--profile-port")
 	f.IntVar(&cfg.ProfilePort, "profile-port", 7777, "port of the Go profiles (with --enable-profiling)")
 	f.StringVar(&cfg.ListenAddress, "listen-address", "", "address the internal port binds (default: all interfaces)")
@@ -130,6 +144,7 @@ func newCommand() *cobra.Command {
 	f.Var(&onceString{p: &cfg.ConfigFile}, "config", "Dapr Configuration YAML: spec.accessControl (calls to this app), spec.tracing (OTLP export, sampling), spec.metrics (one file: daprd's repeated --config is refused)")
 	f.StringVar(&policyDefault, "policy-default", "allow", "decision for namespaces without policy: allow or deny (deny is the secure choice)")
 	f.IntVar(&allowLogEvery, "policy-allow-log-every", 100, "decision log: log one allowed call in N (denials are always logged); 0 logs no allows, 1 every allow")
+	f.IntVar(&recentDecisions, "policy-recent-decisions", decisionlog.DefaultRecent, "recent policy decisions, every one, kept in memory for the admin endpoint (meshctl policy preview, the dashboard); 0: none")
 	f.StringVar(&cfg.ResiliencyFile, "resiliency", "", "Dapr Resiliency YAML: timeouts, retries, circuit breakers for calls to other apps (reloaded on change)")
 	f.BoolVar(&cfg.EnableAppHealthCheck, "enable-app-health-check", false, "probe the app and short-circuit calls while it is unhealthy")
 	f.StringVar(&cfg.AppHealthCheckPath, "app-health-check-path", "/healthz", "HTTP path of the app health probe")

@@ -104,7 +104,7 @@ func (b Builder) Build(ctx context.Context, opts discovery.BuildOptions, u disco
 		r.wg.Add(1)
 		go r.sweepIdle(cfg.watchIdleTimeout(), used)
 	}
-	if cfg.SelfRegister {
+	if cfg.SelfRegister && !opts.ReadOnly {
 		if opts.Local.Target.AppID == "" || opts.Local.Address == "" {
 			cancel()
 			return nil, errors.New("consul: selfRegister needs the local instance (app ID and internal address)")

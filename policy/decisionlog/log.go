@@ -13,7 +13,10 @@ type Entry struct {
 	Protocol    string
 	Method      string
 	Path        string
-	Allow       bool
+	// Query is the raw query string: kept in the Ring, not written to the
+	// log.
+	Query string
+	Allow bool
 	// Audit marks an allow that enforcing would have denied.
 	Audit bool
 	// Reason is the policy's reason (denials) and Rule the deciding rule
@@ -29,15 +32,46 @@ type Logger struct {
 	allows      atomic.Uint64
 	denies      atomic.Uint64
 	audits      atomic.Uint64
+	ring        *Ring // nil: recent decisions are not kept
+}
+
+// Option configures a Logger.
+type Option func(*Logger)
+
+// WithRecent keeps the last n decisions, every one (allows too), in a Ring
+// (Recent); n <= 0 keeps none.
+func WithRecent(n int) Option {
+	return func(l *Logger) {
+		if n > 0 {
+			l.ring = NewRing(n)
+		}
+	}
 }
 
 // New returns a Logger writing to log (slog.Default() if nil). One allow
 // in sampleEvery is logged; 0 logs no allows, 1 logs all.
-func New(log *slog.Logger, sampleEvery uint64) *Logger {
+func New(log *slog.Logger, sampleEvery uint64, opts ...Option) *Logger {
 	if log == nil {
 		log = slog.Default()
 	}
-	return &Logger{log: log, sampleEvery: sampleEvery}
+	l := &Logger{log: log, sampleEvery: sampleEvery}
+	for _, o := range opts {
+		o(l)
+	}
+	return l
+}
+
+// Recent is the Ring of recent decisions, nil when none are kept.
+func (l *Logger) Recent() *Ring { return l.ring }
+
+// Keep stamps rec with the time and keeps it in the Ring of recent
+// decisions, if there is one. It allocates nothing.
+func (l *Logger) Keep(rec *Record) {
+	if l.ring == nil {
+		return
+	}
+	rec.Time = now()
+	l.ring.Add(rec)
 }
 
 // Allow counts an allow and logs it if it is sampled. The entry is built

@@ -358,13 +358,16 @@ func (m *Metrics) Handler() http.Handler {
 	return promhttp.HandlerFor(m.reg, promhttp.HandlerOpts{ErrorLog: nil})
 }
 
-// Serve serves /metrics on l until ctx is done.
-func (m *Metrics) Serve(ctx context.Context, l net.Listener, log *slog.Logger) error {
+// Serve serves /metrics, and the mounts, on l until ctx is done.
+func (m *Metrics) Serve(ctx context.Context, l net.Listener, log *slog.Logger, mounts ...Mount) error {
 	if log == nil {
 		log = slog.Default()
 	}
 	mux := http.NewServeMux()
 	mux.Handle("GET /metrics", m.Handler())
+	for _, mt := range mounts {
+		mux.Handle(mt.Pattern, mt.Handler)
+	}
 	s := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second,
 		ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelDebug)}
 	errc := make(chan error, 1)

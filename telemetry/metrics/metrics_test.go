@@ -182,6 +182,7 @@ type fakeCounts struct{ a, d, au atomic.Uint64 }
 func (f *fakeCounts) Counts() (uint64, uint64, uint64) { return f.a.Load(), f.d.Load(), f.au.Load() }
 func (f *fakeCounts) Reloads() uint64                  { return 4 }
 func (f *fakeCounts) ReloadFailures() uint64           { return 1 }
+func (f *fakeCounts) RegoNamespaces() (uint64, uint64) { return 3, 1 }
 
 type fakeCerts struct{ na time.Time }
 
@@ -225,6 +226,8 @@ func TestScrapeTimeSources(t *testing.T) {
 		{"meshd_policy_decisions_total", map[string]string{"decision": "audit"}, 0},
 		{"meshd_policy_reloads_total", nil, 4},
 		{"meshd_policy_reload_failures_total", nil, 1},
+		{"meshd_policy_rego_namespaces", map[string]string{"engine": "compiled"}, 3},
+		{"meshd_policy_rego_namespaces", map[string]string{"engine": "opa"}, 1},
 		{"meshd_cert_expiry_timestamp_seconds", nil, float64(exp.Unix())},
 		{"meshd_cert_rotations_total", nil, 3},
 		{"meshd_discovery_endpoints", map[string]string{"app_id": "orders", "namespace": "default"}, 2},

@@ -19,6 +19,13 @@ type Reloads interface {
 	ReloadFailures() uint64
 }
 
+// RegoEngines is what a policy engine that compiles Rego also reports
+// (policy.Engine): how many Rego sets of the policy in force are decided by
+// Rego compiled to Go, and how many OPA evaluates.
+type RegoEngines interface {
+	RegoNamespaces() (compiled, opa uint64)
+}
+
 // Certs is the rotating workload certificate (certs.Source).
 type Certs interface {
 	NotAfter() time.Time
@@ -35,8 +42,9 @@ type Discovery interface {
 
 // WatchPolicy exposes the policy counters, read at scrape time:
 // meshd_policy_decisions_total{decision="allow|deny|audit"},
-// meshd_policy_reloads_total and meshd_policy_reload_failures_total.
-// Either argument may be nil.
+// meshd_policy_reloads_total and meshd_policy_reload_failures_total; and,
+// when r is also a RegoEngines, meshd_policy_rego_namespaces{engine=
+// "compiled|opa"}. Either argument may be nil.
 func (m *Metrics) WatchPolicy(d Decisions, r Reloads) error {
 	if m == nil {
 		return nil
@@ -63,6 +71,19 @@ func (m *Metrics) WatchPolicy(d Decisions, r Reloads) error {
 				Help: "Rejected policy reloads (the last good policy stayed in force)."}, func() float64 { return float64(r.ReloadFailures()) }),
 		} {
 			if err := m.reg.Register(c); err != nil {
+				return err
+			}
+		}
+	}
+	if re, ok := r.(RegoEngines); ok {
+		for i, name := range []string{"compiled", "opa"} {
+			g := prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "meshd_policy_rego_namespaces",
+				Help:        "Rego sets of the policy in force (one per namespace with Rego, and the mesh-wide one) by the engine that decides calls: compiled to Go, or OPA.",
+				ConstLabels: prometheus.Labels{"engine": name}}, func() float64 {
+				c, o := re.RegoNamespaces()
+				return float64([2]uint64{c, o}[i])
+			})
+			if err := m.reg.Register(g); err != nil {
 				return err
 			}
 		}

@@ -22,6 +22,18 @@ if ! command -v nginx >/dev/null && [ ! -x /usr/sbin/nginx ]; then
   fi
 fi
 
+# daprd v1.18.0 and Dapr's sentry, built from source once into .cache/bin
+# (about 5 minutes of both cores, afterwards a file check): the daprd pair.
+if [ "${DAPRD:-on}" != off ]; then
+  ./tests/bench/daprd.sh >/dev/null || echo "daprd did not build: the daprd pair is left out of this run"
+fi
+
+# BENCH_SHORT=1: only the pair benchmark, in its quick mode (5 s windows).
+if [ -n "${BENCH_SHORT:-}" ]; then
+  echo "== sidecar pair vs direct, nginx and daprd (short)"
+  exec go run ./tests/bench/pairbench -bin bin -fortio .cache/bin/fortio -short "$@"
+fi
+
 echo "== hot-path micro-benchmarks (go test -bench -benchmem)"
 go test -run '^$' -bench . -benchmem -benchtime "${BENCHTIME:-1s}" \
   ./certs/... ./discovery/... ./proxy/... ./policy/... 2>/dev/null | grep -E '^(Benchmark|ok|PASS|FAIL|pkg)' | tee tests/bench/results/micro.txt || true
@@ -33,5 +45,5 @@ echo "== sentry signing with the kubernetes token validator (real kube-apiserver
 go test -run '^$' -bench SignKubernetes -benchtime "${BENCHTIME:-3s}" ./tests/kubernetes/ 2>/dev/null |
   grep -E '^(Benchmark|ok|FAIL)' | tee tests/bench/results/signing-kubernetes.txt || true
 
-echo "== sidecar pair vs direct"
-go run ./tests/bench/pairbench -bin bin -fortio .cache/bin/fortio -policy-rounds "${POLICY_ROUNDS:-4}" "$@"
+echo "== sidecar pair vs direct, nginx and daprd"
+go run ./tests/bench/pairbench -bin bin -fortio .cache/bin/fortio -reps "${REPS:-2}" -policy-rounds "${POLICY_ROUNDS:-0}" "$@"

@@ -166,7 +166,7 @@ func TestInitRunCallInterrupt(t *testing.T) {
 	}
 
 	// orders: the echo app with its sidecar, under a policy that allows
-	// all and logs every allow (for policy preview below).
+	// all (policy preview below replays every decision its sidecar keeps).
 	current := filepath.Join(t.TempDir(), "current")
 	if err := os.MkdirAll(filepath.Join(current, "default"), 0o755); err != nil {
 		t.Fatal(err)
@@ -176,7 +176,7 @@ func TestInitRunCallInterrupt(t *testing.T) {
 	}
 	appPort := harness.FreePort(t)
 	ordersOut := &harness.LogBuffer{}
-	orders := m.cmd(nil, "run", "--app-id", "orders", "--app-port", strconv.Itoa(appPort), "--policy-dir", current, "--meshd-arg=--policy-allow-log-every=1", "--",
+	orders := m.cmd(nil, "run", "--app-id", "orders", "--app-port", strconv.Itoa(appPort), "--policy-dir", current, "--",
 		filepath.Join(dir, "echo"), "--port", strconv.Itoa(appPort))
 	orders.Stdout, orders.Stderr = ordersOut, ordersOut
 	if err := orders.Start(); err != nil {
@@ -237,27 +237,42 @@ func TestInitRunCallInterrupt(t *testing.T) {
 	// counted; frontend's run has ended and is not listed.
 	code, out = m.run(t, "list", "-o", "json")
 	var list []struct {
-		AppID      string    `json:"appId"`
-		Ready      bool      `json:"ready"`
-		AppHealthy bool      `json:"appHealthy"`
-		CertExpiry time.Time `json:"certExpiry"`
-		CallsIn    float64   `json:"callsIn"`
-		MeshdPID   int       `json:"meshdPid"`
+		AppID         string    `json:"appId"`
+		Where         string    `json:"where"`
+		Ready         bool      `json:"ready"`
+		AppHealth     string    `json:"appHealth"`
+		SPIFFEID      string    `json:"spiffeId"`
+		PolicyMode    string    `json:"policyMode"`
+		PolicyDefault string    `json:"policyDefault"`
+		CertExpiry    time.Time `json:"certExpiry"`
+		CallsIn       float64   `json:"callsIn"`
+		MeshdPID      int       `json:"meshdPid"`
 	}
 	if err := json.Unmarshal([]byte(out), &list); code != 0 || err != nil {
 		t.Fatalf("list -o json: exit %d, %v\n%s", code, err, out)
 	}
-	if len(list) != 1 || list[0].AppID != "orders" || !list[0].Ready || !list[0].AppHealthy || list[0].CallsIn < 1 ||
-		time.Until(list[0].CertExpiry) < 30*time.Minute {
+	if len(list) != 1 || list[0].AppID != "orders" || list[0].Where != "local" || !list[0].Ready || list[0].AppHealth != "unchecked" ||
+		list[0].SPIFFEID != "spiffe://cluster.local/ns/default/orders" || list[0].PolicyMode != "enforce" || list[0].PolicyDefault != "allow" ||
+		list[0].CallsIn < 1 || time.Until(list[0].CertExpiry) < 30*time.Minute {
 		t.Errorf("list: %+v", list)
+	}
+	// list through the resolver the sidecars use (mDNS, in this test's
+	// network namespace): orders' sidecar is found there too, and shown
+	// once, as the local run it is.
+	code, out = m.run(t, "list", "--window", "0", "--resolver", "mdns", "-o", "json")
+	list = nil
+	if err := json.Unmarshal([]byte(out), &list); code != 0 || err != nil || len(list) != 1 || list[0].AppID != "orders" ||
+		list[0].Where != "local" || list[0].PolicyMode != "enforce" {
+		t.Errorf("list --resolver mdns: exit %d, %v\n%s", code, err, out)
 	}
 	if code, out = m.run(t, "status"); code != 0 || !strings.Contains(out, "sentry: running, pid "+strconv.Itoa(loc.PID)) ||
 		!strings.Contains(out, "trust root: ") || !strings.Contains(out, "orders ") {
 		t.Errorf("status: exit %d\n%s", code, out)
 	}
 
-	// policy preview replays the live decision log of orders' sidecar (it
-	// logs every allow here) against a proposed set that allows nothing.
+	// policy preview replays every recent decision of orders' sidecar (from
+	// its admin endpoint: both allows, though its log samples one in 100)
+	// against a proposed set that allows nothing.
 	proposed := filepath.Join(t.TempDir(), "proposed")
 	if err := os.MkdirAll(filepath.Join(proposed, "default"), 0o755); err != nil {
 		t.Fatal(err)
@@ -266,7 +281,8 @@ func TestInitRunCallInterrupt(t *testing.T) {
 		t.Fatal(err)
 	}
 	code, out = m.run(t, "policy", "preview", "--policy-dir", proposed)
-	if code != 0 || !strings.Contains(out, "ALLOW → DENY  2×  spiffe://cluster.local/ns/default/frontend → orders.default  HTTP GET /hello") ||
+	if code != 0 || !strings.Contains(out, "replayed 2 recent decisions of 1 sidecar(s) (orders (meshd pid "+strconv.Itoa(rec0MeshdPID(t, m.home))+"))") ||
+		!strings.Contains(out, "ALLOW → DENY  2×  spiffe://cluster.local/ns/default/frontend → orders.default  HTTP GET /hello") ||
 		!strings.Contains(out, "reason: closed for maintenance") {
 		t.Errorf("policy preview of the live log: exit %d\n%s", code, out)
 	}
@@ -323,4 +339,18 @@ func TestInitRunCallInterrupt(t *testing.T) {
 	if code, out = m.run(t, "uninstall"); code != 0 || !strings.Contains(out, "nothing to uninstall") {
 		t.Errorf("uninstall again: exit %d\n%s", code, out)
 	}
+}
+
+// rec0MeshdPID is the meshd PID in the one run record of orders.
+func rec0MeshdPID(t *testing.T, home string) int {
+	t.Helper()
+	recs, _ := filepath.Glob(filepath.Join(home, "run", "orders-*.json"))
+	var rec struct{ MeshdPID int }
+	if len(recs) != 1 {
+		t.Fatalf("run records of orders: %v", recs)
+	}
+	if b, err := os.ReadFile(recs[0]); err != nil || json.Unmarshal(b, &rec) != nil {
+		t.Fatalf("run record %s: %v", recs[0], err)
+	}
+	return rec.MeshdPID
 }

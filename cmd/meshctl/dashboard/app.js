@@ -70,12 +70,13 @@ function drawTopology(s) {
     parts.push(g);
   }
   for (const a of apps) {
-    const n = s.sidecars.filter((x) => x.appId === a);
+    const all = s.sidecars.filter((x) => x.appId === a);
+    const n = all.filter((x) => x.where !== "resolver"), elsewhere = all.length - n.length;
     const g = el("svg:g", { class: "node", "data-app": a });
     g.appendChild(el("svg:circle", { cx: pos[a][0], cy: pos[a][1], r: 34 }));
     g.appendChild(el("svg:text", { x: pos[a][0], y: pos[a][1] - 4 }, a));
     g.appendChild(el("svg:text", { x: pos[a][0], y: pos[a][1] + 12, class: "muted", "font-size": "11" },
-      n.length ? n.filter((x) => x.ready).length + "/" + n.length + " ready" : "not here"));
+      (n.length ? n.filter((x) => x.ready).length + "/" + n.length + " ready" : "not here") + (elsewhere ? " +" + elsewhere + " elsewhere" : "")));
     parts.push(g);
   }
   svg.replaceChildren(...parts);
@@ -103,12 +104,19 @@ function draw(s) {
   fill($("#edges tbody"), s.edges.map((e) => row([e.from, e.to, { text: fmt.rate(e.rate), attrs: { class: "rate" } },
     fmt.p99(e.p99ms), { text: fmt.err(e.errors), attrs: { class: e.errors > 0 ? "bad" : "" } }, String(e.total)],
     { "data-edge": e.from + "→" + e.to })), "no calls yet", 6);
-  fill($("#instances tbody"), s.sidecars.map((x) => row([x.appId + "." + x.namespace,
-    { text: x.ready ? "ready" : "not ready", attrs: { class: x.ready ? "ok" : "bad" } },
-    { text: x.appHealthy ? "healthy" : "unhealthy", attrs: { class: x.appHealthy ? "ok" : "bad" } },
-    x.internalAddress, x.certExpiry ? "in " + until(x.certExpiry) : "–", String(x.policyDenied)],
-    { "data-app": x.appId })), "no sidecars: meshctl run --app-id APP -- COMMAND", 6);
+  fill($("#instances tbody"), s.sidecars.map((x) => x.where === "resolver"
+    ? row([x.appId + "." + x.namespace, { text: "?", attrs: { class: "muted" } }, { text: "?", attrs: { class: "muted" } },
+      { text: "?", attrs: { class: "muted" } }, x.internalAddress, { text: "?", attrs: { class: "muted" } },
+      { text: "?", attrs: { class: "muted" } }], { "data-app": x.appId, class: "remote" })
+    : row([x.appId + "." + x.namespace,
+      { text: x.ready ? "ready" : "not ready", attrs: { class: x.ready ? "ok" : "bad" } },
+      { text: x.appHealth || "–", attrs: { class: x.appHealth === "unhealthy" ? "bad" : "ok" } },
+      { text: x.policyMode ? x.policyMode + ", default " + x.policyDefault : "–", attrs: { class: "policy" } },
+      x.internalAddress, x.certExpiry ? "in " + until(x.certExpiry) : "–", String(x.policyDenied)],
+      { "data-app": x.appId })), "no sidecars: meshctl run --app-id APP -- COMMAND", 7);
   $("#notready").textContent = s.sidecars.filter((x) => x.notReadyReason).map((x) => x.appId + ": " + x.notReadyReason).join("\n");
+  const remote = s.sidecars.filter((x) => x.where === "resolver").length;
+  $("#remote").textContent = remote ? "?: not known for the " + remote + " instance(s) the resolver lists elsewhere: a sidecar's admin endpoint listens on loopback of its own host" : "";
   fill($("#denials tbody"), s.denials.map((d) => row([d.app, app(d.source), d.method + " " + d.destination + " " + d.path,
     { text: d.reason, attrs: { class: "reason bad" } }, d.rule], { class: "denial" })), "no denials", 5);
   $("#roots").replaceChildren(...s.sentry.trustRoots ? s.sentry.trustRoots.map((r) =>
@@ -131,7 +139,8 @@ $("#preview").addEventListener("submit", async (ev) => {
     }
     const n = res.flips.reduce((a, f) => a + f.count, 0);
     $("#previewSummary").className = "muted";
-    $("#previewSummary").textContent = "replayed " + res.decisions + " logged decisions: " + n + " would flip";
+    $("#previewSummary").textContent = "replayed " + res.decisions + " recent decisions of " + res.sources.length +
+      " sidecar(s): " + n + " would flip" + (res.missed ? " (" + res.missed + " older ones no longer kept)" : "");
     fill($("#flips tbody"), res.flips.map((f) => row([
       { text: f.from + " → " + f.to, attrs: { class: f.to === "DENY" ? "bad" : "ok" } }, String(f.count),
       app(f.source), f.method + " " + f.destination + " " + f.path, { text: f.reason || "", attrs: { class: "reason" } }, f.rule],

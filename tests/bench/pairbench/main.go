@@ -33,6 +33,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -50,6 +51,10 @@ type config struct {
 	rounds            int
 	reps              int
 	nginx             string
+	daprd             string
+	short             bool
+	paths             int
+	startup           bool
 }
 
 func main() {
@@ -66,12 +71,19 @@ func main() {
 	flag.BoolVar(&c.skipGRPC, "skip-grpc", false, "HTTP only")
 	flag.BoolVar(&c.skipMax, "skip-max", false, "fixed rate only")
 	flag.StringVar(&c.meshdEnv, "meshd-env", "", "extra environment of the sidecars, space-separated KEY=VALUE (experiments)")
-	flag.IntVar(&c.rounds, "policy-rounds", 0, "extra fixed-rate HTTP rounds of meshd, meshd-policy and meshd-twin (a second callee sidecar identical to meshd's: the A/A control), in rotating order; reports the median per-round p50/p90 difference of policy and of twin against meshd")
+	flag.IntVar(&c.rounds, "policy-rounds", 0, "extra fixed-rate HTTP rounds (the path load) of meshd-paths, meshd-policy and meshd-twin (a second callee sidecar identical to meshd's: the A/A control), in rotating order; reports the median per-round p50/p90 difference of policy and of twin against meshd-paths")
 	flag.BoolVar(&c.hold, "hold", false, "start the mesh, print its ports and wait for an interrupt (for perf/pprof by hand)")
 	flag.BoolVar(&c.profile, "profile", false, "write CPU profiles of both sidecars during each max-rate meshd window to -out")
 	flag.StringVar(&c.nginx, "nginx", "", "nginx binary for the nginx mTLS pair variant (default: nginx on PATH or /usr/sbin/nginx; \"off\" to skip)")
+	flag.StringVar(&c.daprd, "daprd", "", "daprd binary for the daprd mTLS pair variant, Dapr's sentry beside it as dapr-sentry (default: .cache/bin/daprd, built by tests/bench/daprd.sh; \"off\" to skip)")
+	flag.BoolVar(&c.short, "short", false, "a quick check: 5 s windows, 1 s warm-ups, one repetition, no policy rounds, 2 start-up measurements")
+	flag.IntVar(&c.paths, "paths", 0, "distinct paths of the meshd-paths/meshd-policy load; 0: no path repeats in the run, so no policy decision comes from the decision cache")
+	flag.BoolVar(&c.startup, "startup", true, "measure start → ready (with a certificate) of meshd and daprd")
 	flag.IntVar(&c.reps, "reps", 1, "repetitions of every window, the variant order reversed in every second one (as the anchor harness does); tables and added latency use the median over repetitions")
 	flag.Parse()
+	if c.short {
+		c.fixedDur, c.maxDur, c.warm, c.reps, c.rounds = 5*time.Second, 5*time.Second, time.Second, 1, 0
+	}
 	if err := run(c); err != nil {
 		fmt.Fprintln(os.Stderr, "pairbench:", err)
 		os.Exit(1)
@@ -105,15 +117,24 @@ type memory struct {
 }
 
 type report struct {
-	Date     string            `json:"date"`
-	Host     string            `json:"host"`
-	CPUs     int               `json:"cpus"`
-	Shape    string            `json:"load_shape"`
-	Results  []result          `json:"results"`
-	Medians  []result          `json:"medians_over_reps"`
-	Added    []added           `json:"added_vs_direct"`
-	Memory   map[string]memory `json:"sidecar_memory_max"`
-	Policy   *policyRounds     `json:"policy_rounds,omitempty"`
+	Date    string            `json:"date"`
+	Host    string            `json:"host"`
+	CPUs    int               `json:"cpus"`
+	Shape   string            `json:"load_shape"`
+	Results []result          `json:"results"`
+	Medians []result          `json:"medians_over_reps"`
+	Added   []added           `json:"added_vs_direct"`
+	Memory  map[string]memory `json:"sidecar_memory_max"`
+	Policy  *policyRounds     `json:"policy_rounds,omitempty"`
+	Startup *startup          `json:"start_to_ready,omitempty"`
+	// TraceExports counts the OTLP export requests the sidecars with
+	// tracing (ap, bp) sent to the bench's collector: proof that tracing
+	// was on in the meshd-policy rows.
+	TraceExports int64 `json:"trace_exports"`
+	// Paths is the number of distinct paths of the path load; 0: every
+	// call's path was new in the run.
+	Paths    int               `json:"path_load_paths"`
+	Summary  *summary          `json:"summary"`
 	Versions map[string]string `json:"versions"`
 }
 
@@ -144,6 +165,12 @@ func run(c config) error {
 	if m.nginx == "" {
 		fmt.Fprintln(os.Stderr, "pairbench: no nginx (install Debian's nginx-light, or pass -nginx PATH): the nginx pair is not measured in this run")
 	}
+	m.daprd, m.daprSentry = findDaprd(c.daprd)
+	if m.daprd == "" && c.daprd != "off" {
+		fmt.Fprintln(os.Stderr, "pairbench: no daprd and dapr-sentry (run tests/bench/daprd.sh, or pass -daprd PATH): the daprd pair is not measured in this run")
+	}
+	m.traces = newTraceSink()
+	defer m.traces.close()
 	defer m.stopAll()
 	if err := m.start(ctx); err != nil {
 		return err
@@ -168,6 +195,10 @@ func run(c config) error {
 	if m.nginx != "" {
 		pids[nginxA], pids[nginxB] = m.pid("ngx-a"), m.pid("ngx-b")
 	}
+	pids["sidecar-ap (tracing)"] = m.pid("ap")
+	if m.daprd != "" {
+		pids[daprdA], pids[daprdB] = m.pid("da"), m.pid("db")
+	}
 	sampler := newMemSampler(pids)
 	go sampler.run(ctx)
 
@@ -184,9 +215,12 @@ func run(c config) error {
 			for _, mode := range modes {
 				variants := []string{"direct", "meshd"}
 				if proto == "http" {
-					variants = append(variants, "meshd-policy")
+					variants = append(variants, "meshd-paths", "meshd-policy")
 					if m.nginx != "" {
 						variants = append(variants, "nginx")
+					}
+					if m.daprd != "" {
+						variants = append(variants, "daprd")
 					}
 				}
 				if i%2 == 1 {
@@ -214,6 +248,19 @@ func run(c config) error {
 		rep.Policy = pr
 	}
 	rep.Memory = sampler.max()
+	rep.TraceExports = m.traces.count.Load()
+	rep.Paths = c.paths
+	if c.startup {
+		m.startReps = startReps
+		if c.short {
+			m.startReps = 2
+		}
+		st, err := m.measureStartups(ctx)
+		if err != nil {
+			return err
+		}
+		rep.Startup = st
+	}
 	for _, proto := range protos {
 		var d, s *result
 		for i := range rep.Medians {
@@ -235,21 +282,34 @@ func run(c config) error {
 			if d != nil && r.Protocol == proto && r.Mode == "fixed" && r.Variant == "nginx" {
 				rep.Added = append(rep.Added, added{"nginx mTLS pair, this run", r.P50ms - d.P50ms, r.P90ms - d.P90ms, r.P99ms - d.P99ms, r.P999ms - d.P999ms})
 			}
-			if d != nil && r.Protocol == proto && r.Mode == "fixed" && r.Variant == "meshd-policy" {
-				rep.Added = append(rep.Added, added{"meshd " + proto + " + 50-rule policy", r.P50ms - d.P50ms, r.P90ms - d.P90ms, r.P99ms - d.P99ms, r.P999ms - d.P999ms})
+			if d != nil && r.Protocol == proto && r.Mode == "fixed" && r.Variant == "daprd" {
+				rep.Added = append(rep.Added, added{"daprd mTLS pair, this run", r.P50ms - d.P50ms, r.P90ms - d.P90ms, r.P99ms - d.P99ms, r.P999ms - d.P999ms})
 			}
 		}
 	}
+	rep.Summary = summarize(rep)
 	printTable(rep)
+	md := summaryMarkdown(rep)
+	fmt.Print("\n" + md)
 	if err := os.MkdirAll(c.out, 0o755); err != nil {
 		return err
 	}
-	path := filepath.Join(c.out, "pairbench-"+time.Now().UTC().Format("20060102-150405")+".json")
+	stamp := "pairbench-" + time.Now().UTC().Format("20060102-150405")
+	if c.short {
+		stamp += "-short"
+	}
+	path := filepath.Join(c.out, stamp+".json")
 	b, _ := json.MarshalIndent(rep, "", "  ")
 	if err := os.WriteFile(path, b, 0o644); err != nil {
 		return err
 	}
-	fmt.Printf("\nJSON: %s\n", path)
+	if err := os.WriteFile(filepath.Join(c.out, stamp+".md"), []byte(md), 0o644); err != nil {
+		return err
+	}
+	fmt.Printf("\nJSON: %s\nMarkdown: %s\n", path, filepath.Join(c.out, stamp+".md"))
+	if rep.TraceExports == 0 && slices.ContainsFunc(rep.Results, func(r result) bool { return r.Variant == "meshd-policy" }) {
+		return errors.New("the tracing sidecars exported no spans: the meshd-policy rows ran without tracing")
+	}
 	for _, r := range rep.Results {
 		if r.Errors > 0 {
 			return fmt.Errorf("%s %s %s: %d failed requests", r.Protocol, r.Mode, r.Variant, r.Errors)
@@ -332,8 +392,6 @@ func printRest(rep report) {
 	for _, a := range rep.Added {
 		fmt.Printf("| %s | %+.3f | %+.3f | %+.3f | %+.3f |\n", a.Protocol, a.P50ms, a.P90ms, a.P99ms, a.P999ms)
 	}
-	fmt.Println("| daprd mTLS (anchor-bench.md) | +0.84 | +2.65 | +8.3 | +14.0 |")
-	fmt.Println("| nginx mTLS pair (anchor-bench.md) | +0.21 | +0.27 | +0.74 | +0.5 |")
 	if pr := rep.Policy; pr != nil {
 		fmt.Printf("\n50-rule policy vs none, %d rounds of fixed-rate windows: median p50 %+.3f ms, median p90 %+.3f ms (per round p50: %s)\n",
 			len(pr.DiffP50ms), pr.MedianDiffP50ms, pr.MedianDiffP90ms, fmtDiffs(pr.DiffP50ms))
@@ -343,23 +401,25 @@ func printRest(rep report) {
 	}
 	fmt.Println("\n| sidecar | max VmRSS MB | max RssAnon MB |")
 	fmt.Println("|---|---|---|")
-	for _, k := range []string{"sidecar-a", "sidecar-b", "sidecar-bg", "sidecar-bp (policy)", "sidecar-b2 (twin)", nginxA, nginxB} {
+	for _, k := range []string{"sidecar-a", "sidecar-b", "sidecar-bg", "sidecar-ap (tracing)", "sidecar-bp (policy)", "sidecar-b2 (twin)", nginxA, nginxB, daprdA, daprdB} {
 		if mem, ok := rep.Memory[k]; ok {
 			fmt.Printf("| %s | %.1f | %.1f |\n", k, mem.VmRSSMB, mem.RssAnonMB)
 		}
 	}
-	fmt.Println("| daprd (anchor-bench.md) | 109–113 | 30–33 |")
-	fmt.Println("| nginx, master+2 workers (anchor-bench.md) | 27–27.5 | 8.1–8.6 |")
 }
 
 // mesh is sentry, three sidecars and a fortio app, all on loopback.
 type mesh struct {
-	dir, bin, fortio string
-	meshdEnv         []string
-	nginx            string // nginx binary; "" when the nginx variant is off
-	mu               sync.Mutex
-	procs            map[string]*exec.Cmd
-	ports            map[string]int
+	dir, bin, fortio  string
+	meshdEnv          []string
+	nginx             string // nginx binary; "" when the nginx variant is off
+	daprd, daprSentry string // Dapr's binaries; "" when the daprd variant is off
+	traces            *traceSink
+	pathSeq           atomic.Uint64 // the ids of the path load, one sequence per run
+	startReps         int
+	mu                sync.Mutex
+	procs             map[string]*exec.Cmd
+	ports             map[string]int
 }
 
 func (m *mesh) pid(name string) int {
@@ -454,7 +514,10 @@ func (m *mesh) start(ctx context.Context) error {
 		"a-http", "a-grpc", "a-int", "a-met", "b-http", "b-grpc", "b-int", "b-met",
 		"bg-http", "bg-grpc", "bg-int", "bg-met", "bp-http", "bp-grpc", "bp-int", "bp-met",
 		"a-prof", "b-prof", "bg-prof", "bp-prof", "b2-http", "b2-grpc", "b2-int", "b2-met", "b2-prof",
-		"ngx-a", "ngx-b"); err != nil {
+		"ap-http", "ap-grpc", "ap-int", "ap-met", "ap-prof", "r-http", "r-grpc", "r-int", "r-met",
+		"ngx-a", "ngx-b", "dapr-sentry", "dapr-sentry-health", "dapr-sentry-met",
+		"da-http", "da-grpc", "da-int", "da-met", "da-prof", "db-http", "db-grpc", "db-int", "db-met", "db-prof",
+		"dr-http", "dr-grpc", "dr-int", "dr-met", "dr-prof"); err != nil {
 		return err
 	}
 	p := m.ports
@@ -472,26 +535,29 @@ func (m *mesh) start(ctx context.Context) error {
 		"-grpc-port", fmt.Sprintf("127.0.0.1:%d", p["app-grpc"]), "-redirect-port", "disabled", "-loglevel", "Warning"); err != nil {
 		return err
 	}
-	static := fmt.Sprintf("apps:\n  - appId: a\n    addresses: [\"127.0.0.1:%d\"]\n  - appId: b\n    addresses: [\"127.0.0.1:%d\"]\n  - appId: bg\n    addresses: [\"127.0.0.1:%d\"]\n  - appId: bp\n    addresses: [\"127.0.0.1:%d\"]\n  - appId: b2\n    addresses: [\"127.0.0.1:%d\"]\n",
-		p["a-int"], p["b-int"], p["bg-int"], p["bp-int"], p["b2-int"])
+	static := fmt.Sprintf("apps:\n  - appId: a\n    addresses: [\"127.0.0.1:%d\"]\n  - appId: b\n    addresses: [\"127.0.0.1:%d\"]\n  - appId: bg\n    addresses: [\"127.0.0.1:%d\"]\n  - appId: bp\n    addresses: [\"127.0.0.1:%d\"]\n  - appId: b2\n    addresses: [\"127.0.0.1:%d\"]\n  - appId: ap\n    addresses: [\"127.0.0.1:%d\"]\n",
+		p["a-int"], p["b-int"], p["bg-int"], p["bp-int"], p["b2-int"], p["ap-int"])
 	staticFile := filepath.Join(m.dir, "static.yaml")
 	if err := os.WriteFile(staticFile, []byte(static), 0o644); err != nil {
+		return err
+	}
+	tracingConfig, err := m.writeTracingConfig()
+	if err != nil {
+		return err
+	}
+	if err := m.token(ctx, "r"); err != nil { // the sidecar of the start-up measurement
 		return err
 	}
 	for _, sc := range []struct{ id, proto, appPort string }{
 		{"a", "", ""}, {"b", "http", strconv.Itoa(p["app-http"])}, {"bg", "grpc", strconv.Itoa(p["app-grpc"])},
 		{"bp", "http", strconv.Itoa(p["app-http"])},
 		{"b2", "http", strconv.Itoa(p["app-http"])}, // b's twin: the A/A control of -policy-rounds
+		{"ap", "", ""}, // the caller of meshd-policy, with tracing
 	} {
-		tok, err := exec.CommandContext(ctx, sentry, "token", "create", "--data-dir", sentryDir,
-			"--app-id", sc.id, "--namespace", "default", "--ttl", "1h").Output()
-		if err != nil {
-			return fmt.Errorf("token for %s: %w", sc.id, err)
-		}
-		tokFile := filepath.Join(m.dir, sc.id+".token")
-		if err := os.WriteFile(tokFile, tok, 0o600); err != nil {
+		if err := m.token(ctx, sc.id); err != nil {
 			return err
 		}
+		tokFile := filepath.Join(m.dir, sc.id+".token")
 		args := []string{"--app-id", sc.id, "--namespace", "default",
 			"--http-port", strconv.Itoa(p[sc.id+"-http"]), "--grpc-port", strconv.Itoa(p[sc.id+"-grpc"]),
 			"--internal-port", strconv.Itoa(p[sc.id+"-int"]), "--metrics-port", strconv.Itoa(p[sc.id+"-met"]),
@@ -510,11 +576,14 @@ func (m *mesh) start(ctx context.Context) error {
 			}
 			args = append(args, "--policy-dir", dir, "--policy-default", "deny")
 		}
+		if sc.id == "bp" || sc.id == "ap" {
+			args = append(args, "--config", tracingConfig)
+		}
 		if err := m.spawn(sc.id, filepath.Join(m.bin, "meshd"), args...); err != nil {
 			return err
 		}
 	}
-	for _, id := range []string{"a", "b", "bg", "bp", "b2"} {
+	for _, id := range []string{"a", "b", "bg", "bp", "b2", "ap"} {
 		if err := waitHTTP(ctx, fmt.Sprintf("http://127.0.0.1:%d/v1.0/healthz", p[id+"-http"]), 204, 20*time.Second); err != nil {
 			return fmt.Errorf("sidecar %s: %w\n%s", id, err, m.logTail(id))
 		}
@@ -527,10 +596,20 @@ func (m *mesh) start(ctx context.Context) error {
 			return fmt.Errorf("nginx pair: %w\n%s\n%s", err, m.logTail("ngx-a"), m.logTail("ngx-b"))
 		}
 	}
+	if m.daprd != "" {
+		if err := m.startDaprd(ctx); err != nil {
+			return err
+		}
+	}
 	// One call through the pair proves the path before measuring.
 	url := fmt.Sprintf("http://127.0.0.1:%d/v1.0/invoke/b/method/echo", p["a-http"])
 	if err := waitHTTP(ctx, url, 200, 10*time.Second); err != nil {
 		return fmt.Errorf("first call through the pair: %w\n%s\n%s", err, m.logTail("a"), m.logTail("b"))
+	}
+	// And through the policy pair, on the paths of its load.
+	url = fmt.Sprintf("http://127.0.0.1:%d/v1.0/invoke/bp/method/items/1", p["ap-http"])
+	if err := waitHTTP(ctx, url, 200, 10*time.Second); err != nil {
+		return fmt.Errorf("first call through the policy pair: %w\n%s\n%s", err, m.logTail("ap"), m.logTail("bp"))
 	}
 	return nil
 }
@@ -548,16 +627,17 @@ type fortioJSON struct {
 
 func (m *mesh) load(ctx context.Context, c config, proto, mode, variant string) (result, error) {
 	p := m.ports
+	if proto == "http" && isPathVariant(variant) {
+		return m.loadPaths(ctx, c, mode, variant)
+	}
 	var target []string
 	switch {
 	case proto == "http" && variant == "direct":
 		target = []string{fmt.Sprintf("http://127.0.0.1:%d/echo", p["app-http"])}
 	case proto == "http" && variant == "nginx":
 		target = []string{fmt.Sprintf("http://127.0.0.1:%d/echo", p["ngx-a"])}
-	case proto == "http" && variant == "meshd-twin":
-		target = []string{fmt.Sprintf("http://127.0.0.1:%d/v1.0/invoke/b2/method/echo", p["a-http"])}
-	case proto == "http" && variant == "meshd-policy":
-		target = []string{fmt.Sprintf("http://127.0.0.1:%d/v1.0/invoke/bp/method/echo", p["a-http"])}
+	case proto == "http" && variant == "daprd":
+		target = []string{fmt.Sprintf("http://127.0.0.1:%d/v1.0/invoke/db/method/echo", p["da-http"])}
 	case proto == "http":
 		target = []string{fmt.Sprintf("http://127.0.0.1:%d/v1.0/invoke/b/method/echo", p["a-http"])}
 	case proto == "grpc" && variant == "direct":
@@ -584,9 +664,9 @@ func (m *mesh) load(ctx context.Context, c config, proto, mode, variant string) 
 	cpuBefore := m.pairCPU(proto, variant)
 	busyBefore, totalBefore := machineCPU()
 	var profiles sync.WaitGroup
-	if c.profile && mode == "max" && variant != "direct" {
+	if c.profile && mode == "max" && strings.HasPrefix(variant, "meshd") {
 		secs := int(dur.Seconds()) - 2
-		for _, sc := range []string{"a", m.callee(proto, variant)} {
+		for _, sc := range []string{m.caller(variant), m.callee(proto, variant)} {
 			profiles.Go(func() {
 				url := fmt.Sprintf("http://127.0.0.1:%d/debug/pprof/profile?seconds=%d", p[sc+"-prof"], secs)
 				file := filepath.Join(c.out, fmt.Sprintf("cpu-%s-%s-%s.pprof", proto, variant, sc))
@@ -673,10 +753,22 @@ func machineCPU() (busy, total uint64) {
 
 // pairCPU is utime+stime in seconds of the two sidecars on the path.
 func (m *mesh) pairCPU(proto, variant string) float64 {
-	if variant == "nginx" {
+	switch variant {
+	case "nginx":
 		return treeCPU(m.pid("ngx-a")) + treeCPU(m.pid("ngx-b"))
+	case "daprd":
+		return cpuSeconds(m.pid("da")) + cpuSeconds(m.pid("db"))
 	}
-	return cpuSeconds(m.pid("a")) + cpuSeconds(m.pid(m.callee(proto, variant)))
+	return cpuSeconds(m.pid(m.caller(variant))) + cpuSeconds(m.pid(m.callee(proto, variant)))
+}
+
+// caller is the name of the caller sidecar of a meshd variant: "ap" (with
+// tracing) for meshd-policy, else "a".
+func (m *mesh) caller(variant string) string {
+	if variant == "meshd-policy" {
+		return "ap"
+	}
+	return "a"
 }
 
 // callee is the name of the callee sidecar of a variant.
@@ -844,7 +936,7 @@ func writePolicy(dir string) (string, error) {
 	for i := range 49 {
 		fmt.Fprintf(&b, "allow if {\n\tinput.source.app_id == \"svc%d\"\n\tinput.request.method in {\"GET\", \"POST\"}\n\tstartswith(input.request.path, \"/api/v%d/\")\n}\n\n", i, i)
 	}
-	b.WriteString("allow if {\n\tinput.source.app_id == \"a\"\n\tinput.source.namespace == \"default\"\n\tinput.request.method == \"POST\"\n\tinput.request.path == \"/echo\"\n}\n")
+	b.WriteString("allow if {\n\tinput.source.app_id == \"ap\"\n\tinput.source.namespace == \"default\"\n\tinput.request.method in {\"GET\", \"POST\"}\n\tstartswith(input.request.path, \"/items/\")\n}\n")
 	if err := os.WriteFile(filepath.Join(root, "default", "bench.rego"), []byte(b.String()), 0o644); err != nil {
 		return "", err
 	}
@@ -873,7 +965,7 @@ type policyRounds struct {
 
 func (m *mesh) policyRounds(ctx context.Context, c config) (*policyRounds, error) {
 	pr := &policyRounds{}
-	variants := []string{"meshd", "meshd-policy", "meshd-twin"}
+	variants := []string{"meshd-paths", "meshd-policy", "meshd-twin"}
 	for i := range c.rounds {
 		got := map[string]result{}
 		for j := range variants { // rotate: no variant always goes first
@@ -887,7 +979,7 @@ func (m *mesh) policyRounds(ctx context.Context, c config) (*policyRounds, error
 			}
 			got[v] = r
 		}
-		base := got["meshd"]
+		base := got["meshd-paths"]
 		d50 := got["meshd-policy"].P50ms - base.P50ms
 		d90 := got["meshd-policy"].P90ms - base.P90ms
 		t50 := got["meshd-twin"].P50ms - base.P50ms
