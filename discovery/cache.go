@@ -70,6 +70,12 @@ type Options struct {
 	// repeating it would eject them all. With one endpoint nothing is
 	// ejected for 5xx: its 500 is more useful to the caller than a 503.
 	MaxOutlierEjectionPercent int
+	// CheckInterval spaces the checks of an ejected endpoint by the
+	// Checker set with SetChecker (default 500ms): a passing check puts it
+	// back at once, within about this interval of its recovery.
+	CheckInterval time.Duration
+	// CheckTimeout bounds one check (default 1s).
+	CheckTimeout time.Duration
 	// FirstResolveTimeout bounds WaitTarget: how long the first call to a
 	// target an on-demand backend (a Watcher) does not know yet waits for
 	// its first answer (default 2s).
@@ -101,6 +107,11 @@ type Cache struct {
 	waiters map[Target]chan struct{} // WaitTarget: closed when the target appears
 
 	watcher atomic.Pointer[watcherRef]
+	checker atomic.Pointer[checkerRef]
+
+	// ctx ends with Close: it stops the checks of ejected endpoints.
+	ctx    context.Context
+	cancel context.CancelFunc
 }
 
 type watcherRef struct{ w Watcher }
@@ -133,6 +144,9 @@ type endpointState struct {
 	ejected   atomic.Bool
 	ejections atomic.Int32 // ejections since the last success
 	fails     atomic.Int32 // failed exchanges in a row (ReportResult)
+	// checkFailed: the last check of the current ejection failed (the
+	// ejection timer then keeps the endpoint out).
+	checkFailed atomic.Bool
 
 	unhealthy bool        // Cache.mu
 	ejectSeq  uint64      // Cache.mu: identifies the current ejection timer
@@ -183,11 +197,18 @@ func NewCache(opts Options) *Cache {
 	if opts.ProbeInterval <= 0 {
 		opts.ProbeInterval = DefaultProbeInterval
 	}
+	if opts.CheckInterval <= 0 {
+		opts.CheckInterval = DefaultCheckInterval
+	}
+	if opts.CheckTimeout <= 0 {
+		opts.CheckTimeout = DefaultCheckTimeout
+	}
 	log := opts.Logger
 	if log == nil {
 		log = slog.Default()
 	}
 	c := &Cache{opts: opts, log: log, subs: map[int]func(Event){}, waiters: map[Target]chan struct{}{}}
+	c.ctx, c.cancel = context.WithCancel(context.Background())
 	empty := map[Target]*entry{}
 	c.targets.Store(&empty)
 	return c
@@ -272,7 +293,7 @@ func (c *Cache) reportFailure(t Target, st *endpointState) {
 	if st.ejected.Load() {
 		return // concurrent failures of an ejected endpoint: nothing to do
 	}
-	c.eject(t, st.ep.Address, st, "failure", c.opts.MaxEjectionPercent)
+	c.eject(t, st.ep.Address, st, "failure", c.opts.MaxEjectionPercent, true)
 }
 
 // ReportResult reports the outcome of one exchange with addr: status is the
@@ -302,12 +323,15 @@ func (c *Cache) reportFailed(t Target, st *endpointState) {
 	if st.fails.Add(1) < int32(c.opts.ConsecutiveFailures) {
 		return
 	}
-	c.eject(t, st.ep.Address, st, "consecutive failures", min(c.opts.MaxEjectionPercent, c.opts.MaxOutlierEjectionPercent))
+	c.eject(t, st.ep.Address, st, "consecutive failures", min(c.opts.MaxEjectionPercent, c.opts.MaxOutlierEjectionPercent), false)
 }
 
 // eject takes st out of t's picker unless more than maxPercent of t's
-// endpoints would then be out. It takes c.mu.
-func (c *Cache) eject(t Target, addr string, st *endpointState, why string, maxPercent int) {
+// endpoints would then be out. check says whether a Checker may bring it
+// back early: for an endpoint found unreachable (a Down report), not for
+// one ejected by counted 5xx answers, which a check (the sidecar and its
+// app answer) cannot tell gone. It takes c.mu.
+func (c *Cache) eject(t Target, addr string, st *endpointState, why string, maxPercent int, check bool) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.closed {
@@ -335,6 +359,10 @@ func (c *Cache) eject(t Target, addr string, st *endpointState, why string, maxP
 	st.ejectSeq++
 	seq := st.ejectSeq
 	st.timer = time.AfterFunc(d, func() { c.unEject(t, st, seq) })
+	st.checkFailed.Store(false)
+	if check {
+		c.startCheck(t, st, seq)
+	}
 	ready := c.rebuild(e)
 	c.log.Info("discovery: endpoint ejected", "target", t.String(), "addr", addr, "why", why,
 		"for", d, "ejections", n, "ready", ready, "total", len(e.eps))
@@ -356,9 +384,13 @@ func (c *Cache) unEject(t Target, st *endpointState, seq uint64) {
 	if c.closed || st.ejectSeq != seq || !st.ejected.Load() {
 		return
 	}
+	if c.extendLocked(t, st, seq) {
+		return
+	}
 	st.ejected.Store(false)
 	st.fails.Store(0)
 	st.timer = nil
+	st.ejectSeq++ // ends the checks of this ejection
 	e := c.lookup(t)
 	if e == nil || e.byAddr[st.ep.Address] != st {
 		return // removed meanwhile
@@ -744,6 +776,7 @@ func (c *Cache) Close() error {
 		return nil
 	}
 	c.closed = true
+	c.cancel()
 	for _, e := range *c.targets.Load() {
 		retire(e.eps, nil)
 	}

@@ -42,7 +42,11 @@
 // failed app gives a fast ErrNoHealthyEndpoint — except for one probe per
 // Options.ProbeInterval (200ms): while every endpoint a backend calls
 // healthy is ejected, the Picker lets one call through to an ejected one,
-// and any answer to it puts the endpoint back at once. Counted failures eject at
+// and any answer to it puts the endpoint back at once. With a Checker
+// (SetChecker: the proxy's, which asks the endpoint's sidecar), each ejected
+// endpoint is also checked out of band every Options.CheckInterval (500ms):
+// a passing check puts it back at once, and while its checks fail it stays
+// out past its ejection time. Counted failures eject at
 // most Options.MaxOutlierEjectionPercent (50), so an app's 5xx answer to a
 // repeated bad request cannot take every instance out.
 //

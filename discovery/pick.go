@@ -104,19 +104,7 @@ func (c *Cache) settleProbe(t Target, st *endpointState, d DoneInfo) {
 	if c.closed || !st.ejected.Load() {
 		return
 	}
-	st.ejected.Store(false)
-	if st.timer != nil {
-		st.timer.Stop()
-		st.timer = nil
-	}
-	st.ejectSeq++ // a timer already firing finds a stale sequence
-	e := c.lookup(t)
-	if e == nil || e.byAddr[st.ep.Address] != st {
-		return // removed meanwhile
-	}
-	ready := c.rebuild(e)
-	c.log.Info("discovery: endpoint back in: a probe got an answer", "target", t.String(), "addr", st.ep.Address, "status", d.Status)
-	c.emit(Event{Kind: EventReturned, Target: t, Addr: st.ep.Address, Ready: ready, Total: len(e.eps)})
+	c.returnLocked(t, st, "a probe got an answer")
 }
 
 // settle takes the outcome of an attempt to st, an endpoint of t.

@@ -41,7 +41,19 @@ const (
 	ShortCircuitUnreachable = "app-unreachable"
 )
 
+// HeaderAppFailed marks a callee sidecar's 502 ERR_DIRECT_INVOKE given
+// because its app's connection failed (reset, closed) before any byte of
+// the app's answer: the request may have reached the app, nothing came
+// back. Its one value is AppFailedNoResponse. The caller sidecar retries
+// an idempotent call on another endpoint, as when its own connection to a
+// peer breaks; it never retries another method. Set only on HTTP calls.
+const HeaderAppFailed = "Meshd-App-Failed"
+
+// AppFailedNoResponse is the value of HeaderAppFailed.
+const AppFailedNoResponse = "no-response"
+
 var (
+	appFailedNoResponse     = []string{AppFailedNoResponse}
 	shortCircuitUnhealthy   = []string{ShortCircuitUnhealthy}
 	shortCircuitUnreachable = []string{ShortCircuitUnreachable}
 	jsonContentType         = []string{"application/json"}

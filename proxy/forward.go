@@ -266,6 +266,12 @@ func (p *Proxy) forward(w http.ResponseWriter, r *http.Request, rt *route.Route,
 			failed, again = pol.FailedGRPC(code), pol.MayRetryGRPC(code)
 		} else {
 			failed, again = pol.FailedHTTP(resp.StatusCode), pol.MayRetryHTTP(resp.StatusCode, idempotent)
+			if resp.StatusCode == http.StatusBadGateway && idempotent && resp.Header[HeaderAppFailed] != nil {
+				// The callee's app broke the call before answering: an
+				// idempotent call goes elsewhere, as on a broken peer
+				// connection (never a POST: the app may have it).
+				failed, again = true, true
+			}
 		}
 		settle(&ep, set, gen, outcome{status: resp.StatusCode}, !failed) // 5xx counted
 		if again && replayable() && rc.tryAgain(p, attempt, true) {
@@ -382,6 +388,7 @@ func (p *Proxy) startForward(w http.ResponseWriter, r *http.Request, rt *route.R
 	cleanHopByHop(r.Header)
 	delete(r.Header, route.HeaderAppID)
 	delete(r.Header, HeaderAPIToken) // a credential for this sidecar only
+	delete(r.Header, HeaderCheck)    // only a sidecar checks a peer
 	f.hasBody = r.Body != nil && r.Body != http.NoBody && r.ContentLength != 0
 	if f.hasBody && r.ProtoMajor == 1 {
 		_ = http.NewResponseController(w).EnableFullDuplex()

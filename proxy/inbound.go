@@ -13,6 +13,7 @@ import (
 
 	"github.com/meshd/meshd/certs"
 	"github.com/meshd/meshd/policy/authz"
+	"github.com/meshd/meshd/proxy/internal/h1"
 	"github.com/meshd/meshd/proxy/resiliency"
 	"github.com/meshd/meshd/proxy/route"
 )
@@ -119,12 +120,13 @@ func stripIdentityHeaders(h http.Header) {
 }
 
 // stripSidecarMarks deletes from an app's answer every header that marks
-// an answer as a sidecar's own (Meshd-Error-Code, Meshd-Short-Circuit), in
+// an answer as a sidecar's own (Meshd-Error-Code, Meshd-Short-Circuit,
+// Meshd-App-Failed), in
 // any case and with '_' for '-': an app's copy would make the caller retry
 // elsewhere, or proxy/daprapi map the app's answer to a sidecar error.
 func stripSidecarMarks(h http.Header) {
 	for k := range h {
-		if len(k) >= len("meshd-error-code") && (k[0] == 'M' || k[0] == 'm') && (foldEqual(k, "meshd-error-code") || foldEqual(k, "meshd-short-circuit")) {
+		if len(k) >= len("meshd-error-code") && (k[0] == 'M' || k[0] == 'm') && (foldEqual(k, "meshd-error-code") || foldEqual(k, "meshd-short-circuit") || foldEqual(k, "meshd-app-failed")) {
 			delete(h, k)
 		}
 	}
@@ -132,6 +134,10 @@ func stripSidecarMarks(h http.Header) {
 
 // serveInbound is the handler of the internal (mTLS) port.
 func (p *Proxy) serveInbound(w http.ResponseWriter, r *http.Request) {
+	if r.Header[HeaderCheck] != nil {
+		p.serveCheck(w, r) // a caller sidecar's check, not a call
+		return
+	}
 	isGRPC := isGRPCRequest(r)
 	var o *obsWriter
 	if p.observe {
@@ -257,6 +263,11 @@ func (p *Proxy) serveInbound(w http.ResponseWriter, r *http.Request) {
 			w.Header()[HeaderShortCircuit] = shortCircuitUnreachable
 			writeError(w, isGRPC, http.StatusServiceUnavailable, ErrCodeAppUnhealthy, "app "+p.cfg.Identity.AppID+" is unreachable: "+err.Error())
 			return
+		}
+		if !isGRPC && !errors.Is(err, h1.ErrRequestBody) {
+			// The app's connection failed before any byte of its answer:
+			// the caller may retry an idempotent call elsewhere.
+			w.Header()[HeaderAppFailed] = appFailedNoResponse
 		}
 		writeError(w, isGRPC, http.StatusBadGateway, ErrCodeTransport, "app "+p.cfg.Identity.AppID+": "+err.Error())
 		return

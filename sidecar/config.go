@@ -104,6 +104,17 @@ type Config struct {
 	// change.
 	ResiliencyFile string
 
+	// PeerKeepalive and PeerKeepaliveTimeout watch the pooled connections
+	// to peer sidecars (proxy.Config; 0: the defaults; a negative
+	// PeerKeepalive: no checks).
+	PeerKeepalive, PeerKeepaliveTimeout time.Duration
+	// EjectionProbeInterval spaces the probe calls of a target whose every
+	// endpoint is ejected (discovery.Options.ProbeInterval);
+	// EjectionCheckInterval the checks of an ejected endpoint
+	// (discovery.Options.CheckInterval, proxy.PeerChecker). 0: the
+	// defaults; a negative EjectionCheckInterval: no checks.
+	EjectionProbeInterval, EjectionCheckInterval time.Duration
+
 	// MaxHeaderFields and BodyReadTimeout are the request limits of every
 	// port (see proxy.Config; 0: the defaults, negative: no bound).
 	MaxHeaderFields int

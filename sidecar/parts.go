@@ -136,7 +136,8 @@ func (s *sidecar) identity(ctx context.Context) error {
 // (mdns goodbye) when shutdown begins, not after the drain.
 func (s *sidecar) discovery(ctx context.Context) error {
 	cfg := &s.cfg
-	s.cache = discovery.NewCache(discovery.Options{Logger: s.log})
+	s.cache = discovery.NewCache(discovery.Options{Logger: s.log,
+		ProbeInterval: cfg.EjectionProbeInterval, CheckInterval: max(cfg.EjectionCheckInterval, 0)})
 	s.teardown.Push(func() { s.cache.Close() })
 	s.advertise = cfg.AdvertiseAddress
 	if s.advertise == "" {
@@ -175,7 +176,8 @@ func (s *sidecar) discovery(ctx context.Context) error {
 	s.pcfg = proxy.Config{Identity: s.id, Insecure: cfg.Insecure, Resolver: s.cache.Picker(), Logger: s.log,
 		MaxHeaderFields: cfg.MaxHeaderFields, BodyReadTimeout: cfg.BodyReadTimeout,
 		NetHTTPServer: cfg.NetHTTPServer, NetHTTPClient: cfg.NetHTTPClient,
-		APIToken: cfg.APIToken, AppAPIToken: cfg.AppAPIToken}
+		APIToken: cfg.APIToken, AppAPIToken: cfg.AppAPIToken,
+		PeerKeepalive: cfg.PeerKeepalive, PeerKeepaliveTimeout: cfg.PeerKeepaliveTimeout}
 	if s.src != nil {
 		s.pcfg.SVIDSource, s.pcfg.BundleSource = s.src, s.src
 	}
@@ -351,6 +353,9 @@ func (s *sidecar) proxy(ctx context.Context) error {
 		return err
 	}
 	s.p = p
+	if cfg.EjectionCheckInterval >= 0 {
+		s.cache.SetChecker(p.PeerChecker()) // ejected endpoints are checked, not waited out
+	}
 	// The gRPC port checked the API token before handing the call over.
 	attrs := new(daprapi.Attributes) // the app's own metadata attributes
 	p.DaprAPI = daprapi.New(p.InvokeHandler(), daprapi.WithLogger(s.log), daprapi.WithMetadata(s.metadata),

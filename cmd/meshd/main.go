@@ -42,6 +42,7 @@ func newCommand() *cobra.Command {
 		recentDecisions     int
 		h1Server, h1Client  string
 		dapr                *daprFlags
+		peer                *peerFlags
 	)
 	cmd := &cobra.Command{
 		Use:   "meshd",
@@ -101,6 +102,9 @@ func newCommand() *cobra.Command {
 			if cfg.NetHTTPClient, err = parseH1("--h1-client", h1Client); err != nil {
 				return err
 			}
+			if err := peer.apply(&cfg); err != nil {
+				return err
+			}
 			if cfg.MaxHeaderFields == 0 || cfg.BodyReadTimeout == 0 {
 				return fmt.Errorf("meshd: --max-request-header-fields and --request-body-timeout: want a bound, or -1 for none (0 is neither)")
 			}
@@ -157,6 +161,7 @@ func newCommand() *cobra.Command {
 	f.StringVar(&h1Server, "h1-server", envOr("MESHD_H1_SERVER", h1Impl), "HTTP/1.x server of the HTTP and internal ports: h1 (meshd's) or nethttp (Go's net/http; env MESHD_H1_SERVER)")
 	f.StringVar(&h1Client, "h1-client", envOr("MESHD_H1_CLIENT", h1Impl), "HTTP/1.1 client to peer sidecars and the app: h1 (meshd's) or nethttp (Go's net/http; env MESHD_H1_CLIENT)")
 	dapr = addDaprFlags(f, &cfg)
+	peer = addPeerFlags(f)
 	return cmd
 }
 

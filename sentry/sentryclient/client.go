@@ -68,6 +68,10 @@ type Client struct {
 	log        *slog.Logger
 	minBackoff time.Duration
 	maxBackoff time.Duration
+	// anchorsFile: WithAnchorsFile ("": none); trust is the bundle source
+	// of the connections to sentry.
+	anchorsFile string
+	trust       x509bundle.Source
 
 	addr     string
 	sentryID spiffeid.ID
@@ -120,7 +124,11 @@ func New(ctx context.Context, addr string, anchors []*x509.Certificate, id certs
 		return nil, fmt.Errorf("sentryclient: %w", err)
 	}
 	c.addr, c.sentryID = addr, sentryID
-	tlsCfg := tlsconfig.TLSClientConfig(c, certs.RequireServerAuth(tlsconfig.AuthorizeID(sentryID)))
+	c.trust = c
+	if c.anchorsFile != "" {
+		c.trust = &sentryTrust{c: c}
+	}
+	tlsCfg := tlsconfig.TLSClientConfig(c.trust, certs.RequireServerAuth(tlsconfig.AuthorizeID(sentryID)))
 	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(credentials.NewTLS(tlsCfg)))
 	if err != nil {
 		return nil, fmt.Errorf("sentryclient: dial %s: %w", addr, err)
@@ -225,7 +233,7 @@ func (c *Client) Renew(ctx context.Context, csrPEM []byte, current *x509svid.SVI
 	if current.ID != c.id.ID() {
 		return nil, fmt.Errorf("sentryclient: renew: %w: current SVID is %s, not %s", certs.ErrRenewalRefused, current.ID, c.id)
 	}
-	tlsCfg := tlsconfig.MTLSClientConfig(staticSVID{current}, c, certs.RequireServerAuth(tlsconfig.AuthorizeID(c.sentryID)))
+	tlsCfg := tlsconfig.MTLSClientConfig(staticSVID{current}, c.trust, certs.RequireServerAuth(tlsconfig.AuthorizeID(c.sentryID)))
 	conn, err := grpc.NewClient(c.addr, grpc.WithTransportCredentials(credentials.NewTLS(tlsCfg)))
 	if err != nil {
 		return nil, fmt.Errorf("sentryclient: renew: dial %s: %w", c.addr, err)

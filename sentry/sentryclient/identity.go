@@ -56,7 +56,7 @@ func StartIdentity(ctx context.Context, cfg IdentityConfig) (*Identity, error) {
 		}
 	}
 	return StartSource(ctx, SourceConfig{
-		Address: cfg.SentryAddress, Anchors: anchors, TokenFile: cfg.TokenFile,
+		Address: cfg.SentryAddress, Anchors: anchors, AnchorsFile: cfg.TrustAnchorsFile, TokenFile: cfg.TokenFile,
 		Identity: cfg.Identity, Logger: cfg.Logger, Fetcher: cfg.Fetcher,
 	})
 }

@@ -15,11 +15,14 @@ import (
 
 // SourceConfig says how StartSource reaches sentry and who asks.
 type SourceConfig struct {
-	Address   string              // sentry's address (required)
-	Anchors   []*x509.Certificate // trust anchors until sentry sends a bundle (required)
-	TokenFile string              // bootstrap token, read afresh for every bootstrap; "": none
-	Identity  certs.Identity
-	Logger    *slog.Logger // nil: slog.Default()
+	Address string              // sentry's address (required)
+	Anchors []*x509.Certificate // trust anchors until sentry sends a bundle (required)
+	// AnchorsFile, if set, is the file Anchors came from: read again for
+	// every connection to sentry (WithAnchorsFile).
+	AnchorsFile string
+	TokenFile   string // bootstrap token, read afresh for every bootstrap; "": none
+	Identity    certs.Identity
+	Logger      *slog.Logger // nil: slog.Default()
 	// Fetcher, if set, wraps the client as the Source's fetcher (a sidecar
 	// diagnoses sentry's refusals this way); nil: the client itself.
 	Fetcher func(*Client) certs.Fetcher
@@ -68,7 +71,7 @@ func StartSource(ctx context.Context, cfg SourceConfig) (*Identity, error) {
 	} else {
 		log.Warn("sentryclient: no token file: asking sentry for a certificate without a token (works only with its insecure validator)")
 	}
-	client, err := New(ctx, cfg.Address, cfg.Anchors, cfg.Identity, "", WithLogger(log), WithTokenFunc(tokenFn))
+	client, err := New(ctx, cfg.Address, cfg.Anchors, cfg.Identity, "", WithLogger(log), WithTokenFunc(tokenFn), WithAnchorsFile(cfg.AnchorsFile))
 	if err != nil {
 		return nil, err
 	}

@@ -428,6 +428,8 @@ func Binaries(t testing.TB) harness.Binaries {
 		if binErr != nil {
 			return
 		}
+		out, _ := exec.Command("git", "-C", harness.RepoRoot(), "rev-parse", "--short", "HEAD").Output()
+		BuiltCommit = strings.TrimSpace(string(out))
 		args := []string{"build", "-o", binDir + "/"}
 		if os.Getenv("MESHD_E2E_RACE") != "" {
 			args = append(args, "-race")
@@ -443,6 +445,10 @@ func Binaries(t testing.TB) harness.Binaries {
 	}
 	return harness.Binaries{Meshd: filepath.Join(binDir, "meshd"), Sentry: filepath.Join(binDir, "sentry"), Echo: filepath.Join(binDir, "echo")}
 }
+
+// BuiltCommit is the commit (HEAD) Binaries built from, for the figures:
+// HEAD may move while a long suite runs.
+var BuiltCommit string
 
 // RemoveBinaries removes what Binaries built (from TestMain or a Cleanup).
 func RemoveBinaries() {

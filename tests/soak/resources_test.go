@@ -47,6 +47,8 @@ func TestSoakResources(t *testing.T) {
 		}
 		dur = d
 	}
+	// The commit the binaries are built from (HEAD may move during the run).
+	commit, _ := exec.Command("git", "-C", harness.RepoRoot(), "rev-parse", "--short", "HEAD").Output()
 	b := chaos.Binaries(t)
 	t.Cleanup(chaos.RemoveBinaries)
 	s := harness.StartSentry(t, b, "", "--workload-ttl", "20s")
@@ -146,7 +148,6 @@ func TestSoakResources(t *testing.T) {
 		check("goroutines", g.GoroutineFrom, g.GoroutineTo, 16)
 	}
 	if out := os.Getenv("SOAK_RES_OUT"); out != "" {
-		commit, _ := exec.Command("git", "-C", harness.RepoRoot(), "rev-parse", "--short", "HEAD").Output()
 		loadavg, _ := os.ReadFile("/proc/loadavg")
 		doc := map[string]any{"date": time.Now().UTC().Format(time.RFC3339), "commit": strings.TrimSpace(string(commit)),
 			"loadavg": strings.TrimSpace(string(loadavg)), "duration": dur.String(), "rate": 1000,

@@ -10,6 +10,7 @@
 //	/download?bytes=N              streams N bytes
 //	/upload                        reads the body as a stream; answers size and sha256
 //	/status/{code}                 answers with that status and a JSON body
+//	/sleep?d=2s                    waits d (at most 1 min), then answers as every path
 //
 // With --record FILE, every request carrying a Chaos-Id header is appended
 // to FILE as one line "{id} {method} {name}" before it is answered (one
@@ -100,6 +101,8 @@ func (a *app) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		a.download(w, r)
 	case p == "/upload":
 		a.upload(w, r)
+	case p == "/sleep":
+		a.sleep(w, r)
 	case strings.HasPrefix(p, "/status/"):
 		a.status(w, strings.TrimPrefix(p, "/status/"))
 	default:
@@ -195,6 +198,22 @@ func (a *app) sse(w http.ResponseWriter, r *http.Request) {
 			flusher.Flush()
 		}
 	}
+}
+
+// sleep waits ?d= (a Go duration, at most a minute) before it answers as
+// echo does: a call in flight, for tests that kill the app mid-call.
+func (a *app) sleep(w http.ResponseWriter, r *http.Request) {
+	d, err := time.ParseDuration(r.URL.Query().Get("d"))
+	if err != nil || d < 0 || d > time.Minute {
+		writeJSON(w, http.StatusBadRequest, map[string]string{"error": "d must be a duration of 0..1m"})
+		return
+	}
+	select {
+	case <-time.After(d):
+	case <-r.Context().Done():
+		return
+	}
+	a.echo(w, r)
 }
 
 func (a *app) status(w http.ResponseWriter, s string) {

@@ -80,7 +80,7 @@ func TestStatusDownloadUpload(t *testing.T) {
 	}{
 		{"/status/418", 418}, {"/status/503", 503}, {"/status/200", 200},
 		{"/status/abc", 400}, {"/status/99", 400}, {"/download?bytes=-1", 400}, {"/download", 400},
-		{"/sse?n=x", 400},
+		{"/sse?n=x", 400}, {"/sleep?d=x", 400}, {"/sleep?d=2m", 400}, {"/sleep?d=-1s", 400}, {"/sleep?d=10ms", 200},
 	} {
 		if code, body := get(t, srv.URL+tc.path); code != tc.code {
 			t.Errorf("%s = %d %s, want %d", tc.path, code, body, tc.code)
