@@ -51,7 +51,7 @@ func Generate(td spiffeid.TrustDomain, ttl time.Duration, now time.Time) (*Mater
 	if err != nil {
 		return nil, fmt.Errorf("ca: generate root: %w", err)
 	}
-	notBefore := now.Add(-time.Minute).UTC()
+	notBefore := now.Add(-Backdate).UTC()
 	notAfter := now.Add(ttl).UTC()
 	rootSerial, err := NewSerial()
 	if err != nil {

@@ -14,9 +14,14 @@ import (
 	"github.com/meshd/meshd/certs"
 )
 
-// Backdate is how far before "now" a workload certificate starts to be
-// valid, to absorb small clock differences between machines.
-const Backdate = time.Minute
+// Backdate is how far before "now" every certificate sentry makes (roots,
+// issuers, workload and serving certificates) starts to be valid, so that a
+// host whose clock is up to 5 minutes behind sentry's accepts a certificate
+// the moment it is issued (the Kubernetes CSR signer backdates as far). It
+// moves only NotBefore: NotAfter, and so the lifetime after issuance, is
+// unchanged, and renewal at a fraction of the lifetime still leaves more
+// than that fraction of the TTL (certs.Source's renewDelay).
+const Backdate = 5 * time.Minute
 
 // ErrBadCSR marks every reason a certificate request is refused.
 var ErrBadCSR = errors.New("ca: bad certificate request")

@@ -20,9 +20,10 @@ import (
 // handshake between sidecars runs) at the host's time. A network
 // namespace cannot have a clock of its own, so the suite cannot step one
 // host's clock for real (docs/reliability.md); these are the edges it
-// would hit. NotBefore is backdated by Backdate (1 min): a verifier up to
-// 1 min behind sentry accepts a new certificate; 5 min behind refuses it
-// as "not yet valid" for 4 minutes. A verifier ahead accepts it until
+// would hit. NotBefore is backdated by Backdate (5 min): a verifier up to
+// 5 min behind sentry accepts a new certificate (with a 1 min backdate, a
+// host 5 min behind refused every new certificate for 4 minutes); further
+// behind, it is "not yet valid". A verifier ahead accepts it until
 // NotAfter by its own clock: 5 min ahead, a 20 s certificate (the chaos
 // suite's TTL) is already expired, a 1 h one (the default) has 55 min.
 func TestClockSkewEdges(t *testing.T) {
@@ -37,9 +38,10 @@ func TestClockSkewEdges(t *testing.T) {
 	}{
 		{"same clock", time.Hour, 0, ""},
 		{"verifier 55s behind", time.Hour, -55 * time.Second, ""},
-		{"verifier 62s behind", time.Hour, -62 * time.Second, "not yet valid"},
-		{"verifier 5 min behind", time.Hour, -5 * time.Minute, "not yet valid"},
-		{"verifier 5 min behind, 4 min later", time.Hour, -5*time.Minute + 4*time.Minute + time.Second, ""},
+		{"verifier 62s behind", time.Hour, -62 * time.Second, ""},
+		{"verifier 5 min behind", time.Hour, -5 * time.Minute, ""},
+		{"verifier 5 min 2s behind", time.Hour, -5*time.Minute - 2*time.Second, "not yet valid"},
+		{"verifier 6 min behind, 1 min later", time.Hour, -6*time.Minute + time.Minute + time.Second, ""},
 		{"verifier 5 min ahead, TTL 1h", time.Hour, 5 * time.Minute, ""},
 		{"verifier 5 min ahead, TTL 20s", 20 * time.Second, 5 * time.Minute, "expired"},
 		{"verifier 15s ahead, TTL 20s", 20 * time.Second, 15 * time.Second, ""},
