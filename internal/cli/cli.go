@@ -13,8 +13,16 @@ import (
 // Prepare makes root one of meshd's commands: --version and `version`, plain
 // boolean flags in every subcommand's help, and errors left to Execute (cobra
 // prints neither the error nor the usage). Call it after all subcommands are
-// added.
+// added. Preparing a command twice (its main and a test helper) changes
+// nothing the second time.
 func Prepare(root *cobra.Command) {
+	if root.Annotations[preparedKey] != "" {
+		return
+	}
+	if root.Annotations == nil {
+		root.Annotations = map[string]string{}
+	}
+	root.Annotations[preparedKey] = "yes"
 	addVersion(root)
 	root.InitDefaultCompletionCmd()
 	walk(root, func(c *cobra.Command) {
@@ -26,6 +34,9 @@ func Prepare(root *cobra.Command) {
 		plainBools(c.PersistentFlags())
 	})
 }
+
+// preparedKey marks a command Prepare has made ready (cobra.Command.Annotations).
+const preparedKey = "meshd.io/cli-prepared"
 
 func walk(c *cobra.Command, fn func(*cobra.Command)) {
 	fn(c)

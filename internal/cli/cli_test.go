@@ -70,3 +70,30 @@ func TestExecute(t *testing.T) {
 		t.Error("ExitCode")
 	}
 }
+
+// TestPrepareTwice: a command prepared by its main and again by a test
+// helper has one `version` command and the same help.
+func TestPrepareTwice(t *testing.T) {
+	help := func(twice bool) string {
+		root := &cobra.Command{Use: "prog", Short: "a program"}
+		root.AddCommand(&cobra.Command{Use: "sub", Short: "a subcommand", Run: func(*cobra.Command, []string) {}})
+		root.Flags().Bool("flag", false, "a boolean")
+		Prepare(root)
+		if twice {
+			Prepare(root)
+		}
+		var out bytes.Buffer
+		root.SetOut(&out)
+		if err := Execute(root, []string{"--help"}, &out); err != nil {
+			t.Fatal(err)
+		}
+		return out.String()
+	}
+	once, twice := help(false), help(true)
+	if once != twice {
+		t.Errorf("help after two Prepare calls differs:\n--- once ---\n%s--- twice ---\n%s", once, twice)
+	}
+	if n := strings.Count(twice, "\n  version "); n != 1 {
+		t.Errorf("%d version commands in help:\n%s", n, twice)
+	}
+}
