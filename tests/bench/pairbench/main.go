@@ -48,6 +48,7 @@ type config struct {
 	skipGRPC, skipMax bool
 	profile, hold     bool
 	meshdEnv          string
+	bEnv, bBin        string // the meshd-b variant: other env, other binaries
 	rounds            int
 	reps              int
 	nginx             string
@@ -71,6 +72,8 @@ func main() {
 	flag.BoolVar(&c.skipGRPC, "skip-grpc", false, "HTTP only")
 	flag.BoolVar(&c.skipMax, "skip-max", false, "fixed rate only")
 	flag.StringVar(&c.meshdEnv, "meshd-env", "", "extra environment of the sidecars, space-separated KEY=VALUE (experiments)")
+	flag.StringVar(&c.bEnv, "b-env", "", "adds the variant meshd-b: a second meshd pair (sidecars xa, xb, xbg) whose environment adds these space-separated KEY=VALUE to -meshd-env, measured right beside meshd in every window of HTTP and gRPC (A/B in one run, e.g. \"GOMAXPROCS=2\")")
+	flag.StringVar(&c.bBin, "b-bin", "", "adds the variant meshd-b (see -b-env) with meshd from this directory (A/B of two builds in one run)")
 	flag.IntVar(&c.rounds, "policy-rounds", 0, "extra fixed-rate HTTP rounds (the path load) of meshd-paths, meshd-policy and meshd-twin (a second callee sidecar identical to meshd's: the A/A control), in rotating order; reports the median per-round p50/p90 difference of policy and of twin against meshd-paths")
 	flag.BoolVar(&c.hold, "hold", false, "start the mesh, print its ports and wait for an interrupt (for perf/pprof by hand)")
 	flag.BoolVar(&c.profile, "profile", false, "write CPU profiles of both sidecars during each max-rate meshd window to -out")
@@ -133,7 +136,9 @@ type report struct {
 	TraceExports int64 `json:"trace_exports"`
 	// Paths is the number of distinct paths of the path load; 0: every
 	// call's path was new in the run.
-	Paths    int               `json:"path_load_paths"`
+	Paths int `json:"path_load_paths"`
+	// BVariant says what meshd-b is (-b-bin, -b-env); "" without it.
+	BVariant string            `json:"meshd_b,omitempty"`
 	Summary  *summary          `json:"summary"`
 	Versions map[string]string `json:"versions"`
 }
@@ -162,6 +167,16 @@ func run(c config) error {
 	}
 	defer os.RemoveAll(dir)
 	m := &mesh{dir: dir, bin: c.bin, fortio: c.fortio, meshdEnv: strings.Fields(c.meshdEnv), nginx: findNginx(c.nginx)}
+	if c.bEnv != "" || c.bBin != "" {
+		m.bBin = c.bBin
+		if m.bBin == "" {
+			m.bBin = c.bin
+		}
+		if _, err := os.Stat(filepath.Join(m.bBin, "meshd")); err != nil {
+			return fmt.Errorf("-b-bin: %w", err)
+		}
+		m.bEnv = append(append([]string{}, m.meshdEnv...), strings.Fields(c.bEnv)...)
+	}
 	if m.nginx == "" {
 		fmt.Fprintln(os.Stderr, "pairbench: no nginx (install Debian's nginx-light, or pass -nginx PATH): the nginx pair is not measured in this run")
 	}
@@ -196,6 +211,9 @@ func run(c config) error {
 		pids[nginxA], pids[nginxB] = m.pid("ngx-a"), m.pid("ngx-b")
 	}
 	pids["sidecar-ap (tracing)"] = m.pid("ap")
+	if m.bBin != "" {
+		pids["sidecar-xa (B)"], pids["sidecar-xb (B)"] = m.pid("xa"), m.pid("xb")
+	}
 	if m.daprd != "" {
 		pids[daprdA], pids[daprdB] = m.pid("da"), m.pid("db")
 	}
@@ -214,6 +232,9 @@ func run(c config) error {
 		for _, proto := range protos {
 			for _, mode := range modes {
 				variants := []string{"direct", "meshd"}
+				if m.bBin != "" {
+					variants = append(variants, "meshd-b")
+				}
 				if proto == "http" {
 					variants = append(variants, "meshd-paths", "meshd-policy")
 					if m.nginx != "" {
@@ -250,6 +271,9 @@ func run(c config) error {
 	rep.Memory = sampler.max()
 	rep.TraceExports = m.traces.count.Load()
 	rep.Paths = c.paths
+	if m.bBin != "" {
+		rep.BVariant = strings.TrimSpace(fmt.Sprintf("meshd from %s, env %s", m.bBin, strings.Join(m.bEnv, " ")))
+	}
 	if c.startup {
 		m.startReps = startReps
 		if c.short {
@@ -401,7 +425,7 @@ func printRest(rep report) {
 	}
 	fmt.Println("\n| sidecar | max VmRSS MB | max RssAnon MB |")
 	fmt.Println("|---|---|---|")
-	for _, k := range []string{"sidecar-a", "sidecar-b", "sidecar-bg", "sidecar-ap (tracing)", "sidecar-bp (policy)", "sidecar-b2 (twin)", nginxA, nginxB, daprdA, daprdB} {
+	for _, k := range []string{"sidecar-a", "sidecar-b", "sidecar-bg", "sidecar-ap (tracing)", "sidecar-bp (policy)", "sidecar-b2 (twin)", "sidecar-xa (B)", "sidecar-xb (B)", nginxA, nginxB, daprdA, daprdB} {
 		if mem, ok := rep.Memory[k]; ok {
 			fmt.Printf("| %s | %.1f | %.1f |\n", k, mem.VmRSSMB, mem.RssAnonMB)
 		}
@@ -412,8 +436,10 @@ func printRest(rep report) {
 type mesh struct {
 	dir, bin, fortio  string
 	meshdEnv          []string
-	nginx             string // nginx binary; "" when the nginx variant is off
-	daprd, daprSentry string // Dapr's binaries; "" when the daprd variant is off
+	bBin              string   // meshd-b's binaries; "" when the variant is off
+	bEnv              []string // meshd-b's extra environment
+	nginx             string   // nginx binary; "" when the nginx variant is off
+	daprd, daprSentry string   // Dapr's binaries; "" when the daprd variant is off
 	traces            *traceSink
 	pathSeq           atomic.Uint64 // the ids of the path load, one sequence per run
 	startReps         int
@@ -449,7 +475,10 @@ func (m *mesh) spawn(name, bin string, args ...string) error {
 	}
 	cmd := exec.Command(bin, args...)
 	cmd.Stdout, cmd.Stderr = logf, logf
-	if filepath.Base(bin) == "meshd" && len(m.meshdEnv) > 0 {
+	switch {
+	case filepath.Base(bin) == "meshd" && isB(name):
+		cmd.Env = append(os.Environ(), m.bEnv...)
+	case filepath.Base(bin) == "meshd" && len(m.meshdEnv) > 0:
 		cmd.Env = append(os.Environ(), m.meshdEnv...)
 	}
 	if err := cmd.Start(); err != nil {
@@ -517,7 +546,9 @@ func (m *mesh) start(ctx context.Context) error {
 		"ap-http", "ap-grpc", "ap-int", "ap-met", "ap-prof", "r-http", "r-grpc", "r-int", "r-met",
 		"ngx-a", "ngx-b", "dapr-sentry", "dapr-sentry-health", "dapr-sentry-met",
 		"da-http", "da-grpc", "da-int", "da-met", "da-prof", "db-http", "db-grpc", "db-int", "db-met", "db-prof",
-		"dr-http", "dr-grpc", "dr-int", "dr-met", "dr-prof"); err != nil {
+		"dr-http", "dr-grpc", "dr-int", "dr-met", "dr-prof",
+		"xa-http", "xa-grpc", "xa-int", "xa-met", "xa-prof", "xb-http", "xb-grpc", "xb-int", "xb-met", "xb-prof",
+		"xbg-http", "xbg-grpc", "xbg-int", "xbg-met", "xbg-prof"); err != nil {
 		return err
 	}
 	p := m.ports
@@ -535,8 +566,8 @@ func (m *mesh) start(ctx context.Context) error {
 		"-grpc-port", fmt.Sprintf("127.0.0.1:%d", p["app-grpc"]), "-redirect-port", "disabled", "-loglevel", "Warning"); err != nil {
 		return err
 	}
-	static := fmt.Sprintf("apps:\n  - appId: a\n    addresses: [\"127.0.0.1:%d\"]\n  - appId: b\n    addresses: [\"127.0.0.1:%d\"]\n  - appId: bg\n    addresses: [\"127.0.0.1:%d\"]\n  - appId: bp\n    addresses: [\"127.0.0.1:%d\"]\n  - appId: b2\n    addresses: [\"127.0.0.1:%d\"]\n  - appId: ap\n    addresses: [\"127.0.0.1:%d\"]\n",
-		p["a-int"], p["b-int"], p["bg-int"], p["bp-int"], p["b2-int"], p["ap-int"])
+	static := fmt.Sprintf("apps:\n  - appId: a\n    addresses: [\"127.0.0.1:%d\"]\n  - appId: b\n    addresses: [\"127.0.0.1:%d\"]\n  - appId: bg\n    addresses: [\"127.0.0.1:%d\"]\n  - appId: bp\n    addresses: [\"127.0.0.1:%d\"]\n  - appId: b2\n    addresses: [\"127.0.0.1:%d\"]\n  - appId: ap\n    addresses: [\"127.0.0.1:%d\"]\n  - appId: xa\n    addresses: [\"127.0.0.1:%d\"]\n  - appId: xb\n    addresses: [\"127.0.0.1:%d\"]\n  - appId: xbg\n    addresses: [\"127.0.0.1:%d\"]\n",
+		p["a-int"], p["b-int"], p["bg-int"], p["bp-int"], p["b2-int"], p["ap-int"], p["xa-int"], p["xb-int"], p["xbg-int"])
 	staticFile := filepath.Join(m.dir, "static.yaml")
 	if err := os.WriteFile(staticFile, []byte(static), 0o644); err != nil {
 		return err
@@ -548,12 +579,20 @@ func (m *mesh) start(ctx context.Context) error {
 	if err := m.token(ctx, "r"); err != nil { // the sidecar of the start-up measurement
 		return err
 	}
-	for _, sc := range []struct{ id, proto, appPort string }{
+	sidecars := []struct{ id, proto, appPort string }{
 		{"a", "", ""}, {"b", "http", strconv.Itoa(p["app-http"])}, {"bg", "grpc", strconv.Itoa(p["app-grpc"])},
 		{"bp", "http", strconv.Itoa(p["app-http"])},
 		{"b2", "http", strconv.Itoa(p["app-http"])}, // b's twin: the A/A control of -policy-rounds
 		{"ap", "", ""}, // the caller of meshd-policy, with tracing
-	} {
+	}
+	ready := []string{"a", "b", "bg", "bp", "b2", "ap"}
+	if m.bBin != "" { // meshd-b: a, b and bg again, from -b-bin with -b-env
+		sidecars = append(sidecars, struct{ id, proto, appPort string }{"xa", "", ""},
+			struct{ id, proto, appPort string }{"xb", "http", strconv.Itoa(p["app-http"])},
+			struct{ id, proto, appPort string }{"xbg", "grpc", strconv.Itoa(p["app-grpc"])})
+		ready = append(ready, "xa", "xb", "xbg")
+	}
+	for _, sc := range sidecars {
 		if err := m.token(ctx, sc.id); err != nil {
 			return err
 		}
@@ -579,11 +618,15 @@ func (m *mesh) start(ctx context.Context) error {
 		if sc.id == "bp" || sc.id == "ap" {
 			args = append(args, "--config", tracingConfig)
 		}
-		if err := m.spawn(sc.id, filepath.Join(m.bin, "meshd"), args...); err != nil {
+		bin := m.bin
+		if isB(sc.id) {
+			bin = m.bBin
+		}
+		if err := m.spawn(sc.id, filepath.Join(bin, "meshd"), args...); err != nil {
 			return err
 		}
 	}
-	for _, id := range []string{"a", "b", "bg", "bp", "b2", "ap"} {
+	for _, id := range ready {
 		if err := waitHTTP(ctx, fmt.Sprintf("http://127.0.0.1:%d/v1.0/healthz", p[id+"-http"]), 204, 20*time.Second); err != nil {
 			return fmt.Errorf("sidecar %s: %w\n%s", id, err, m.logTail(id))
 		}
@@ -638,6 +681,10 @@ func (m *mesh) load(ctx context.Context, c config, proto, mode, variant string) 
 		target = []string{fmt.Sprintf("http://127.0.0.1:%d/echo", p["ngx-a"])}
 	case proto == "http" && variant == "daprd":
 		target = []string{fmt.Sprintf("http://127.0.0.1:%d/v1.0/invoke/db/method/echo", p["da-http"])}
+	case proto == "http" && variant == "meshd-b":
+		target = []string{fmt.Sprintf("http://127.0.0.1:%d/v1.0/invoke/xb/method/echo", p["xa-http"])}
+	case proto == "grpc" && variant == "meshd-b":
+		target = []string{"-grpc", "-ping", "-H", "dapr-app-id:xbg", fmt.Sprintf("127.0.0.1:%d", p["xa-grpc"])}
 	case proto == "http":
 		target = []string{fmt.Sprintf("http://127.0.0.1:%d/v1.0/invoke/b/method/echo", p["a-http"])}
 	case proto == "grpc" && variant == "direct":
@@ -765,15 +812,25 @@ func (m *mesh) pairCPU(proto, variant string) float64 {
 // caller is the name of the caller sidecar of a meshd variant: "ap" (with
 // tracing) for meshd-policy, else "a".
 func (m *mesh) caller(variant string) string {
-	if variant == "meshd-policy" {
+	switch variant {
+	case "meshd-policy":
 		return "ap"
+	case "meshd-b":
+		return "xa"
 	}
 	return "a"
 }
 
+// isB reports whether a sidecar belongs to the meshd-b variant.
+func isB(name string) bool { return name == "xa" || name == "xb" || name == "xbg" }
+
 // callee is the name of the callee sidecar of a variant.
 func (m *mesh) callee(proto, variant string) string {
 	switch {
+	case proto == "grpc" && variant == "meshd-b":
+		return "xbg"
+	case variant == "meshd-b":
+		return "xb"
 	case proto == "grpc":
 		return "bg"
 	case variant == "meshd-policy":

@@ -173,6 +173,57 @@ func TestSummary(t *testing.T) {
 	}
 }
 
+// TestSummaryAB: with meshd-b rows the summary compares them to meshd's,
+// protocol by protocol, B over A; without them there is no A/B table.
+func TestSummaryAB(t *testing.T) {
+	rep := report{
+		Medians: []result{
+			{Protocol: "http", Mode: "fixed", Variant: "meshd", P50ms: 0.4, P99ms: 2, PairCPUUsRq: 200},
+			{Protocol: "http", Mode: "fixed", Variant: "meshd-b", P50ms: 0.3, P99ms: 1, PairCPUUsRq: 220},
+			{Protocol: "http", Mode: "max", Variant: "meshd", QPS: 9000, PairCPUUsRq: 90},
+			{Protocol: "http", Mode: "max", Variant: "meshd-b", QPS: 9900, PairCPUUsRq: 99},
+			{Protocol: "grpc", Mode: "fixed", Variant: "meshd", PairCPUUsRq: 400},
+			{Protocol: "grpc", Mode: "fixed", Variant: "meshd-b", PairCPUUsRq: 200},
+		},
+		Memory: map[string]memory{"sidecar-a": {RssAnonMB: 10}, "sidecar-b": {RssAnonMB: 12},
+			"sidecar-xa (B)": {RssAnonMB: 9}, "sidecar-xb (B)": {RssAnonMB: 6}},
+		BVariant: "meshd from bin, env GOMAXPROCS=2",
+	}
+	if s := summarize(report{Medians: rep.Medians[:1]}); len(s.AB) != 0 {
+		t.Fatalf("A/B rows without meshd-b: %+v", s.AB)
+	}
+	s := summarize(rep)
+	get := func(name string) comparison {
+		for _, c := range s.AB {
+			if c.Figure == name {
+				return c
+			}
+		}
+		t.Fatalf("no A/B row %q in %+v", name, s.AB)
+		return comparison{}
+	}
+	near := func(p *float64, want float64) bool { return p != nil && math.Abs(*p-want) < 1e-9 }
+	if c := get("http max req/s"); !near(c.Ratio, 1.1) {
+		t.Fatalf("http max row %+v", c)
+	}
+	if c := get("http p99 at 1000 req/s"); !near(c.Ratio, 0.5) {
+		t.Fatalf("http p99 row %+v", c)
+	}
+	if c := get("grpc pair CPU µs per call at 1000 req/s"); !near(c.Ratio, 0.5) {
+		t.Fatalf("grpc CPU row %+v", c)
+	}
+	if c := get("RssAnon per sidecar (HTTP pair)"); !near(c.A, 12) || !near(c.B, 9) {
+		t.Fatalf("RssAnon row %+v", c)
+	}
+	rep.Summary = s
+	md := summaryMarkdown(rep)
+	for _, want := range []string{"meshd-b (meshd from bin, env GOMAXPROCS=2)", "| http max req/s (req/s) | 9000 | 9900 | 1.10 |"} {
+		if !strings.Contains(md, want) {
+			t.Fatalf("markdown lacks %q:\n%s", want, md)
+		}
+	}
+}
+
 // TestFindDaprd: "off" and a missing daprd or dapr-sentry leave the daprd
 // row out; both present are found by the flag's path.
 func TestFindDaprd(t *testing.T) {

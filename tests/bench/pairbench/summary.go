@@ -41,6 +41,8 @@ type summary struct {
 	// callee, tracing sampled at 1 % on both sidecars), both under the
 	// path load.
 	Policy []comparison `json:"policy_tracing_vs_none"`
+	// AB: A is meshd, B meshd-b (-b-env, -b-bin), window beside window.
+	AB []comparison `json:"meshd_b_vs_meshd,omitempty"`
 }
 
 func ptr(v float64) *float64 { return &v }
@@ -152,6 +154,22 @@ func summarize(rep report) *summary {
 	cmp(&s.Policy, "pair CPU µs per call at 1000 req/s", "µs", fixedFn("http", "meshd-paths", cpu), fixedFn("http", "meshd-policy", cpu))
 	cmp(&s.Policy, "max req/s", "req/s", maxFn("http", "meshd-paths", qps), maxFn("http", "meshd-policy", qps))
 	cmp(&s.Policy, "pair CPU µs per call at max rate", "µs", maxFn("http", "meshd-paths", cpu), maxFn("http", "meshd-policy", cpu))
+
+	if med("http", "fixed", "meshd-b") != nil || med("grpc", "fixed", "meshd-b") != nil {
+		for _, proto := range []string{"http", "grpc"} {
+			if med(proto, "fixed", "meshd-b") == nil {
+				continue
+			}
+			cmp(&s.AB, proto+" p50 at 1000 req/s", "ms", fixedFn(proto, "meshd", p50), fixedFn(proto, "meshd-b", p50))
+			cmp(&s.AB, proto+" p99 at 1000 req/s", "ms", fixedFn(proto, "meshd", p99), fixedFn(proto, "meshd-b", p99))
+			cmp(&s.AB, proto+" p99.9 at 1000 req/s", "ms", fixedFn(proto, "meshd", p999), fixedFn(proto, "meshd-b", p999))
+			cmp(&s.AB, proto+" pair CPU µs per call at 1000 req/s", "µs", fixedFn(proto, "meshd", cpu), fixedFn(proto, "meshd-b", cpu))
+			cmp(&s.AB, proto+" max req/s", "req/s", maxFn(proto, "meshd", qps), maxFn(proto, "meshd-b", qps))
+			cmp(&s.AB, proto+" pair CPU µs per call at max rate", "µs", maxFn(proto, "meshd", cpu), maxFn(proto, "meshd-b", cpu))
+		}
+		cmp(&s.AB, "RssAnon per sidecar (HTTP pair)", "MB", memFn("sidecar-a", "sidecar-b", anon), memFn("sidecar-xa (B)", "sidecar-xb (B)", anon))
+		cmp(&s.AB, "VmRSS per sidecar (HTTP pair)", "MB", memFn("sidecar-a", "sidecar-b", rss), memFn("sidecar-xa (B)", "sidecar-xb (B)", rss))
+	}
 	return s
 }
 
@@ -203,6 +221,13 @@ func summaryMarkdown(rep report) string {
 	b.WriteString("| figure | meshd, path load | + policy + tracing 1 % | ratio |\n|---|---|---|---|\n")
 	for _, c := range s.Policy {
 		fmt.Fprintf(&b, "| %s (%s) | %s | %s | %s |\n", c.Figure, c.Unit, fmtFig(c.A, c.Unit), fmtFig(c.B, c.Unit), fmtRatio(c.Ratio))
+	}
+	if len(s.AB) > 0 {
+		fmt.Fprintf(&b, "\nA/B: meshd against meshd-b (%s), window beside window:\n\n", rep.BVariant)
+		b.WriteString("| figure | meshd | meshd-b | B / A |\n|---|---|---|---|\n")
+		for _, c := range s.AB {
+			fmt.Fprintf(&b, "| %s (%s) | %s | %s | %s |\n", c.Figure, c.Unit, fmtFig(c.A, c.Unit), fmtFig(c.B, c.Unit), fmtRatio(c.Ratio))
+		}
 	}
 	fmt.Fprintf(&b, "\nOTLP export requests received from the tracing sidecars: %d\n", rep.TraceExports)
 	if st := rep.Startup; st != nil {
