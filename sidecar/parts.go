@@ -15,10 +15,6 @@ import (
 	"github.com/meshd/meshd/certs/workloadapi"
 	"github.com/meshd/meshd/config/daprconfig"
 	"github.com/meshd/meshd/discovery"
-	_ "github.com/meshd/meshd/discovery/consul" // --resolver consul
-	_ "github.com/meshd/meshd/discovery/mdns"   // --resolver mdns
-	_ "github.com/meshd/meshd/discovery/static" // --resolver static
-	_ "github.com/meshd/meshd/discovery/xds"    // --resolver xds
 	"github.com/meshd/meshd/policy"
 	"github.com/meshd/meshd/policy/decisionlog"
 	"github.com/meshd/meshd/proxy"
@@ -136,6 +132,9 @@ func (s *sidecar) identity(ctx context.Context) error {
 // (mdns goodbye) when shutdown begins, not after the drain.
 func (s *sidecar) discovery(ctx context.Context) error {
 	cfg := &s.cfg
+	if err := omittedBackend(cfg.Resolver); err != nil {
+		return err
+	}
 	s.cache = discovery.NewCache(discovery.Options{Logger: s.log,
 		ProbeInterval: cfg.EjectionProbeInterval, CheckInterval: max(cfg.EjectionCheckInterval, 0)})
 	s.teardown.Push(func() { s.cache.Close() })
