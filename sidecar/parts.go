@@ -27,10 +27,13 @@ import (
 	"github.com/meshd/meshd/telemetry/tracing"
 )
 
-// readConfig reads --resiliency and --config: a bad file stops the start,
-// before any socket is opened.
+// readConfig reads --resiliency and --config: a bad file, or a --resolver
+// this build left out, stops the start before any socket is opened.
 func (s *sidecar) readConfig(context.Context) error {
 	cfg := &s.cfg
+	if err := omittedBackend(cfg.Resolver); err != nil {
+		return err
+	}
 	if cfg.ResiliencyFile != "" {
 		var err error
 		if s.resil, err = resiliency.Load(cfg.ResiliencyFile, cfg.AppID, s.log); err != nil {
@@ -132,9 +135,6 @@ func (s *sidecar) identity(ctx context.Context) error {
 // (mdns goodbye) when shutdown begins, not after the drain.
 func (s *sidecar) discovery(ctx context.Context) error {
 	cfg := &s.cfg
-	if err := omittedBackend(cfg.Resolver); err != nil {
-		return err
-	}
 	s.cache = discovery.NewCache(discovery.Options{Logger: s.log,
 		ProbeInterval: cfg.EjectionProbeInterval, CheckInterval: max(cfg.EjectionCheckInterval, 0)})
 	s.teardown.Push(func() { s.cache.Close() })
