@@ -68,7 +68,7 @@ reasons := array.concat(sort([sprintf("%v", [r]) | some r in mesh_deny]), sort([
 
 // The queries of the decision module, parsed the first time a policy is
 // prepared (not in package init: a sidecar without policy never parses
-// them; docs/performance.md, "Start → ready").
+// them; docs/performance.md, "Where a start's time goes").
 var (
 	verdictQuery = sync.OnceValue(func() ast.Body { return ast.MustParseBody("data.meshd.decision.verdict") })
 	explainQuery = sync.OnceValue(func() ast.Body { return ast.MustParseBody("data.meshd.decision.full_verdict") })

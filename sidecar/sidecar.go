@@ -117,7 +117,7 @@ func (s *sidecar) start(ctx context.Context) error {
 		{"app", s.app}, {"policy", s.policy}, {"telemetry", s.telemetry}, {"proxy", s.proxy}, {"workload_api", s.workloadAPI},
 	}
 	// The time each step took, at debug level: where a start's time goes
-	// (docs/performance.md, "Start → ready").
+	// (docs/performance.md, "Where a start's time goes").
 	timing := make([]slog.Attr, 0, len(steps)+1)
 	t := time.Now()
 	for _, step := range steps {

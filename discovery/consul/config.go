@@ -177,7 +177,7 @@ var Placeholders = []string{"APP_ID", "NAMESPACE", "HOST_ADDRESS", "DAPR_INTERNA
 
 // Compiled the first time a consul config is read, not in package init:
 // metaKeyRe alone is ~1,700 allocations (its {1,128}), paid by every
-// sidecar that links this backend (docs/performance.md, "Start → ready").
+// sidecar that links this backend (docs/performance.md, "Where a start's time goes").
 var (
 	placeholderRe = sync.OnceValue(func() *regexp.Regexp { return regexp.MustCompile(`\$\{([^}]*)\}`) })
 	metaKeyRe     = sync.OnceValue(func() *regexp.Regexp { return regexp.MustCompile(`^[A-Za-z0-9_-]{1,128}$`) })
