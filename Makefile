@@ -21,11 +21,15 @@ MESHD_LDFLAGS := -X runtime.godebugDefault=$(MESHD_GODEBUG) -X main.builtinGODEB
 # Static binaries, as in the images (CGO off): a cgo build maps libc and the
 # dynamic loader into every sidecar, ~5 MB more VmRSS (docs/performance.md).
 BUILD_CGO ?= 0
+# A slim meshd leaves discovery backends out: MESHD_TAGS=meshd_nokube,
+# meshd_noconsul and/or meshd_noxds (comma-separated). The default keeps
+# every backend; docs/performance.md, "Slim builds", has what each saves.
+MESHD_TAGS ?=
 build:
 	@mkdir -p $(BIN)
 	@for b in $(BINARIES); do \
-	  extra=; [ $$b = meshd ] && extra="$(MESHD_LDFLAGS)"; \
-	  if [ -d cmd/$$b ]; then CGO_ENABLED=$(BUILD_CGO) $(GO) build -ldflags "$(LDFLAGS) $$extra" -o $(BIN)/$$b ./cmd/$$b || exit 1; fi; \
+	  extra=; tags=; [ $$b = meshd ] && extra="$(MESHD_LDFLAGS)" && tags="$(MESHD_TAGS)"; \
+	  if [ -d cmd/$$b ]; then CGO_ENABLED=$(BUILD_CGO) $(GO) build -tags "$$tags" -ldflags "$(LDFLAGS) $$extra" -o $(BIN)/$$b ./cmd/$$b || exit 1; fi; \
 	done
 	@$(GO) build -o $(BIN)/echo ./examples/apps/echo   # the sample app of the README
 
@@ -48,9 +52,9 @@ image:
 	@mkdir -p $(IMAGE_DIR)
 	@for b in $(IMAGES); do \
 	  if [ -d cmd/$$b ]; then \
-	    bins=""; extra=; [ $$b = meshd ] && extra="$(MESHD_LDFLAGS)"; \
+	    bins=""; extra=; tags=; [ $$b = meshd ] && extra="$(MESHD_LDFLAGS)" && tags="$(MESHD_TAGS)"; \
 	    for a in $(IMAGE_ARCHS); do \
-	      CGO_ENABLED=0 GOOS=linux GOARCH=$$a $(GO) build -trimpath -ldflags "$(IMAGE_LDFLAGS) $$extra" -o $(BIN)/linux_$$a/$$b ./cmd/$$b || exit 1; \
+	      CGO_ENABLED=0 GOOS=linux GOARCH=$$a $(GO) build -trimpath -tags "$$tags" -ldflags "$(IMAGE_LDFLAGS) $$extra" -o $(BIN)/linux_$$a/$$b ./cmd/$$b || exit 1; \
 	      bins="$$bins --binary $$a=$(BIN)/linux_$$a/$$b"; \
 	    done; \
 	    SOURCE_DATE_EPOCH=$$(git log -1 --format=%ct 2>/dev/null || echo 0) $(GO) run ./internal/ociimage/mkimage $$bins --name $$b \
@@ -66,6 +70,7 @@ manifests:
 
 vet:
 	$(GO) vet $(PKGS)
+	$(GO) vet -tags meshd_nokube,meshd_noconsul,meshd_noxds ./sidecar/ ./cmd/meshd/
 	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { gofmt -l $$(git ls-files '*.go'); echo "gofmt needed"; exit 1; }
 
 # Consul v1.16.3 (MPL-2.0; never a newer, BUSL one) for the consul discovery

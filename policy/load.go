@@ -9,6 +9,7 @@ import (
 	"path"
 	"sort"
 	"strings"
+	"sync"
 
 	"github.com/open-policy-agent/opa/v1/ast"
 	"github.com/open-policy-agent/opa/v1/rego"
@@ -65,10 +66,13 @@ full_verdict := "deny" if {
 reasons := array.concat(sort([sprintf("%v", [r]) | some r in mesh_deny]), sort([sprintf("%v", [r]) | some r in ns_deny]))
 `
 
+// The queries of the decision module, parsed the first time a policy is
+// prepared (not in package init: a sidecar without policy never parses
+// them; docs/performance.md, "Where a start's time goes").
 var (
-	verdictQuery = ast.MustParseBody("data.meshd.decision.verdict")
-	explainQuery = ast.MustParseBody("data.meshd.decision.full_verdict")
-	reasonsQuery = ast.MustParseBody("data.meshd.decision.reasons")
+	verdictQuery = sync.OnceValue(func() ast.Body { return ast.MustParseBody("data.meshd.decision.verdict") })
+	explainQuery = sync.OnceValue(func() ast.Body { return ast.MustParseBody("data.meshd.decision.full_verdict") })
+	reasonsQuery = sync.OnceValue(func() ast.Body { return ast.MustParseBody("data.meshd.decision.reasons") })
 )
 
 // FileError is a policy file that failed to load.
@@ -310,14 +314,14 @@ func readFolder(fsys fs.FS, rel string) ([]rawFile, error) {
 	return out, nil
 }
 
-var packageRef = ast.MustParseRef("data." + Package)
+var packageRef = sync.OnceValue(func() ast.Ref { return ast.MustParseRef("data." + Package) })
 
 func parseModule(f rawFile) (*ast.Module, error) {
 	m, err := ast.ParseModuleWithOpts(f.rel, string(f.src), ast.ParserOptions{RegoVersion: ast.RegoV1})
 	if err != nil {
 		return nil, err
 	}
-	if !m.Package.Path.Equal(packageRef) {
+	if !m.Package.Path.Equal(packageRef()) {
 		return nil, &FileError{f.rel, m.Package.Location.Row, fmt.Sprintf("package %s: want package %s", m.Package.Path.String()[len("data."):], Package)}
 	}
 	return m, checkRules(f.rel, m)
@@ -343,8 +347,9 @@ func checkRules(rel string, m *ast.Module) error {
 }
 
 // capabilities are this OPA's built-ins minus those that reach out of the
-// process (network, environment) on the hot path.
-var capabilities = func() *ast.Capabilities {
+// process (network, environment) on the hot path. Built the first time a
+// policy is compiled: OPA's capabilities are ~2,000 allocations.
+var capabilities = sync.OnceValue(func() *ast.Capabilities {
 	c := ast.CapabilitiesForThisVersion()
 	kept := c.Builtins[:0]
 	for _, b := range c.Builtins {
@@ -356,22 +361,23 @@ var capabilities = func() *ast.Capabilities {
 	}
 	c.Builtins = kept
 	return c
-}()
+})
 
-var wrapperModule = func() *ast.Module {
+// wrapperModule is the parsed decision module, parsed on first use.
+var wrapperModule = sync.OnceValue(func() *ast.Module {
 	m, err := ast.ParseModuleWithOpts(wrapperFile, wrapperSrc, ast.ParserOptions{RegoVersion: ast.RegoV1})
 	if err != nil {
 		panic(err)
 	}
 	return m
-}()
+})
 
 func prepare(ctx context.Context, mesh, ns []*ast.Module, files []string) (*regoSet, error) {
-	mods := map[string]*ast.Module{wrapperFile: wrapperModule.Copy()}
+	mods := map[string]*ast.Module{wrapperFile: wrapperModule().Copy()}
 	for _, m := range append(append([]*ast.Module(nil), mesh...), ns...) {
 		mods[m.Package.Location.File] = m
 	}
-	c := ast.NewCompiler().WithCapabilities(capabilities)
+	c := ast.NewCompiler().WithCapabilities(capabilities())
 	c.Compile(mods)
 	if c.Failed() {
 		return nil, c.Errors
@@ -386,13 +392,13 @@ func prepare(ctx context.Context, mesh, ns []*ast.Module, files []string) (*rego
 	// non-deterministic built-in: then it is cached for this snapshot.
 	rs.cacheable = !rs.needHeaders && !rs.needQuery && deterministic(mesh, ns)
 	var err error
-	if rs.verdict, err = rego.New(rego.Compiler(c), rego.ParsedQuery(verdictQuery)).PrepareForEval(ctx); err != nil {
+	if rs.verdict, err = rego.New(rego.Compiler(c), rego.ParsedQuery(verdictQuery())).PrepareForEval(ctx); err != nil {
 		return nil, err
 	}
-	if rs.reasons, err = rego.New(rego.Compiler(c), rego.ParsedQuery(reasonsQuery)).PrepareForEval(ctx); err != nil {
+	if rs.reasons, err = rego.New(rego.Compiler(c), rego.ParsedQuery(reasonsQuery())).PrepareForEval(ctx); err != nil {
 		return nil, err
 	}
-	if rs.explain, err = rego.New(rego.Compiler(c), rego.ParsedQuery(explainQuery)).PrepareForEval(ctx); err != nil {
+	if rs.explain, err = rego.New(rego.Compiler(c), rego.ParsedQuery(explainQuery())).PrepareForEval(ctx); err != nil {
 		return nil, err
 	}
 	return rs, nil

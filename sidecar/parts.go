@@ -15,10 +15,6 @@ import (
 	"github.com/meshd/meshd/certs/workloadapi"
 	"github.com/meshd/meshd/config/daprconfig"
 	"github.com/meshd/meshd/discovery"
-	_ "github.com/meshd/meshd/discovery/consul" // --resolver consul
-	_ "github.com/meshd/meshd/discovery/mdns"   // --resolver mdns
-	_ "github.com/meshd/meshd/discovery/static" // --resolver static
-	_ "github.com/meshd/meshd/discovery/xds"    // --resolver xds
 	"github.com/meshd/meshd/policy"
 	"github.com/meshd/meshd/policy/decisionlog"
 	"github.com/meshd/meshd/proxy"
@@ -31,10 +27,13 @@ import (
 	"github.com/meshd/meshd/telemetry/tracing"
 )
 
-// readConfig reads --resiliency and --config: a bad file stops the start,
-// before any socket is opened.
+// readConfig reads --resiliency and --config: a bad file, or a --resolver
+// this build left out, stops the start before any socket is opened.
 func (s *sidecar) readConfig(context.Context) error {
 	cfg := &s.cfg
+	if err := omittedBackend(cfg.Resolver); err != nil {
+		return err
+	}
 	if cfg.ResiliencyFile != "" {
 		var err error
 		if s.resil, err = resiliency.Load(cfg.ResiliencyFile, cfg.AppID, s.log); err != nil {

@@ -12,10 +12,6 @@ import (
 	"github.com/meshd/meshd/certs"
 	"github.com/meshd/meshd/config/daprconfig"
 	"github.com/meshd/meshd/discovery"
-	_ "github.com/meshd/meshd/discovery/consul"     // --resolver consul
-	_ "github.com/meshd/meshd/discovery/kubernetes" // --resolver kubernetes
-	_ "github.com/meshd/meshd/discovery/mdns"       // --resolver mdns
-	_ "github.com/meshd/meshd/discovery/static"     // --resolver static
 	"github.com/meshd/meshd/lifecycle"
 	"github.com/meshd/meshd/policy"
 	"github.com/meshd/meshd/proxy"
@@ -113,13 +109,27 @@ func (s *sidecar) start(ctx context.Context) error {
 	if s.id, err = certs.NewIdentity(cfg.TrustDomain, cfg.Namespace, cfg.AppID); err != nil {
 		return fmt.Errorf("sidecar: %w", err)
 	}
-	for _, step := range []func(context.Context) error{
-		s.readConfig, s.listen, s.identity, s.discovery, s.app, s.policy, s.telemetry, s.proxy, s.workloadAPI,
-	} {
-		if err := step(ctx); err != nil {
+	steps := []struct {
+		name string
+		fn   func(context.Context) error
+	}{
+		{"config", s.readConfig}, {"listen", s.listen}, {"identity", s.identity}, {"discovery", s.discovery},
+		{"app", s.app}, {"policy", s.policy}, {"telemetry", s.telemetry}, {"proxy", s.proxy}, {"workload_api", s.workloadAPI},
+	}
+	// The time each step took, at debug level: where a start's time goes
+	// (docs/performance.md, "Where a start's time goes").
+	timing := make([]slog.Attr, 0, len(steps)+1)
+	t := time.Now()
+	for _, step := range steps {
+		if err := step.fn(ctx); err != nil {
 			return err
 		}
+		now := time.Now()
+		timing = append(timing, slog.Duration(step.name, now.Sub(t)))
+		t = now
 	}
+	timing = append(timing, slog.Duration("total", t.Sub(s.started)))
+	s.log.LogAttrs(ctx, slog.LevelDebug, "sidecar: start steps", timing...)
 	return nil
 }
 

@@ -9,6 +9,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/hashicorp/consul/api"
@@ -174,9 +175,12 @@ func (d Duration) consul() string {
 // are replaced with the local instance's values when it registers.
 var Placeholders = []string{"APP_ID", "NAMESPACE", "HOST_ADDRESS", "DAPR_INTERNAL_PORT", "DAPR_HTTP_PORT", "HEALTH_URL"}
 
+// Compiled the first time a consul config is read, not in package init:
+// metaKeyRe alone is ~1,700 allocations (its {1,128}), paid by every
+// sidecar that links this backend (docs/performance.md, "Where a start's time goes").
 var (
-	placeholderRe = regexp.MustCompile(`\$\{([^}]*)\}`)
-	metaKeyRe     = regexp.MustCompile(`^[A-Za-z0-9_-]{1,128}$`)
+	placeholderRe = sync.OnceValue(func() *regexp.Regexp { return regexp.MustCompile(`\$\{([^}]*)\}`) })
+	metaKeyRe     = sync.OnceValue(func() *regexp.Regexp { return regexp.MustCompile(`^[A-Za-z0-9_-]{1,128}$`) })
 )
 
 // Load reads and parses the file at path.
@@ -224,7 +228,7 @@ func parse(data []byte) (*Config, error) {
 	case cfg.MaxWatches < 0 || cfg.MaxWatches > MaxMaxWatches:
 		return nil, fmt.Errorf("maxWatches %d: want 1 to %d", cfg.MaxWatches, MaxMaxWatches)
 	}
-	if !metaKeyRe.MatchString(cfg.DaprPortMetaKey) {
+	if !metaKeyRe().MatchString(cfg.DaprPortMetaKey) {
 		return nil, fmt.Errorf("daprPortMetaKey %q: want 1-128 letters, digits, _ or -", cfg.DaprPortMetaKey)
 	}
 	if cfg.DaprPortMetaKey == NamespaceMetaKey {
@@ -246,7 +250,7 @@ func parse(data []byte) (*Config, error) {
 		}
 	}
 	for k, v := range cfg.Meta {
-		if !metaKeyRe.MatchString(k) || strings.HasPrefix(k, "consul-") {
+		if !metaKeyRe().MatchString(k) || strings.HasPrefix(k, "consul-") {
 			return nil, fmt.Errorf("meta key %q: want 1-128 letters, digits, _ or -, not starting with consul-", k)
 		}
 		if k == cfg.DaprPortMetaKey || k == NamespaceMetaKey {
@@ -320,10 +324,10 @@ func (cfg *Config) maxWatches() int {
 }
 
 func checkPlaceholders(where, s string) error {
-	if strings.Count(s, "${") != len(placeholderRe.FindAllStringIndex(s, -1)) {
+	if strings.Count(s, "${") != len(placeholderRe().FindAllStringIndex(s, -1)) {
 		return fmt.Errorf("%s: unterminated ${ in %q", where, s)
 	}
-	for _, m := range placeholderRe.FindAllStringSubmatch(s, -1) {
+	for _, m := range placeholderRe().FindAllStringSubmatch(s, -1) {
 		if !slices.Contains(Placeholders, m[1]) {
 			return fmt.Errorf("%s: unknown placeholder ${%s} (known: %s)", where, m[1], strings.Join(Placeholders, ", "))
 		}
@@ -336,7 +340,7 @@ func expand(s string, vals map[string]string) string {
 	if !strings.Contains(s, "${") {
 		return s
 	}
-	return placeholderRe.ReplaceAllStringFunc(s, func(m string) string { return vals[m[2:len(m)-1]] })
+	return placeholderRe().ReplaceAllStringFunc(s, func(m string) string { return vals[m[2:len(m)-1]] })
 }
 
 // apiConfig builds the client configuration: api.DefaultConfig (which

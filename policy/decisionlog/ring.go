@@ -46,12 +46,20 @@ func (r *Record) Entry() Entry {
 
 // Ring keeps the last N decisions, every one of them. Add takes one atomic
 // increment and the lock of one slot of its own (a reader copying that very
-// slot is the only other party that ever takes it), and allocates nothing.
+// slot is the only other party that ever takes it), and allocates nothing
+// once the slots it writes exist. The slots are made in chunks of
+// ringChunk as decisions first reach them: a sidecar that makes no
+// decisions (no policy) keeps no slots, and the default 1,024 slots
+// (~600 KB) are all there only after 1,024 decisions.
 // The zero value is unusable; use NewRing.
 type Ring struct {
-	next  atomic.Uint64 // sequence number of the last record added (1-based)
-	slots []slot
+	next   atomic.Uint64 // sequence number of the last record added (1-based)
+	n      uint64        // slots
+	chunks []atomic.Pointer[[]slot]
 }
+
+// ringChunk is the number of slots made at once (~38 KB).
+const ringChunk = 64
 
 type slot struct {
 	mu  sync.Mutex
@@ -64,16 +72,42 @@ func NewRing(n int) *Ring {
 	if n < 1 {
 		n = 1
 	}
-	return &Ring{slots: make([]slot, n)}
+	return &Ring{n: uint64(n), chunks: make([]atomic.Pointer[[]slot], (n+ringChunk-1)/ringChunk)}
 }
 
 // Cap is the number of decisions the Ring keeps.
-func (r *Ring) Cap() int { return len(r.slots) }
+func (r *Ring) Cap() int { return int(r.n) }
+
+// slot returns the slot of sequence number seq, made if create is set and it
+// does not exist yet (nil otherwise).
+func (r *Ring) slot(seq uint64, create bool) *slot {
+	i := (seq - 1) % r.n
+	c := &r.chunks[i/ringChunk]
+	p := c.Load()
+	if p == nil {
+		if !create {
+			return nil
+		}
+		size := min(uint64(ringChunk), r.n-i/ringChunk*ringChunk)
+		fresh := newSlots(size)
+		if !c.CompareAndSwap(nil, fresh) {
+			p = c.Load() // another writer made it first
+		} else {
+			p = fresh
+		}
+	}
+	return &(*p)[i%ringChunk]
+}
+
+func newSlots(n uint64) *[]slot {
+	s := make([]slot, n)
+	return &s
+}
 
 // Add keeps rec, replacing the oldest decision once the Ring is full.
 func (r *Ring) Add(rec *Record) {
 	n := r.next.Add(1)
-	s := &r.slots[(n-1)%uint64(len(r.slots))]
+	s := r.slot(n, true)
 	s.mu.Lock()
 	if n > s.seq { // a writer that lapped a slower one keeps its newer record
 		s.seq, s.rec = n, *rec
@@ -98,13 +132,17 @@ func (r *Ring) Since(after uint64) (recs []Seq, last, missed uint64) {
 		return nil, last, 0
 	}
 	lo := after + 1
-	if n := uint64(len(r.slots)); last > n && lo < last-n+1 {
+	if n := r.n; last > n && lo < last-n+1 {
 		missed = last - n + 1 - lo
 		lo = last - n + 1
 	}
 	recs = make([]Seq, 0, last-lo+1)
 	for seq := lo; seq <= last; seq++ {
-		s := &r.slots[(seq-1)%uint64(len(r.slots))]
+		s := r.slot(seq, false)
+		if s == nil { // its writer has not made the slot yet
+			missed++
+			continue
+		}
 		s.mu.Lock()
 		if s.seq == seq {
 			recs = append(recs, Seq{Seq: seq, Record: s.rec})

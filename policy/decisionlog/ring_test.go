@@ -2,6 +2,7 @@ package decisionlog
 
 import (
 	"log/slog"
+	"runtime"
 	"strconv"
 	"sync"
 	"testing"
@@ -143,4 +144,52 @@ func BenchmarkKeepParallel(b *testing.B) {
 			l.Keep(r)
 		}
 	})
+}
+
+// TestRingMakesSlotsAsDecisionsComeIn: a fresh Ring of the default size
+// holds no slots (a sidecar without policy never pays for them); they are
+// made a chunk at a time as decisions reach them, and a Ring whose size is
+// not a multiple of the chunk keeps exactly its last n.
+func TestRingMakesSlotsAsDecisionsComeIn(t *testing.T) {
+	var before, after runtime.MemStats
+	runtime.ReadMemStats(&before)
+	r := NewRing(DefaultRecent)
+	runtime.ReadMemStats(&after)
+	if got := after.TotalAlloc - before.TotalAlloc; got > 4<<10 {
+		t.Errorf("NewRing(%d) allocated %d bytes, want the slots made later (< 4 KiB)", DefaultRecent, got)
+	}
+	made := func() (n int) {
+		for i := range r.chunks {
+			if p := r.chunks[i].Load(); p != nil {
+				n += len(*p)
+			}
+		}
+		return n
+	}
+	if n := made(); n != 0 {
+		t.Fatalf("fresh ring: %d slots made, want 0", n)
+	}
+	for i := 1; i <= ringChunk+1; i++ {
+		r.Add(rec(i))
+	}
+	if n := made(); n != 2*ringChunk {
+		t.Fatalf("after %d decisions: %d slots made, want %d", ringChunk+1, n, 2*ringChunk)
+	}
+
+	r = NewRing(100) // one full chunk and one of 36
+	for i := 1; i <= 250; i++ {
+		r.Add(rec(i))
+	}
+	if n := made(); n != 100 {
+		t.Errorf("ring of 100: %d slots made", n)
+	}
+	got, last, missed := r.Since(0)
+	if len(got) != 100 || last != 250 || missed != 150 || got[0].Seq != 151 || got[99].Path != "/p/250" {
+		t.Fatalf("ring of 100 after 250: %d kept (first %d), last %d, missed %d", len(got), got[0].Seq, last, missed)
+	}
+	// Once every slot exists, keeping a decision allocates nothing.
+	one := rec(1)
+	if n := testing.AllocsPerRun(1000, func() { r.Add(one) }); n != 0 {
+		t.Errorf("Add on a full ring allocates %v times", n)
+	}
 }
