@@ -186,7 +186,7 @@ type srvConn struct {
 	wstate int32
 	wtimer *time.Timer
 	wdone  chan struct{}
-	cancel context.CancelFunc // of the current request
+	rctx   *reqCtx // of the current request
 }
 
 // ServeConn serves c until the client closes it, an error, IdleTimeout or
@@ -329,9 +329,11 @@ func headBuffered(br *bufio.Reader) bool {
 
 // serveOne reads and serves one request; false closes the connection.
 func (c *srvConn) serveOne() (keep bool) {
-	ctx, cancel := context.WithCancel(c.ctx)
-	defer cancel()
-	req, body, err := readRequest(ctx, c.br, c.srv.maxHeader(), c.srv.maxFields())
+	// The request's context lives in its response: no allocation of its own.
+	w := &response{c: c, clen: -1}
+	w.ctx.init(c.ctx)
+	defer w.ctx.cancel()
+	req, body, err := readRequest(&w.ctx, c.br, c.srv.maxHeader(), c.srv.maxFields())
 	if d := c.deadline; !d.IsZero() && d.Sub(time.Now()) < c.srv.readHeaderTimeout() {
 		c.setDeadline(time.Time{}) // the header timeout's; the idle one is re-armed when idle
 	}
@@ -341,7 +343,7 @@ func (c *srvConn) serveOne() (keep bool) {
 	}
 	req.RemoteAddr = c.remote
 	req.TLS = c.tlsState
-	w := &response{c: c, req: req, header: make(http.Header, 8), clen: -1}
+	w.req, w.header = req, make(http.Header, 8)
 	if body != nil {
 		body.c = c
 		c.bodyGot, c.bodyMark, c.bodyWaited = 0, 0, 0
@@ -358,7 +360,7 @@ func (c *srvConn) serveOne() (keep bool) {
 		}
 	}
 
-	c.cancel = cancel
+	c.rctx = &w.ctx
 	c.armWatch()
 	panicked := true
 	defer func() {
@@ -386,7 +388,8 @@ func (c *srvConn) serveOne() (keep bool) {
 		c.linger = true
 	}
 	c.stopWatch()
-	cancel()
+	w.ctx.cancel()
+	c.rctx = nil
 	c.body = nil
 	w.finish()
 	c.cont.Store(contNone)
@@ -530,7 +533,7 @@ func (c *srvConn) watch() {
 	}
 	c.wstate = watchRunning
 	c.wdone = make(chan struct{})
-	cancel, done := c.cancel, c.wdone
+	rctx, done := c.rctx, c.wdone
 	c.wmu.Unlock()
 	for {
 		_, err := c.br.Peek(1)
@@ -538,7 +541,7 @@ func (c *srvConn) watch() {
 			break // bytes of a pipelined request: the client is there
 		}
 		if !isTimeout(err) {
-			cancel() // the client closed or reset the connection
+			rctx.cancel() // the client closed or reset the connection
 			break
 		}
 		// The idle deadline passed while the handler runs (a long poll,
@@ -580,6 +583,7 @@ var errWriteAfterHandler = errors.New("h1: write to a response after its handler
 
 // response is the http.ResponseWriter of one request.
 type response struct {
+	ctx         reqCtx // the request's context
 	c           *srvConn
 	req         *http.Request
 	header      http.Header

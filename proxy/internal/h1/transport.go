@@ -272,6 +272,8 @@ type exchange struct {
 	req    *http.Request
 	br     atomic.Pointer[bufio.Reader] // while the exchange reads
 	stop   func() bool                  // stops the context watch
+	rctx   *reqCtx                      // or the reqCtx watching it
+	next   *exchange                    // in rctx's list, under its lock
 	done   atomic.Bool                  // the context watch fired
 	writer chan error                   // streamed body: the writer's result (nil: inline)
 	close  bool                         // the connection must not be reused
@@ -376,7 +378,12 @@ func replayable(req *http.Request) bool {
 // server (see the package doc).
 func (t *Transport) exchange(ctx context.Context, c *conn, req *http.Request, head []byte, stream bool, bodyRead *bool) (*http.Response, bool, error) {
 	ex := &exchange{t: t, c: c, req: req}
-	if ctx.Done() != nil {
+	if rc, ok := ctx.(*reqCtx); ok {
+		// A Server's request context: the hook goes in place (if it has
+		// ended, ex is aborted now and stopWatch reports it fired).
+		ex.rctx = rc
+		rc.watchExchange(ex)
+	} else if ctx.Done() != nil {
 		ex.stop = context.AfterFunc(ctx, func() {
 			ex.done.Store(true)
 			c.abort()
@@ -471,6 +478,9 @@ func (ex *exchange) abort() {
 
 // stopWatch stops the context watch; false if it fired.
 func (ex *exchange) stopWatch() bool {
+	if ex.rctx != nil {
+		return ex.rctx.unwatchExchange(ex)
+	}
 	return ex.stop == nil || ex.stop()
 }
 
