@@ -343,7 +343,7 @@ func (c *srvConn) serveOne() (keep bool) {
 	}
 	req.RemoteAddr = c.remote
 	req.TLS = c.tlsState
-	w.req, w.header = req, make(http.Header, 8)
+	w.req = req // its header map is made when asked for (or adopted: AdoptHeader)
 	if body != nil {
 		body.c = c
 		c.bodyGot, c.bodyMark, c.bodyWaited = 0, 0, 0
@@ -599,7 +599,35 @@ type response struct {
 
 var _ http.Flusher = (*response)(nil)
 
-func (w *response) Header() http.Header { return w.header }
+func (w *response) Header() http.Header {
+	if w.header == nil {
+		w.header = make(http.Header, 8)
+	}
+	return w.header
+}
+
+// AdoptHeader makes h the header map of w when w is a Server's
+// ResponseWriter (or wraps one, reached through Unwrap as
+// http.ResponseController does) whose Header was never asked for: a proxy
+// passing an answer on saves making a map and copying into it. The caller
+// gives h up: it is w's from now on. It reports whether it did; if not,
+// copy h into w.Header().
+func AdoptHeader(w http.ResponseWriter, h http.Header) bool {
+	for {
+		switch rw := w.(type) {
+		case *response:
+			if rw.header != nil || rw.wroteHeader || rw.done || h == nil {
+				return false
+			}
+			rw.header = h
+			return true
+		case interface{ Unwrap() http.ResponseWriter }:
+			w = rw.Unwrap()
+		default:
+			return false
+		}
+	}
+}
 
 func (w *response) WriteHeader(code int) {
 	if w.wroteHeader || w.done {
@@ -839,9 +867,8 @@ func (w *response) writeHead(final bool) {
 		_, _ = bw.WriteString("\r\n")
 	}
 	if w.clen >= 0 && !noLength {
-		var nb [20]byte
 		_, _ = bw.WriteString("Content-Length: ")
-		_, _ = bw.Write(strconv.AppendInt(nb[:0], w.clen, 10))
+		_, _ = bw.Write(strconv.AppendInt(bw.AvailableBuffer(), w.clen, 10)) // in place: no escaping array
 		_, _ = bw.WriteString("\r\n")
 	}
 	if w.chunked {

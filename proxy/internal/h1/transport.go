@@ -274,6 +274,7 @@ type exchange struct {
 	stop   func() bool                  // stops the context watch
 	rctx   *reqCtx                      // or the reqCtx watching it
 	next   *exchange                    // in rctx's list, under its lock
+	slot   respSlot                     // the answer and its body
 	done   atomic.Bool                  // the context watch fired
 	writer chan error                   // streamed body: the writer's result (nil: inline)
 	close  bool                         // the connection must not be reused
@@ -421,7 +422,7 @@ func (t *Transport) exchange(ctx context.Context, c *conn, req *http.Request, he
 		}
 		return nil, retry, ex.err("read response", err)
 	}
-	resp, err := readResponse(br, req, t.maxHeader())
+	resp, err := readResponse(br, req, t.maxHeader(), &ex.slot)
 	if err != nil {
 		ex.abort()
 		return nil, false, ex.err("read response", err)
