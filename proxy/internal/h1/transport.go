@@ -80,6 +80,7 @@ var (
 type conn struct {
 	nc     net.Conn
 	raw    net.Conn // under TLS, the TCP connection (hard close)
+	aw     *awaiter // writes a request and waits for its answer (nil: plain write)
 	addr   string
 	idleAt time.Time
 	reused bool
@@ -239,6 +240,7 @@ func (t *Transport) dial(ctx context.Context, addr string) (*conn, error) {
 		return nil, fmt.Errorf("h1: dial %s: %w", addr, err)
 	}
 	c := &conn{nc: nc, raw: tcpConn(nc), addr: addr}
+	c.aw = newAwaiter(nc, c.raw)
 	t.track(c)
 	return c, nil
 }
@@ -391,7 +393,13 @@ func (t *Transport) exchange(ctx context.Context, c *conn, req *http.Request, he
 		})
 	}
 	c.waitSince.Store(now())
-	if _, err := c.nc.Write(head); err != nil {
+	var werr error
+	if c.aw != nil && !stream {
+		werr = c.aw.writeAndAwait(head) // no read that finds nothing (waitfirst.go)
+	} else {
+		_, werr = c.nc.Write(head)
+	}
+	if err := werr; err != nil {
 		c.waitSince.Store(0)
 		ex.abort()
 		// A short write on a dead connection: the server cannot have
