@@ -333,7 +333,7 @@ func (c *srvConn) serveOne() (keep bool) {
 	w := &response{c: c, clen: -1}
 	w.ctx.init(c.ctx)
 	defer w.ctx.cancel()
-	req, body, err := readRequest(&w.ctx, c.br, c.srv.maxHeader(), c.srv.maxFields())
+	req, body, err := readRequest(&w.ctx, c.br, c.srv.maxHeader(), c.srv.maxFields(), &w.hreq)
 	if d := c.deadline; !d.IsZero() && d.Sub(time.Now()) < c.srv.readHeaderTimeout() {
 		c.setDeadline(time.Time{}) // the header timeout's; the idle one is re-armed when idle
 	}
@@ -583,7 +583,8 @@ var errWriteAfterHandler = errors.New("h1: write to a response after its handler
 
 // response is the http.ResponseWriter of one request.
 type response struct {
-	ctx         reqCtx // the request's context
+	ctx         reqCtx       // the request's context
+	hreq        http.Request // the request
 	c           *srvConn
 	req         *http.Request
 	header      http.Header
