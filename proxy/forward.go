@@ -190,7 +190,7 @@ func (p *Proxy) forward(w http.ResponseWriter, r *http.Request, rt *route.Route,
 		if timeout > 0 || set.Timeout > 0 {
 			setDeadline(actx, r.Header, isGRPC) // the time left, to the callee sidecar and its app
 		}
-		resp, err := tr.RoundTrip(req.WithContext(actx))
+		resp, err := tr.RoundTrip(setContext(req, actx))
 		// replayable reports whether this attempt's body can be sent again.
 		replayable := func() bool {
 			switch {
@@ -404,15 +404,10 @@ func (p *Proxy) startForward(w http.ResponseWriter, r *http.Request, rt *route.R
 // caller's method, headers and length, and the one normalized path and query.
 // The caller sets its body.
 func (p *Proxy) peerRequest(r *http.Request, rt *route.Route, addr string) *http.Request {
-	return &http.Request{
-		Method:        r.Method,
-		URL:           &url.URL{Scheme: p.peerScheme, Host: addr, Opaque: rt.Path, RawQuery: rt.Query},
-		Proto:         "HTTP/2.0",
-		ProtoMajor:    2,
-		Header:        r.Header,
-		ContentLength: r.ContentLength,
-		Host:          addr,
-	}
+	req := newOutRequest(url.URL{Scheme: p.peerScheme, Host: addr, Opaque: rt.Path, RawQuery: rt.Query})
+	req.Method, req.Proto, req.ProtoMajor = r.Method, "HTTP/2.0", 2
+	req.Header, req.ContentLength, req.Host = r.Header, r.ContentLength, addr
+	return req
 }
 
 // pickOther picks an endpoint of t not in tried when there is one (a few

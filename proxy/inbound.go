@@ -233,20 +233,15 @@ func (p *Proxy) serveInbound(w http.ResponseWriter, r *http.Request) {
 		_ = http.NewResponseController(w).EnableFullDuplex()
 		defer r.Body.Close()
 	}
-	req := &http.Request{
-		Method:        r.Method,
-		URL:           p.cfg.App.URL(path, query),
-		Header:        h,
-		Body:          r.Body,
-		ContentLength: r.ContentLength,
-		Host:          p.cfg.App.Addr(),
-	}
+	req := newOutRequest(*p.cfg.App.URL(path, query))
+	req.Method, req.Header, req.Body = r.Method, h, r.Body
+	req.ContentLength, req.Host = r.ContentLength, p.cfg.App.Addr()
 	if r.Body == http.NoBody || r.ContentLength == 0 {
 		req.Body, req.ContentLength = nil, 0
 	}
 	ctx, cancel := inboundDeadline(r) // Meshd-Timeout from the caller sidecar
 	defer cancel()
-	resp, err := p.cfg.App.RoundTrip(req.WithContext(ctx))
+	resp, err := p.cfg.App.RoundTrip(setContext(req, ctx))
 	if err != nil {
 		if r.Context().Err() != nil {
 			return

@@ -6,6 +6,8 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+
+	"github.com/meshd/meshd/proxy/internal/h1"
 )
 
 // hopByHop are the connection-specific headers (RFC 9110 7.6.1) that never
@@ -51,10 +53,13 @@ var prefixedTrailer = map[string]string{
 // trailers. It closes resp.Body.
 func copyResponse(w http.ResponseWriter, resp *http.Response) {
 	defer resp.Body.Close()
-	h := w.Header()
-	for k, v := range resp.Header {
-		h[k] = v
+	if !h1.AdoptHeader(w, resp.Header) { // our HTTP/1.1 server takes the map as it is
+		h := w.Header()
+		for k, v := range resp.Header {
+			h[k] = v
+		}
 	}
+	h := w.Header()
 	cleanHopByHop(h)
 	delete(h, "Te")
 	w.WriteHeader(resp.StatusCode)

@@ -16,7 +16,12 @@
 // the header deadline is set only when a head is not already buffered, so a
 // busy connection touches no timer per request. A handler that runs longer
 // than 100 ms gets what net/http gives every request: a read watching for
-// the client to go away, which cancels the request's context.
+// the client to go away, which cancels the request's context. That context
+// is a field of the request's ResponseWriter (no allocation of its own) and
+// ends when the handler returns, as net/http's does; a Transport exchange
+// made under it hooks onto it in place instead of through
+// context.AfterFunc. A proxy handler can hand an answer's header map to the
+// ResponseWriter as it is (AdoptHeader) instead of copying it.
 //
 // Framing is strict (RFC 9112 §6): Content-Length together with
 // Transfer-Encoding, conflicting or malformed lengths, any coding but a lone
@@ -66,6 +71,14 @@
 //
 // Cancelling the request's context closes the connection; the call (or the
 // body read) then fails with the context's error.
+//
+// Go's reads try the read syscall before they wait, so the read right after
+// a request is written finds nothing (EAGAIN) on every exchange. A
+// Transport writes a request that leaves in one write (no body, or one
+// inline with the head) inside syscall.RawConn.Read's first callback and waits for readability before
+// it reads the answer: one read syscall fewer per exchange, and safe
+// because the poller's readiness is reset before the write, not after it
+// (see waitfirst.go). MESHD_H1_WAIT_FIRST=off turns it off.
 //
 // Not supported: HTTP/2, proxies, Expect: 100-continue, request trailers,
 // obs-folded response header lines (rejected).

@@ -31,13 +31,38 @@ func FuzzReadResponse(f *testing.F) {
 		}
 		br := bufio.NewReaderSize(bytes.NewReader(data), 16)
 		resp, err := ReadResponse(br, req, 4096)
+		// The Transport's way, the answer in the exchange's room, reads
+		// the same.
+		ex := &exchange{req: req}
+		sbr := bufio.NewReaderSize(bytes.NewReader(data), 16)
+		sresp, serr := readResponse(sbr, req, 4096, &ex.slot)
+		if serr == nil {
+			if b := bodyOf(sresp); b != nil {
+				b.ex = ex
+				ex.br.Store(sbr)
+			}
+		}
+		if (err == nil) != (serr == nil) {
+			t.Fatalf("ReadResponse error %v, in a slot %v", err, serr)
+		}
 		if err != nil {
 			return
 		}
 		if resp.StatusCode < 100 || resp.StatusCode > 999 || (resp.StatusCode < 200 && resp.StatusCode != 101) {
 			t.Fatalf("status %d", resp.StatusCode)
 		}
-		n, _ := io.Copy(io.Discard, io.LimitReader(resp.Body, int64(len(data))+1))
+		if sresp != &ex.slot.resp || sresp.StatusCode != resp.StatusCode || sresp.ContentLength != resp.ContentLength ||
+			!reflect.DeepEqual(sresp.Header, resp.Header) {
+			t.Fatalf("in a slot: %d %d %v, want %d %d %v", sresp.StatusCode, sresp.ContentLength, sresp.Header,
+				resp.StatusCode, resp.ContentLength, resp.Header)
+		}
+		body, _ := io.ReadAll(io.LimitReader(resp.Body, int64(len(data))+1))
+		sbody, _ := io.ReadAll(io.LimitReader(sresp.Body, int64(len(data))+1))
+		sresp.Body.Close()
+		if !bytes.Equal(body, sbody) {
+			t.Fatalf("body %q, in a slot %q", body, sbody)
+		}
+		n := int64(len(body))
 		if n > int64(len(data)) {
 			t.Fatalf("read %d body bytes from %d input bytes", n, len(data))
 		}

@@ -48,13 +48,15 @@ func badRequest(reason string) error { return &requestError{http.StatusBadReques
 // bytes) an error. Exported for the fuzz test and for tools; it bounds no
 // number of header fields.
 func ReadRequest(br *bufio.Reader, maxHeader int) (*http.Request, error) {
-	req, _, err := readRequest(context.Background(), br, maxHeader, -1)
+	req, _, err := readRequest(context.Background(), br, maxHeader, -1, nil)
 	return req, err
 }
 
 // readRequest also returns the request's body when it has one. More than
-// maxFields header fields (negative: no bound) is refused with 431.
-func readRequest(ctx context.Context, br *bufio.Reader, maxHeader, maxFields int) (*http.Request, *reqBody, error) {
+// maxFields header fields (negative: no bound) is refused with 431. The
+// request is made in *dst (a field of the server's response) when dst is
+// not nil.
+func readRequest(ctx context.Context, br *bufio.Reader, maxHeader, maxFields int, dst *http.Request) (*http.Request, *reqBody, error) {
 	sp := getBuf()
 	defer putBuf(sp)
 	var spansArr [32]lineSpan
@@ -159,7 +161,15 @@ func readRequest(ctx context.Context, br *bufio.Reader, maxHeader, maxFields int
 	if err != nil {
 		return nil, nil, err
 	}
-	out := req.WithContext(ctx)
+	var out *http.Request
+	if dst != nil {
+		// WithContext is inlined and its copy does not escape: this sets
+		// the context without the allocation WithContext makes.
+		*dst = *req.WithContext(ctx)
+		out = dst
+	} else {
+		out = req.WithContext(ctx)
+	}
 	if body != nil {
 		body.req = out
 		out.Body = body

@@ -36,7 +36,7 @@ var commonKeys = func() map[string]string {
 // The body reads from br; it is not tied to any connection (see Transport
 // for that). Exported for the fuzz test and for tools.
 func ReadResponse(br *bufio.Reader, req *http.Request, maxHeader int) (*http.Response, error) {
-	resp, err := readResponse(br, req, maxHeader)
+	resp, err := readResponse(br, req, maxHeader, nil)
 	if err != nil {
 		return nil, err
 	}
@@ -47,10 +47,12 @@ func ReadResponse(br *bufio.Reader, req *http.Request, maxHeader int) (*http.Res
 	return resp, nil
 }
 
-func readResponse(br *bufio.Reader, req *http.Request, maxHeader int) (*http.Response, error) {
+// slot, if not nil, holds the response and its body (one allocation with
+// the exchange instead of three).
+func readResponse(br *bufio.Reader, req *http.Request, maxHeader int, slot *respSlot) (*http.Response, error) {
 	budget := maxHeader
 	for n := 0; ; n++ {
-		resp, err := readHead(br, &budget)
+		resp, err := readHead(br, &budget, slot)
 		if err != nil {
 			return nil, err
 		}
@@ -61,7 +63,7 @@ func readResponse(br *bufio.Reader, req *http.Request, maxHeader int) (*http.Res
 			continue
 		}
 		resp.Request = req
-		if err := frame(resp, br, req); err != nil {
+		if err := frame(resp, br, req, slot); err != nil {
 			return nil, err
 		}
 		return resp, nil
@@ -71,8 +73,15 @@ func readResponse(br *bufio.Reader, req *http.Request, maxHeader int) (*http.Res
 // lineSpan is one header field: key and value offsets in the head block.
 type lineSpan struct{ ks, ke, vs, ve int }
 
-// readHead reads a status line and header fields.
-func readHead(br *bufio.Reader, budget *int) (*http.Response, error) {
+// respSlot is the room for an answer and its body inside an exchange.
+type respSlot struct {
+	resp http.Response
+	body body
+}
+
+// readHead reads a status line and header fields into slot's response, or a
+// new one when slot is nil.
+func readHead(br *bufio.Reader, budget *int, slot *respSlot) (*http.Response, error) {
 	sp := getBuf()
 	defer putBuf(sp)
 	var spansArr [32]lineSpan
@@ -109,7 +118,13 @@ func readHead(br *bufio.Reader, budget *int) (*http.Response, error) {
 	}
 	// One string for the whole head; keys and values are substrings.
 	s := string(blk)
-	resp := &http.Response{
+	var resp *http.Response
+	if slot != nil {
+		resp = &slot.resp
+	} else {
+		resp = new(http.Response)
+	}
+	*resp = http.Response{
 		Status:     s[9:statusE],
 		StatusCode: code,
 		Proto:      "HTTP/1.1",
@@ -256,8 +271,19 @@ const (
 	kindEOF            // until the server closes
 )
 
-// frame sets the body of resp from its framing headers (RFC 9112 §6).
-func frame(resp *http.Response, br *bufio.Reader, req *http.Request) error {
+// frame sets the body of resp from its framing headers (RFC 9112 §6), in
+// slot's room if slot is not nil.
+func frame(resp *http.Response, br *bufio.Reader, req *http.Request, slot *respSlot) error {
+	newBody := func(kind int, left int64, cr io.Reader) *body {
+		var b *body
+		if slot != nil {
+			b = &slot.body
+		} else {
+			b = new(body)
+		}
+		b.kind, b.br, b.left, b.cr, b.resp = kind, br, left, cr, resp
+		return b
+	}
 	h := resp.Header
 	resp.Close = shouldClose(resp.ProtoMinor, h["Connection"])
 	if resp.Close {
@@ -331,17 +357,17 @@ func frame(resp *http.Response, br *bufio.Reader, req *http.Request) error {
 		return nil
 	case chunked:
 		resp.ContentLength = -1
-		resp.Body = &body{kind: kindChunked, br: br, cr: httputil.NewChunkedReader(br), resp: resp}
+		resp.Body = newBody(kindChunked, 0, httputil.NewChunkedReader(br))
 	case length == 0:
 		resp.ContentLength = 0
 		resp.Body = http.NoBody
 	case length > 0:
 		resp.ContentLength = length
-		resp.Body = &body{kind: kindLength, br: br, left: length, resp: resp}
+		resp.Body = newBody(kindLength, length, nil)
 	default:
 		resp.ContentLength = -1
 		resp.Close = true
-		resp.Body = &body{kind: kindEOF, br: br, resp: resp}
+		resp.Body = newBody(kindEOF, 0, nil)
 	}
 	return nil
 }

@@ -186,7 +186,7 @@ type srvConn struct {
 	wstate int32
 	wtimer *time.Timer
 	wdone  chan struct{}
-	cancel context.CancelFunc // of the current request
+	rctx   *reqCtx // of the current request
 }
 
 // ServeConn serves c until the client closes it, an error, IdleTimeout or
@@ -329,9 +329,11 @@ func headBuffered(br *bufio.Reader) bool {
 
 // serveOne reads and serves one request; false closes the connection.
 func (c *srvConn) serveOne() (keep bool) {
-	ctx, cancel := context.WithCancel(c.ctx)
-	defer cancel()
-	req, body, err := readRequest(ctx, c.br, c.srv.maxHeader(), c.srv.maxFields())
+	// The request's context lives in its response: no allocation of its own.
+	w := &response{c: c, clen: -1}
+	w.ctx.init(c.ctx)
+	defer w.ctx.cancel()
+	req, body, err := readRequest(&w.ctx, c.br, c.srv.maxHeader(), c.srv.maxFields(), &w.hreq)
 	if d := c.deadline; !d.IsZero() && d.Sub(time.Now()) < c.srv.readHeaderTimeout() {
 		c.setDeadline(time.Time{}) // the header timeout's; the idle one is re-armed when idle
 	}
@@ -341,7 +343,7 @@ func (c *srvConn) serveOne() (keep bool) {
 	}
 	req.RemoteAddr = c.remote
 	req.TLS = c.tlsState
-	w := &response{c: c, req: req, header: make(http.Header, 8), clen: -1}
+	w.req = req // its header map is made when asked for (or adopted: AdoptHeader)
 	if body != nil {
 		body.c = c
 		c.bodyGot, c.bodyMark, c.bodyWaited = 0, 0, 0
@@ -358,7 +360,7 @@ func (c *srvConn) serveOne() (keep bool) {
 		}
 	}
 
-	c.cancel = cancel
+	c.rctx = &w.ctx
 	c.armWatch()
 	panicked := true
 	defer func() {
@@ -386,7 +388,8 @@ func (c *srvConn) serveOne() (keep bool) {
 		c.linger = true
 	}
 	c.stopWatch()
-	cancel()
+	w.ctx.cancel()
+	c.rctx = nil
 	c.body = nil
 	w.finish()
 	c.cont.Store(contNone)
@@ -530,7 +533,7 @@ func (c *srvConn) watch() {
 	}
 	c.wstate = watchRunning
 	c.wdone = make(chan struct{})
-	cancel, done := c.cancel, c.wdone
+	rctx, done := c.rctx, c.wdone
 	c.wmu.Unlock()
 	for {
 		_, err := c.br.Peek(1)
@@ -538,7 +541,7 @@ func (c *srvConn) watch() {
 			break // bytes of a pipelined request: the client is there
 		}
 		if !isTimeout(err) {
-			cancel() // the client closed or reset the connection
+			rctx.cancel() // the client closed or reset the connection
 			break
 		}
 		// The idle deadline passed while the handler runs (a long poll,
@@ -580,6 +583,8 @@ var errWriteAfterHandler = errors.New("h1: write to a response after its handler
 
 // response is the http.ResponseWriter of one request.
 type response struct {
+	ctx         reqCtx       // the request's context
+	hreq        http.Request // the request
 	c           *srvConn
 	req         *http.Request
 	header      http.Header
@@ -595,7 +600,35 @@ type response struct {
 
 var _ http.Flusher = (*response)(nil)
 
-func (w *response) Header() http.Header { return w.header }
+func (w *response) Header() http.Header {
+	if w.header == nil {
+		w.header = make(http.Header, 8)
+	}
+	return w.header
+}
+
+// AdoptHeader makes h the header map of w when w is a Server's
+// ResponseWriter (or wraps one, reached through Unwrap as
+// http.ResponseController does) whose Header was never asked for: a proxy
+// passing an answer on saves making a map and copying into it. The caller
+// gives h up: it is w's from now on. It reports whether it did; if not,
+// copy h into w.Header().
+func AdoptHeader(w http.ResponseWriter, h http.Header) bool {
+	for {
+		switch rw := w.(type) {
+		case *response:
+			if rw.header != nil || rw.wroteHeader || rw.done || h == nil {
+				return false
+			}
+			rw.header = h
+			return true
+		case interface{ Unwrap() http.ResponseWriter }:
+			w = rw.Unwrap()
+		default:
+			return false
+		}
+	}
+}
 
 func (w *response) WriteHeader(code int) {
 	if w.wroteHeader || w.done {
@@ -835,9 +868,8 @@ func (w *response) writeHead(final bool) {
 		_, _ = bw.WriteString("\r\n")
 	}
 	if w.clen >= 0 && !noLength {
-		var nb [20]byte
 		_, _ = bw.WriteString("Content-Length: ")
-		_, _ = bw.Write(strconv.AppendInt(nb[:0], w.clen, 10))
+		_, _ = bw.Write(strconv.AppendInt(bw.AvailableBuffer(), w.clen, 10)) // in place: no escaping array
 		_, _ = bw.WriteString("\r\n")
 	}
 	if w.chunked {

@@ -80,6 +80,7 @@ var (
 type conn struct {
 	nc     net.Conn
 	raw    net.Conn // under TLS, the TCP connection (hard close)
+	aw     *awaiter // writes a request and waits for its answer (nil: plain write)
 	addr   string
 	idleAt time.Time
 	reused bool
@@ -239,6 +240,7 @@ func (t *Transport) dial(ctx context.Context, addr string) (*conn, error) {
 		return nil, fmt.Errorf("h1: dial %s: %w", addr, err)
 	}
 	c := &conn{nc: nc, raw: tcpConn(nc), addr: addr}
+	c.aw = newAwaiter(nc, c.raw)
 	t.track(c)
 	return c, nil
 }
@@ -272,6 +274,9 @@ type exchange struct {
 	req    *http.Request
 	br     atomic.Pointer[bufio.Reader] // while the exchange reads
 	stop   func() bool                  // stops the context watch
+	rctx   *reqCtx                      // or the reqCtx watching it
+	next   *exchange                    // in rctx's list, under its lock
+	slot   respSlot                     // the answer and its body
 	done   atomic.Bool                  // the context watch fired
 	writer chan error                   // streamed body: the writer's result (nil: inline)
 	close  bool                         // the connection must not be reused
@@ -376,14 +381,25 @@ func replayable(req *http.Request) bool {
 // server (see the package doc).
 func (t *Transport) exchange(ctx context.Context, c *conn, req *http.Request, head []byte, stream bool, bodyRead *bool) (*http.Response, bool, error) {
 	ex := &exchange{t: t, c: c, req: req}
-	if ctx.Done() != nil {
+	if rc, ok := ctx.(*reqCtx); ok {
+		// A Server's request context: the hook goes in place (if it has
+		// ended, ex is aborted now and stopWatch reports it fired).
+		ex.rctx = rc
+		rc.watchExchange(ex)
+	} else if ctx.Done() != nil {
 		ex.stop = context.AfterFunc(ctx, func() {
 			ex.done.Store(true)
 			c.abort()
 		})
 	}
 	c.waitSince.Store(now())
-	if _, err := c.nc.Write(head); err != nil {
+	var werr error
+	if c.aw != nil && !stream {
+		werr = c.aw.writeAndAwait(head) // no read that finds nothing (waitfirst.go)
+	} else {
+		_, werr = c.nc.Write(head)
+	}
+	if err := werr; err != nil {
 		c.waitSince.Store(0)
 		ex.abort()
 		// A short write on a dead connection: the server cannot have
@@ -414,7 +430,7 @@ func (t *Transport) exchange(ctx context.Context, c *conn, req *http.Request, he
 		}
 		return nil, retry, ex.err("read response", err)
 	}
-	resp, err := readResponse(br, req, t.maxHeader())
+	resp, err := readResponse(br, req, t.maxHeader(), &ex.slot)
 	if err != nil {
 		ex.abort()
 		return nil, false, ex.err("read response", err)
@@ -471,6 +487,9 @@ func (ex *exchange) abort() {
 
 // stopWatch stops the context watch; false if it fired.
 func (ex *exchange) stopWatch() bool {
+	if ex.rctx != nil {
+		return ex.rctx.unwatchExchange(ex)
+	}
 	return ex.stop == nil || ex.stop()
 }
 
