@@ -63,7 +63,7 @@ type Server struct {
 	// DefaultSendTimeout, negative: no bound). The stream is then reset.
 	SendTimeout time.Duration
 	// StreamWindow and ConnWindow are the receive windows advertised
-	// (defaults DefaultStreamWindow, DefaultConnWindow).
+	// (defaults DefaultStreamWindow, DefaultConnWindow; at least 65535).
 	StreamWindow, ConnWindow int32
 	// Log receives handler panics and connection errors (nil: discarded).
 	Log *slog.Logger
@@ -114,16 +114,20 @@ func (s *Server) sendTimeout() time.Duration {
 	return DefaultSendTimeout
 }
 
+// srvMinWindow is the smallest receive window: RFC 9113's initial one,
+// which a client may use before it saw our SETTINGS.
+const srvMinWindow = 65535
+
 func (s *Server) streamWindow() int32 {
 	if s.StreamWindow > 0 {
-		return s.StreamWindow
+		return max(s.StreamWindow, srvMinWindow)
 	}
 	return DefaultStreamWindow
 }
 
 func (s *Server) connWindow() int32 {
 	if s.ConnWindow > 0 {
-		return s.ConnWindow
+		return max(s.ConnWindow, srvMinWindow)
 	}
 	return DefaultConnWindow
 }

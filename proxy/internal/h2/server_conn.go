@@ -116,6 +116,10 @@ func (c *serverConn) serve() {
 	if errors.As(err, &ce) {
 		c.srv.log().Debug("h2: connection error", "remote", c.remote, "code", ce.code.String(), "reason", ce.reason)
 		c.goAway(ce.code)
+		// Read on (dropping) until the client closes or a second passed,
+		// so our close does not reset the connection before it read the
+		// GOAWAY.
+		_, _ = io.Copy(io.Discard, c.br)
 	}
 	c.mu.Lock()
 	c.closed = true
@@ -247,8 +251,8 @@ func (c *serverConn) awaitFrame() error {
 			return nil // the whole frame is here
 		}
 	}
-	now := time.Now()
-	if d := now.Add(s.readHeaderTimeout()); c.rdl.IsZero() || c.rdl.Before(d.Add(-time.Second)) {
+	rht := s.readHeaderTimeout()
+	if d := time.Now().Add(rht); c.rdl.IsZero() || d.Sub(c.rdl) > rht/8 {
 		c.setReadDeadline(d)
 	}
 	return nil
@@ -516,8 +520,7 @@ func (c *serverConn) flushLocked() {
 		return
 	}
 	if t := c.srv.sendTimeout(); t > 0 {
-		now := time.Now()
-		if d := now.Add(t); c.wdl.IsZero() || c.wdl.Before(d.Add(-time.Second)) {
+		if d := time.Now().Add(t); c.wdl.IsZero() || d.Sub(c.wdl) > t/8 {
 			c.wdl = d
 			_ = c.nc.SetWriteDeadline(d)
 		}
