@@ -95,6 +95,9 @@ func srvProxy(tr *http2.Transport, backend string) http.Handler {
 		out.ContentLength = r.ContentLength
 		resp, err := tr.RoundTrip(out)
 		if err != nil {
+			if r.Context().Err() != nil {
+				panic(http.ErrAbortHandler) // the client reset the call
+			}
 			w.WriteHeader(http.StatusBadGateway)
 			return
 		}
@@ -102,8 +105,9 @@ func srvProxy(tr *http2.Transport, backend string) http.Handler {
 		for k, vv := range resp.Header {
 			w.Header()[k] = vv
 		}
+		// No flush before the first body bytes: a trailers-only answer
+		// (grpc-status in the headers) stays one HEADERS frame.
 		w.WriteHeader(resp.StatusCode)
-		w.(http.Flusher).Flush()
 		buf := make([]byte, 32<<10)
 		for {
 			n, err := resp.Body.Read(buf)
