@@ -69,6 +69,11 @@ type serverConn struct {
 	lastStream  uint32 // GOAWAY's last stream ID
 	closed      bool   // the reader ended: no more frames, no more writes
 
+	// flushers counts the writers on their way to a flush (a handler's
+	// end, Flush): the last of them flushes for all, so answers finished
+	// together leave in one write, as net/http's serve loop batches them.
+	flushers atomic.Int32
+
 	wmu  sync.Mutex // the writes: fr's writer, bw, henc, hbuf
 	bw   *bufio.Writer
 	henc *hpack.Encoder
@@ -509,6 +514,19 @@ func (c *serverConn) closeSoon() {
 
 // srvDrainTime is how long a connection closing gently reads on.
 const srvDrainTime = time.Second
+
+// flushSoon announces a flush: the caller will call flushDone.
+func (c *serverConn) flushSoon() { c.flushers.Add(1) }
+
+// flushDone flushes unless another announced flush is still to come (it
+// will carry these bytes too).
+func (c *serverConn) flushDone() {
+	c.wmu.Lock()
+	if c.flushers.Add(-1) == 0 {
+		c.flushLocked()
+	}
+	c.wmu.Unlock()
+}
 
 // flushLocked flushes bw (wmu held) under the write deadline.
 func (c *serverConn) flushLocked() {

@@ -191,8 +191,9 @@ func (w *serverResponse) FlushError() error {
 		}
 	}
 	c := w.st.conn
+	c.flushSoon()
+	c.flushDone()
 	c.wmu.Lock()
-	c.flushLocked()
 	err := c.werr
 	c.wmu.Unlock()
 	return err
@@ -212,24 +213,21 @@ func (w *serverResponse) SetReadDeadline(t time.Time) error {
 func (w *serverResponse) SetWriteDeadline(time.Time) error { return nil }
 
 // finish ends the response when the handler returns: the head if not sent,
-// END_STREAM (on the head, an empty DATA frame or the trailers), a flush.
+// END_STREAM (on the head, an empty DATA frame or the trailers), a flush
+// (shared with the other answers finishing at the same time).
 func (w *serverResponse) finish() {
 	if w.failed || w.st.gone.Load() {
 		return
 	}
+	c := w.st.conn
+	c.flushSoon()
+	defer c.flushDone()
 	if !w.wroteHeader {
 		w.WriteHeader(http.StatusOK)
 	}
 	hasTrailers := w.hasTrailers()
-	c := w.st.conn
 	if !w.headSent {
-		if err := w.writeHead(!hasTrailers); err != nil {
-			return
-		}
-		if !hasTrailers {
-			c.wmu.Lock()
-			c.flushLocked()
-			c.wmu.Unlock()
+		if err := w.writeHead(!hasTrailers); err != nil || !hasTrailers {
 			return
 		}
 	}
@@ -247,7 +245,6 @@ func (w *serverResponse) finish() {
 		_ = c.fr.WriteData(w.st.id, true, nil)
 	}
 	w.endSent = true
-	c.flushLocked()
 }
 
 // hasTrailers: the handler declared trailers or set one.
