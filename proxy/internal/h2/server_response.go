@@ -277,10 +277,7 @@ func (w *serverResponse) writeHead(end bool) error {
 	}
 	c.hbuf.Reset()
 	c.encodeField(":status", srvStatus(w.status))
-	var declared []string
-	if tr, ok := w.header["Trailer"]; ok {
-		declared = srvTrailerKeys(tr)
-	}
+	declared := w.header["Trailer"]
 	for k, vv := range w.header {
 		switch k {
 		case "Connection", "Keep-Alive", "Proxy-Connection", "Transfer-Encoding", "Upgrade":
@@ -290,7 +287,7 @@ func (w *serverResponse) writeHead(end bool) error {
 				continue
 			}
 		}
-		if strings.HasPrefix(k, http.TrailerPrefix) || srvContains(declared, k) {
+		if strings.HasPrefix(k, http.TrailerPrefix) || declared != nil && srvDeclares(declared, k) {
 			continue
 		}
 		c.encodeFields(k, vv)
@@ -309,9 +306,14 @@ func (w *serverResponse) writeHead(end bool) error {
 // value and those set with http.TrailerPrefix.
 func (w *serverResponse) encodeTrailers() {
 	c := w.st.conn
-	for _, k := range srvTrailerKeys(w.header["Trailer"]) {
-		if vv, ok := w.header[k]; ok && srvAllowedTrailer(k) {
-			c.encodeFields(k, vv)
+	for _, v := range w.header["Trailer"] {
+		for v != "" {
+			var k string
+			k, v, _ = strings.Cut(v, ",")
+			k = http.CanonicalHeaderKey(strings.TrimSpace(k)) // no allocation when canonical already
+			if vv, ok := w.header[k]; ok && srvAllowedTrailer(k) {
+				c.encodeFields(k, vv)
+			}
 		}
 	}
 	for k, vv := range w.header {
@@ -406,23 +408,16 @@ func srvStatus(code int) string {
 	return strconv.Itoa(code)
 }
 
-// srvTrailerKeys lists the keys a Trailer header declares, canonicalized.
-func srvTrailerKeys(vv []string) []string {
-	var keys []string
-	for _, v := range vv {
-		for k := range strings.SplitSeq(v, ",") {
-			if k = http.CanonicalHeaderKey(strings.TrimSpace(k)); k != "" {
-				keys = append(keys, k)
+// srvDeclares reports whether a Trailer header's values declare the
+// canonical key k (without allocating).
+func srvDeclares(trailer []string, k string) bool {
+	for _, v := range trailer {
+		for v != "" {
+			var d string
+			d, v, _ = strings.Cut(v, ",")
+			if strings.EqualFold(strings.TrimSpace(d), k) {
+				return true
 			}
-		}
-	}
-	return keys
-}
-
-func srvContains(keys []string, k string) bool {
-	for _, x := range keys {
-		if x == k {
-			return true
 		}
 	}
 	return false

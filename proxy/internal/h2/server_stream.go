@@ -385,8 +385,18 @@ type serverBody struct {
 	closed       bool  // the handler returned
 	needContinue bool
 	dlTimer      *time.Timer
-	unacked      int64 // bytes read not yet given back to the stream's window (handler only)
+	unacked      int64   // bytes read not yet given back to the stream's window (handler only)
+	pooled       *[]byte // buf's backing array came from srvBodyBufs
 }
+
+// srvBodyBufSize is the size of the pooled request body buffers: a small
+// body (a unary gRPC call's) fits, a streamed one grows its own.
+const srvBodyBufSize = 4 << 10
+
+var srvBodyBufs = sync.Pool{New: func() any {
+	b := make([]byte, srvBodyBufSize)
+	return &b
+}}
 
 var errSrvBodyClosed = errors.New("h2: read on a closed request body")
 
@@ -403,7 +413,12 @@ func (b *serverBody) push(p []byte, end bool) bool {
 			b.buf, b.r = b.buf[:0], 0
 		}
 		if b.buf == nil {
-			b.buf = make([]byte, 0, max(len(p), 1<<10))
+			if len(p) <= srvBodyBufSize {
+				b.pooled = srvBodyBufs.Get().(*[]byte)
+				b.buf = (*b.pooled)[:0]
+			} else {
+				b.buf = make([]byte, 0, len(p))
+			}
 		}
 		b.buf = append(b.buf, p...)
 	}
@@ -431,6 +446,12 @@ func (b *serverBody) close() int {
 	defer b.mu.Unlock()
 	b.closed = true
 	n := len(b.buf) - b.r
+	if b.pooled != nil {
+		if cap(b.buf) == srvBodyBufSize { // not grown (else the grown one stays with the GC)
+			srvBodyBufs.Put(b.pooled)
+		}
+		b.pooled = nil
+	}
 	b.buf, b.r = nil, 0
 	if b.dlTimer != nil {
 		b.dlTimer.Stop()
