@@ -190,7 +190,10 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	}
 	s.mu.Unlock()
 	for _, c := range conns {
-		c.goAway(http2.ErrCodeNo)
+		// Not inline: a client that does not read would hold Shutdown on
+		// its connection's write lock for up to SendTimeout; Close ends
+		// that write.
+		go c.goAway(http2.ErrCodeNo)
 	}
 	wait := time.Millisecond
 	for {
