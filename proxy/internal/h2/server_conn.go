@@ -92,7 +92,7 @@ func newServerConn(s *Server, c net.Conn, br *bufio.Reader) *serverConn {
 		sendWin:     65535,
 		initSendWin: 65535,
 		resetBudget: srvResetBudget,
-		tlsState:    tlsState(c),
+		tlsState:    srvTLSState(c),
 	}
 	sc.connRecvLeft.Store(65535)
 	sc.peerFrame.Store(srvFrameSize)
@@ -100,7 +100,7 @@ func newServerConn(s *Server, c net.Conn, br *bufio.Reader) *serverConn {
 	sc.fr = http2.NewFramer(sc.bw, br)
 	sc.fr.SetMaxReadFrameSize(srvFrameSize)
 	sc.fr.MaxHeaderListSize = s.maxHeaderList()
-	sc.fr.ReadMetaHeaders = newSrvDecoder()
+	sc.fr.ReadMetaHeaders = srvNewDecoder()
 	sc.fr.SetReuseFrames()
 	sc.henc = hpack.NewEncoder(&sc.hbuf)
 	if ra := c.RemoteAddr(); ra != nil {
@@ -135,7 +135,7 @@ func (c *serverConn) serve() {
 	c.cond.Broadcast()
 	c.mu.Unlock()
 	for _, st := range streams {
-		st.body.fail(errSrvClientGone)
+		st.body.fail(srvErrClientGone)
 	}
 	c.cancel()
 	c.wmu.Lock()
@@ -151,11 +151,11 @@ func (c *serverConn) serve() {
 func (c *serverConn) readLoop() error {
 	s := c.srv
 	_ = c.nc.SetReadDeadline(time.Now().Add(s.readHeaderTimeout()))
-	var pre [len(Preface)]byte
+	var pre [len(srvPreface)]byte
 	if _, err := io.ReadFull(c.br, pre[:]); err != nil {
 		return err
 	}
-	if string(pre[:]) != Preface {
+	if string(pre[:]) != srvPreface {
 		return srvConnErr{http2.ErrCodeProtocol, "bad preface"}
 	}
 	c.rdl = time.Time{}
@@ -196,7 +196,7 @@ func (c *serverConn) readLoop() error {
 			}
 			var ce http2.ConnectionError
 			if errors.As(err, &ce) {
-				return srvConnErr{http2.ErrCode(ce), "framer: " + errString(c.fr.ErrorDetail(), err)}
+				return srvConnErr{http2.ErrCode(ce), "framer: " + srvErrString(c.fr.ErrorDetail(), err)}
 			}
 			return err
 		}
@@ -213,7 +213,7 @@ func (c *serverConn) readLoop() error {
 	}
 }
 
-func errString(detail, err error) string {
+func srvErrString(detail, err error) string {
 	if detail != nil {
 		return detail.Error()
 	}
@@ -232,7 +232,7 @@ func (c *serverConn) awaitFrame() error {
 		if err == nil {
 			break
 		}
-		if !isTimeout(err) || c.draining.Load() {
+		if !srvIsTimeout(err) || c.draining.Load() {
 			return err
 		}
 		now := time.Now()
@@ -274,7 +274,7 @@ func (c *serverConn) setReadDeadline(t time.Time) {
 	}
 }
 
-func isTimeout(err error) bool {
+func srvIsTimeout(err error) bool {
 	var ne net.Error
 	return errors.As(err, &ne) && ne.Timeout() || errors.Is(err, os.ErrDeadlineExceeded)
 }
@@ -435,7 +435,7 @@ func (c *serverConn) processReset(f *http2.RSTStreamFrame) error {
 	over := c.resetBudget < 0
 	c.mu.Unlock()
 	st.cancel()
-	st.body.fail(errSrvStreamReset)
+	st.body.fail(srvErrStreamReset)
 	if over {
 		return srvConnErr{http2.ErrCodeEnhanceYourCalm, "too many streams reset"}
 	}
@@ -469,7 +469,7 @@ func (c *serverConn) streamError(se http2.StreamError) error {
 	c.mu.Unlock()
 	if st != nil {
 		st.cancel()
-		st.body.fail(errSrvStreamReset)
+		st.body.fail(srvErrStreamReset)
 	}
 	c.writeReset(se.StreamID, se.Code)
 	return nil

@@ -217,7 +217,7 @@ func TestServerBadPreface(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer c2.Close()
-	_, _ = io.WriteString(c2, Preface)
+	_, _ = io.WriteString(c2, srvPreface)
 	rc2 := &srvRaw{t: t, c: c2, fr: http2.NewFramer(c2, c2)}
 	_ = rc2.fr.WritePing(false, [8]byte{})
 	rc2.expectGoAway(http2.ErrCodeProtocol)
@@ -429,7 +429,7 @@ func TestServerTimeouts(t *testing.T) {
 		}
 		defer c.Close()
 		_ = c.SetReadDeadline(time.Now().Add(3 * time.Second))
-		if _, err := c.Read(make([]byte, 1)); err == nil || isTimeout(err) {
+		if _, err := c.Read(make([]byte, 1)); err == nil || srvIsTimeout(err) {
 			t.Fatalf("silent connection not closed: %v", err)
 		}
 	})
@@ -449,7 +449,7 @@ func TestServerReadDeadline(t *testing.T) {
 	rc.request(1, false, "POST")
 	select {
 	case err := <-got:
-		if !isTimeout(err) {
+		if !srvIsTimeout(err) {
 			t.Fatalf("read ended with %v, want a timeout", err)
 		}
 	case <-time.After(5 * time.Second):
