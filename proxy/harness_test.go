@@ -12,6 +12,7 @@ import (
 	"math/big"
 	"net"
 	"net/url"
+	"os"
 	"sync"
 	"testing"
 	"time"
@@ -177,6 +178,9 @@ func startSidecar(t testing.TB, ca *testCA, cfg Config) *sidecar {
 	}
 	if cfg.BundleSource == nil && !cfg.Insecure {
 		cfg.BundleSource = ca.bundle()
+	}
+	if os.Getenv("MESHD_H2_SERVER") == "nethttp" {
+		cfg.NetHTTPH2Server = true // the package's tests against net/http's HTTP/2 server
 	}
 	p, err := New(cfg)
 	if err != nil {

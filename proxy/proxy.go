@@ -22,6 +22,7 @@ import (
 	"github.com/meshd/meshd/proxy/appchannel"
 	"github.com/meshd/meshd/proxy/internal/coalesce"
 	"github.com/meshd/meshd/proxy/internal/h1"
+	"github.com/meshd/meshd/proxy/internal/h2"
 	"github.com/meshd/meshd/proxy/route"
 	"github.com/meshd/meshd/telemetry/metrics"
 	"github.com/meshd/meshd/telemetry/tracing"
@@ -120,6 +121,9 @@ type Config struct {
 	// Transport instead of proxy/internal/h1's (--h1-client nethttp; the app
 	// channel has its own switch, appchannel.Config.NetHTTPClient).
 	NetHTTPClient bool
+	// NetHTTPH2Server serves HTTP/2 on every port with net/http's server
+	// instead of proxy/internal/h2's (--h2-server nethttp).
+	NetHTTPH2Server bool
 }
 
 // Proxy is the data plane of one sidecar.
@@ -326,21 +330,33 @@ func (p *Proxy) Serve(ctx context.Context, ls Listeners, grace time.Duration) er
 			s.Protocols.SetHTTP1(true)
 			s.Protocols.SetUnencryptedHTTP2(true)
 		}
-		if !grpcPort && !p.cfg.NetHTTPServer {
-			// HTTP/1.x on proxy/internal/h1's server, HTTP/2 handed to s.
-			hs := &h1.Server{
-				Handler:           h,
-				ReadHeaderTimeout: s.ReadHeaderTimeout,
-				IdleTimeout:       s.IdleTimeout,
-				MaxHeaderFields:   maxFields,
-				BodyReadTimeout:   p.cfg.BodyReadTimeout,
-				Refusal:           refusal,
-				Log:               p.log,
+		if leanH2 := !p.cfg.NetHTTPH2Server; !grpcPort && !p.cfg.NetHTTPServer || leanH2 {
+			// HTTP/1.x on proxy/internal/h1's server, HTTP/2 on
+			// proxy/internal/h2's; what net/http serves instead is handed
+			// to s.
+			var hs *h1.Server
+			if !p.cfg.NetHTTPServer {
+				hs = &h1.Server{
+					Handler:           h,
+					ReadHeaderTimeout: s.ReadHeaderTimeout,
+					IdleTimeout:       s.IdleTimeout,
+					MaxHeaderFields:   maxFields,
+					BodyReadTimeout:   p.cfg.BodyReadTimeout,
+					Refusal:           refusal,
+					Log:               p.log,
+				}
+				if internal && !p.cfg.Insecure {
+					hs.ConnContext = connContext
+				}
 			}
-			if internal && !p.cfg.Insecure {
-				hs.ConnContext = connContext
+			var h2s *h2.Server
+			if leanH2 {
+				h2s = p.newH2Server(s.Handler, s, internal && !p.cfg.Insecure)
+				if grpcPort && h2Coalesce {
+					l = coalesce.Listener{Listener: l}
+				}
 			}
-			servers = append(servers, newH1Mux(l, tlsCfg, hs, s, p.log))
+			servers = append(servers, newH1Mux(l, tlsCfg, hs, s, h2s, p.log))
 			return
 		}
 		if grpcPort {

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/meshd/meshd/proxy/internal/h1"
+	"github.com/meshd/meshd/proxy/internal/h2"
 )
 
 // h2Preface starts every HTTP/2 connection (RFC 9113 §3.4).
@@ -20,13 +21,16 @@ const h2Preface = "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
 // h1Mux serves one listener: HTTP/1.x connections with proxy/internal/h1's server
 // (no goroutine or read per request beyond the call itself), HTTP/2 ones —
 // ALPN "h2" after the TLS handshake, or the h2c preface on cleartext — with
-// net/http's HTTP/2 server, handed over through a listener of their own.
+// proxy/internal/h2's server (--h2-server h2) or net/http's HTTP/2 server,
+// handed over through a listener of their own. With h1 nil (--h1-server
+// nethttp), net/http serves HTTP/1.x the same way.
 type h1Mux struct {
 	l       net.Listener
 	tls     *tls.Config // nil: cleartext
-	h1      *h1.Server
+	h1      *h1.Server  // nil: HTTP/1.x to h2 (net/http's)
 	h2      *http.Server
 	h2l     *handoffListener
+	h2s     *h2.Server    // nil: HTTP/2 to h2 (net/http's)
 	timeout time.Duration // TLS handshake and protocol sniffing
 	log     *slog.Logger
 
@@ -37,13 +41,13 @@ type h1Mux struct {
 	stopped bool                  // shutdown began: close what is still sorting
 }
 
-func newH1Mux(l net.Listener, tlsCfg *tls.Config, h1s *h1.Server, h2s *http.Server, log *slog.Logger) *h1Mux {
-	timeout := h1s.ReadHeaderTimeout
+func newH1Mux(l net.Listener, tlsCfg *tls.Config, h1s *h1.Server, hs *http.Server, h2s *h2.Server, log *slog.Logger) *h1Mux {
+	timeout := hs.ReadHeaderTimeout
 	if timeout <= 0 {
 		timeout = h1.DefaultReadHeaderTimeout
 	}
 	return &h1Mux{
-		l: l, tls: tlsCfg, h1: h1s, h2: h2s, log: log,
+		l: l, tls: tlsCfg, h1: h1s, h2: hs, h2s: h2s, log: log,
 		h2l:     newHandoffListener(l.Addr()),
 		timeout: timeout,
 		sorting: map[net.Conn]struct{}{},
@@ -113,15 +117,16 @@ func (m *h1Mux) handle(c net.Conn) {
 			return
 		}
 		m.untrack(c)
-		if tc.ConnectionState().NegotiatedProtocol == "h2" {
-			m.wg.Done()
-			handedOff = true
-			m.h2l.push(tc)
-			return
-		}
 		m.wg.Done()
 		handedOff = true
-		m.h1.ServeConn(tc, nil)
+		switch {
+		case tc.ConnectionState().NegotiatedProtocol == "h2" && m.h2s != nil:
+			m.h2s.ServeConn(tc, nil)
+		case tc.ConnectionState().NegotiatedProtocol == "h2" || m.h1 == nil:
+			m.h2l.push(tc)
+		default:
+			m.h1.ServeConn(tc, nil)
+		}
 		return
 	}
 	// Cleartext: HTTP/2 only with prior knowledge (the preface).
@@ -136,11 +141,14 @@ func (m *h1Mux) handle(c net.Conn) {
 	m.untrack(c)
 	m.wg.Done()
 	handedOff = true
-	if isH2 {
+	switch {
+	case isH2 && m.h2s != nil:
+		m.h2s.ServeConn(c, br)
+	case isH2 || m.h1 == nil:
 		m.h2l.push(&bufferedConn{Conn: c, r: br})
-		return
+	default:
+		m.h1.ServeConn(c, br)
 	}
-	m.h1.ServeConn(c, br)
 }
 
 // sniffH2 reports whether a cleartext connection starts with the HTTP/2
@@ -200,17 +208,27 @@ func (m *h1Mux) shutdown(ctx context.Context) error {
 	_ = m.l.Close()
 	m.stopSorting()
 	var wg sync.WaitGroup
-	var e1, e2 error
-	wg.Go(func() { e1 = m.h1.Shutdown(ctx) })
+	var e1, e2, e3 error
+	if m.h1 != nil {
+		wg.Go(func() { e1 = m.h1.Shutdown(ctx) })
+	}
+	if m.h2s != nil {
+		wg.Go(func() { e3 = m.h2s.Shutdown(ctx) })
+	}
 	wg.Go(func() { e2 = m.h2.Shutdown(ctx) })
 	wg.Wait()
-	return errors.Join(e1, e2)
+	return errors.Join(e1, e2, e3)
 }
 
 func (m *h1Mux) close() {
 	_ = m.l.Close()
 	m.stopSorting()
-	m.h1.Close()
+	if m.h1 != nil {
+		m.h1.Close()
+	}
+	if m.h2s != nil {
+		m.h2s.Close()
+	}
 	_ = m.h2.Close()
 }
 

@@ -124,6 +124,9 @@ type Config struct {
 	// and the client to peer sidecars and the app (see proxy.Config).
 	NetHTTPServer bool
 	NetHTTPClient bool
+	// NetHTTPH2Server puts net/http's HTTP/2 server in the place of
+	// proxy/internal/h2's on every port (see proxy.Config).
+	NetHTTPH2Server bool
 
 	Logger *slog.Logger
 }

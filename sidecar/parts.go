@@ -174,7 +174,7 @@ func (s *sidecar) discovery(ctx context.Context) error {
 	})
 	s.pcfg = proxy.Config{Identity: s.id, Insecure: cfg.Insecure, Resolver: s.cache.Picker(), Logger: s.log,
 		MaxHeaderFields: cfg.MaxHeaderFields, BodyReadTimeout: cfg.BodyReadTimeout,
-		NetHTTPServer: cfg.NetHTTPServer, NetHTTPClient: cfg.NetHTTPClient,
+		NetHTTPServer: cfg.NetHTTPServer, NetHTTPClient: cfg.NetHTTPClient, NetHTTPH2Server: cfg.NetHTTPH2Server,
 		APIToken: cfg.APIToken, AppAPIToken: cfg.AppAPIToken,
 		PeerKeepalive: cfg.PeerKeepalive, PeerKeepaliveTimeout: cfg.PeerKeepaliveTimeout}
 	if s.src != nil {
@@ -379,7 +379,7 @@ func (s *sidecar) proxy(ctx context.Context) error {
 			"http", s.ls.HTTP.Addr().String(), "grpc", s.ls.GRPC.Addr().String(), "internal", s.ls.Internal.Addr().String(),
 			"advertise", s.advertise, "resolver", cfg.Resolver, "app_port", cfg.AppPort, "app_protocol", cfg.AppProtocol,
 			"metrics", listenerAddr(s.metricsL), "tracing", s.pcfg.Tracer.Exporting(),
-			"h1_server", h1Name(cfg.NetHTTPServer), "h1_client", h1Name(cfg.NetHTTPClient))
+			"h1_server", h1Name(cfg.NetHTTPServer), "h1_client", h1Name(cfg.NetHTTPClient), "h2_server", h2Name(cfg.NetHTTPH2Server))
 		s.notReady.Stop()
 		s.public.p.Store(p)
 		return p.Serve(ctx, s.ls, cfg.ShutdownGrace)
@@ -409,4 +409,11 @@ func h1Name(netHTTP bool) string {
 		return "nethttp"
 	}
 	return "h1"
+}
+
+func h2Name(netHTTP bool) string {
+	if netHTTP {
+		return "nethttp"
+	}
+	return "h2"
 }

@@ -41,6 +41,7 @@ func newCommand() *cobra.Command {
 		allowLogEvery       int
 		recentDecisions     int
 		h1Server, h1Client  string
+		h2Server            string
 		dapr                *daprFlags
 		peer                *peerFlags
 	)
@@ -102,6 +103,9 @@ func newCommand() *cobra.Command {
 			if cfg.NetHTTPClient, err = parseH1("--h1-client", h1Client); err != nil {
 				return err
 			}
+			if cfg.NetHTTPH2Server, err = parseImpl("--h2-server", h2Server, h2Impl); err != nil {
+				return err
+			}
 			if err := peer.apply(&cfg); err != nil {
 				return err
 			}
@@ -160,6 +164,7 @@ func newCommand() *cobra.Command {
 	f.StringVar(&cfg.WorkloadAPISocket, "workload-api-socket", "", "unix socket path to serve the SPIFFE Workload API on")
 	f.StringVar(&h1Server, "h1-server", envOr("MESHD_H1_SERVER", h1Impl), "HTTP/1.x server of the HTTP and internal ports: h1 (meshd's) or nethttp (Go's net/http; env MESHD_H1_SERVER)")
 	f.StringVar(&h1Client, "h1-client", envOr("MESHD_H1_CLIENT", h1Impl), "HTTP/1.1 client to peer sidecars and the app: h1 (meshd's) or nethttp (Go's net/http; env MESHD_H1_CLIENT)")
+	f.StringVar(&h2Server, "h2-server", envOr("MESHD_H2_SERVER", defaultH2Server), "HTTP/2 server of every port: h2 (meshd's) or nethttp (Go's net/http; env MESHD_H2_SERVER)")
 	dapr = addDaprFlags(f, &cfg)
 	peer = addPeerFlags(f)
 	return cmd
@@ -180,22 +185,31 @@ func setCPUs(explicit bool, n int) {
 	runtime.GOMAXPROCS(n)
 }
 
-// h1Impl and netHTTPImpl are the values of --h1-server and --h1-client.
+// h1Impl and netHTTPImpl are the values of --h1-server and --h1-client;
+// h2Impl and netHTTPImpl those of --h2-server.
 const (
 	h1Impl      = "h1"
+	h2Impl      = "h2"
 	netHTTPImpl = "nethttp"
 )
 
+// defaultH2Server is --h2-server's default.
+const defaultH2Server = h2Impl
+
 // parseH1 reads --h1-server or --h1-client: whether net/http serves (or
 // sends) HTTP/1.x instead of proxy/internal/h1.
-func parseH1(flag, v string) (netHTTP bool, err error) {
+func parseH1(flag, v string) (netHTTP bool, err error) { return parseImpl(flag, v, h1Impl) }
+
+// parseImpl reads a --h1-* or --h2-* flag: whether net/http is chosen
+// instead of meshd's own (named own).
+func parseImpl(flag, v, own string) (netHTTP bool, err error) {
 	switch v {
-	case h1Impl:
+	case own:
 		return false, nil
 	case netHTTPImpl:
 		return true, nil
 	}
-	return false, fmt.Errorf("meshd: %s %q: want %s or %s", flag, v, h1Impl, netHTTPImpl)
+	return false, fmt.Errorf("meshd: %s %q: want %s or %s", flag, v, own, netHTTPImpl)
 }
 
 // envOr returns the environment variable key, or def when it is unset or

@@ -218,11 +218,12 @@ func startBlackHole(t *testing.T) string {
 func TestMesh(t *testing.T) { runMesh(t, startMesh(t)) }
 
 // TestMeshNetHTTP runs them again with Go's net/http as the sidecars'
-// HTTP/1.x server and client (--h1-server/--h1-client nethttp), the
-// fallback from meshd's own h1: it must behave the same, except where
-// docs/sidecar.md ("The net/http fallback") says how it differs.
+// HTTP/1.x server and client and HTTP/2 server (--h1-server/--h1-client
+// nethttp, --h2-server nethttp), the fallback from meshd's own h1 and h2:
+// it must behave the same, except where docs/sidecar.md ("The net/http
+// fallback") says how it differs.
 func TestMeshNetHTTP(t *testing.T) {
-	m := startMesh(t, "--h1-server", "nethttp", "--h1-client", "nethttp")
+	m := startMesh(t, "--h1-server", "nethttp", "--h1-client", "nethttp", "--h2-server", "nethttp")
 	m.netHTTPServer = true
 	runMesh(t, m)
 }

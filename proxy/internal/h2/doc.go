@@ -1,0 +1,62 @@
+// Package h2 is the sidecar's lean HTTP/2 (RFC 9113) server, built on
+// golang.org/x/net/http2's Framer and hpack (no frame parsing or HPACK of
+// its own).
+//
+// # Server
+//
+// Server.ServeConn serves one connection (TLS with ALPN "h2", or cleartext
+// with the preface, "h2c"). What it does differently from net/http's
+// HTTP/2 server, for fewer goroutine hand-offs per call:
+//
+//   - One reader goroutine per connection decodes frames. A request's
+//     handler runs on a worker taken from a small per-Server pool of parked
+//     goroutines (their stacks already grown), or a new one when none is
+//     idle: one hand-off per request.
+//   - There is no serve loop that owns the writes. A handler writes its
+//     HEADERS, DATA and trailers itself, under the connection's write
+//     mutex (the HPACK encoder is under the same mutex), into a buffered
+//     writer that is flushed on Flush and when the handler returns: the
+//     headers, a small body and the trailers of a unary gRPC answer leave
+//     in one write.
+//   - Flow control: a writer waits until the connection's and the
+//     stream's send windows open (WINDOW_UPDATE); the receive windows are
+//     replenished as the handler reads the body, in batches of a quarter
+//     window, not per frame.
+//   - The request body implements Buffered() (n int, final bool): how many
+//     bytes can be read without waiting, and whether they are all that is
+//     left (END_STREAM has arrived).
+//
+// The request is what net/http's server gives a handler: Proto
+// "HTTP/2.0", Host from :authority, RemoteAddr, TLS, ContentLength from
+// content-length or -1, a context derived from ConnContext's and cancelled
+// when the client resets the stream or the connection ends. Trailers are
+// declared with a Trailer header or set with http.TrailerPrefix, as with
+// net/http. The ResponseWriter is also an http.Flusher and supports
+// http.ResponseController's Flush, EnableFullDuplex, SetReadDeadline and
+// SetWriteDeadline.
+//
+// # Limits (the internal port faces other hosts)
+//
+//   - MaxConcurrentStreams: a stream beyond it is refused (RST_STREAM
+//     REFUSED_STREAM); handlers of reset streams still count until they
+//     return.
+//   - MaxHeaderListSize: a larger header block is answered 431; one far
+//     larger (or endless CONTINUATION frames) ends the connection.
+//   - Rapid reset (CVE-2023-44487): streams the client resets cost a
+//     budget that completed streams refill; past it, GOAWAY
+//     ENHANCE_YOUR_CALM.
+//   - Floods of PING, SETTINGS, empty DATA, PRIORITY frames and of
+//     WINDOW_UPDATE and RST_STREAM frames on closed streams: a per-second
+//     budget that grows with the requests served;
+//     past it, GOAWAY ENHANCE_YOUR_CALM.
+//   - ReadHeaderTimeout bounds the preface and every frame once its first
+//     byte arrived; IdleTimeout closes a connection without streams
+//     (GOAWAY NO_ERROR); SendTimeout bounds how long a response write may
+//     wait for the client's flow-control window or the socket, so a client
+//     that never opens its window cannot pin a handler.
+//   - Malformed requests (RFC 9113 §8.3: missing or repeated pseudo-header
+//     fields, connection-specific fields, uppercase names, content-length
+//     not matching the DATA) are stream errors (PROTOCOL_ERROR); frames on
+//     idle streams, a bad preface, flow-control violations are connection
+//     errors. CONNECT is answered 405.
+package h2
