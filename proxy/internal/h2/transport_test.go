@@ -39,7 +39,7 @@ type clientEnv struct {
 }
 
 // newNetHTTPEnv starts net/http's HTTP/2 server with h, over TLS or h2c.
-func newNetHTTPEnv(t *testing.T, useTLS bool, h http.Handler, cfg *http.HTTP2Config) *clientEnv {
+func newClientEnv(t *testing.T, useTLS bool, h http.Handler, cfg *http.HTTP2Config) *clientEnv {
 	t.Helper()
 	e := &clientEnv{}
 	if cfg == nil {
@@ -54,7 +54,7 @@ func newNetHTTPEnv(t *testing.T, useTLS bool, h http.Handler, cfg *http.HTTP2Con
 				e.conns.Add(1)
 			}
 		}
-		s.Config.ErrorLog = quietLog()
+		s.Config.ErrorLog = clientQuietLog()
 		s.StartTLS()
 		e.srv = s
 		e.url = s.URL
@@ -68,7 +68,7 @@ func newNetHTTPEnv(t *testing.T, useTLS bool, h http.Handler, cfg *http.HTTP2Con
 		}
 		p := new(http.Protocols)
 		p.SetUnencryptedHTTP2(true)
-		s := &http.Server{Handler: h, Protocols: p, HTTP2: cfg, ErrorLog: quietLog(), ConnState: func(_ net.Conn, st http.ConnState) {
+		s := &http.Server{Handler: h, Protocols: p, HTTP2: cfg, ErrorLog: clientQuietLog(), ConnState: func(_ net.Conn, st http.ConnState) {
 			if st == http.StateNew {
 				e.conns.Add(1)
 			}
@@ -92,12 +92,12 @@ func (e *clientEnv) kill() {
 	}
 }
 
-func both(t *testing.T, f func(t *testing.T, useTLS bool)) {
+func clientBoth(t *testing.T, f func(t *testing.T, useTLS bool)) {
 	t.Run("tls", func(t *testing.T) { clientNoLeak(t); f(t, true) })
 	t.Run("h2c", func(t *testing.T) { clientNoLeak(t); f(t, false) })
 }
 
-func get(t *testing.T, tr *Transport, ctx context.Context, method, url string, body io.Reader) (*http.Response, error) {
+func clientGet(t *testing.T, tr *Transport, ctx context.Context, method, url string, body io.Reader) (*http.Response, error) {
 	t.Helper()
 	req, err := http.NewRequestWithContext(ctx, method, url, body)
 	if err != nil {
@@ -106,7 +106,7 @@ func get(t *testing.T, tr *Transport, ctx context.Context, method, url string, b
 	return tr.RoundTrip(req)
 }
 
-func readAll(t *testing.T, resp *http.Response) string {
+func clientReadAll(t *testing.T, resp *http.Response) string {
 	t.Helper()
 	b, err := io.ReadAll(resp.Body)
 	if err != nil {
@@ -116,7 +116,7 @@ func readAll(t *testing.T, resp *http.Response) string {
 	return string(b)
 }
 
-func echoHandler(w http.ResponseWriter, r *http.Request) {
+func clientEcho(w http.ResponseWriter, r *http.Request) {
 	b, _ := io.ReadAll(r.Body)
 	w.Header().Set("X-Method", r.Method)
 	w.Header().Set("X-Proto", r.Proto)
@@ -127,8 +127,8 @@ func echoHandler(w http.ResponseWriter, r *http.Request) {
 }
 
 func TestClientBasic(t *testing.T) {
-	both(t, func(t *testing.T, useTLS bool) {
-		e := newNetHTTPEnv(t, useTLS, http.HandlerFunc(echoHandler), nil)
+	clientBoth(t, func(t *testing.T, useTLS bool) {
+		e := newClientEnv(t, useTLS, http.HandlerFunc(clientEcho), nil)
 		ctx := context.Background()
 		req, _ := http.NewRequest("GET", e.url+"/a?b=c", nil)
 		req.Header.Set("X-Custom", "v1")
@@ -142,23 +142,23 @@ func TestClientBasic(t *testing.T) {
 		if got := resp.Header["X-Multi"]; len(got) != 2 || got[0] != "a" || got[1] != "b" {
 			t.Fatalf("X-Multi %q", got)
 		}
-		if s := readAll(t, resp); s != "" {
+		if s := clientReadAll(t, resp); s != "" {
 			t.Fatalf("body %q", s)
 		}
 		// Known length, inline.
-		resp, err = get(t, e.tr, ctx, "POST", e.url+"/p", strings.NewReader("hello"))
+		resp, err = clientGet(t, e.tr, ctx, "POST", e.url+"/p", strings.NewReader("hello"))
 		if err != nil {
 			t.Fatal(err)
 		}
-		if s := readAll(t, resp); s != "hello" || resp.Header.Get("X-Len") != "5" {
+		if s := clientReadAll(t, resp); s != "hello" || resp.Header.Get("X-Len") != "5" {
 			t.Fatalf("POST: %q len %s", s, resp.Header.Get("X-Len"))
 		}
 		// Unknown length, streamed by the writer.
-		resp, err = get(t, e.tr, ctx, "POST", e.url+"/p", io.MultiReader(strings.NewReader("hel"), strings.NewReader("lo!")))
+		resp, err = clientGet(t, e.tr, ctx, "POST", e.url+"/p", io.MultiReader(strings.NewReader("hel"), strings.NewReader("lo!")))
 		if err != nil {
 			t.Fatal(err)
 		}
-		if s := readAll(t, resp); s != "hello!" {
+		if s := clientReadAll(t, resp); s != "hello!" {
 			t.Fatalf("POST streamed: %q", s)
 		}
 		if n := e.conns.Load(); n != 1 {
@@ -169,8 +169,8 @@ func TestClientBasic(t *testing.T) {
 
 func TestClientLargeBodies(t *testing.T) {
 	// Bodies beyond every window, both ways, on one connection.
-	both(t, func(t *testing.T, useTLS bool) {
-		e := newNetHTTPEnv(t, useTLS, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	clientBoth(t, func(t *testing.T, useTLS bool) {
+		e := newClientEnv(t, useTLS, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			h := sha256.New()
 			n, _ := io.Copy(h, r.Body)
 			w.Header().Set("X-Sum", fmt.Sprintf("%x/%d", h.Sum(nil), n))
@@ -186,7 +186,7 @@ func TestClientLargeBodies(t *testing.T) {
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
-				resp, err := get(t, e.tr, context.Background(), "PUT", e.url, struct{ io.Reader }{bytes.NewReader(up)})
+				resp, err := clientGet(t, e.tr, context.Background(), "PUT", e.url, struct{ io.Reader }{bytes.NewReader(up)})
 				if err != nil {
 					t.Error(err)
 					return
@@ -206,22 +206,22 @@ func TestClientLargeBodies(t *testing.T) {
 }
 
 func TestClientTrailers(t *testing.T) {
-	both(t, func(t *testing.T, useTLS bool) {
-		e := newNetHTTPEnv(t, useTLS, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	clientBoth(t, func(t *testing.T, useTLS bool) {
+		e := newClientEnv(t, useTLS, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			w.Header().Set("Trailer", "X-Declared")
 			_, _ = w.Write([]byte("body"))
 			w.(http.Flusher).Flush()
 			w.Header().Set("X-Declared", "d")
 			w.Header().Set(http.TrailerPrefix+"X-Late", "l")
 		}), nil)
-		resp, err := get(t, e.tr, context.Background(), "GET", e.url, nil)
+		resp, err := clientGet(t, e.tr, context.Background(), "GET", e.url, nil)
 		if err != nil {
 			t.Fatal(err)
 		}
 		if v := resp.Trailer.Get("X-Declared"); v != "" {
 			t.Fatalf("trailer before EOF: %q", v)
 		}
-		if s := readAll(t, resp); s != "body" {
+		if s := clientReadAll(t, resp); s != "body" {
 			t.Fatalf("body %q", s)
 		}
 		if resp.Trailer.Get("X-Declared") != "d" || resp.Trailer.Get("X-Late") != "l" {
@@ -232,8 +232,8 @@ func TestClientTrailers(t *testing.T) {
 
 func TestClientBidi(t *testing.T) {
 	// Full duplex: each chunk's echo arrives before the next chunk leaves.
-	both(t, func(t *testing.T, useTLS bool) {
-		e := newNetHTTPEnv(t, useTLS, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	clientBoth(t, func(t *testing.T, useTLS bool) {
+		e := newClientEnv(t, useTLS, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			w.WriteHeader(200)
 			w.(http.Flusher).Flush()
 			buf := make([]byte, 100)
@@ -249,7 +249,7 @@ func TestClientBidi(t *testing.T) {
 			}
 		}), nil)
 		pr, pw := io.Pipe()
-		resp, err := get(t, e.tr, context.Background(), "POST", e.url, pr)
+		resp, err := clientGet(t, e.tr, context.Background(), "POST", e.url, pr)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -264,7 +264,7 @@ func TestClientBidi(t *testing.T) {
 			}
 		}
 		_ = pw.Close()
-		if s := readAll(t, resp); s != "" {
+		if s := clientReadAll(t, resp); s != "" {
 			t.Fatalf("rest %q", s)
 		}
 	})
@@ -273,21 +273,21 @@ func TestClientBidi(t *testing.T) {
 func TestClientMaxConcurrentStreams(t *testing.T) {
 	// The server allows 4 streams per connection: 32 concurrent calls
 	// need more connections, and none fails.
-	both(t, func(t *testing.T, useTLS bool) {
+	clientBoth(t, func(t *testing.T, useTLS bool) {
 		release := make(chan struct{})
 		var inside atomic.Int32
-		e := newNetHTTPEnv(t, useTLS, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		e := newClientEnv(t, useTLS, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			inside.Add(1)
 			<-release
 			_, _ = w.Write([]byte("ok"))
 		}), &http.HTTP2Config{MaxConcurrentStreams: 4})
 		// The first call learns the server's limit.
 		close(release)
-		resp, err := get(t, e.tr, context.Background(), "GET", e.url, nil)
+		resp, err := clientGet(t, e.tr, context.Background(), "GET", e.url, nil)
 		if err != nil {
 			t.Fatal(err)
 		}
-		readAll(t, resp)
+		clientReadAll(t, resp)
 		release = make(chan struct{})
 		var wg sync.WaitGroup
 		errs := make(chan error, 32)
@@ -295,7 +295,7 @@ func TestClientMaxConcurrentStreams(t *testing.T) {
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
-				resp, err := get(t, e.tr, context.Background(), "GET", e.url, nil)
+				resp, err := clientGet(t, e.tr, context.Background(), "GET", e.url, nil)
 				if err != nil {
 					errs <- err
 					return
@@ -326,9 +326,9 @@ func TestClientMaxConcurrentStreams(t *testing.T) {
 }
 
 func TestClientCancel(t *testing.T) {
-	both(t, func(t *testing.T, useTLS bool) {
+	clientBoth(t, func(t *testing.T, useTLS bool) {
 		gone := make(chan struct{}, 4)
-		e := newNetHTTPEnv(t, useTLS, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		e := newClientEnv(t, useTLS, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			for {
 				if _, err := w.Write([]byte("tick")); err != nil {
 					break
@@ -345,7 +345,7 @@ func TestClientCancel(t *testing.T) {
 		}), nil)
 		// Context ended mid-body.
 		ctx, cancel := context.WithCancel(context.Background())
-		resp, err := get(t, e.tr, ctx, "GET", e.url, nil)
+		resp, err := clientGet(t, e.tr, ctx, "GET", e.url, nil)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -359,9 +359,9 @@ func TestClientCancel(t *testing.T) {
 			t.Fatalf("read after cancel: %v, want context.Canceled", err)
 		}
 		_ = resp.Body.Close()
-		waitOrFail(t, gone, "the server to see the cancel (RST_STREAM)")
+		clientWait(t, gone, "the server to see the cancel (RST_STREAM)")
 		// Body closed before its end.
-		resp, err = get(t, e.tr, context.Background(), "GET", e.url, nil)
+		resp, err = clientGet(t, e.tr, context.Background(), "GET", e.url, nil)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -369,22 +369,22 @@ func TestClientCancel(t *testing.T) {
 			t.Fatal(err)
 		}
 		_ = resp.Body.Close()
-		waitOrFail(t, gone, "the server to see the closed body (RST_STREAM)")
+		clientWait(t, gone, "the server to see the closed body (RST_STREAM)")
 		// Context ended before the headers.
 		ctx, cancel = context.WithTimeout(context.Background(), 20*time.Millisecond)
 		defer cancel()
-		slow := newNetHTTPEnv(t, useTLS, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		slow := newClientEnv(t, useTLS, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			<-r.Context().Done()
 		}), nil)
 		start := time.Now()
-		_, err = get(t, slow.tr, ctx, "GET", slow.url, nil)
+		_, err = clientGet(t, slow.tr, ctx, "GET", slow.url, nil)
 		if !errors.Is(err, context.DeadlineExceeded) || time.Since(start) > 2*time.Second {
 			t.Fatalf("deadline before headers: %v after %v", err, time.Since(start))
 		}
 	})
 }
 
-func waitOrFail(t *testing.T, ch chan struct{}, what string) {
+func clientWait(t *testing.T, ch chan struct{}, what string) {
 	t.Helper()
 	select {
 	case <-ch:
@@ -394,15 +394,15 @@ func waitOrFail(t *testing.T, ch chan struct{}, what string) {
 }
 
 func TestClientServerKilled(t *testing.T) {
-	both(t, func(t *testing.T, useTLS bool) {
+	clientBoth(t, func(t *testing.T, useTLS bool) {
 		started := make(chan struct{})
-		e := newNetHTTPEnv(t, useTLS, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		e := newClientEnv(t, useTLS, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			_, _ = w.Write([]byte("part"))
 			w.(http.Flusher).Flush()
 			close(started)
 			<-r.Context().Done()
 		}), nil)
-		resp, err := get(t, e.tr, context.Background(), "GET", e.url, nil)
+		resp, err := clientGet(t, e.tr, context.Background(), "GET", e.url, nil)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -421,14 +421,14 @@ func TestClientGracefulShutdown(t *testing.T) {
 	clientNoLeak(t)
 	release := make(chan struct{})
 	started := make(chan struct{})
-	e := newNetHTTPEnv(t, false, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	e := newClientEnv(t, false, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		close(started)
 		<-release
 		_, _ = w.Write([]byte("done"))
 	}), nil)
 	errc := make(chan error, 1)
 	go func() {
-		resp, err := get(t, e.tr, context.Background(), "GET", e.url, nil)
+		resp, err := clientGet(t, e.tr, context.Background(), "GET", e.url, nil)
 		if err != nil {
 			errc <- err
 			return
@@ -455,7 +455,7 @@ func TestClientGracefulShutdown(t *testing.T) {
 
 func TestClientBadInput(t *testing.T) {
 	clientNoLeak(t)
-	e := newNetHTTPEnv(t, false, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	e := newClientEnv(t, false, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.URL.Path == "/big" {
 			w.Header().Set("X-Big", strings.Repeat("b", 20<<10))
 		}
@@ -485,35 +485,35 @@ func TestClientBadInput(t *testing.T) {
 	}
 	// Response headers over the bound: that call fails, the connection
 	// serves on.
-	if _, err := get(t, e.tr, ctx, "GET", e.url+"/big", nil); !errors.Is(err, ErrHeaderTooLarge) && !errors.Is(err, ErrProtocol) {
+	if _, err := clientGet(t, e.tr, ctx, "GET", e.url+"/big", nil); !errors.Is(err, ErrHeaderTooLarge) && !errors.Is(err, ErrProtocol) {
 		t.Errorf("big headers: %v, want ErrHeaderTooLarge", err)
 	}
-	resp, err := get(t, e.tr, ctx, "GET", e.url+"/", nil)
+	resp, err := clientGet(t, e.tr, ctx, "GET", e.url+"/", nil)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if s := readAll(t, resp); s != "ok" {
+	if s := clientReadAll(t, resp); s != "ok" {
 		t.Fatalf("after: %q", s)
 	}
 	// A body that fails.
-	_, err = get(t, e.tr, ctx, "POST", e.url, io.MultiReader(strings.NewReader("a"), errReader{}))
+	_, err = clientGet(t, e.tr, ctx, "POST", e.url, io.MultiReader(strings.NewReader("a"), clientErrReader{}))
 	if !errors.Is(err, ErrRequestBody) {
 		t.Errorf("failing body: %v, want ErrRequestBody", err)
 	}
 	// The dial's error passes through as it is.
 	sentinel := errors.New("no route")
 	tr := &Transport{DialContext: func(context.Context, string, string) (net.Conn, error) { return nil, sentinel }}
-	if _, err := get(t, tr, ctx, "GET", "http://127.0.0.1:1/", nil); err != sentinel {
+	if _, err := clientGet(t, tr, ctx, "GET", "http://127.0.0.1:1/", nil); err != sentinel {
 		t.Errorf("dial error: %v, want it as DialContext returned it", err)
 	}
-	if _, err := get(t, &Transport{}, ctx, "GET", "http://127.0.0.1:1/", nil); err == nil {
+	if _, err := clientGet(t, &Transport{}, ctx, "GET", "http://127.0.0.1:1/", nil); err == nil {
 		t.Error("no DialContext: no error")
 	}
 }
 
-type errReader struct{}
+type clientErrReader struct{}
 
-func (errReader) Read([]byte) (int, error) { return 0, errors.New("broken body") }
+func (clientErrReader) Read([]byte) (int, error) { return 0, errors.New("broken body") }
 
 // quietLog drops net/http's server log lines (a reset stream is expected).
-func quietLog() *log.Logger { return log.New(io.Discard, "", 0) }
+func clientQuietLog() *log.Logger { return log.New(io.Discard, "", 0) }
