@@ -120,6 +120,10 @@ type Config struct {
 	// Transport instead of proxy/internal/h1's (--h1-client nethttp; the app
 	// channel has its own switch, appchannel.Config.NetHTTPClient).
 	NetHTTPClient bool
+	// NetHTTPH2Client sends the HTTP/2 hop to peer sidecars with net/http's
+	// Transport instead of proxy/internal/h2's (--h2-client nethttp; the app
+	// channel has its own switch, appchannel.Config.NetHTTPH2Client).
+	NetHTTPH2Client bool
 }
 
 // Proxy is the data plane of one sidecar.

@@ -124,6 +124,9 @@ type Config struct {
 	// and the client to peer sidecars and the app (see proxy.Config).
 	NetHTTPServer bool
 	NetHTTPClient bool
+	// NetHTTPH2Client puts net/http's HTTP/2 client in the place of
+	// proxy/internal/h2's, to peer sidecars and to an h2c or gRPC app.
+	NetHTTPH2Client bool
 
 	Logger *slog.Logger
 }

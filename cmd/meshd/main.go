@@ -41,6 +41,7 @@ func newCommand() *cobra.Command {
 		allowLogEvery       int
 		recentDecisions     int
 		h1Server, h1Client  string
+		h2Client            string
 		dapr                *daprFlags
 		peer                *peerFlags
 	)
@@ -102,6 +103,9 @@ func newCommand() *cobra.Command {
 			if cfg.NetHTTPClient, err = parseH1("--h1-client", h1Client); err != nil {
 				return err
 			}
+			if cfg.NetHTTPH2Client, err = parseH2Client(h2Client); err != nil {
+				return err
+			}
 			if err := peer.apply(&cfg); err != nil {
 				return err
 			}
@@ -160,6 +164,7 @@ func newCommand() *cobra.Command {
 	f.StringVar(&cfg.WorkloadAPISocket, "workload-api-socket", "", "unix socket path to serve the SPIFFE Workload API on")
 	f.StringVar(&h1Server, "h1-server", envOr("MESHD_H1_SERVER", h1Impl), "HTTP/1.x server of the HTTP and internal ports: h1 (meshd's) or nethttp (Go's net/http; env MESHD_H1_SERVER)")
 	f.StringVar(&h1Client, "h1-client", envOr("MESHD_H1_CLIENT", h1Impl), "HTTP/1.1 client to peer sidecars and the app: h1 (meshd's) or nethttp (Go's net/http; env MESHD_H1_CLIENT)")
+	addH2ClientFlag(f, &h2Client)
 	dapr = addDaprFlags(f, &cfg)
 	peer = addPeerFlags(f)
 	return cmd
