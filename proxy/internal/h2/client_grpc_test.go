@@ -263,7 +263,9 @@ func TestClientGRPCStreaming(t *testing.T) {
 	// Bidi: each answer arrives before the next message leaves.
 	pr, pw = io.Pipe()
 	// grpc-go answers headers with the first message: send it meanwhile.
-	go func() { _, _ = pw.Write(clientGRPCFrame(&testpb.StreamingOutputCallRequest{Payload: &testpb.Payload{Body: []byte("aaa")}})) }()
+	go func() {
+		_, _ = pw.Write(clientGRPCFrame(&testpb.StreamingOutputCallRequest{Payload: &testpb.Payload{Body: []byte("aaa")}}))
+	}()
 	resp, err = e.call(ctx, "FullDuplexCall", pr)
 	if err != nil {
 		t.Fatal(err)
@@ -293,7 +295,9 @@ func TestClientGRPCCancelMidStream(t *testing.T) {
 	e := newClientGRPCEnv(t)
 	ctx, cancel := context.WithCancel(context.Background())
 	pr, pw := io.Pipe()
-	go func() { _, _ = pw.Write(clientGRPCFrame(&testpb.StreamingOutputCallRequest{Payload: &testpb.Payload{Body: []byte("x")}})) }()
+	go func() {
+		_, _ = pw.Write(clientGRPCFrame(&testpb.StreamingOutputCallRequest{Payload: &testpb.Payload{Body: []byte("x")}}))
+	}()
 	resp, err := e.call(ctx, "FullDuplexCall", pr)
 	if err != nil {
 		t.Fatal(err)
@@ -323,7 +327,9 @@ func TestClientGRPCGracefulStop(t *testing.T) {
 	clientNoLeak(t)
 	e := newClientGRPCEnv(t)
 	pr, pw := io.Pipe()
-	go func() { _, _ = pw.Write(clientGRPCFrame(&testpb.StreamingOutputCallRequest{Payload: &testpb.Payload{Body: []byte("1")}})) }()
+	go func() {
+		_, _ = pw.Write(clientGRPCFrame(&testpb.StreamingOutputCallRequest{Payload: &testpb.Payload{Body: []byte("1")}}))
+	}()
 	resp, err := e.call(context.Background(), "FullDuplexCall", pr)
 	if err != nil {
 		t.Fatal(err)
@@ -356,7 +362,9 @@ func TestClientGRPCServerKilled(t *testing.T) {
 	e := newClientGRPCEnv(t)
 	pr, pw := io.Pipe()
 	defer pw.Close()
-	go func() { _, _ = pw.Write(clientGRPCFrame(&testpb.StreamingOutputCallRequest{Payload: &testpb.Payload{Body: []byte("1")}})) }()
+	go func() {
+		_, _ = pw.Write(clientGRPCFrame(&testpb.StreamingOutputCallRequest{Payload: &testpb.Payload{Body: []byte("1")}}))
+	}()
 	resp, err := e.call(context.Background(), "FullDuplexCall", pr)
 	if err != nil {
 		t.Fatal(err)
