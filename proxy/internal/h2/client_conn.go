@@ -159,10 +159,11 @@ func (cc *clientConn) reserve() bool {
 	return true
 }
 
-func (cc *clientConn) unreserve() {
+// allowsNone reports whether the server allows no stream on cc.
+func (cc *clientConn) allowsNone() bool {
 	cc.mu.Lock()
-	cc.reserved--
-	cc.mu.Unlock()
+	defer cc.mu.Unlock()
+	return cc.maxConcurrent == 0 && !cc.closed
 }
 
 // keepaliveTick runs on Keepalive's timer: a PING after Keepalive of

@@ -19,7 +19,7 @@ import (
 
 // clientScript is a scripted HTTP/2 server: for the n-th connection it
 // reads the preface, sends SETTINGS and runs script.
-func clientScript(t *testing.T, script func(n int, fr *http2.Framer, c net.Conn)) (*Transport, string) {
+func clientScript(t *testing.T, script func(n int, fr *http2.Framer, c net.Conn), settings ...http2.Setting) (*Transport, string) {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -48,7 +48,7 @@ func clientScript(t *testing.T, script func(n int, fr *http2.Framer, c net.Conn)
 				}
 				fr := http2.NewFramer(c, c)
 				fr.ReadMetaHeaders = hpack.NewDecoder(4096, nil)
-				_ = fr.WriteSettings()
+				_ = fr.WriteSettings(settings...)
 				script(n, fr, c)
 			}()
 		}
@@ -285,5 +285,24 @@ func TestClientKeepalive(t *testing.T) {
 		}
 	case <-time.After(5 * time.Second):
 		t.Fatal("the call on a hung peer did not fail")
+	}
+}
+
+func TestClientServerAllowsNoStream(t *testing.T) {
+	// SETTINGS_MAX_CONCURRENT_STREAMS 0: the call fails at once (no spin
+	// of new connections), as refused.
+	clientNoLeak(t)
+	var conns atomic.Int32
+	tr, url := clientScript(t, func(n int, fr *http2.Framer, c net.Conn) {
+		conns.Add(1)
+		clientDrain(fr)
+	}, http2.Setting{ID: http2.SettingMaxConcurrentStreams, Val: 0})
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if _, err := clientGet(t, tr, ctx, "GET", url, nil); !errors.Is(err, ErrStreamRefused) || ctx.Err() != nil {
+		t.Fatalf("server allowing no stream: %v", err)
+	}
+	if n := conns.Load(); n > 2 {
+		t.Fatalf("%d connections dialed", n)
 	}
 }

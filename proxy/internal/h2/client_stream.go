@@ -227,15 +227,18 @@ func (cc *clientConn) roundTrip(ctx context.Context, req *http.Request, hl uint3
 		cc.flushLocked()
 		err = cc.werr
 	}
-	if endWithHeaders || inlineNow {
+	ended := endWithHeaders || inlineNow
+	if ended {
 		cs.wclosed = true
-		cs.sendDone = true // no other goroutine has cs yet
 	}
 	cc.wmu.Unlock()
 	if err != nil {
 		cc.writeErrClose(err)
 		cs.fail(fmt.Errorf("%w: write: %w", ErrConnClosed, err), false)
-		return nil, false, cs.err
+		return nil, false, cs.abortErr()
+	}
+	if ended {
+		cs.sendFinished()
 	}
 	if ctx.Done() != nil {
 		cs.mu.Lock()
@@ -306,6 +309,12 @@ func (cs *clientStream) writeBody(pre []byte, body io.ReadCloser) {
 		cs.reset(http2.ErrCodeCancel, err)
 		return
 	}
+	cs.sendFinished()
+}
+
+// sendFinished: the request side ended (END_STREAM written). The stream
+// is forgotten once the response ended too.
+func (cs *clientStream) sendFinished() {
 	cs.mu.Lock()
 	cs.sendDone = true
 	done := cs.eof && !cs.finished
@@ -759,7 +768,8 @@ func (cs *clientStream) copyTrailers() {
 		return
 	}
 	if cs.resp.Trailer == nil {
-		cs.resp.Trailer = make(http.Header, len(cs.trailer))
+		cs.resp.Trailer = cs.trailer // the reader is done with it
+		return
 	}
 	for k, v := range cs.trailer {
 		cs.resp.Trailer[k] = v

@@ -39,6 +39,7 @@ package h2
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net"
 	"net/http"
 	"sync"
@@ -169,7 +170,7 @@ func (t *Transport) keepaliveTimeout() time.Duration {
 }
 
 // getConn returns a connection to addr with a stream slot reserved for the
-// caller (the caller releases it by opening a stream or calling unreserve).
+// caller (released when the caller opens its stream).
 // skip is a connection not to use (one that refused the last try).
 func (t *Transport) getConn(ctx context.Context, addr string, skip *clientConn) (*clientConn, error) {
 	for {
@@ -208,6 +209,10 @@ func (t *Transport) getConn(ctx context.Context, addr string, skip *clientConn) 
 		}
 		if d.cc.reserve() {
 			return d.cc, nil
+		}
+		if d.cc.allowsNone() {
+			// Another connection would not take it either.
+			return nil, fmt.Errorf("%w: %s allows no stream (SETTINGS_MAX_CONCURRENT_STREAMS 0)", ErrStreamRefused, addr)
 		}
 		skip = nil
 	}
