@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"net"
+	"syscall"
 	"testing"
 
 	"google.golang.org/grpc"
@@ -19,7 +20,8 @@ import (
 // sidecar -> grpc-go app, over loopback, with each HTTP/2 client of the
 // sidecars: h2 (proxy/internal/h2) and nethttp (Config.NetHTTPH2Client,
 // appchannel.Config.NetHTTPH2Client). allocs/op counts every goroutine in
-// the process.
+// the process; cpu-ns/op is the process's CPU time (user and system) per
+// call, which a busy machine disturbs less than ns/op.
 func BenchmarkGRPCUnaryClient(b *testing.B) {
 	for _, impl := range []string{"h2", "nethttp"} {
 		b.Run(impl, func(b *testing.B) {
@@ -51,7 +53,14 @@ func BenchmarkGRPCUnaryClient(b *testing.B) {
 			}
 			b.SetParallelism(8)
 			b.ReportAllocs()
+			var ru0, ru1 syscall.Rusage
+			_ = syscall.Getrusage(syscall.RUSAGE_SELF, &ru0)
 			b.ResetTimer()
+			defer func() {
+				_ = syscall.Getrusage(syscall.RUSAGE_SELF, &ru1)
+				cpu := ru1.Utime.Nano() + ru1.Stime.Nano() - ru0.Utime.Nano() - ru0.Stime.Nano()
+				b.ReportMetric(float64(cpu)/float64(b.N), "cpu-ns/op")
+			}()
 			b.RunParallel(func(pb *testing.PB) {
 				for pb.Next() {
 					if _, err := c.UnaryCall(ctx, req); err != nil {
