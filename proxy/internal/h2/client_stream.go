@@ -261,9 +261,14 @@ func (cc *clientConn) roundTrip(ctx context.Context, req *http.Request, hl uint3
 		cs.cond.Wait()
 	}
 	resp, err := cs.resp, cs.err
+	stop := cs.stop
+	done := cs.finished
 	cs.mu.Unlock()
 	if err != nil {
 		return nil, wrote, err
+	}
+	if done && stop != nil {
+		stop() // all over (a trailers-only answer): nothing left to cancel
 	}
 	return resp, wrote, nil
 }
