@@ -81,7 +81,10 @@ var (
 type Transport struct {
 	// DialContext connects to addr (host:port of the request URL). For
 	// TLS it returns a handshaken *tls.Conn that negotiated "h2"; for h2c
-	// a plain connection. Its errors are returned as they are.
+	// a plain connection. Its errors are returned as they are. Callers
+	// waiting for the same address share one dial, which keeps the values
+	// of the first caller's context but not its cancellation: DialContext
+	// must bound its own time (a dial timeout).
 	DialContext func(ctx context.Context, network, addr string) (net.Conn, error)
 	// Keepalive, if positive: a connection from which nothing was read
 	// for Keepalive gets a PING.
