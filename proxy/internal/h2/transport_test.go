@@ -459,6 +459,11 @@ func TestClientBadInput(t *testing.T) {
 		if r.URL.Path == "/big" {
 			w.Header().Set("X-Big", strings.Repeat("b", 20<<10))
 		}
+		if r.URL.Path == "/read" { // no answer before the body's end
+			if _, err := io.ReadAll(r.Body); err != nil {
+				return
+			}
+		}
 		_, _ = w.Write([]byte("ok"))
 	}), nil)
 	e.tr.MaxResponseHeaderBytes = 8 << 10
@@ -496,7 +501,7 @@ func TestClientBadInput(t *testing.T) {
 		t.Fatalf("after: %q", s)
 	}
 	// A body that fails.
-	_, err = clientGet(t, e.tr, ctx, "POST", e.url, io.MultiReader(strings.NewReader("a"), clientErrReader{}))
+	_, err = clientGet(t, e.tr, ctx, "POST", e.url+"/read", io.MultiReader(strings.NewReader("a"), clientErrReader{}))
 	if !errors.Is(err, ErrRequestBody) {
 		t.Errorf("failing body: %v, want ErrRequestBody", err)
 	}
