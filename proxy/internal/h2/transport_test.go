@@ -522,3 +522,45 @@ func (clientErrReader) Read([]byte) (int, error) { return 0, errors.New("broken 
 
 // quietLog drops net/http's server log lines (a reset stream is expected).
 func clientQuietLog() *log.Logger { return log.New(io.Discard, "", 0) }
+
+// clientBufBody is a request body that tells what it holds (the shared
+// Buffered contract); extra bytes beyond n break the contract.
+type clientBufBody struct {
+	r     *strings.Reader
+	n     int
+	final bool
+}
+
+func (b *clientBufBody) Read(p []byte) (int, error) { return b.r.Read(p) }
+func (b *clientBufBody) Close() error               { return nil }
+func (b *clientBufBody) Buffered() (int, bool)      { return b.n, b.final }
+
+func TestClientBufferedRequestBody(t *testing.T) {
+	// A body whose end is there leaves with the headers; one still
+	// arriving (final false) is streamed; either way the server gets it
+	// all. A body longer than it said is refused, nothing sent.
+	clientNoLeak(t)
+	e := newClientEnv(t, false, http.HandlerFunc(clientEcho), nil)
+	ctx := context.Background()
+	for _, c := range []struct {
+		body  string
+		n     int
+		final bool
+	}{{"abc", 3, true}, {"", 0, true}, {"abcdef", 3, false}, {strings.Repeat("z", 64<<10), 64 << 10, true}} {
+		req, _ := http.NewRequestWithContext(ctx, "POST", e.url, nil)
+		req.Body = &clientBufBody{r: strings.NewReader(c.body), n: c.n, final: c.final}
+		req.ContentLength = -1
+		resp, err := e.tr.RoundTrip(req)
+		if err != nil {
+			t.Fatalf("%d bytes, final %v: %v", len(c.body), c.final, err)
+		}
+		if s := clientReadAll(t, resp); s != c.body {
+			t.Fatalf("%d bytes, final %v: server got %d bytes", len(c.body), c.final, len(s))
+		}
+	}
+	req, _ := http.NewRequestWithContext(ctx, "POST", e.url, nil)
+	req.Body = &clientBufBody{r: strings.NewReader("abcdef"), n: 3, final: true}
+	if _, err := e.tr.RoundTrip(req); !errors.Is(err, ErrRequestBody) {
+		t.Fatalf("a body longer than Buffered said: %v, want ErrRequestBody", err)
+	}
+}
