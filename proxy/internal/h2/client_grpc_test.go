@@ -90,7 +90,7 @@ type clientGRPCEnv struct {
 	base string
 }
 
-func newClientGRPCEnv(t *testing.T) *clientGRPCEnv {
+func clientNewGRPCEnv(t *testing.T) *clientGRPCEnv {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -160,7 +160,7 @@ func clientGRPCStatus(resp *http.Response) string {
 
 func TestClientGRPCUnary(t *testing.T) {
 	clientNoLeak(t)
-	e := newClientGRPCEnv(t)
+	e := clientNewGRPCEnv(t)
 	ctx := context.Background()
 	for _, size := range []int{0, 10, 100 << 10, 5 << 20} { // the last beyond every window
 		payload := bytes.Repeat([]byte{'p'}, size)
@@ -218,7 +218,7 @@ func TestClientGRPCUnary(t *testing.T) {
 
 func TestClientGRPCStreaming(t *testing.T) {
 	clientNoLeak(t)
-	e := newClientGRPCEnv(t)
+	e := clientNewGRPCEnv(t)
 	ctx := context.Background()
 	// Server streaming, messages beyond the stream window.
 	sizes := []int32{1, 1000, 6 << 20, 3}
@@ -292,7 +292,7 @@ func TestClientGRPCStreaming(t *testing.T) {
 
 func TestClientGRPCCancelMidStream(t *testing.T) {
 	clientNoLeak(t)
-	e := newClientGRPCEnv(t)
+	e := clientNewGRPCEnv(t)
 	ctx, cancel := context.WithCancel(context.Background())
 	pr, pw := io.Pipe()
 	go func() {
@@ -325,7 +325,7 @@ func TestClientGRPCCancelMidStream(t *testing.T) {
 func TestClientGRPCGracefulStop(t *testing.T) {
 	// GracefulStop sends GOAWAY: the bidi call in flight completes.
 	clientNoLeak(t)
-	e := newClientGRPCEnv(t)
+	e := clientNewGRPCEnv(t)
 	pr, pw := io.Pipe()
 	go func() {
 		_, _ = pw.Write(clientGRPCFrame(&testpb.StreamingOutputCallRequest{Payload: &testpb.Payload{Body: []byte("1")}}))
@@ -359,7 +359,7 @@ func TestClientGRPCGracefulStop(t *testing.T) {
 
 func TestClientGRPCServerKilled(t *testing.T) {
 	clientNoLeak(t)
-	e := newClientGRPCEnv(t)
+	e := clientNewGRPCEnv(t)
 	pr, pw := io.Pipe()
 	defer pw.Close()
 	go func() {

@@ -49,7 +49,7 @@ func clientCheckHeaders(req *http.Request) (uint32, error) {
 	if method == "" {
 		method = http.MethodGet
 	}
-	if !validMethod(method) {
+	if !clientValidMethod(method) {
 		return 0, fmt.Errorf("h2: invalid method %q", method)
 	}
 	if method == http.MethodConnect {
@@ -93,7 +93,7 @@ func clientCheckHeaders(req *http.Request) (uint32, error) {
 	return size, nil
 }
 
-func validMethod(s string) bool {
+func clientValidMethod(s string) bool {
 	if s == "" {
 		return false
 	}
@@ -105,7 +105,9 @@ func validMethod(s string) bool {
 	return true
 }
 
-func hf(name, value string) hpack.HeaderField { return hpack.HeaderField{Name: name, Value: value} }
+func clientHF(name, value string) hpack.HeaderField {
+	return hpack.HeaderField{Name: name, Value: value}
+}
 
 // clientEncodeHeaders HPACK-encodes req's header block (checked by
 // clientCheckHeaders) with enc.
@@ -118,10 +120,10 @@ func clientEncodeHeaders(enc *hpack.Encoder, req *http.Request, hasBody bool) {
 	if scheme == "" {
 		scheme = "https"
 	}
-	_ = enc.WriteField(hf(":method", method))
-	_ = enc.WriteField(hf(":scheme", scheme))
-	_ = enc.WriteField(hf(":authority", clientAuthority(req)))
-	_ = enc.WriteField(hf(":path", clientRequestPath(req)))
+	_ = enc.WriteField(clientHF(":method", method))
+	_ = enc.WriteField(clientHF(":scheme", scheme))
+	_ = enc.WriteField(clientHF(":authority", clientAuthority(req)))
+	_ = enc.WriteField(clientHF(":path", clientRequestPath(req)))
 	for k, vv := range req.Header {
 		if clientSkipHeader[k] {
 			continue
@@ -129,8 +131,8 @@ func clientEncodeHeaders(enc *hpack.Encoder, req *http.Request, hasBody bool) {
 		name := clientLower(k)
 		if name == "te" {
 			for _, v := range vv {
-				if asciiEqualFold(strings.TrimSpace(v), "trailers") {
-					_ = enc.WriteField(hf("te", "trailers"))
+				if clientASCIIEqualFold(strings.TrimSpace(v), "trailers") {
+					_ = enc.WriteField(clientHF("te", "trailers"))
 					break
 				}
 			}
@@ -142,13 +144,13 @@ func clientEncodeHeaders(enc *hpack.Encoder, req *http.Request, hasBody bool) {
 	}
 	switch {
 	case hasBody && req.ContentLength > 0:
-		_ = enc.WriteField(hf("content-length", strconv.FormatInt(req.ContentLength, 10)))
+		_ = enc.WriteField(clientHF("content-length", strconv.FormatInt(req.ContentLength, 10)))
 	case !hasBody && (method == http.MethodPost || method == http.MethodPut || method == http.MethodPatch):
-		_ = enc.WriteField(hf("content-length", "0"))
+		_ = enc.WriteField(clientHF("content-length", "0"))
 	}
 }
 
-func asciiEqualFold(s, t string) bool {
+func clientASCIIEqualFold(s, t string) bool {
 	if len(s) != len(t) {
 		return false
 	}
@@ -235,7 +237,7 @@ func clientHeader(fields []hpack.HeaderField) http.Header {
 	return h
 }
 
-func splitComma(s string) []string {
+func clientSplitComma(s string) []string {
 	var out []string
 	for s != "" {
 		var tok string

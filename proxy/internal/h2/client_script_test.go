@@ -172,7 +172,7 @@ type clientRelay struct {
 	once   sync.Once
 }
 
-func newClientRelay(t *testing.T, backend string) *clientRelay {
+func clientNewRelay(t *testing.T, backend string) *clientRelay {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -242,7 +242,7 @@ func TestClientKeepalive(t *testing.T) {
 	// PING fails the call in flight with ErrPeerUnresponsive.
 	clientNoLeak(t)
 	started := make(chan struct{}, 1)
-	e := newClientEnv(t, false, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	e := clientNewEnv(t, false, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.URL.Path == "/slow" {
 			started <- struct{}{}
 			<-r.Context().Done()
@@ -250,7 +250,7 @@ func TestClientKeepalive(t *testing.T) {
 		}
 		_, _ = w.Write([]byte("ok"))
 	}), nil)
-	relay := newClientRelay(t, e.listener.Addr().String())
+	relay := clientNewRelay(t, e.listener.Addr().String())
 	var d net.Dialer
 	tr := &Transport{DialContext: d.DialContext, Keepalive: 100 * time.Millisecond, KeepaliveTimeout: 100 * time.Millisecond}
 	defer tr.CloseIdleConnections()

@@ -59,7 +59,7 @@ var clientBufPool = sync.Pool{New: func() any { b := make([]byte, 0, 16<<10); re
 func (t *Transport) roundTrip(req *http.Request) (*http.Response, error) {
 	ctx := req.Context()
 	if req.URL == nil {
-		closeReqBody(req)
+		clientCloseReqBody(req)
 		return nil, errors.New("h2: request has no URL")
 	}
 	addr := req.URL.Host
@@ -72,7 +72,7 @@ func (t *Transport) roundTrip(req *http.Request) (*http.Response, error) {
 	}
 	hl, err := clientCheckHeaders(req)
 	if err != nil {
-		closeReqBody(req)
+		clientCloseReqBody(req)
 		return nil, err
 	}
 	// The body: nil, in memory (inline, sent with the headers when the
@@ -90,9 +90,9 @@ func (t *Transport) roundTrip(req *http.Request) (*http.Response, error) {
 		}
 		switch {
 		case final && n <= int(t.inline()):
-			inline, err = readInline(body, n, true)
+			inline, err = clientReadInline(body, n, true)
 		case req.ContentLength > 0 && req.ContentLength <= t.inline():
-			inline, err = readInline(body, int(req.ContentLength), false)
+			inline, err = clientReadInline(body, int(req.ContentLength), false)
 		default:
 			streamed = true
 		}
@@ -114,7 +114,7 @@ func (t *Transport) roundTrip(req *http.Request) (*http.Response, error) {
 		cc, err := t.getConn(ctx, addr, skip)
 		if err != nil {
 			if streamed {
-				closeReqBody(req)
+				clientCloseReqBody(req)
 			}
 			return nil, err
 		}
@@ -147,7 +147,7 @@ func (t *Transport) roundTrip(req *http.Request) (*http.Response, error) {
 
 // readInline reads the n bytes of body that are there (and, with final,
 // checks that they are all), then closes body.
-func readInline(body io.ReadCloser, n int, final bool) (*[]byte, error) {
+func clientReadInline(body io.ReadCloser, n int, final bool) (*[]byte, error) {
 	bp := clientBufPool.Get().(*[]byte)
 	b := *bp
 	if cap(b) < n+1 {
@@ -173,7 +173,7 @@ func readInline(body io.ReadCloser, n int, final bool) (*[]byte, error) {
 	return bp, nil
 }
 
-func closeReqBody(req *http.Request) {
+func clientCloseReqBody(req *http.Request) {
 	if req.Body != nil {
 		_ = req.Body.Close()
 	}
@@ -428,7 +428,7 @@ func (cs *clientStream) endRequest() error {
 	for k, vv := range cs.req.Trailer {
 		name := clientLower(k)
 		for _, v := range vv {
-			_ = cc.henc.WriteField(hf(name, v))
+			_ = cc.henc.WriteField(clientHF(name, v))
 		}
 	}
 	if err := cc.writeHeaderBlock(cs.id, cc.hbuf.Bytes(), true, maxFrame); err != nil {
@@ -632,7 +632,7 @@ func (cs *clientStream) newResponse(f *http2.MetaHeadersFrame) (*http.Response, 
 	if vv := h["Trailer"]; len(vv) > 0 {
 		resp.Trailer = http.Header{}
 		for _, v := range vv {
-			for _, k := range splitComma(v) {
+			for _, k := range clientSplitComma(v) {
 				resp.Trailer[http.CanonicalHeaderKey(k)] = nil
 			}
 		}

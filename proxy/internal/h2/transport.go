@@ -48,12 +48,12 @@ import (
 
 // Defaults of Transport's fields.
 const (
-	DefaultMaxReadFrameSize       = 16 << 10
-	DefaultIdleTimeout            = 90 * time.Second
-	DefaultMaxResponseHeaderBytes = 1 << 20
-	DefaultInlineBody             = 8 << 10
-	DefaultStreamWindow           = 4 << 20
-	DefaultConnWindow             = 1 << 30
+	DefaultClientMaxReadFrameSize       = 16 << 10
+	DefaultClientIdleTimeout            = 90 * time.Second
+	DefaultClientMaxResponseHeaderBytes = 1 << 20
+	DefaultClientInlineBody             = 8 << 10
+	DefaultClientStreamWindow           = 4 << 20
+	DefaultClientConnWindow             = 1 << 30
 )
 
 // Errors of the client, wrapped in the errors returned.
@@ -125,42 +125,42 @@ type clientDial struct {
 
 func (t *Transport) frameSize() uint32 {
 	if t.MaxReadFrameSize < 16<<10 || t.MaxReadFrameSize > 1<<24-1 {
-		return DefaultMaxReadFrameSize
+		return DefaultClientMaxReadFrameSize
 	}
 	return t.MaxReadFrameSize
 }
 
 func (t *Transport) idleTimeout() time.Duration {
 	if t.IdleTimeout <= 0 {
-		return DefaultIdleTimeout
+		return DefaultClientIdleTimeout
 	}
 	return t.IdleTimeout
 }
 
 func (t *Transport) maxHeader() uint32 {
 	if t.MaxResponseHeaderBytes <= 0 {
-		return DefaultMaxResponseHeaderBytes
+		return DefaultClientMaxResponseHeaderBytes
 	}
 	return uint32(t.MaxResponseHeaderBytes)
 }
 
 func (t *Transport) inline() int64 {
 	if t.InlineBody <= 0 {
-		return DefaultInlineBody
+		return DefaultClientInlineBody
 	}
 	return int64(t.InlineBody)
 }
 
 func (t *Transport) streamWindow() int32 {
 	if t.StreamWindow <= 0 {
-		return DefaultStreamWindow
+		return DefaultClientStreamWindow
 	}
 	return t.StreamWindow
 }
 
 func (t *Transport) connWindow() int32 {
 	if t.ConnWindow <= 0 {
-		return DefaultConnWindow
+		return DefaultClientConnWindow
 	}
 	return max(t.ConnWindow, t.streamWindow())
 }

@@ -39,7 +39,7 @@ type clientEnv struct {
 }
 
 // newNetHTTPEnv starts net/http's HTTP/2 server with h, over TLS or h2c.
-func newClientEnv(t *testing.T, useTLS bool, h http.Handler, cfg *http.HTTP2Config) *clientEnv {
+func clientNewEnv(t *testing.T, useTLS bool, h http.Handler, cfg *http.HTTP2Config) *clientEnv {
 	t.Helper()
 	e := &clientEnv{}
 	if cfg == nil {
@@ -128,7 +128,7 @@ func clientEcho(w http.ResponseWriter, r *http.Request) {
 
 func TestClientBasic(t *testing.T) {
 	clientBoth(t, func(t *testing.T, useTLS bool) {
-		e := newClientEnv(t, useTLS, http.HandlerFunc(clientEcho), nil)
+		e := clientNewEnv(t, useTLS, http.HandlerFunc(clientEcho), nil)
 		ctx := context.Background()
 		req, _ := http.NewRequest("GET", e.url+"/a?b=c", nil)
 		req.Header.Set("X-Custom", "v1")
@@ -170,7 +170,7 @@ func TestClientBasic(t *testing.T) {
 func TestClientLargeBodies(t *testing.T) {
 	// Bodies beyond every window, both ways, on one connection.
 	clientBoth(t, func(t *testing.T, useTLS bool) {
-		e := newClientEnv(t, useTLS, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		e := clientNewEnv(t, useTLS, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			h := sha256.New()
 			n, _ := io.Copy(h, r.Body)
 			w.Header().Set("X-Sum", fmt.Sprintf("%x/%d", h.Sum(nil), n))
@@ -207,7 +207,7 @@ func TestClientLargeBodies(t *testing.T) {
 
 func TestClientTrailers(t *testing.T) {
 	clientBoth(t, func(t *testing.T, useTLS bool) {
-		e := newClientEnv(t, useTLS, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		e := clientNewEnv(t, useTLS, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			w.Header().Set("Trailer", "X-Declared")
 			_, _ = w.Write([]byte("body"))
 			w.(http.Flusher).Flush()
@@ -233,7 +233,7 @@ func TestClientTrailers(t *testing.T) {
 func TestClientBidi(t *testing.T) {
 	// Full duplex: each chunk's echo arrives before the next chunk leaves.
 	clientBoth(t, func(t *testing.T, useTLS bool) {
-		e := newClientEnv(t, useTLS, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		e := clientNewEnv(t, useTLS, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			w.WriteHeader(200)
 			w.(http.Flusher).Flush()
 			buf := make([]byte, 100)
@@ -276,7 +276,7 @@ func TestClientMaxConcurrentStreams(t *testing.T) {
 	clientBoth(t, func(t *testing.T, useTLS bool) {
 		release := make(chan struct{})
 		var inside atomic.Int32
-		e := newClientEnv(t, useTLS, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		e := clientNewEnv(t, useTLS, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			inside.Add(1)
 			<-release
 			_, _ = w.Write([]byte("ok"))
@@ -328,7 +328,7 @@ func TestClientMaxConcurrentStreams(t *testing.T) {
 func TestClientCancel(t *testing.T) {
 	clientBoth(t, func(t *testing.T, useTLS bool) {
 		gone := make(chan struct{}, 4)
-		e := newClientEnv(t, useTLS, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		e := clientNewEnv(t, useTLS, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			for {
 				if _, err := w.Write([]byte("tick")); err != nil {
 					break
@@ -373,7 +373,7 @@ func TestClientCancel(t *testing.T) {
 		// Context ended before the headers.
 		ctx, cancel = context.WithTimeout(context.Background(), 20*time.Millisecond)
 		defer cancel()
-		slow := newClientEnv(t, useTLS, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		slow := clientNewEnv(t, useTLS, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			<-r.Context().Done()
 		}), nil)
 		start := time.Now()
@@ -396,7 +396,7 @@ func clientWait(t *testing.T, ch chan struct{}, what string) {
 func TestClientServerKilled(t *testing.T) {
 	clientBoth(t, func(t *testing.T, useTLS bool) {
 		started := make(chan struct{})
-		e := newClientEnv(t, useTLS, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		e := clientNewEnv(t, useTLS, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			_, _ = w.Write([]byte("part"))
 			w.(http.Flusher).Flush()
 			close(started)
@@ -421,7 +421,7 @@ func TestClientGracefulShutdown(t *testing.T) {
 	clientNoLeak(t)
 	release := make(chan struct{})
 	started := make(chan struct{})
-	e := newClientEnv(t, false, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	e := clientNewEnv(t, false, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		close(started)
 		<-release
 		_, _ = w.Write([]byte("done"))
@@ -455,7 +455,7 @@ func TestClientGracefulShutdown(t *testing.T) {
 
 func TestClientBadInput(t *testing.T) {
 	clientNoLeak(t)
-	e := newClientEnv(t, false, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	e := clientNewEnv(t, false, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.URL.Path == "/big" {
 			w.Header().Set("X-Big", strings.Repeat("b", 20<<10))
 		}
@@ -540,7 +540,7 @@ func TestClientBufferedRequestBody(t *testing.T) {
 	// arriving (final false) is streamed; either way the server gets it
 	// all. A body longer than it said is refused, nothing sent.
 	clientNoLeak(t)
-	e := newClientEnv(t, false, http.HandlerFunc(clientEcho), nil)
+	e := clientNewEnv(t, false, http.HandlerFunc(clientEcho), nil)
 	ctx := context.Background()
 	for _, c := range []struct {
 		body  string
