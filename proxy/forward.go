@@ -12,6 +12,7 @@ import (
 
 	"github.com/meshd/meshd/discovery"
 	"github.com/meshd/meshd/proxy/internal/h1"
+	"github.com/meshd/meshd/proxy/internal/h2"
 	"github.com/meshd/meshd/proxy/resiliency"
 	"github.com/meshd/meshd/proxy/route"
 )
@@ -232,11 +233,13 @@ func (p *Proxy) forward(w http.ResponseWriter, r *http.Request, rt *route.Route,
 			}
 			lastErr = err
 			var de *dialError
-			delivered := !errors.As(err, &de)
+			// A stream the callee refused (GOAWAY, REFUSED_STREAM) was
+			// not processed either: it may go to another endpoint.
+			delivered := !errors.As(err, &de) && !errors.Is(err, h2.ErrStreamRefused)
 			// Refused, or the peer stopped answering (keepalive): out at
 			// once. Broken after connecting: counted, unless the attempt's
 			// own timeout broke it.
-			down := !delivered || peerLost(err)
+			down := de != nil || peerLost(err)
 			settle(&ep, set, gen, outcome{down: down, skip: !down && attemptTimedOut}, false)
 			if (!delivered || (idempotent && (pol != nil || !attemptTimedOut))) && replayable() && rc.tryAgain(p, attempt, delivered) {
 				continue

@@ -19,6 +19,7 @@ import (
 	"github.com/meshd/meshd/discovery"
 	"github.com/meshd/meshd/proxy/appchannel"
 	"github.com/meshd/meshd/proxy/internal/h1"
+	"github.com/meshd/meshd/proxy/internal/h2"
 )
 
 func h1Client(cfg *tls.Config) *http.Client {
@@ -108,6 +109,8 @@ func TestPeerProtocolFollowsCaller(t *testing.T) {
 		case *http.Transport:
 			tr.DialTLSContext = count(tr.DialTLSContext)
 		case *h1.Transport:
+			tr.DialContext = count(tr.DialContext)
+		case *h2.Transport:
 			tr.DialContext = count(tr.DialContext)
 		}
 	}

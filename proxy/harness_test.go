@@ -170,6 +170,9 @@ func startSidecar(t testing.TB, ca *testCA, cfg Config) *sidecar {
 	if cfg.Identity.TrustDomain.IsZero() {
 		cfg.Identity.TrustDomain = ca.td
 	}
+	if os.Getenv("MESHD_H2_CLIENT") == "nethttp" { // the A/B of --h2-client
+		cfg.NetHTTPH2Client = true
+	}
 	if cfg.Identity.Namespace == "" {
 		cfg.Identity.Namespace = "default"
 	}

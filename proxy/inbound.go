@@ -14,6 +14,7 @@ import (
 	"github.com/meshd/meshd/certs"
 	"github.com/meshd/meshd/policy/authz"
 	"github.com/meshd/meshd/proxy/internal/h1"
+	"github.com/meshd/meshd/proxy/internal/h2"
 	"github.com/meshd/meshd/proxy/resiliency"
 	"github.com/meshd/meshd/proxy/route"
 )
@@ -259,7 +260,7 @@ func (p *Proxy) serveInbound(w http.ResponseWriter, r *http.Request) {
 			writeError(w, isGRPC, http.StatusServiceUnavailable, ErrCodeAppUnhealthy, "app "+p.cfg.Identity.AppID+" is unreachable: "+err.Error())
 			return
 		}
-		if !isGRPC && !errors.Is(err, h1.ErrRequestBody) {
+		if !isGRPC && !errors.Is(err, h1.ErrRequestBody) && !errors.Is(err, h2.ErrRequestBody) {
 			// The app's connection failed before any byte of its answer:
 			// the caller may retry an idempotent call elsewhere.
 			w.Header()[HeaderAppFailed] = appFailedNoResponse

@@ -19,6 +19,7 @@ import (
 	"github.com/meshd/meshd/discovery"
 	"github.com/meshd/meshd/proxy/internal/coalesce"
 	"github.com/meshd/meshd/proxy/internal/h1"
+	"github.com/meshd/meshd/proxy/internal/h2"
 )
 
 // dialError marks a failure before any byte of the request left: TCP
@@ -36,7 +37,8 @@ func (e *dialError) Unwrap() error { return e.err }
 // stream: the callee's server runs the handler on the connection's own
 // goroutine, and headers and a small body leave in one TLS record.
 //
-// h1 is proxy/internal/h1's client unless Config.NetHTTPClient (net/http's then).
+// h1 is proxy/internal/h1's client unless Config.NetHTTPClient, h2
+// proxy/internal/h2's unless Config.NetHTTPH2Client (net/http's then).
 type peerTransports struct {
 	h2, h1 http.RoundTripper
 }
@@ -82,6 +84,9 @@ func (ps *peers) get(t discovery.Target) (*peerTransports, error) {
 		return nil, err
 	}
 	pt := &peerTransports{h2: h2, h1: h1t}
+	if !ps.p.cfg.NetHTTPH2Client {
+		pt.h2 = ps.newH2Transport(h2)
+	}
 	if !ps.p.cfg.NetHTTPClient {
 		pt.h1 = &h1.Transport{
 			DialContext:    h1t.DialTLSContext,
@@ -197,7 +202,8 @@ func peerDialTimeout(cfg Config) time.Duration {
 // HTTP/1.1 pool's keepalive check failed, or an HTTP/2 PING went
 // unanswered (net/http exports no error value for it, only this text).
 func peerLost(err error) bool {
-	return errors.Is(err, h1.ErrPeerUnresponsive) || strings.Contains(err.Error(), "http2: client connection lost")
+	return errors.Is(err, h1.ErrPeerUnresponsive) || errors.Is(err, h2.ErrPeerUnresponsive) ||
+		strings.Contains(err.Error(), "http2: client connection lost")
 }
 
 func (ps *peers) closeIdle() {

@@ -124,6 +124,10 @@ type Config struct {
 	// NetHTTPH2Server serves HTTP/2 on every port with net/http's server
 	// instead of proxy/internal/h2's (--h2-server nethttp).
 	NetHTTPH2Server bool
+	// NetHTTPH2Client sends the HTTP/2 hop to peer sidecars with net/http's
+	// Transport instead of proxy/internal/h2's (--h2-client nethttp; the app
+	// channel has its own switch, appchannel.Config.NetHTTPH2Client).
+	NetHTTPH2Client bool
 }
 
 // Proxy is the data plane of one sidecar.

@@ -71,6 +71,10 @@ func copyResponse(w http.ResponseWriter, resp *http.Response) {
 	if resp.ContentLength < 0 {
 		fl, _ = w.(http.Flusher)
 	}
+	// A body that knows its end is already there (proxy/internal/h2's)
+	// needs no flush before it: the rest, the trailers and the end leave
+	// together when the handler returns.
+	bb, _ := resp.Body.(buffered)
 	if resp.Body != http.NoBody {
 		bp := bufPool.Get().(*[]byte)
 		buf := *bp
@@ -81,7 +85,11 @@ func copyResponse(w http.ResponseWriter, resp *http.Response) {
 					break
 				}
 				if fl != nil {
-					fl.Flush()
+					if bb == nil {
+						fl.Flush()
+					} else if _, final := bb.Buffered(); !final {
+						fl.Flush()
+					}
 				}
 			}
 			if err != nil {
@@ -125,6 +133,26 @@ func (b *sealableBody) Read(p []byte) (int, error) {
 }
 
 func (b *sealableBody) Close() error { return nil }
+
+// buffered is a body that tells what it holds (proxy/internal/h2's
+// response body, meshd's HTTP/2 server's request body): n bytes a Read
+// returns without blocking, and whether they are all that is left.
+type buffered interface {
+	Buffered() (n int, final bool)
+}
+
+// Buffered forwards the body's Buffered, so a transport can send a body
+// that has all arrived with its headers. It reads nothing: the seal
+// semantics stay. A sealed body, or one that cannot tell, reports (0, false).
+func (b *sealableBody) Buffered() (int, bool) {
+	if b.state.Load() == bodySealed {
+		return 0, false
+	}
+	if bb, ok := b.r.(buffered); ok {
+		return bb.Buffered()
+	}
+	return 0, false
+}
 
 // seal stops the body from being read by this attempt. It reports whether
 // no byte was ever read, i.e. whether the body may be sent again.

@@ -127,6 +127,9 @@ type Config struct {
 	// NetHTTPH2Server puts net/http's HTTP/2 server in the place of
 	// proxy/internal/h2's on every port (see proxy.Config).
 	NetHTTPH2Server bool
+	// NetHTTPH2Client puts net/http's HTTP/2 client in the place of
+	// proxy/internal/h2's, to peer sidecars and to an h2c or gRPC app.
+	NetHTTPH2Client bool
 
 	Logger *slog.Logger
 }

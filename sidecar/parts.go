@@ -174,7 +174,8 @@ func (s *sidecar) discovery(ctx context.Context) error {
 	})
 	s.pcfg = proxy.Config{Identity: s.id, Insecure: cfg.Insecure, Resolver: s.cache.Picker(), Logger: s.log,
 		MaxHeaderFields: cfg.MaxHeaderFields, BodyReadTimeout: cfg.BodyReadTimeout,
-		NetHTTPServer: cfg.NetHTTPServer, NetHTTPClient: cfg.NetHTTPClient, NetHTTPH2Server: cfg.NetHTTPH2Server,
+		NetHTTPServer: cfg.NetHTTPServer, NetHTTPClient: cfg.NetHTTPClient,
+		NetHTTPH2Server: cfg.NetHTTPH2Server, NetHTTPH2Client: cfg.NetHTTPH2Client,
 		APIToken: cfg.APIToken, AppAPIToken: cfg.AppAPIToken,
 		PeerKeepalive: cfg.PeerKeepalive, PeerKeepaliveTimeout: cfg.PeerKeepaliveTimeout}
 	if s.src != nil {
@@ -197,7 +198,7 @@ func (s *sidecar) app(context.Context) error {
 		return err
 	}
 	ch, err := appchannel.New(appchannel.Config{Protocol: proto, Address: cfg.AppChannelAddress, Port: cfg.AppPort,
-		NetHTTPClient: cfg.NetHTTPClient})
+		NetHTTPClient: cfg.NetHTTPClient, NetHTTPH2Client: cfg.NetHTTPH2Client})
 	if err != nil {
 		return err
 	}
@@ -379,7 +380,8 @@ func (s *sidecar) proxy(ctx context.Context) error {
 			"http", s.ls.HTTP.Addr().String(), "grpc", s.ls.GRPC.Addr().String(), "internal", s.ls.Internal.Addr().String(),
 			"advertise", s.advertise, "resolver", cfg.Resolver, "app_port", cfg.AppPort, "app_protocol", cfg.AppProtocol,
 			"metrics", listenerAddr(s.metricsL), "tracing", s.pcfg.Tracer.Exporting(),
-			"h1_server", h1Name(cfg.NetHTTPServer), "h1_client", h1Name(cfg.NetHTTPClient), "h2_server", h2Name(cfg.NetHTTPH2Server))
+			"h1_server", h1Name(cfg.NetHTTPServer), "h1_client", h1Name(cfg.NetHTTPClient),
+			"h2_server", h2Name(cfg.NetHTTPH2Server), "h2_client", h2ClientName(cfg.NetHTTPH2Client))
 		s.notReady.Stop()
 		s.public.p.Store(p)
 		return p.Serve(ctx, s.ls, cfg.ShutdownGrace)
@@ -404,6 +406,13 @@ func (s *sidecar) workloadAPI(context.Context) error {
 }
 
 // h1Name names the HTTP/1.x implementation in the start log line.
+func h2ClientName(netHTTP bool) string {
+	if netHTTP {
+		return "nethttp"
+	}
+	return "h2"
+}
+
 func h1Name(netHTTP bool) string {
 	if netHTTP {
 		return "nethttp"

@@ -42,6 +42,7 @@ func newCommand() *cobra.Command {
 		recentDecisions     int
 		h1Server, h1Client  string
 		h2Server            string
+		h2Client            string
 		dapr                *daprFlags
 		peer                *peerFlags
 	)
@@ -106,6 +107,9 @@ func newCommand() *cobra.Command {
 			if cfg.NetHTTPH2Server, err = parseImpl("--h2-server", h2Server, h2Impl); err != nil {
 				return err
 			}
+			if cfg.NetHTTPH2Client, err = parseH2Client(h2Client); err != nil {
+				return err
+			}
 			if err := peer.apply(&cfg); err != nil {
 				return err
 			}
@@ -165,6 +169,7 @@ func newCommand() *cobra.Command {
 	f.StringVar(&h1Server, "h1-server", envOr("MESHD_H1_SERVER", h1Impl), "HTTP/1.x server of the HTTP and internal ports: h1 (meshd's) or nethttp (Go's net/http; env MESHD_H1_SERVER)")
 	f.StringVar(&h1Client, "h1-client", envOr("MESHD_H1_CLIENT", h1Impl), "HTTP/1.1 client to peer sidecars and the app: h1 (meshd's) or nethttp (Go's net/http; env MESHD_H1_CLIENT)")
 	f.StringVar(&h2Server, "h2-server", envOr("MESHD_H2_SERVER", defaultH2Server), "HTTP/2 server of every port: h2 (meshd's) or nethttp (Go's net/http; env MESHD_H2_SERVER)")
+	addH2ClientFlag(f, &h2Client)
 	dapr = addDaprFlags(f, &cfg)
 	peer = addPeerFlags(f)
 	return cmd

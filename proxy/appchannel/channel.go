@@ -15,6 +15,7 @@ import (
 
 	"github.com/meshd/meshd/proxy/internal/coalesce"
 	"github.com/meshd/meshd/proxy/internal/h1"
+	"github.com/meshd/meshd/proxy/internal/h2"
 )
 
 // Protocol is an app protocol.
@@ -60,6 +61,9 @@ type Config struct {
 	// NetHTTPClient sends HTTP/1.1 with net/http's Transport instead of
 	// proxy/internal/h1's (--h1-client nethttp), e.g. to compare.
 	NetHTTPClient bool
+	// NetHTTPH2Client sends to an h2c or gRPC app with net/http's HTTP/2
+	// Transport instead of proxy/internal/h2's (--h2-client nethttp).
+	NetHTTPH2Client bool
 }
 
 // Channel sends requests to the local app.
@@ -69,6 +73,7 @@ type Channel struct {
 	host   string // host:port
 	rt     *http.Transport
 	h1     *h1.Transport // protocol http, unless Config.NetHTTPClient
+	h2     *h2.Transport // protocols h2c and grpc, unless Config.NetHTTPH2Client
 }
 
 // New builds a Channel. It does not connect.
@@ -123,6 +128,9 @@ func New(cfg Config) (*Channel, error) {
 			}
 			return coalesce.New(conn), nil
 		}
+		if !cfg.NetHTTPH2Client {
+			c.h2 = &h2.Transport{DialContext: t.DialContext, IdleTimeout: t.IdleConnTimeout}
+		}
 	case HTTPS, GRPCS:
 		c.scheme = "https"
 		tc := cfg.TLS
@@ -168,6 +176,13 @@ func (c *Channel) RoundTrip(req *http.Request) (*http.Response, error) {
 		}
 		return resp, err
 	}
+	if c.h2 != nil {
+		resp, err := c.h2.RoundTrip(req)
+		if errors.Is(err, h2.ErrRequestBody) {
+			return nil, fmt.Errorf("appchannel: read request body: %w", err)
+		}
+		return resp, err
+	}
 	if req.Body != nil && req.ContentLength > 0 && req.ContentLength <= h1.DefaultInlineBody && c.proto != H2C && !c.proto.IsGRPC() {
 		b := make([]byte, req.ContentLength)
 		if _, err := io.ReadFull(req.Body, b); err != nil {
@@ -188,5 +203,8 @@ func (c *Channel) Close() {
 	c.rt.CloseIdleConnections()
 	if c.h1 != nil {
 		c.h1.CloseIdleConnections()
+	}
+	if c.h2 != nil {
+		c.h2.CloseIdleConnections()
 	}
 }
