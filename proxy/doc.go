@@ -14,7 +14,9 @@
 // callers ride a keep-alive pool of HTTP/1.1 mTLS connections (ALPN
 // http/1.1), which costs each sidecar fewer goroutine hand-offs and
 // syscalls per call (the callee runs the handler on the connection's own
-// goroutine). This departs from the original design's single pooled HTTP/2
+// goroutine). HTTP/1.x is served and sent by proxy/internal/h1, HTTP/2 by
+// proxy/internal/h2 (server and client; --h1-*/--h2-* nethttp fall back
+// to net/http's). This departs from the original design's single pooled HTTP/2
 // connection for speed (docs/architecture.md, "Decisions"); mTLS, identity
 // and policy are the same on both.
 // Request bodies of known length up to 8 KiB from HTTP/1.1 callers are read

@@ -1,4 +1,4 @@
-// Package h2 is the sidecar's lean HTTP/2 (RFC 9113) server, built on
+// Package h2 is the sidecar's lean HTTP/2 (RFC 9113) server and client, built on
 // golang.org/x/net/http2's Framer and hpack (no frame parsing or HPACK of
 // its own).
 //
@@ -59,4 +59,41 @@
 //     not matching the DATA) are stream errors (PROTOCOL_ERROR); frames on
 //     idle streams, a bad preface, flow-control violations are connection
 //     errors. CONNECT is answered 405.
+//
+// # Client (files transport*.go and client*.go)
+//
+// Transport is a lean HTTP/2 client (RFC 9113) on x/net/http2's Framer and
+// hpack, made for the sidecar's gRPC and HTTP/2 legs. Compared with
+// net/http's client it saves goroutine hand-offs per call:
+//
+//   - RoundTrip encodes the request headers (HPACK, under the connection's
+//     write lock) and writes them from the caller's goroutine. A request
+//     body that is already all there (nil, http.NoBody, a body whose
+//     Buffered() reports final, or a small body of known length) leaves in
+//     the same write, END_STREAM included: no goroutine. Any other body is
+//     sent by one body-writer goroutine per stream, so a bidirectional
+//     stream can receive while it sends.
+//   - One reader goroutine per connection reads every frame. It hands the
+//     response headers to the waiting caller once; DATA goes into a
+//     per-stream buffer that the caller drains (no channel send per frame).
+//     The response body implements Buffered() (n int, final bool), so a
+//     proxy's copy loop can tell that the end is already there and skip a
+//     flush. Trailers land in resp.Trailer before the body returns io.EOF.
+//
+// One connection per host:port carries many streams; another is opened
+// when the server's SETTINGS_MAX_CONCURRENT_STREAMS is reached or after a
+// GOAWAY. Flow control works both ways: a sender blocks on the peer's
+// connection and stream windows, never drops; the receive windows are
+// replenished in batches as the caller consumes the body, so what is
+// buffered per stream is bounded by the stream window.
+//
+// Errors: a dial error is returned as DialContext returned it. A stream the
+// server refused before processing it (REFUSED_STREAM, or beyond a GOAWAY's
+// last stream ID) is retried on another connection when its body can be
+// sent again; otherwise the error wraps ErrStreamRefused, which tells the
+// caller that the request was not processed. When Keepalive is set, a
+// connection silent for Keepalive gets a PING; no answer within
+// KeepaliveTimeout closes it, and its streams fail with ErrPeerUnresponsive.
+// A context that ends, or a response body closed before its end, resets the
+// stream (RST_STREAM CANCEL).
 package h2
