@@ -87,13 +87,13 @@ func newServerConn(s *Server, c net.Conn, br *bufio.Reader) *serverConn {
 		srv:         s,
 		nc:          c,
 		br:          br,
-		bw:          bufio.NewWriterSize(c, 8<<10),
 		streams:     make(map[uint32]*serverStream),
 		sendWin:     65535,
 		initSendWin: 65535,
 		resetBudget: srvResetBudget,
 		tlsState:    tlsState(c),
 	}
+	sc.bw = bufio.NewWriterSize(srvDeadlineWriter{sc}, 8<<10)
 	sc.connRecvLeft.Store(65535)
 	sc.peerFrame.Store(srvFrameSize)
 	sc.cond.L = &sc.mu
@@ -537,16 +537,33 @@ func (c *serverConn) flushLocked() {
 	if c.bw.Buffered() == 0 {
 		return
 	}
+	if err := c.bw.Flush(); err != nil && c.werr == nil {
+		c.werr = err
+		_ = c.nc.Close() // the reader ends, streams see their contexts cancelled
+	}
+}
+
+// srvDeadlineWriter is what bw writes to: every socket write, a flush or
+// a frame larger than bw's room written straight through, runs under a
+// fresh SendTimeout deadline (wmu held). A failed write is the
+// connection's end: werr is set at once and the connection closed, so no
+// later write is taken for sent (bw's own error is sticky and silent).
+type srvDeadlineWriter struct{ c *serverConn }
+
+func (w srvDeadlineWriter) Write(p []byte) (int, error) {
+	c := w.c
 	if t := c.srv.sendTimeout(); t > 0 {
 		if d := time.Now().Add(t); c.wdl.IsZero() || d.Sub(c.wdl) > t/8 {
 			c.wdl = d
 			_ = c.nc.SetWriteDeadline(d)
 		}
 	}
-	if err := c.bw.Flush(); err != nil {
+	n, err := c.nc.Write(p)
+	if err != nil && c.werr == nil {
 		c.werr = err
 		_ = c.nc.Close() // the reader ends, streams see their contexts cancelled
 	}
+	return n, err
 }
 
 // processData hands a DATA frame's payload to its stream's body.

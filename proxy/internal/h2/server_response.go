@@ -117,6 +117,11 @@ func (w *serverResponse) writeData(p []byte) (int, error) {
 			return sent, err
 		}
 		_ = c.fr.WriteData(st.id, false, p[sent:sent+n])
+		if err := c.werr; err != nil { // a write straight through bw failed
+			c.wmu.Unlock()
+			w.failed = true
+			return sent, err
+		}
 		c.wmu.Unlock()
 		sent += n
 	}
