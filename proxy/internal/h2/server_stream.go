@@ -411,6 +411,11 @@ func (b *serverBody) push(p []byte, end bool) bool {
 	if len(p) > 0 {
 		if b.r == len(b.buf) {
 			b.buf, b.r = b.buf[:0], 0
+		} else if b.r > 0 && cap(b.buf)-len(b.buf) < len(p) {
+			// Move the unread bytes to the front rather than grow: the
+			// buffer stays bounded by the stream window, not by the body.
+			n := copy(b.buf, b.buf[b.r:])
+			b.buf, b.r = b.buf[:n], 0
 		}
 		if b.buf == nil {
 			if len(p) <= srvBodyBufSize {
