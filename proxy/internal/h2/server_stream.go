@@ -54,6 +54,10 @@ func (c *serverConn) processHeaders(f *http2.MetaHeadersFrame) error {
 	if id%2 == 0 {
 		return srvConnErr{http2.ErrCodeProtocol, "even stream ID from a client"}
 	}
+	if f.HasPriority() && f.Priority.StreamDep == id {
+		// A stream cannot depend on itself (RFC 9113 §5.3.1).
+		return c.streamError(http2.StreamError{StreamID: id, Code: http2.ErrCodeProtocol})
+	}
 	s := c.srv
 	c.mu.Lock()
 	if id <= c.maxStreamID {
