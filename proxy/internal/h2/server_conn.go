@@ -472,7 +472,10 @@ func (c *serverConn) streamError(se http2.StreamError) error {
 		st.body.fail(errSrvStreamReset)
 	}
 	c.writeReset(se.StreamID, se.Code)
-	return nil
+	// Each answers a frame of the client's with a RST_STREAM: a flood of
+	// them (DATA on closed streams, malformed requests) costs the control
+	// budget as PING's does.
+	return c.control()
 }
 
 func (c *serverConn) writeReset(id uint32, code http2.ErrCode) {

@@ -85,7 +85,6 @@ func (c *serverConn) processHeaders(f *http2.MetaHeadersFrame) error {
 		return nil
 	}
 	c.mu.Unlock()
-	c.ctlStreams++
 	if f.Truncated {
 		c.refuse(id, f.StreamEnded(), http.StatusRequestHeaderFieldsTooLarge)
 		return nil
@@ -115,6 +114,7 @@ func (c *serverConn) processHeaders(f *http2.MetaHeadersFrame) error {
 	c.streams[id] = st
 	c.running++
 	c.mu.Unlock()
+	c.ctlStreams++ // a served request: more control frames are fair (a malformed one is not)
 	c.handlers.Add(1)
 	s.run(st)
 	return nil
