@@ -1,0 +1,188 @@
+package h2
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"runtime"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"golang.org/x/net/http2"
+)
+
+// TestReviewShutdownBeforePreface: a connection that Shutdown finds before
+// the client's preface still gets SETTINGS as the server's first frame
+// (RFC 9113 §3.4), or nothing at all; never a GOAWAY first, which
+// net/http's and grpc-go's clients treat as a protocol error.
+func TestReviewShutdownBeforePreface(t *testing.T) {
+	srvCheckLeaks(t)
+	ts := srvStart(t, srvOK, false, nil)
+	c, err := net.Dial("tcp", ts.addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	// Wait until the server tracks the connection.
+	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(time.Millisecond) {
+		ts.mu.Lock()
+		n := len(ts.conns)
+		ts.mu.Unlock()
+		if n == 1 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("connection not tracked")
+		}
+	}
+	done := make(chan error, 1)
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		done <- ts.Shutdown(ctx)
+	}()
+	time.Sleep(50 * time.Millisecond)
+	_, _ = io.WriteString(c, Preface)
+	fr := http2.NewFramer(c, c)
+	_ = fr.WriteSettings()
+	_ = c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if f, err := fr.ReadFrame(); err == nil {
+		if _, ok := f.(*http2.SettingsFrame); !ok {
+			t.Fatalf("server's first frame is %v, want SETTINGS", f)
+		}
+	}
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestReviewRapidResetGoroutines: streams opened and reset at once whose
+// handlers ignore the cancellation (stuck in a call of their own) cannot
+// make the goroutines grow beyond a bound per connection
+// (srvMaxRunning × MaxConcurrentStreams); past it streams are refused and
+// the connection ends with ENHANCE_YOUR_CALM. After the handlers return,
+// the goroutines are back where they were.
+func TestReviewRapidResetGoroutines(t *testing.T) {
+	srvCheckLeaks(t)
+	const maxStreams = 10
+	release := make(chan struct{})
+	ts := srvStart(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		<-release // ignores r.Context()
+	}), false, func(s *Server) { s.MaxConcurrentStreams = maxStreams })
+	before := runtime.NumGoroutine()
+	rc := srvDialRaw(t, ts.addr)
+	sent := make(chan struct{})
+	go func() {
+		defer close(sent)
+		for id := uint32(1); id < 2*(srvResetBudget+500); id += 2 {
+			rc.request(id, false, "GET")
+			if err := rc.fr.WriteRSTStream(id, http2.ErrCodeCancel); err != nil {
+				return
+			}
+		}
+	}()
+	rc.expectGoAway(http2.ErrCodeEnhanceYourCalm)
+	<-sent
+	if grew := runtime.NumGoroutine() - before; grew > srvMaxRunning*maxStreams+10 {
+		t.Fatalf("goroutines grew by %d under rapid reset (bound %d)", grew, srvMaxRunning*maxStreams)
+	}
+	close(release)
+}
+
+// srvReviewFrames is the client-visible frame sequence of one answer: a
+// line per frame (type, END_STREAM, header fields without date and
+// content-length).
+func srvReviewFrames(t *testing.T, addr, path string) []string {
+	t.Helper()
+	rc := srvDialRaw(t, addr)
+	rc.headers(1, true, ":method", "POST", ":scheme", "http", ":path", path, ":authority", "x", "content-type", "application/grpc", "te", "trailers")
+	var out []string
+	for {
+		f := rc.next(5 * time.Second)
+		switch f := f.(type) {
+		case *http2.MetaHeadersFrame:
+			var fields []string
+			for _, hf := range f.Fields {
+				// date differs by nature; content-length net/http adds
+				// when an answer ends within its buffer (RFC 9113 lets
+				// it be left out; gRPC ignores it).
+				if hf.Name != "date" && hf.Name != "content-length" {
+					fields = append(fields, hf.Name+"="+hf.Value)
+				}
+			}
+			slices.Sort(fields)
+			out = append(out, fmt.Sprintf("HEADERS end=%v %s", f.StreamEnded(), strings.Join(fields, " ")))
+		case *http2.DataFrame:
+			if len(f.Data()) > 0 || f.StreamEnded() {
+				out = append(out, fmt.Sprintf("DATA end=%v %q", f.StreamEnded(), f.Data()))
+			}
+		case *http2.RSTStreamFrame:
+			out = append(out, "RST_STREAM "+f.ErrCode.String())
+		case nil:
+			t.Fatal("connection ended")
+		}
+		if len(out) > 0 && (strings.Contains(out[len(out)-1], "end=true") || strings.HasPrefix(out[len(out)-1], "RST")) {
+			return out
+		}
+	}
+}
+
+// srvReviewGRPCShapes answers as gRPC servers do, one shape per path.
+var srvReviewGRPCShapes = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	_, _ = io.Copy(io.Discard, r.Body)
+	h := w.Header()
+	h.Set("Content-Type", "application/grpc")
+	switch r.URL.Path {
+	case "/declared": // grpc-go's server: declare, write, set
+		h.Set("Trailer", "Grpc-Status, Grpc-Message")
+		w.WriteHeader(200)
+		_, _ = w.Write([]byte("\x00\x00\x00\x00\x02hi"))
+		h.Set("Grpc-Status", "0")
+		h.Set("Grpc-Message", "")
+	case "/prefix": // TrailerPrefix after a Flush
+		_, _ = w.Write([]byte("\x00\x00\x00\x00\x02hi"))
+		w.(http.Flusher).Flush()
+		h.Set(http.TrailerPrefix+"Grpc-Status", "0")
+	case "/trailers-only": // an error without a body: one HEADERS frame
+		h.Set("Grpc-Status", "5")
+		h.Set("Grpc-Message", "not found")
+		w.WriteHeader(200)
+	case "/flush-then-trailers": // headers flushed first, then trailers only
+		h.Set("Trailer", "Grpc-Status")
+		w.WriteHeader(200)
+		w.(http.Flusher).Flush()
+		h.Set("Grpc-Status", "0")
+	}
+})
+
+// TestReviewGRPCFramesAsNetHTTP: the frames of gRPC-shaped answers
+// (declared trailers, TrailerPrefix, trailers-only, flushed headers then
+// trailers) are the ones net/http's HTTP/2 server sends for the same
+// handler, so grpc-go clients see the same thing through either.
+func TestReviewGRPCFramesAsNetHTTP(t *testing.T) {
+	srvCheckLeaks(t)
+	ours := srvStart(t, srvReviewGRPCShapes, false, nil)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	hs := &http.Server{Handler: srvReviewGRPCShapes, Protocols: new(http.Protocols)}
+	hs.Protocols.SetUnencryptedHTTP2(true)
+	var wg sync.WaitGroup
+	wg.Go(func() { _ = hs.Serve(ln) })
+	t.Cleanup(func() { _ = hs.Close(); wg.Wait() })
+	for _, path := range []string{"/declared", "/prefix", "/trailers-only", "/flush-then-trailers"} {
+		t.Run(strings.TrimPrefix(path, "/"), func(t *testing.T) {
+			want := srvReviewFrames(t, ln.Addr().String(), path)
+			got := srvReviewFrames(t, ours.addr, path)
+			if !slices.Equal(got, want) {
+				t.Fatalf("frames:\n%s\nnet/http's:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
+			}
+		})
+	}
+}
