@@ -80,6 +80,8 @@ type serverConn struct {
 	hbuf bytes.Buffer
 	werr error     // sticky write error
 	wdl  time.Time // write deadline in force
+
+	prefaceSent bool // our SETTINGS written (under wmu)
 }
 
 func newServerConn(s *Server, c net.Conn, br *bufio.Reader) *serverConn {
@@ -162,15 +164,7 @@ func (c *serverConn) readLoop() error {
 	// Our SETTINGS and the connection window, then the client's SETTINGS
 	// must come first.
 	c.wmu.Lock()
-	_ = c.fr.WriteSettings(
-		http2.Setting{ID: http2.SettingMaxConcurrentStreams, Val: s.maxStreams()},
-		http2.Setting{ID: http2.SettingInitialWindowSize, Val: uint32(s.streamWindow())},
-		http2.Setting{ID: http2.SettingMaxHeaderListSize, Val: s.maxHeaderList()},
-	)
-	if d := s.connWindow() - 65535; d > 0 {
-		_ = c.fr.WriteWindowUpdate(0, uint32(d))
-	}
-	c.connRecvLeft.Store(int64(s.connWindow()))
+	c.writePrefaceLocked()
 	c.flushLocked()
 	c.wmu.Unlock()
 	c.mu.Lock()
@@ -211,6 +205,26 @@ func (c *serverConn) readLoop() error {
 			return err
 		}
 	}
+}
+
+// writePrefaceLocked writes our SETTINGS and the connection window once
+// (wmu held): the first frames of the connection, also when a GOAWAY
+// (Shutdown) comes before the client's preface was read.
+func (c *serverConn) writePrefaceLocked() {
+	if c.prefaceSent {
+		return
+	}
+	c.prefaceSent = true
+	s := c.srv
+	_ = c.fr.WriteSettings(
+		http2.Setting{ID: http2.SettingMaxConcurrentStreams, Val: s.maxStreams()},
+		http2.Setting{ID: http2.SettingInitialWindowSize, Val: uint32(s.streamWindow())},
+		http2.Setting{ID: http2.SettingMaxHeaderListSize, Val: s.maxHeaderList()},
+	)
+	if d := s.connWindow() - 65535; d > 0 {
+		_ = c.fr.WriteWindowUpdate(0, uint32(d))
+	}
+	c.connRecvLeft.Store(int64(s.connWindow()))
 }
 
 func errString(detail, err error) string {
@@ -499,6 +513,7 @@ func (c *serverConn) goAway(code http2.ErrCode) {
 	idle := len(c.streams) == 0 && c.running == 0
 	c.mu.Unlock()
 	c.wmu.Lock()
+	c.writePrefaceLocked() // SETTINGS is the server's first frame (RFC 9113 §3.4)
 	_ = c.fr.WriteGoAway(last, code, nil)
 	c.flushLocked()
 	c.wmu.Unlock()
