@@ -186,3 +186,18 @@ func TestReviewGRPCFramesAsNetHTTP(t *testing.T) {
 		})
 	}
 }
+
+// TestReviewStreamIDWentDown: a HEADERS frame opening a stream below the
+// highest one seen (never opened, so not "closed") is a connection error
+// PROTOCOL_ERROR (RFC 9113 §5.1.1; h2spec 5.1.1/2; net/http's answer).
+func TestReviewStreamIDWentDown(t *testing.T) {
+	srvCheckLeaks(t)
+	ts := srvStart(t, srvOK, false, nil)
+	rc := srvDialRaw(t, ts.addr)
+	rc.request(5, true, "GET")
+	if st := rc.expectStatus(5); st != "200" {
+		t.Fatal(st)
+	}
+	rc.request(3, true, "GET")
+	rc.expectGoAway(http2.ErrCodeProtocol)
+}
