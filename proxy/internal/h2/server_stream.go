@@ -63,7 +63,11 @@ func (c *serverConn) processHeaders(f *http2.MetaHeadersFrame) error {
 	if id <= c.maxStreamID {
 		st := c.streams[id]
 		c.mu.Unlock()
-		if st == nil {
+		switch {
+		case st == nil && id < c.maxStreamID:
+			// Maybe never opened: the IDs went down (RFC 9113 §5.1.1).
+			return srvConnErr{http2.ErrCodeProtocol, "stream ID went down"}
+		case st == nil:
 			return srvConnErr{http2.ErrCodeStreamClosed, "HEADERS on a closed stream"}
 		}
 		return c.processTrailers(st, f)
