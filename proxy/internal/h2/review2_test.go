@@ -284,3 +284,20 @@ func TestReviewSettingsWindowCost(t *testing.T) {
 		t.Fatalf("%d SETTINGS frames took %s with %d streams open, %s without", frames, full, DefaultMaxConcurrentStreams, none)
 	}
 }
+
+// TestReviewSettingsWindowOverflow: a SETTINGS_INITIAL_WINDOW_SIZE raise
+// that takes an open stream's send window beyond 2^31-1 is a connection
+// error FLOW_CONTROL_ERROR (RFC 9113 §6.9.2).
+func TestReviewSettingsWindowOverflow(t *testing.T) {
+	srvCheckLeaks(t)
+	release := make(chan struct{})
+	ts := srvStart(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		<-release
+	}), false, nil)
+	defer close(release)
+	rc := srvDialRaw(t, ts.addr)
+	rc.request(1, true, "GET")
+	_ = rc.fr.WriteWindowUpdate(1, 1<<31-1-65535) // the stream's window at the maximum
+	_ = rc.fr.WriteSettings(http2.Setting{ID: http2.SettingInitialWindowSize, Val: 65536})
+	rc.expectGoAway(http2.ErrCodeFlowControl)
+}

@@ -355,6 +355,7 @@ func (c *serverConn) processSettings(f *http2.SettingsFrame) error {
 		return nil
 	}
 	var err error
+	win := int64(-1) // the last SETTINGS_INITIAL_WINDOW_SIZE of the frame
 	_ = f.ForeachSetting(func(st http2.Setting) error {
 		if e := st.Valid(); e != nil {
 			var ce http2.ConnectionError
@@ -367,17 +368,9 @@ func (c *serverConn) processSettings(f *http2.SettingsFrame) error {
 		}
 		switch st.ID {
 		case http2.SettingInitialWindowSize:
-			c.mu.Lock()
-			d := int64(st.Val) - c.initSendWin
-			c.initSendWin = int64(st.Val)
-			for _, s := range c.streams {
-				s.sendWin += d
-				if s.sendWin > 1<<31-1 {
-					err = srvConnErr{http2.ErrCodeFlowControl, "window overflow"}
-				}
-			}
-			c.cond.Broadcast()
-			c.mu.Unlock()
+			// Applied once below: a frame full of them must not cost
+			// entries × streams.
+			win = int64(st.Val)
 		case http2.SettingMaxFrameSize:
 			c.peerFrame.Store(int64(min(st.Val, srvFrameSize)))
 		case http2.SettingHeaderTableSize:
@@ -389,6 +382,22 @@ func (c *serverConn) processSettings(f *http2.SettingsFrame) error {
 	})
 	if err != nil {
 		return err
+	}
+	if win >= 0 {
+		c.mu.Lock()
+		d := win - c.initSendWin
+		c.initSendWin = win
+		for _, s := range c.streams {
+			s.sendWin += d
+			if s.sendWin > 1<<31-1 {
+				err = srvConnErr{http2.ErrCodeFlowControl, "window overflow"}
+			}
+		}
+		c.cond.Broadcast()
+		c.mu.Unlock()
+		if err != nil {
+			return err
+		}
 	}
 	c.wmu.Lock()
 	_ = c.fr.WriteSettingsAck()
