@@ -79,8 +79,12 @@ func TestReviewRapidResetGoroutines(t *testing.T) {
 	sent := make(chan struct{})
 	go func() {
 		defer close(sent)
+		blk := rc.block(":method", "GET", ":scheme", "http", ":path", "/")
 		for id := uint32(1); id < 2*(srvResetBudget+500); id += 2 {
-			rc.request(id, false, "GET")
+			// Not rc.request: its t.Fatal must not run off the test's goroutine.
+			if err := rc.fr.WriteHeaders(http2.HeadersFrameParam{StreamID: id, BlockFragment: blk, EndHeaders: true}); err != nil {
+				return
+			}
 			if err := rc.fr.WriteRSTStream(id, http2.ErrCodeCancel); err != nil {
 				return
 			}
