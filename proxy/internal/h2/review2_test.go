@@ -47,7 +47,7 @@ func TestReviewShutdownBeforePreface(t *testing.T) {
 		done <- ts.Shutdown(ctx)
 	}()
 	time.Sleep(50 * time.Millisecond)
-	_, _ = io.WriteString(c, Preface)
+	_, _ = io.WriteString(c, srvPreface)
 	fr := http2.NewFramer(c, c)
 	_ = fr.WriteSettings()
 	_ = c.SetReadDeadline(time.Now().Add(5 * time.Second))
@@ -282,10 +282,10 @@ func TestReviewSettingsWindowCost(t *testing.T) {
 	defer close(release)
 	const frames = 300
 	none := srvReviewSettingsTime(t, ts.addr, 0, frames)
-	full := srvReviewSettingsTime(t, ts.addr, DefaultMaxConcurrentStreams, frames)
-	t.Logf("%d SETTINGS frames: %s without streams, %s with %d", frames, none, full, DefaultMaxConcurrentStreams)
+	full := srvReviewSettingsTime(t, ts.addr, DefaultServerMaxConcurrentStreams, frames)
+	t.Logf("%d SETTINGS frames: %s without streams, %s with %d", frames, none, full, DefaultServerMaxConcurrentStreams)
 	if full > 3*none+time.Second {
-		t.Fatalf("%d SETTINGS frames took %s with %d streams open, %s without", frames, full, DefaultMaxConcurrentStreams, none)
+		t.Fatalf("%d SETTINGS frames took %s with %d streams open, %s without", frames, full, DefaultServerMaxConcurrentStreams, none)
 	}
 }
 

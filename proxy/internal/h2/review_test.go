@@ -149,8 +149,8 @@ func TestReviewBodyBufferBounded(t *testing.T) {
 	if got.Load() != total {
 		t.Fatalf("handler read %d bytes, want %d", got.Load(), total)
 	}
-	if limit := int64(4 * DefaultStreamWindow); maxCap.Load() > limit {
-		t.Fatalf("request body buffer grew to %d bytes for a %d-byte body (window %d)", maxCap.Load(), total, DefaultStreamWindow)
+	if limit := int64(4 * DefaultServerStreamWindow); maxCap.Load() > limit {
+		t.Fatalf("request body buffer grew to %d bytes for a %d-byte body (window %d)", maxCap.Load(), total, DefaultServerStreamWindow)
 	}
 }
 

@@ -19,19 +19,19 @@ import (
 
 // Defaults of Server's fields.
 const (
-	DefaultMaxConcurrentStreams = 250
-	DefaultMaxHeaderListSize    = 64 << 10
-	DefaultReadHeaderTimeout    = 10 * time.Second
-	DefaultIdleTimeout          = 5 * time.Minute
-	DefaultSendTimeout          = time.Minute
-	// DefaultStreamWindow and DefaultConnWindow are the receive windows
+	DefaultServerMaxConcurrentStreams = 250
+	DefaultServerMaxHeaderListSize    = 64 << 10
+	DefaultServerReadHeaderTimeout    = 10 * time.Second
+	DefaultServerIdleTimeout          = 5 * time.Minute
+	DefaultServerSendTimeout          = time.Minute
+	// DefaultServerStreamWindow and DefaultServerConnWindow are the receive windows
 	// (net/http's server's defaults).
-	DefaultStreamWindow = 1 << 20
-	DefaultConnWindow   = 1 << 20
+	DefaultServerStreamWindow = 1 << 20
+	DefaultServerConnWindow   = 1 << 20
 )
 
-// Preface starts every HTTP/2 connection (RFC 9113 §3.4).
-const Preface = http2.ClientPreface
+// srvPreface starts every HTTP/2 connection (RFC 9113 §3.4).
+const srvPreface = http2.ClientPreface
 
 // srvFrameSize is the largest frame read and written (RFC 9113's default).
 const srvFrameSize = 16 << 10
@@ -47,23 +47,23 @@ type Server struct {
 	// its requests' contexts.
 	ConnContext func(ctx context.Context, c net.Conn) context.Context
 	// MaxConcurrentStreams bounds the streams a client may have open
-	// (default DefaultMaxConcurrentStreams).
+	// (default DefaultServerMaxConcurrentStreams).
 	MaxConcurrentStreams uint32
 	// MaxHeaderListSize bounds a request's header list as RFC 9113
-	// counts it (default DefaultMaxHeaderListSize).
+	// counts it (default DefaultServerMaxHeaderListSize).
 	MaxHeaderListSize uint32
 	// ReadHeaderTimeout bounds the preface and the reading of every frame
-	// once its first byte arrived (default DefaultReadHeaderTimeout).
+	// once its first byte arrived (default DefaultServerReadHeaderTimeout).
 	ReadHeaderTimeout time.Duration
 	// IdleTimeout closes a connection without open streams after this long
-	// (default DefaultIdleTimeout).
+	// (default DefaultServerIdleTimeout).
 	IdleTimeout time.Duration
 	// SendTimeout bounds how long a response write may wait for the
 	// client's flow-control window, and a socket write (default
-	// DefaultSendTimeout, negative: no bound). The stream is then reset.
+	// DefaultServerSendTimeout, negative: no bound). The stream is then reset.
 	SendTimeout time.Duration
 	// StreamWindow and ConnWindow are the receive windows advertised
-	// (defaults DefaultStreamWindow, DefaultConnWindow; at least 65535).
+	// (defaults DefaultServerStreamWindow, DefaultServerConnWindow; at least 65535).
 	StreamWindow, ConnWindow int32
 	// Log receives handler panics and connection errors (nil: discarded).
 	Log *slog.Logger
@@ -79,28 +79,28 @@ func (s *Server) maxStreams() uint32 {
 	if s.MaxConcurrentStreams > 0 {
 		return s.MaxConcurrentStreams
 	}
-	return DefaultMaxConcurrentStreams
+	return DefaultServerMaxConcurrentStreams
 }
 
 func (s *Server) maxHeaderList() uint32 {
 	if s.MaxHeaderListSize > 0 {
 		return s.MaxHeaderListSize
 	}
-	return DefaultMaxHeaderListSize
+	return DefaultServerMaxHeaderListSize
 }
 
 func (s *Server) readHeaderTimeout() time.Duration {
 	if s.ReadHeaderTimeout > 0 {
 		return s.ReadHeaderTimeout
 	}
-	return DefaultReadHeaderTimeout
+	return DefaultServerReadHeaderTimeout
 }
 
 func (s *Server) idleTimeout() time.Duration {
 	if s.IdleTimeout > 0 {
 		return s.IdleTimeout
 	}
-	return DefaultIdleTimeout
+	return DefaultServerIdleTimeout
 }
 
 // sendTimeout is SendTimeout with its default; 0: no bound.
@@ -111,7 +111,7 @@ func (s *Server) sendTimeout() time.Duration {
 	case s.SendTimeout < 0:
 		return 0
 	}
-	return DefaultSendTimeout
+	return DefaultServerSendTimeout
 }
 
 // srvMinWindow is the smallest receive window: RFC 9113's initial one,
@@ -122,14 +122,14 @@ func (s *Server) streamWindow() int32 {
 	if s.StreamWindow > 0 {
 		return max(s.StreamWindow, srvMinWindow)
 	}
-	return DefaultStreamWindow
+	return DefaultServerStreamWindow
 }
 
 func (s *Server) connWindow() int32 {
 	if s.ConnWindow > 0 {
 		return max(s.ConnWindow, srvMinWindow)
 	}
-	return DefaultConnWindow
+	return DefaultServerConnWindow
 }
 
 func (s *Server) log() *slog.Logger {
@@ -190,7 +190,10 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	}
 	s.mu.Unlock()
 	for _, c := range conns {
-		c.goAway(http2.ErrCodeNo)
+		// Not inline: a client that does not read would hold Shutdown on
+		// its connection's write lock for up to SendTimeout; Close ends
+		// that write.
+		go c.goAway(http2.ErrCodeNo)
 	}
 	wait := time.Millisecond
 	for {
@@ -279,23 +282,22 @@ func (e srvConnErr) Error() string {
 }
 
 var (
-	errSrvClientGone   = errors.New("h2: client disconnected")
-	errSrvStreamReset  = errors.New("h2: stream reset by the client")
-	errSrvHandlerDone  = errors.New("h2: write to a response after its handler returned")
-	errSrvSendTimeout  = errors.New("h2: response write timed out waiting for the client")
-	errSrvBodyTooLarge = errors.New("h2: request body larger than its content-length")
+	srvErrClientGone  = errors.New("h2: client disconnected")
+	srvErrStreamReset = errors.New("h2: stream reset by the client")
+	srvErrHandlerDone = errors.New("h2: write to a response after its handler returned")
+	srvErrSendTimeout = errors.New("h2: response write timed out waiting for the client")
 )
 
 var _ io.ReadCloser = (*serverBody)(nil)
 
-// hpackDecoderTableSize is the dynamic table size our decoder allows (the
+// srvDecoderTableSize is the dynamic table size our decoder allows (the
 // default SETTINGS_HEADER_TABLE_SIZE).
-const hpackDecoderTableSize = 4096
+const srvDecoderTableSize = 4096
 
-func newSrvDecoder() *hpack.Decoder { return hpack.NewDecoder(hpackDecoderTableSize, nil) }
+func srvNewDecoder() *hpack.Decoder { return hpack.NewDecoder(srvDecoderTableSize, nil) }
 
-// tlsState is c's TLS state, nil for cleartext.
-func tlsState(c net.Conn) *tls.ConnectionState {
+// srvTLSState is c's TLS state, nil for cleartext.
+func srvTLSState(c net.Conn) *tls.ConnectionState {
 	if tc, ok := c.(*tls.Conn); ok {
 		st := tc.ConnectionState()
 		return &st

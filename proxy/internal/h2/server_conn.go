@@ -93,7 +93,7 @@ func newServerConn(s *Server, c net.Conn, br *bufio.Reader) *serverConn {
 		sendWin:     65535,
 		initSendWin: 65535,
 		resetBudget: srvResetBudget,
-		tlsState:    tlsState(c),
+		tlsState:    srvTLSState(c),
 	}
 	sc.bw = bufio.NewWriterSize(srvDeadlineWriter{sc}, 8<<10)
 	sc.connRecvLeft.Store(65535)
@@ -102,7 +102,7 @@ func newServerConn(s *Server, c net.Conn, br *bufio.Reader) *serverConn {
 	sc.fr = http2.NewFramer(sc.bw, br)
 	sc.fr.SetMaxReadFrameSize(srvFrameSize)
 	sc.fr.MaxHeaderListSize = s.maxHeaderList()
-	sc.fr.ReadMetaHeaders = newSrvDecoder()
+	sc.fr.ReadMetaHeaders = srvNewDecoder()
 	sc.fr.SetReuseFrames()
 	sc.henc = hpack.NewEncoder(&sc.hbuf)
 	if ra := c.RemoteAddr(); ra != nil {
@@ -137,7 +137,7 @@ func (c *serverConn) serve() {
 	c.cond.Broadcast()
 	c.mu.Unlock()
 	for _, st := range streams {
-		st.body.fail(errSrvClientGone)
+		st.body.fail(srvErrClientGone)
 	}
 	c.cancel()
 	c.wmu.Lock()
@@ -153,11 +153,11 @@ func (c *serverConn) serve() {
 func (c *serverConn) readLoop() error {
 	s := c.srv
 	_ = c.nc.SetReadDeadline(time.Now().Add(s.readHeaderTimeout()))
-	var pre [len(Preface)]byte
+	var pre [len(srvPreface)]byte
 	if _, err := io.ReadFull(c.br, pre[:]); err != nil {
 		return err
 	}
-	if string(pre[:]) != Preface {
+	if string(pre[:]) != srvPreface {
 		return srvConnErr{http2.ErrCodeProtocol, "bad preface"}
 	}
 	c.rdl = time.Time{}
@@ -190,7 +190,7 @@ func (c *serverConn) readLoop() error {
 			}
 			var ce http2.ConnectionError
 			if errors.As(err, &ce) {
-				return srvConnErr{http2.ErrCode(ce), "framer: " + errString(c.fr.ErrorDetail(), err)}
+				return srvConnErr{http2.ErrCode(ce), "framer: " + srvErrString(c.fr.ErrorDetail(), err)}
 			}
 			return err
 		}
@@ -227,7 +227,7 @@ func (c *serverConn) writePrefaceLocked() {
 	c.connRecvLeft.Store(int64(s.connWindow()))
 }
 
-func errString(detail, err error) string {
+func srvErrString(detail, err error) string {
 	if detail != nil {
 		return detail.Error()
 	}
@@ -246,7 +246,7 @@ func (c *serverConn) awaitFrame() error {
 		if err == nil {
 			break
 		}
-		if !isTimeout(err) || c.draining.Load() {
+		if !srvIsTimeout(err) || c.draining.Load() {
 			return err
 		}
 		now := time.Now()
@@ -288,7 +288,7 @@ func (c *serverConn) setReadDeadline(t time.Time) {
 	}
 }
 
-func isTimeout(err error) bool {
+func srvIsTimeout(err error) bool {
 	var ne net.Error
 	return errors.As(err, &ne) && ne.Timeout() || errors.Is(err, os.ErrDeadlineExceeded)
 }
@@ -458,7 +458,7 @@ func (c *serverConn) processReset(f *http2.RSTStreamFrame) error {
 	over := c.resetBudget < 0
 	c.mu.Unlock()
 	st.cancel()
-	st.body.fail(errSrvStreamReset)
+	st.body.fail(srvErrStreamReset)
 	if over {
 		return srvConnErr{http2.ErrCodeEnhanceYourCalm, "too many streams reset"}
 	}
@@ -492,7 +492,7 @@ func (c *serverConn) streamError(se http2.StreamError) error {
 	c.mu.Unlock()
 	if st != nil {
 		st.cancel()
-		st.body.fail(errSrvStreamReset)
+		st.body.fail(srvErrStreamReset)
 	}
 	c.writeReset(se.StreamID, se.Code)
 	// Each answers a frame of the client's with a RST_STREAM: a flood of

@@ -93,7 +93,7 @@ func FuzzServerConn(f *testing.F) {
 		SendTimeout:          50 * time.Millisecond,
 	}
 	f.Fuzz(func(t *testing.T, data []byte) {
-		c := &srvFuzzConn{r: bytes.NewReader(append([]byte(Preface), data...))}
+		c := &srvFuzzConn{r: bytes.NewReader(append([]byte(srvPreface), data...))}
 		done := make(chan struct{})
 		go func() {
 			s.ServeConn(c, nil)

@@ -151,7 +151,7 @@ func srvGRPCSetup(t *testing.T, withTLS bool, app *srvGRPCApp) testpb.TestServic
 	creds := insecure.NewCredentials()
 	var opts []grpc.DialOption
 	if withTLS {
-		opts = append(opts, grpc.WithTransportCredentials(credentialsFromTLS(ts.tls)))
+		opts = append(opts, grpc.WithTransportCredentials(srvCredentials(ts.tls)))
 	} else {
 		opts = append(opts, grpc.WithTransportCredentials(creds))
 	}
@@ -182,7 +182,7 @@ func TestServerGRPC(t *testing.T) {
 				if err != nil {
 					t.Fatal(err)
 				}
-				if string(resp.GetPayload().GetBody()) != "hello" || first(hdr["x-head"]) != "h" || first(trl["x-trail"]) != "t" {
+				if string(resp.GetPayload().GetBody()) != "hello" || srvFirst(hdr["x-head"]) != "h" || srvFirst(trl["x-trail"]) != "t" {
 					t.Fatalf("payload %q header %v trailer %v", resp.GetPayload().GetBody(), hdr, trl)
 				}
 			})
@@ -310,13 +310,13 @@ func TestServerGRPC(t *testing.T) {
 	}
 }
 
-func first(v []string) string {
+func srvFirst(v []string) string {
 	if len(v) == 0 {
 		return ""
 	}
 	return v[0]
 }
 
-func credentialsFromTLS(cfg *tls.Config) credentials.TransportCredentials {
+func srvCredentials(cfg *tls.Config) credentials.TransportCredentials {
 	return credentials.NewTLS(cfg)
 }

@@ -166,7 +166,7 @@ func srvDialRaw(t testing.TB, addr string, settings ...http2.Setting) *srvRaw {
 	rc.fr.ReadMetaHeaders = hpack.NewDecoder(4096, nil)
 	rc.fr.AllowIllegalWrites = true
 	rc.enc = hpack.NewEncoder(&rc.hbuf)
-	if _, err := c.Write([]byte(Preface)); err != nil {
+	if _, err := c.Write([]byte(srvPreface)); err != nil {
 		t.Fatal(err)
 	}
 	if err := rc.fr.WriteSettings(settings...); err != nil {

@@ -1,6 +1,7 @@
 package h2
 
 import (
+	"context"
 	"io"
 	"net"
 	"net/http"
@@ -216,7 +217,7 @@ func TestServerBadPreface(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer c2.Close()
-	_, _ = io.WriteString(c2, Preface)
+	_, _ = io.WriteString(c2, srvPreface)
 	rc2 := &srvRaw{t: t, c: c2, fr: http2.NewFramer(c2, c2)}
 	_ = rc2.fr.WritePing(false, [8]byte{})
 	rc2.expectGoAway(http2.ErrCodeProtocol)
@@ -428,7 +429,7 @@ func TestServerTimeouts(t *testing.T) {
 		}
 		defer c.Close()
 		_ = c.SetReadDeadline(time.Now().Add(3 * time.Second))
-		if _, err := c.Read(make([]byte, 1)); err == nil || isTimeout(err) {
+		if _, err := c.Read(make([]byte, 1)); err == nil || srvIsTimeout(err) {
 			t.Fatalf("silent connection not closed: %v", err)
 		}
 	})
@@ -448,10 +449,41 @@ func TestServerReadDeadline(t *testing.T) {
 	rc.request(1, false, "POST")
 	select {
 	case err := <-got:
-		if !isTimeout(err) {
+		if !srvIsTimeout(err) {
 			t.Fatalf("read ended with %v, want a timeout", err)
 		}
 	case <-time.After(5 * time.Second):
 		t.Fatal("deadline did not end the read")
 	}
+}
+
+// TestServerShutdownStuckClient: a client that stops reading (its socket
+// full) holds neither Shutdown past its context nor Close.
+func TestServerShutdownStuckClient(t *testing.T) {
+	srvCheckLeaks(t)
+	writing := make(chan struct{})
+	ts := srvStart(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		close(writing)
+		chunk := make([]byte, 1<<14)
+		for {
+			if _, err := w.Write(chunk); err != nil {
+				return
+			}
+		}
+	}), false, nil)
+	rc := srvDialRaw(t, ts.addr, http2.Setting{ID: http2.SettingInitialWindowSize, Val: 1<<31 - 1})
+	_ = rc.fr.WriteWindowUpdate(0, 1<<31-1-65535)
+	rc.request(1, true, "GET")
+	<-writing
+	time.Sleep(200 * time.Millisecond) // the socket buffers fill
+	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+	defer cancel()
+	start := time.Now()
+	if err := ts.Shutdown(ctx); err == nil {
+		t.Fatal("Shutdown returned nil with a stream stuck writing")
+	}
+	if d := time.Since(start); d > 2*time.Second {
+		t.Fatalf("Shutdown took %s past its 300ms context", d)
+	}
+	ts.Close() // ends the stuck write; the leak check sees everything end
 }

@@ -67,7 +67,7 @@ func (w *serverResponse) bodyless() bool {
 
 func (w *serverResponse) Write(p []byte) (int, error) {
 	if w.done {
-		return 0, errSrvHandlerDone
+		return 0, srvErrHandlerDone
 	}
 	if !w.wroteHeader {
 		w.WriteHeader(http.StatusOK)
@@ -143,11 +143,11 @@ func (c *serverConn) takeWindow(st *serverStream, want int) (int, error) {
 	for {
 		switch {
 		case st.stalled:
-			return 0, errSrvSendTimeout
+			return 0, srvErrSendTimeout
 		case st.resetByPeer || st.resetSent:
-			return 0, errSrvStreamReset
+			return 0, srvErrStreamReset
 		case c.closed:
-			return 0, errSrvClientGone
+			return 0, srvErrClientGone
 		}
 		if n := min(int64(want), st.sendWin, c.sendWin, c.peerFrame.Load()); n > 0 {
 			st.sendWin -= n
@@ -185,7 +185,7 @@ func (w *serverResponse) Flush() { _ = w.FlushError() }
 // FlushError is Flush with the error (http.ResponseController uses it).
 func (w *serverResponse) FlushError() error {
 	if w.done {
-		return errSrvHandlerDone
+		return srvErrHandlerDone
 	}
 	if !w.wroteHeader {
 		w.WriteHeader(http.StatusOK)
@@ -279,7 +279,7 @@ func (w *serverResponse) writeHead(end bool) error {
 	w.headSent = true
 	if st.gone.Load() {
 		w.failed = true
-		return errSrvStreamReset
+		return srvErrStreamReset
 	}
 	c.wmu.Lock()
 	defer c.wmu.Unlock()

@@ -138,13 +138,13 @@ func (c *serverConn) refuse(id uint32, ended bool, status int) {
 }
 
 var (
-	errSrvNoMethod   = errors.New("h2: no :method")
-	errSrvPseudo     = errors.New("h2: :scheme and :path are required")
-	errSrvProtocol   = errors.New("h2: :protocol is not supported")
-	errSrvPath       = errors.New("h2: bad :path")
-	errSrvConnHeader = errors.New("h2: connection-specific header field")
-	errSrvTE         = errors.New("h2: te other than trailers")
-	errSrvLength     = errors.New("h2: bad content-length")
+	srvErrNoMethod   = errors.New("h2: no :method")
+	srvErrPseudo     = errors.New("h2: :scheme and :path are required")
+	srvErrProtocol   = errors.New("h2: :protocol is not supported")
+	srvErrPath       = errors.New("h2: bad :path")
+	srvErrConnHeader = errors.New("h2: connection-specific header field")
+	srvErrTE         = errors.New("h2: te other than trailers")
+	srvErrLength     = errors.New("h2: bad content-length")
 )
 
 // newRequest builds st's request from its header block (RFC 9113 §8.3).
@@ -167,13 +167,13 @@ func (c *serverConn) newRequest(st *serverStream, f *http2.MetaHeadersFrame) (*h
 	}
 	switch {
 	case method == "":
-		return nil, 0, errSrvNoMethod
+		return nil, 0, srvErrNoMethod
 	case protocol != "":
-		return nil, 0, errSrvProtocol
+		return nil, 0, srvErrProtocol
 	case method == http.MethodConnect:
 		return nil, http.StatusMethodNotAllowed, nil
 	case scheme == "" || path == "":
-		return nil, 0, errSrvPseudo
+		return nil, 0, srvErrPseudo
 	}
 	regular := f.RegularFields()
 	header := make(http.Header, len(regular))
@@ -182,10 +182,10 @@ func (c *serverConn) newRequest(st *serverStream, f *http2.MetaHeadersFrame) (*h
 	for i, hf := range regular {
 		switch hf.Name {
 		case "connection", "keep-alive", "proxy-connection", "transfer-encoding", "upgrade":
-			return nil, 0, errSrvConnHeader
+			return nil, 0, srvErrConnHeader
 		case "te":
 			if hf.Value != "trailers" {
-				return nil, 0, errSrvTE
+				return nil, 0, srvErrTE
 			}
 		case "host":
 			if authority == "" {
@@ -212,26 +212,26 @@ func (c *serverConn) newRequest(st *serverStream, f *http2.MetaHeadersFrame) (*h
 		u = &url.URL{Path: "*"}
 	} else {
 		if path[0] != '/' {
-			return nil, 0, errSrvPath
+			return nil, 0, srvErrPath
 		}
 		var err error
 		if u, err = url.ParseRequestURI(path); err != nil {
-			return nil, 0, errSrvPath
+			return nil, 0, srvErrPath
 		}
 	}
 	clen := int64(-1)
 	if cl, ok := header["Content-Length"]; ok {
 		for _, v := range cl[1:] {
 			if v != cl[0] {
-				return nil, 0, errSrvLength
+				return nil, 0, srvErrLength
 			}
 		}
 		n, err := strconv.ParseUint(cl[0], 10, 63)
 		if err != nil {
-			return nil, 0, errSrvLength
+			return nil, 0, srvErrLength
 		}
 		if f.StreamEnded() && n > 0 {
-			return nil, 0, errSrvLength
+			return nil, 0, srvErrLength
 		}
 		clen = int64(n)
 		st.declared = clen
@@ -406,7 +406,7 @@ var srvBodyBufs = sync.Pool{New: func() any {
 	return &b
 }}
 
-var errSrvBodyClosed = errors.New("h2: read on a closed request body")
+var srvErrBodyClosed = errors.New("h2: read on a closed request body")
 
 // push appends DATA (reader goroutine); false: the handler is done, the
 // bytes were dropped.
@@ -488,7 +488,7 @@ func (b *serverBody) Read(p []byte) (int, error) {
 		switch {
 		case b.closed:
 			b.mu.Unlock()
-			return 0, errSrvBodyClosed
+			return 0, srvErrBodyClosed
 		case b.eof:
 			b.mu.Unlock()
 			return 0, io.EOF
