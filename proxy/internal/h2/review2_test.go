@@ -305,3 +305,47 @@ func TestReviewSettingsWindowOverflow(t *testing.T) {
 	_ = rc.fr.WriteSettings(http2.Setting{ID: http2.SettingInitialWindowSize, Val: 65536})
 	rc.expectGoAway(http2.ErrCodeFlowControl)
 }
+
+// TestReviewHalfClosedRemote: on a stream the client has ended
+// (half-closed remote) WINDOW_UPDATE and PRIORITY are fine and the answer
+// comes; a second HEADERS frame is a stream error STREAM_CLOSED (RFC 9113
+// §5.1) that leaves the connection serving.
+func TestReviewHalfClosedRemote(t *testing.T) {
+	srvCheckLeaks(t)
+	release, block := make(chan struct{}), make(chan struct{})
+	defer close(block)
+	ts := srvStart(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		switch r.URL.Path {
+		case "/hold":
+			<-release
+		case "/block":
+			<-block
+		}
+		_, _ = io.WriteString(w, "ok")
+	}), false, nil)
+	rc := srvDialRaw(t, ts.addr)
+	rc.headers(1, true, ":method", "GET", ":scheme", "http", ":path", "/hold")
+	_ = rc.fr.WriteWindowUpdate(1, 100)
+	_ = rc.fr.WritePriority(1, http2.PriorityParam{StreamDep: 0, Weight: 7})
+	close(release)
+	if st := rc.expectStatus(1); st != "200" {
+		t.Fatal(st)
+	}
+	rc.headers(3, true, ":method", "GET", ":scheme", "http", ":path", "/hold")
+	if st := rc.expectStatus(3); st != "200" {
+		t.Fatal(st)
+	}
+	rc.headers(5, true, ":method", "GET", ":scheme", "http", ":path", "/block")
+	rc.headers(5, true, "x-trailer", "1") // the client already ended stream 5
+	rc.expectReset(5, http2.ErrCodeStreamClosed)
+	_ = rc.fr.WritePing(false, [8]byte{7})
+	for {
+		f, err := rc.fr.ReadFrame()
+		if err != nil {
+			t.Fatalf("connection ended: %v", err)
+		}
+		if p, ok := f.(*http2.PingFrame); ok && p.IsAck() {
+			break
+		}
+	}
+}
