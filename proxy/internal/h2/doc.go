@@ -45,15 +45,18 @@
 //   - Rapid reset (CVE-2023-44487): streams the client resets cost a
 //     budget that completed streams refill; past it, GOAWAY
 //     ENHANCE_YOUR_CALM.
-//   - Floods of PING, SETTINGS, empty DATA, PRIORITY frames and of
-//     WINDOW_UPDATE and RST_STREAM frames on closed streams: a per-second
-//     budget that grows with the requests served;
+//   - Floods of PING, SETTINGS, empty DATA, PRIORITY frames, of
+//     WINDOW_UPDATE and RST_STREAM frames on closed streams, and of
+//     frames answered with RST_STREAM (DATA on closed streams, malformed
+//     requests): a per-second budget that grows with the requests served;
 //     past it, GOAWAY ENHANCE_YOUR_CALM.
 //   - ReadHeaderTimeout bounds the preface and every frame once its first
 //     byte arrived; IdleTimeout closes a connection without streams
 //     (GOAWAY NO_ERROR); SendTimeout bounds how long a response write may
-//     wait for the client's flow-control window or the socket, so a client
-//     that never opens its window cannot pin a handler.
+//     wait for the client's flow-control window or the socket (every
+//     socket write gets a fresh deadline; a failed one closes the
+//     connection and fails the handlers' writes), so a client that never
+//     opens its window or never reads cannot pin a handler.
 //   - Malformed requests (RFC 9113 §8.3: missing or repeated pseudo-header
 //     fields, connection-specific fields, uppercase names, content-length
 //     not matching the DATA) are stream errors (PROTOCOL_ERROR); frames on

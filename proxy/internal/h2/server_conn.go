@@ -80,6 +80,8 @@ type serverConn struct {
 	hbuf bytes.Buffer
 	werr error     // sticky write error
 	wdl  time.Time // write deadline in force
+
+	prefaceSent bool // our SETTINGS written (under wmu)
 }
 
 func newServerConn(s *Server, c net.Conn, br *bufio.Reader) *serverConn {
@@ -87,13 +89,13 @@ func newServerConn(s *Server, c net.Conn, br *bufio.Reader) *serverConn {
 		srv:         s,
 		nc:          c,
 		br:          br,
-		bw:          bufio.NewWriterSize(c, 8<<10),
 		streams:     make(map[uint32]*serverStream),
 		sendWin:     65535,
 		initSendWin: 65535,
 		resetBudget: srvResetBudget,
 		tlsState:    srvTLSState(c),
 	}
+	sc.bw = bufio.NewWriterSize(srvDeadlineWriter{sc}, 8<<10)
 	sc.connRecvLeft.Store(65535)
 	sc.peerFrame.Store(srvFrameSize)
 	sc.cond.L = &sc.mu
@@ -162,15 +164,7 @@ func (c *serverConn) readLoop() error {
 	// Our SETTINGS and the connection window, then the client's SETTINGS
 	// must come first.
 	c.wmu.Lock()
-	_ = c.fr.WriteSettings(
-		http2.Setting{ID: http2.SettingMaxConcurrentStreams, Val: s.maxStreams()},
-		http2.Setting{ID: http2.SettingInitialWindowSize, Val: uint32(s.streamWindow())},
-		http2.Setting{ID: http2.SettingMaxHeaderListSize, Val: s.maxHeaderList()},
-	)
-	if d := s.connWindow() - 65535; d > 0 {
-		_ = c.fr.WriteWindowUpdate(0, uint32(d))
-	}
-	c.connRecvLeft.Store(int64(s.connWindow()))
+	c.writePrefaceLocked()
 	c.flushLocked()
 	c.wmu.Unlock()
 	c.mu.Lock()
@@ -211,6 +205,26 @@ func (c *serverConn) readLoop() error {
 			return err
 		}
 	}
+}
+
+// writePrefaceLocked writes our SETTINGS and the connection window once
+// (wmu held): the first frames of the connection, also when a GOAWAY
+// (Shutdown) comes before the client's preface was read.
+func (c *serverConn) writePrefaceLocked() {
+	if c.prefaceSent {
+		return
+	}
+	c.prefaceSent = true
+	s := c.srv
+	_ = c.fr.WriteSettings(
+		http2.Setting{ID: http2.SettingMaxConcurrentStreams, Val: s.maxStreams()},
+		http2.Setting{ID: http2.SettingInitialWindowSize, Val: uint32(s.streamWindow())},
+		http2.Setting{ID: http2.SettingMaxHeaderListSize, Val: s.maxHeaderList()},
+	)
+	if d := s.connWindow() - 65535; d > 0 {
+		_ = c.fr.WriteWindowUpdate(0, uint32(d))
+	}
+	c.connRecvLeft.Store(int64(s.connWindow()))
 }
 
 func srvErrString(detail, err error) string {
@@ -341,6 +355,7 @@ func (c *serverConn) processSettings(f *http2.SettingsFrame) error {
 		return nil
 	}
 	var err error
+	win := int64(-1) // the last SETTINGS_INITIAL_WINDOW_SIZE of the frame
 	_ = f.ForeachSetting(func(st http2.Setting) error {
 		if e := st.Valid(); e != nil {
 			var ce http2.ConnectionError
@@ -353,17 +368,9 @@ func (c *serverConn) processSettings(f *http2.SettingsFrame) error {
 		}
 		switch st.ID {
 		case http2.SettingInitialWindowSize:
-			c.mu.Lock()
-			d := int64(st.Val) - c.initSendWin
-			c.initSendWin = int64(st.Val)
-			for _, s := range c.streams {
-				s.sendWin += d
-				if s.sendWin > 1<<31-1 {
-					err = srvConnErr{http2.ErrCodeFlowControl, "window overflow"}
-				}
-			}
-			c.cond.Broadcast()
-			c.mu.Unlock()
+			// Applied once below: a frame full of them must not cost
+			// entries × streams.
+			win = int64(st.Val)
 		case http2.SettingMaxFrameSize:
 			c.peerFrame.Store(int64(min(st.Val, srvFrameSize)))
 		case http2.SettingHeaderTableSize:
@@ -375,6 +382,22 @@ func (c *serverConn) processSettings(f *http2.SettingsFrame) error {
 	})
 	if err != nil {
 		return err
+	}
+	if win >= 0 {
+		c.mu.Lock()
+		d := win - c.initSendWin
+		c.initSendWin = win
+		for _, s := range c.streams {
+			s.sendWin += d
+			if s.sendWin > 1<<31-1 {
+				err = srvConnErr{http2.ErrCodeFlowControl, "window overflow"}
+			}
+		}
+		c.cond.Broadcast()
+		c.mu.Unlock()
+		if err != nil {
+			return err
+		}
 	}
 	c.wmu.Lock()
 	_ = c.fr.WriteSettingsAck()
@@ -472,7 +495,10 @@ func (c *serverConn) streamError(se http2.StreamError) error {
 		st.body.fail(srvErrStreamReset)
 	}
 	c.writeReset(se.StreamID, se.Code)
-	return nil
+	// Each answers a frame of the client's with a RST_STREAM: a flood of
+	// them (DATA on closed streams, malformed requests) costs the control
+	// budget as PING's does.
+	return c.control()
 }
 
 func (c *serverConn) writeReset(id uint32, code http2.ErrCode) {
@@ -496,6 +522,7 @@ func (c *serverConn) goAway(code http2.ErrCode) {
 	idle := len(c.streams) == 0 && c.running == 0
 	c.mu.Unlock()
 	c.wmu.Lock()
+	c.writePrefaceLocked() // SETTINGS is the server's first frame (RFC 9113 §3.4)
 	_ = c.fr.WriteGoAway(last, code, nil)
 	c.flushLocked()
 	c.wmu.Unlock()
@@ -537,16 +564,33 @@ func (c *serverConn) flushLocked() {
 	if c.bw.Buffered() == 0 {
 		return
 	}
+	if err := c.bw.Flush(); err != nil && c.werr == nil {
+		c.werr = err
+		_ = c.nc.Close() // the reader ends, streams see their contexts cancelled
+	}
+}
+
+// srvDeadlineWriter is what bw writes to: every socket write, a flush or
+// a frame larger than bw's room written straight through, runs under a
+// fresh SendTimeout deadline (wmu held). A failed write is the
+// connection's end: werr is set at once and the connection closed, so no
+// later write is taken for sent (bw's own error is sticky and silent).
+type srvDeadlineWriter struct{ c *serverConn }
+
+func (w srvDeadlineWriter) Write(p []byte) (int, error) {
+	c := w.c
 	if t := c.srv.sendTimeout(); t > 0 {
 		if d := time.Now().Add(t); c.wdl.IsZero() || d.Sub(c.wdl) > t/8 {
 			c.wdl = d
 			_ = c.nc.SetWriteDeadline(d)
 		}
 	}
-	if err := c.bw.Flush(); err != nil {
+	n, err := c.nc.Write(p)
+	if err != nil && c.werr == nil {
 		c.werr = err
 		_ = c.nc.Close() // the reader ends, streams see their contexts cancelled
 	}
+	return n, err
 }
 
 // processData hands a DATA frame's payload to its stream's body.

@@ -117,6 +117,11 @@ func (w *serverResponse) writeData(p []byte) (int, error) {
 			return sent, err
 		}
 		_ = c.fr.WriteData(st.id, false, p[sent:sent+n])
+		if err := c.werr; err != nil { // a write straight through bw failed
+			c.wmu.Unlock()
+			w.failed = true
+			return sent, err
+		}
 		c.wmu.Unlock()
 		sent += n
 	}
@@ -247,10 +252,17 @@ func (w *serverResponse) finish() {
 	w.endSent = true
 }
 
-// hasTrailers: the handler declared trailers or set one.
+// hasTrailers: the handler set a declared trailer or one with
+// http.TrailerPrefix (declared ones left unset send none, as net/http).
 func (w *serverResponse) hasTrailers() bool {
-	if _, ok := w.header["Trailer"]; ok {
-		return true
+	for _, v := range w.header["Trailer"] {
+		for v != "" {
+			var k string
+			k, v, _ = strings.Cut(v, ",")
+			if len(w.header[http.CanonicalHeaderKey(strings.TrimSpace(k))]) > 0 {
+				return true
+			}
+		}
 	}
 	for k := range w.header {
 		if strings.HasPrefix(k, http.TrailerPrefix) {

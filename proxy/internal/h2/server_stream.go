@@ -54,12 +54,20 @@ func (c *serverConn) processHeaders(f *http2.MetaHeadersFrame) error {
 	if id%2 == 0 {
 		return srvConnErr{http2.ErrCodeProtocol, "even stream ID from a client"}
 	}
+	if f.HasPriority() && f.Priority.StreamDep == id {
+		// A stream cannot depend on itself (RFC 9113 §5.3.1).
+		return c.streamError(http2.StreamError{StreamID: id, Code: http2.ErrCodeProtocol})
+	}
 	s := c.srv
 	c.mu.Lock()
 	if id <= c.maxStreamID {
 		st := c.streams[id]
 		c.mu.Unlock()
-		if st == nil {
+		switch {
+		case st == nil && id < c.maxStreamID:
+			// Maybe never opened: the IDs went down (RFC 9113 §5.1.1).
+			return srvConnErr{http2.ErrCodeProtocol, "stream ID went down"}
+		case st == nil:
 			return srvConnErr{http2.ErrCodeStreamClosed, "HEADERS on a closed stream"}
 		}
 		return c.processTrailers(st, f)
@@ -81,7 +89,6 @@ func (c *serverConn) processHeaders(f *http2.MetaHeadersFrame) error {
 		return nil
 	}
 	c.mu.Unlock()
-	c.ctlStreams++
 	if f.Truncated {
 		c.refuse(id, f.StreamEnded(), http.StatusRequestHeaderFieldsTooLarge)
 		return nil
@@ -111,6 +118,7 @@ func (c *serverConn) processHeaders(f *http2.MetaHeadersFrame) error {
 	c.streams[id] = st
 	c.running++
 	c.mu.Unlock()
+	c.ctlStreams++ // a served request: more control frames are fair (a malformed one is not)
 	c.handlers.Add(1)
 	s.run(st)
 	return nil
@@ -411,6 +419,11 @@ func (b *serverBody) push(p []byte, end bool) bool {
 	if len(p) > 0 {
 		if b.r == len(b.buf) {
 			b.buf, b.r = b.buf[:0], 0
+		} else if b.r > 0 && cap(b.buf)-len(b.buf) < len(p) {
+			// Move the unread bytes to the front rather than grow: the
+			// buffer stays bounded by the stream window, not by the body.
+			n := copy(b.buf, b.buf[b.r:])
+			b.buf, b.r = b.buf[:n], 0
 		}
 		if b.buf == nil {
 			if len(p) <= srvBodyBufSize {
