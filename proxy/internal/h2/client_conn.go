@@ -36,6 +36,7 @@ type clientConn struct {
 	tls  *tls.ConnectionState
 	br   *bufio.Reader
 	fr   *http2.Framer // reads: the reader goroutine only; writes: under wmu
+	meta *metaReader   // decodes header blocks read from fr
 
 	// wmu serializes writes: bw, fr's write side, henc, hbuf, and each
 	// stream's wclosed.
@@ -100,7 +101,7 @@ func (t *Transport) newClientConn(nc net.Conn, addr string) (*clientConn, error)
 	cc.fr = http2.NewFramer(cc.bw, cc.br)
 	cc.fr.SetMaxReadFrameSize(t.frameSize())
 	cc.fr.MaxHeaderListSize = t.maxHeader()
-	cc.fr.ReadMetaHeaders = hpack.NewDecoder(4096, nil)
+	cc.meta = newMetaReader(cc.fr, hpack.NewDecoder(4096, nil))
 	cc.fr.SetReuseFrames()
 	cc.henc = hpack.NewEncoder(&cc.hbuf)
 
@@ -125,7 +126,7 @@ func (t *Transport) newClientConn(nc net.Conn, addr string) (*clientConn, error)
 		wait = t.Keepalive + t.keepaliveTimeout()
 	}
 	_ = nc.SetReadDeadline(time.Now().Add(wait))
-	f, err := cc.fr.ReadFrame()
+	f, err := cc.meta.readFrame()
 	_ = nc.SetReadDeadline(time.Time{})
 	if err == nil {
 		if sf, ok := f.(*http2.SettingsFrame); !ok || sf.IsAck() {
@@ -318,7 +319,7 @@ func (cc *clientConn) readLoop() {
 
 func (cc *clientConn) readFrames() error {
 	for {
-		f, err := cc.fr.ReadFrame()
+		f, err := cc.meta.readFrame()
 		if err != nil {
 			var se http2.StreamError
 			if errors.As(err, &se) {

@@ -615,7 +615,7 @@ func (cs *clientStream) newResponse(f *http2.MetaHeadersFrame) (*http.Response, 
 	}
 	h := clientHeader(f.RegularFields())
 	resp := &http.Response{
-		Status:        status + " " + http.StatusText(code),
+		Status:        clientStatus(status, code),
 		StatusCode:    code,
 		Proto:         "HTTP/2.0",
 		ProtoMajor:    2,
@@ -815,4 +815,13 @@ func (cs *clientStream) sendDoneNow() bool {
 	cs.mu.Lock()
 	defer cs.mu.Unlock()
 	return cs.sendDone
+}
+
+// clientStatus is the Status of a response: "200 OK" without an
+// allocation for the common answer.
+func clientStatus(status string, code int) string {
+	if code == http.StatusOK {
+		return "200 OK"
+	}
+	return status + " " + http.StatusText(code)
 }

@@ -99,4 +99,14 @@
 // KeepaliveTimeout closes it, and its streams fail with ErrPeerUnresponsive.
 // A context that ends, or a response body closed before its end, resets the
 // stream (RST_STREAM CANCEL).
+//
+// # Header blocks (both halves)
+//
+// A HEADERS frame and its CONTINUATION frames are decoded by a
+// per-connection reader (metaheaders.go) on hpack.Decoder, with the checks
+// and limits of the Framer's ReadMetaHeaders: field names and values,
+// pseudo-header order, names and duplicates, the header list size
+// (truncated past it, the connection ended when far past it). The decoded
+// frame and its field slice are reused by the next header block, so the
+// reader goroutine is done with a block before it reads on.
 package h2

@@ -38,6 +38,7 @@ type serverConn struct {
 	nc       net.Conn
 	br       *bufio.Reader
 	fr       *http2.Framer // reads by the reader goroutine, writes under wmu
+	meta     *metaReader   // decodes header blocks read from fr
 	ctx      context.Context
 	cancel   context.CancelFunc
 	remote   string
@@ -102,7 +103,7 @@ func newServerConn(s *Server, c net.Conn, br *bufio.Reader) *serverConn {
 	sc.fr = http2.NewFramer(sc.bw, br)
 	sc.fr.SetMaxReadFrameSize(srvFrameSize)
 	sc.fr.MaxHeaderListSize = s.maxHeaderList()
-	sc.fr.ReadMetaHeaders = srvNewDecoder()
+	sc.meta = newMetaReader(sc.fr, srvNewDecoder())
 	sc.fr.SetReuseFrames()
 	sc.henc = hpack.NewEncoder(&sc.hbuf)
 	if ra := c.RemoteAddr(); ra != nil {
@@ -176,7 +177,7 @@ func (c *serverConn) readLoop() error {
 		if err := c.awaitFrame(); err != nil {
 			return err
 		}
-		f, err := c.fr.ReadFrame()
+		f, err := c.meta.readFrame()
 		if err != nil {
 			var se http2.StreamError
 			switch {

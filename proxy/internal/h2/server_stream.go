@@ -30,6 +30,7 @@ type serverStream struct {
 	cancel context.CancelFunc
 	body   serverBody
 	resp   serverResponse
+	url    url.URL     // the request's URL when its path needs no parsing
 	gone   atomic.Bool // reset (either side) or the connection ended: no more frames
 
 	// Under conn.mu.
@@ -214,9 +215,14 @@ func (c *serverConn) newRequest(st *serverStream, f *http2.MetaHeadersFrame) (*h
 		if path[0] != '/' {
 			return nil, 0, srvErrPath
 		}
-		var err error
-		if u, err = url.ParseRequestURI(path); err != nil {
-			return nil, 0, srvErrPath
+		if srvPlainPath(path) { // what ParseRequestURI would give, one allocation less
+			st.url.Path = path
+			u = &st.url
+		} else {
+			var err error
+			if u, err = url.ParseRequestURI(path); err != nil {
+				return nil, 0, srvErrPath
+			}
 		}
 	}
 	clen := int64(-1)
@@ -631,4 +637,19 @@ func srvLowerKey(k string) string {
 		}
 	}
 	return k
+}
+
+// srvPlainPath reports whether path (starting with '/') holds only
+// unreserved characters and '/': url.ParseRequestURI would return a URL
+// with that Path and nothing else set.
+func srvPlainPath(path string) bool {
+	for i := 0; i < len(path); i++ {
+		switch b := path[i]; {
+		case 'a' <= b && b <= 'z', 'A' <= b && b <= 'Z', '0' <= b && b <= '9',
+			b == '/', b == '-', b == '.', b == '_', b == '~':
+		default:
+			return false
+		}
+	}
+	return true
 }
