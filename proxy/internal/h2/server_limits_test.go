@@ -314,15 +314,24 @@ func TestServerRapidReset(t *testing.T) {
 		<-r.Context().Done()
 	}), false, nil)
 	rc := srvDialRaw(t, ts.addr)
+	blk := rc.block(":method", "GET", ":scheme", "http", ":path", "/", ":authority", "x")
+	done := make(chan struct{})
 	go func() {
+		// Off the test goroutine: no rc.request (its t.Fatal); the server
+		// ending the connection ends the flood.
+		defer close(done)
 		for id := uint32(1); id < 2*(srvResetBudget+100); id += 2 {
-			rc.request(id, false, "GET")
+			if err := rc.fr.WriteHeaders(http2.HeadersFrameParam{StreamID: id, BlockFragment: blk, EndHeaders: true}); err != nil {
+				return
+			}
 			if err := rc.fr.WriteRSTStream(id, http2.ErrCodeCancel); err != nil {
 				return
 			}
 		}
 	}()
 	rc.expectGoAway(http2.ErrCodeEnhanceYourCalm)
+	_ = rc.c.Close()
+	<-done
 }
 
 // TestServerControlFloods: PING, SETTINGS, empty DATA, PRIORITY floods end
