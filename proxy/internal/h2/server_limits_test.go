@@ -1,6 +1,7 @@
 package h2
 
 import (
+	"bufio"
 	"context"
 	"io"
 	"net"
@@ -495,4 +496,41 @@ func TestServerShutdownStuckClient(t *testing.T) {
 		t.Fatalf("Shutdown took %s past its 300ms context", d)
 	}
 	ts.Close() // ends the stuck write; the leak check sees everything end
+}
+
+// TestServerWindowAtTheTimeout: a window that opens while a write's
+// SendTimeout fires serves that write, and the timer that fired does not
+// fail the stream's next write (the timer marked the stream stalled after
+// its wait had already taken the window).
+func TestServerWindowAtTheTimeout(t *testing.T) {
+	a, b := net.Pipe()
+	defer a.Close()
+	defer b.Close()
+	const timeout = 50 * time.Millisecond
+	c := newServerConn(&Server{SendTimeout: timeout}, a, bufio.NewReader(a))
+	defer c.cancel()
+	st := &serverStream{conn: c, id: 1}
+	c.sendWin = 1 << 20
+
+	got := make(chan error, 1)
+	go func() {
+		_, err := c.takeWindow(st, 100)
+		got <- err
+	}()
+	time.Sleep(timeout / 5) // the wait is parked with its timer armed
+	c.mu.Lock()
+	st.sendWin = 100
+	time.Sleep(2 * timeout) // the timer fires now and waits for c.mu with the writer
+	c.cond.Broadcast()
+	c.mu.Unlock()
+	if err := <-got; err != nil {
+		t.Fatalf("the write that got its window: %v", err)
+	}
+	time.Sleep(timeout / 5) // let a late timer callback run
+	c.mu.Lock()
+	st.sendWin = 100
+	c.mu.Unlock()
+	if _, err := c.takeWindow(st, 100); err != nil {
+		t.Fatalf("the next write, with its window open: %v", err)
+	}
 }

@@ -133,6 +133,7 @@ func (w *serverResponse) writeData(p []byte) (int, error) {
 func (c *serverConn) takeWindow(st *serverStream, want int) (int, error) {
 	var timer *time.Timer
 	flushed := false
+	var expired *bool // this wait's timer fired (under c.mu); made with the timer, so a wait without one allocates nothing
 	c.mu.Lock()
 	defer func() {
 		c.mu.Unlock()
@@ -154,6 +155,13 @@ func (c *serverConn) takeWindow(st *serverStream, want int) (int, error) {
 			c.sendWin -= n
 			return int(n), nil
 		}
+		if expired != nil && *expired {
+			// Only a wait that timed out marks the stream: a timer firing
+			// just after its wait got the window must not fail the next
+			// write.
+			st.stalled = true
+			return 0, srvErrSendTimeout
+		}
 		if !flushed {
 			// What waits in the buffer must leave, or the client may
 			// never see a reason to open the window.
@@ -167,9 +175,11 @@ func (c *serverConn) takeWindow(st *serverStream, want int) (int, error) {
 		}
 		if timer == nil {
 			if t := c.srv.sendTimeout(); t > 0 {
+				fired := new(bool)
+				expired = fired
 				timer = time.AfterFunc(t, func() {
 					c.mu.Lock()
-					st.stalled = true
+					*fired = true
 					c.cond.Broadcast()
 					c.mu.Unlock()
 				})
