@@ -51,6 +51,7 @@ type serverConn struct {
 	ctlCount     int       // control frames in this second
 	ctlStreams   int       // streams opened in this second
 	ctlSecond    int64
+	ackMaybe     bool         // a PING ack may wait in bw: settleAck before waiting
 	connRecvLeft atomic.Int64 // connection receive window left (taken by the reader, given back by handlers)
 	draining     atomic.Bool  // GOAWAY sent and no stream left: reading until EOF or a second passed
 
@@ -81,6 +82,13 @@ type serverConn struct {
 	hbuf bytes.Buffer
 	werr error     // sticky write error
 	wdl  time.Time // write deadline in force
+
+	// A PING ack written while more frames were buffered waits in bw for
+	// the next flush: a gRPC client's BDP ping arrives right before its
+	// next request, whose answer carries the ack (one socket write per
+	// call fewer). settleAck bounds the wait by srvAckDelay.
+	ackPending bool        // under wmu
+	ackTimer   *time.Timer // under wmu; flushAck
 
 	prefaceSent bool // our SETTINGS written (under wmu)
 }
@@ -144,6 +152,9 @@ func (c *serverConn) serve() {
 	c.wmu.Lock()
 	if c.werr == nil {
 		c.werr = net.ErrClosed
+	}
+	if c.ackTimer != nil {
+		c.ackTimer.Stop()
 	}
 	c.wmu.Unlock()
 	_ = c.nc.Close()
@@ -242,6 +253,10 @@ func srvErrString(detail, err error) string {
 // once a second.
 func (c *serverConn) awaitFrame() error {
 	s := c.srv
+	if c.ackMaybe && c.br.Buffered() == 0 {
+		c.ackMaybe = false
+		c.settleAck()
+	}
 	for c.br.Buffered() == 0 {
 		_, err := c.br.Peek(1)
 		if err == nil {
@@ -326,7 +341,12 @@ func (c *serverConn) processFrame(f http2.Frame) error {
 		}
 		c.wmu.Lock()
 		_ = c.fr.WritePing(true, f.Data)
-		c.flushLocked()
+		if c.br.Buffered() > 0 {
+			c.ackPending = true // settleAck decides before the reader waits
+			c.ackMaybe = true
+		} else {
+			c.flushLocked()
+		}
 		c.wmu.Unlock()
 		return nil
 	case *http2.RSTStreamFrame:
@@ -556,8 +576,42 @@ func (c *serverConn) flushDone() {
 	c.wmu.Unlock()
 }
 
+// srvAckDelay bounds how long a PING ack may wait for a handler's flush
+// (a variable for tests).
+var srvAckDelay = 10 * time.Millisecond
+
+// settleAck runs when the reader is about to wait for the socket: a PING
+// ack left in bw goes out now unless a handler runs, whose flush will
+// carry it; srvAckDelay bounds that (a handler may run for long).
+func (c *serverConn) settleAck() {
+	c.mu.Lock()
+	busy := c.running > 0
+	c.mu.Unlock()
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
+	switch {
+	case !c.ackPending:
+	case !busy:
+		c.flushLocked()
+	case c.ackTimer == nil:
+		c.ackTimer = time.AfterFunc(srvAckDelay, c.flushAck)
+	default:
+		c.ackTimer.Reset(srvAckDelay)
+	}
+}
+
+// flushAck flushes a PING ack no handler's flush took along.
+func (c *serverConn) flushAck() {
+	c.wmu.Lock()
+	if c.ackPending {
+		c.flushLocked()
+	}
+	c.wmu.Unlock()
+}
+
 // flushLocked flushes bw (wmu held) under the write deadline.
 func (c *serverConn) flushLocked() {
+	c.ackPending = false
 	if c.werr != nil {
 		c.bw.Reset(io.Discard)
 		return
