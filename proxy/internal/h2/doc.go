@@ -18,6 +18,12 @@
 //     writer that is flushed on Flush and when the handler returns: the
 //     headers, a small body and the trailers of a unary gRPC answer leave
 //     in one write.
+//   - A PING ack waits in that buffer when the client's next frames are
+//     already read (a gRPC client's BDP ping arrives right before its next
+//     request): that request's answer carries it, one socket write per
+//     call fewer at full load. Before the reader waits for the socket, an
+//     ack still buffered is flushed at once if no handler runs, else within
+//     10 ms (a handler may run long). A PING alone is acked at once.
 //   - Flow control: a writer waits until the connection's and the
 //     stream's send windows open (WINDOW_UPDATE); the receive windows are
 //     replenished as the handler reads the body, in batches of a quarter
