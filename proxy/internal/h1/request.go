@@ -15,6 +15,8 @@ import (
 	"time"
 
 	"golang.org/x/net/http/httpguts"
+
+	"github.com/meshd/meshd/proxy/internal/ascii"
 )
 
 // DefaultMaxRequestHeader bounds a request line and its header fields,
@@ -191,7 +193,7 @@ func frameRequest(req *http.Request, br *bufio.Reader) (*reqBody, error) {
 		if req.ProtoMinor == 0 {
 			return nil, badRequest("Transfer-Encoding in an HTTP/1.0 request")
 		}
-		if len(te) != 1 || !asciiEqualFold(te[0], "chunked") {
+		if len(te) != 1 || !ascii.EqualFold(te[0], "chunked") {
 			return nil, &requestError{http.StatusNotImplemented, "unsupported Transfer-Encoding"}
 		}
 		delete(h, "Transfer-Encoding")

@@ -9,6 +9,8 @@ import (
 	"net/http/httputil"
 	"strings"
 	"sync/atomic"
+
+	"github.com/meshd/meshd/proxy/internal/ascii"
 )
 
 // max1xx bounds the informational answers skipped before the final one.
@@ -294,7 +296,7 @@ func frame(resp *http.Response, br *bufio.Reader, req *http.Request, slot *respS
 	if te, ok := h["Transfer-Encoding"]; ok {
 		delete(h, "Transfer-Encoding")
 		if resp.ProtoMinor > 0 {
-			if len(te) != 1 || !asciiEqualFold(te[0], "chunked") {
+			if len(te) != 1 || !ascii.EqualFold(te[0], "chunked") {
 				return fmt.Errorf("%w: unsupported Transfer-Encoding %q", ErrMalformed, te)
 			}
 			chunked = true
@@ -405,9 +407,9 @@ func shouldClose(minor int, conn []string) bool {
 			var tok string
 			tok, v, _ = strings.Cut(v, ",")
 			tok = trimOWS(tok)
-			if asciiEqualFold(tok, "close") {
+			if ascii.EqualFold(tok, "close") {
 				closeTok = true
-			} else if asciiEqualFold(tok, "keep-alive") {
+			} else if ascii.EqualFold(tok, "keep-alive") {
 				keep = true
 			}
 		}

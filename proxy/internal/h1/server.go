@@ -19,6 +19,8 @@ import (
 	"time"
 
 	"golang.org/x/net/http/httpguts"
+
+	"github.com/meshd/meshd/proxy/internal/ascii"
 )
 
 // Defaults of Server's fields.
@@ -350,7 +352,7 @@ func (c *srvConn) serveOne() (keep bool) {
 	}
 	c.body = body
 	if ex, ok := req.Header["Expect"]; ok {
-		if len(ex) != 1 || !asciiEqualFold(ex[0], "100-continue") {
+		if len(ex) != 1 || !ascii.EqualFold(ex[0], "100-continue") {
 			c.refuse(&requestError{http.StatusExpectationFailed, "unsupported Expect"})
 			return false
 		}

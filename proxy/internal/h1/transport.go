@@ -725,27 +725,6 @@ func (ex *exchange) copyBody() error {
 	}
 }
 
-// asciiEqualFold is strings.EqualFold for protocol tokens: ASCII letters
-// only, so that "chun\u212Aed" (a Kelvin sign) is not "chunked".
-func asciiEqualFold(s, t string) bool {
-	if len(s) != len(t) {
-		return false
-	}
-	for i := 0; i < len(s); i++ {
-		a, b := s[i], t[i]
-		if 'A' <= a && a <= 'Z' {
-			a += 'a' - 'A'
-		}
-		if 'A' <= b && b <= 'Z' {
-			b += 'a' - 'A'
-		}
-		if a != b {
-			return false
-		}
-	}
-	return true
-}
-
 func validToken(s string) bool {
 	if s == "" {
 		return false

@@ -12,6 +12,8 @@ import (
 
 	"golang.org/x/net/http/httpguts"
 	"golang.org/x/net/http2/hpack"
+
+	"github.com/meshd/meshd/proxy/internal/ascii"
 )
 
 // clientSkipHeader are the request headers not sent as they are:
@@ -131,7 +133,7 @@ func clientEncodeHeaders(enc *hpack.Encoder, req *http.Request, hasBody bool) {
 		name := clientLower(k)
 		if name == "te" {
 			for _, v := range vv {
-				if clientASCIIEqualFold(strings.TrimSpace(v), "trailers") {
+				if ascii.EqualFold(strings.TrimSpace(v), "trailers") {
 					_ = enc.WriteField(clientHF("te", "trailers"))
 					break
 				}
@@ -148,25 +150,6 @@ func clientEncodeHeaders(enc *hpack.Encoder, req *http.Request, hasBody bool) {
 	case !hasBody && (method == http.MethodPost || method == http.MethodPut || method == http.MethodPatch):
 		_ = enc.WriteField(clientHF("content-length", "0"))
 	}
-}
-
-func clientASCIIEqualFold(s, t string) bool {
-	if len(s) != len(t) {
-		return false
-	}
-	for i := 0; i < len(s); i++ {
-		a, b := s[i], t[i]
-		if 'A' <= a && a <= 'Z' {
-			a += 'a' - 'A'
-		}
-		if 'A' <= b && b <= 'Z' {
-			b += 'a' - 'A'
-		}
-		if a != b {
-			return false
-		}
-	}
-	return true
 }
 
 // Header names seen often: their lower-case (wire) and canonical forms,
