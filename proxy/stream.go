@@ -6,8 +6,6 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
-
-	"github.com/meshd/meshd/proxy/internal/h1"
 )
 
 // hopByHop are the connection-specific headers (RFC 9110 7.6.1) that never
@@ -51,9 +49,31 @@ var prefixedTrailer = map[string]string{
 // copyResponse streams resp to w: headers, status, body (flushed as it
 // arrives, so server-sent events and gRPC streams are not delayed), then
 // trailers. It closes resp.Body.
+// headerAdopter is a server's ResponseWriter that can take a header map as
+// it is (proxy/internal/h1's and h2's).
+type headerAdopter interface {
+	AdoptHeader(h http.Header) bool
+}
+
+// adoptHeader hands h to the server's writer under w (reached through
+// Unwrap, as http.ResponseController does) if it can take it: true, and h
+// is w's from now on; false, and h is to be copied into w.Header().
+func adoptHeader(w http.ResponseWriter, h http.Header) bool {
+	for {
+		switch rw := w.(type) {
+		case headerAdopter:
+			return rw.AdoptHeader(h)
+		case interface{ Unwrap() http.ResponseWriter }:
+			w = rw.Unwrap()
+		default:
+			return false
+		}
+	}
+}
+
 func copyResponse(w http.ResponseWriter, resp *http.Response) {
 	defer resp.Body.Close()
-	if !h1.AdoptHeader(w, resp.Header) { // our HTTP/1.1 server takes the map as it is
+	if !adoptHeader(w, resp.Header) { // our HTTP/1.1 and HTTP/2 servers take the map as it is
 		h := w.Header()
 		for k, v := range resp.Header {
 			h[k] = v

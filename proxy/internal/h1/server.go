@@ -609,27 +609,16 @@ func (w *response) Header() http.Header {
 	return w.header
 }
 
-// AdoptHeader makes h the header map of w when w is a Server's
-// ResponseWriter (or wraps one, reached through Unwrap as
-// http.ResponseController does) whose Header was never asked for: a proxy
-// passing an answer on saves making a map and copying into it. The caller
-// gives h up: it is w's from now on. It reports whether it did; if not,
-// copy h into w.Header().
-func AdoptHeader(w http.ResponseWriter, h http.Header) bool {
-	for {
-		switch rw := w.(type) {
-		case *response:
-			if rw.header != nil || rw.wroteHeader || rw.done || h == nil {
-				return false
-			}
-			rw.header = h
-			return true
-		case interface{ Unwrap() http.ResponseWriter }:
-			w = rw.Unwrap()
-		default:
-			return false
-		}
+// AdoptHeader makes h w's header map if the handler never asked for w's
+// own (Header) and nothing was written yet: a proxy passing an answer on
+// saves making a map and copying into it. The caller gives h up: it is w's
+// from now on. It reports whether it did; if not, copy h into w.Header().
+func (w *response) AdoptHeader(h http.Header) bool {
+	if w.header != nil || w.wroteHeader || w.done || h == nil {
+		return false
 	}
+	w.header = h
+	return true
 }
 
 func (w *response) WriteHeader(code int) {

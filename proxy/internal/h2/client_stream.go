@@ -36,7 +36,8 @@ type clientStream struct {
 	wclosed    bool  // under cc.wmu: END_STREAM or RST_STREAM written
 	wreset     bool  // under cc.wmu: RST_STREAM written
 
-	stop func() bool // stops the context watch
+	watch     ctxWatch      // of the request's context
+	nextWatch *clientStream // in a streamCtx's watchers (under its mu)
 
 	mu       sync.Mutex
 	cond     sync.Cond
@@ -52,6 +53,25 @@ type clientStream struct {
 	inflow   int32 // what the peer may still send on the stream
 	unsent   int32
 	finished bool // forgotten by the connection
+}
+
+// ctxWatch is a stream's watch of its request's context: in place on one
+// of our Server's request contexts, or context.AfterFunc's.
+type ctxWatch struct {
+	sctx *streamCtx
+	stop func() bool
+}
+
+func (w ctxWatch) active() bool { return w.sctx != nil || w.stop != nil }
+
+// end stops the watch (cs's own); ending it twice does nothing more.
+func (w ctxWatch) end(cs *clientStream) {
+	switch {
+	case w.sctx != nil:
+		w.sctx.unwatch(cs)
+	case w.stop != nil:
+		w.stop()
+	}
 }
 
 var clientBufPool = sync.Pool{New: func() any { b := make([]byte, 0, 16<<10); return &b }}
@@ -240,10 +260,24 @@ func (cc *clientConn) roundTrip(ctx context.Context, req *http.Request, hl uint3
 	if ended {
 		cs.sendFinished()
 	}
-	if ctx.Done() != nil {
+	if sc, ok := ctx.(*streamCtx); ok { // our server's request: no allocation
+		cs.mu.Lock()
+		canceled := false
+		if cs.err == nil {
+			if sc.watch(cs) {
+				cs.watch.sctx = sc
+			} else {
+				canceled = true
+			}
+		}
+		cs.mu.Unlock()
+		if canceled {
+			cs.reset(http2.ErrCodeCancel, context.Canceled)
+		}
+	} else if ctx.Done() != nil {
 		cs.mu.Lock()
 		if cs.err == nil {
-			cs.stop = context.AfterFunc(ctx, func() { cs.reset(http2.ErrCodeCancel, ctx.Err()) })
+			cs.watch.stop = context.AfterFunc(ctx, func() { cs.reset(http2.ErrCodeCancel, ctx.Err()) })
 		}
 		cs.mu.Unlock()
 	}
@@ -261,14 +295,14 @@ func (cc *clientConn) roundTrip(ctx context.Context, req *http.Request, hl uint3
 		cs.cond.Wait()
 	}
 	resp, err := cs.resp, cs.err
-	stop := cs.stop
+	w := cs.watch
 	done := cs.finished
 	cs.mu.Unlock()
 	if err != nil {
 		return nil, wrote, err
 	}
-	if done && stop != nil {
-		stop() // all over (a trailers-only answer): nothing left to cancel
+	if done {
+		w.end(cs) // all over (a trailers-only answer): nothing left to cancel
 	}
 	return resp, wrote, nil
 }
@@ -466,7 +500,7 @@ func (cs *clientStream) failCode(err error, rst bool, code http2.ErrCode) {
 		cs.mu.Unlock()
 		return
 	}
-	stop := cs.stop
+	w := cs.watch
 	cs.err = err
 	unread := int32(len(cs.buf)-cs.off) + cs.unsent
 	needRST := rst && !(cs.eof && cs.sendDone)
@@ -501,9 +535,7 @@ func (cs *clientStream) failCode(err error, rst bool, code http2.ErrCode) {
 	if unread > 0 {
 		cc.consumed(nil, unread, 0)
 	}
-	if stop != nil {
-		stop()
-	}
+	w.end(cs)
 }
 
 // reset ends cs on our side: RST_STREAM(code) and err for the caller.
@@ -740,18 +772,18 @@ func (cs *clientStream) Read(p []byte) (int, error) {
 		cs.buf, cs.off = cs.buf[:0], 0
 	}
 	end := cs.eof && len(cs.buf) == 0
-	var stop func() bool
+	var w ctxWatch
 	if end {
 		cs.copyTrailers()
-		stop = cs.stop
+		w = cs.watch
 	}
 	cs.mu.Unlock()
 	if n > 0 {
 		cs.consume(int32(n))
 	}
 	if end {
-		if stop != nil && cs.sendDoneNow() {
-			stop()
+		if w.active() && cs.sendDoneNow() {
+			w.end(cs)
 		}
 		return n, io.EOF
 	}
@@ -800,11 +832,9 @@ func (cs *clientStream) Close() error {
 		cs.copyTrailers()
 		cs.mu.Unlock()
 		cs.mu.Lock()
-		stop := cs.stop
+		w := cs.watch
 		cs.mu.Unlock()
-		if stop != nil {
-			stop()
-		}
+		w.end(cs)
 		return nil
 	}
 	cs.reset(http2.ErrCodeCancel, errClientBodyClosed)

@@ -76,12 +76,13 @@ type serverConn struct {
 	// together leave in one write, as net/http's serve loop batches them.
 	flushers atomic.Int32
 
-	wmu  sync.Mutex // the writes: fr's writer, bw, henc, hbuf
-	bw   *bufio.Writer
-	henc *hpack.Encoder
-	hbuf bytes.Buffer
-	werr error     // sticky write error
-	wdl  time.Time // write deadline in force
+	wmu   sync.Mutex // the writes: fr's writer, bw, henc, hbuf
+	bw    *bufio.Writer
+	henc  *hpack.Encoder
+	hbuf  bytes.Buffer
+	lower map[string]string // lowerKey's cache (wmu)
+	werr  error             // sticky write error
+	wdl   time.Time         // write deadline in force
 
 	// A PING ack written while more frames were buffered waits in bw for
 	// the next flush: a gRPC client's BDP ping arrives right before its
@@ -146,6 +147,7 @@ func (c *serverConn) serve() {
 	c.cond.Broadcast()
 	c.mu.Unlock()
 	for _, st := range streams {
+		st.ctx.cancel()
 		st.body.fail(srvErrClientGone)
 	}
 	c.cancel()
@@ -478,7 +480,7 @@ func (c *serverConn) processReset(f *http2.RSTStreamFrame) error {
 	c.resetBudget--
 	over := c.resetBudget < 0
 	c.mu.Unlock()
-	st.cancel()
+	st.ctx.cancel()
 	st.body.fail(srvErrStreamReset)
 	if over {
 		return srvConnErr{http2.ErrCodeEnhanceYourCalm, "too many streams reset"}
@@ -512,7 +514,7 @@ func (c *serverConn) streamError(se http2.StreamError) error {
 	}
 	c.mu.Unlock()
 	if st != nil {
-		st.cancel()
+		st.ctx.cancel()
 		st.body.fail(srvErrStreamReset)
 	}
 	c.writeReset(se.StreamID, se.Code)

@@ -40,6 +40,18 @@ func (w *serverResponse) Header() http.Header {
 	return w.header
 }
 
+// AdoptHeader makes h w's header map if the handler never asked for w's
+// own (Header) and nothing was written yet: a proxy passing an answer on
+// saves making a map and copying into it. The caller gives h up: it is w's
+// from now on. It reports whether it did; if not, copy h into w.Header().
+func (w *serverResponse) AdoptHeader(h http.Header) bool {
+	if w.header != nil || w.wroteHeader || w.done || h == nil {
+		return false
+	}
+	w.header = h
+	return true
+}
+
 func (w *serverResponse) WriteHeader(code int) {
 	if w.wroteHeader || w.done {
 		return
@@ -384,13 +396,38 @@ func (c *serverConn) encodeFields(k string, vv []string) {
 	if !httpguts.ValidHeaderFieldName(k) {
 		return
 	}
-	lk := srvLowerKey(k)
+	lk := c.lowerKey(k)
 	for _, v := range vv {
 		if !httpguts.ValidHeaderFieldValue(v) {
 			continue
 		}
 		c.encodeField(lk, v)
 	}
+}
+
+// srvMaxLowerCache bounds a connection's cache of lowercased header names.
+const srvMaxLowerCache = 64
+
+// lowerKey is the wire (lowercase) form of k (wmu held): the common names
+// from a table, others from the connection's cache, so an application's
+// own metadata keys are lowercased once per connection, not per answer.
+func (c *serverConn) lowerKey(k string) string {
+	if lk, ok := srvCommonLower[k]; ok {
+		return lk
+	}
+	if lk, ok := c.lower[k]; ok {
+		return lk
+	}
+	lk := srvLowerKey(k)
+	if lk != k {
+		if c.lower == nil {
+			c.lower = make(map[string]string)
+		}
+		if len(c.lower) < srvMaxLowerCache {
+			c.lower[k] = lk
+		}
+	}
+	return lk
 }
 
 func (c *serverConn) encodeField(k, v string) {

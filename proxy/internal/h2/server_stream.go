@@ -1,7 +1,6 @@
 package h2
 
 import (
-	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -23,15 +22,15 @@ import (
 // serverStream is one request of a connection: its state, request body and
 // response writer in one allocation.
 type serverStream struct {
-	conn   *serverConn
-	id     uint32
-	req    *http.Request
-	ctx    context.Context
-	cancel context.CancelFunc
-	body   serverBody
-	resp   serverResponse
-	url    url.URL     // the request's URL when its path needs no parsing
-	gone   atomic.Bool // reset (either side) or the connection ended: no more frames
+	conn *serverConn
+	id   uint32
+	req  *http.Request // &reqv
+	reqv http.Request
+	ctx  streamCtx // the request's context
+	body serverBody
+	resp serverResponse
+	url  url.URL     // the request's URL when its path needs no parsing
+	gone atomic.Bool // reset (either side) or the connection ended: no more frames
 
 	// Under conn.mu.
 	sendWin     int64
@@ -45,9 +44,6 @@ type serverStream struct {
 	resetSent   bool
 	stalled     bool // a write waited SendTimeout for the window
 }
-
-// srvBaseRequest is copied by WithContext into every request.
-var srvBaseRequest = &http.Request{}
 
 // processHeaders opens a stream (or takes a stream's trailers).
 func (c *serverConn) processHeaders(f *http2.MetaHeadersFrame) error {
@@ -242,8 +238,8 @@ func (c *serverConn) newRequest(st *serverStream, f *http2.MetaHeadersFrame) (*h
 		clen = int64(n)
 		st.declared = clen
 	}
-	st.ctx, st.cancel = context.WithCancel(c.ctx)
-	r := srvBaseRequest.WithContext(st.ctx)
+	st.ctx.parent = c.ctx
+	r := &http.Request{} // on the stack: the stream holds the one handed out
 	r.Method = method
 	r.URL = u
 	r.Proto, r.ProtoMajor, r.ProtoMinor = "HTTP/2.0", 2, 0
@@ -277,7 +273,10 @@ func (c *serverConn) newRequest(st *serverStream, f *http2.MetaHeadersFrame) (*h
 		r.Body = &st.body
 		r.ContentLength = clen
 	}
-	return r, 0, nil
+	// WithContext is inlined and its copy does not escape: this sets the
+	// context without the allocation WithContext makes.
+	st.reqv = *r.WithContext(&st.ctx)
+	return &st.reqv, 0, nil
 }
 
 // processTrailers takes the trailers of a stream's request.
@@ -342,7 +341,7 @@ func (c *serverConn) runHandler(st *serverStream) {
 // endStream: the handler returned.
 func (c *serverConn) endStream(st *serverStream) {
 	st.resp.done = true
-	st.cancel()
+	st.ctx.cancel()
 	if unread := st.body.close(); unread > 0 {
 		c.giveBack(int64(unread))
 	}
