@@ -16,6 +16,8 @@ import (
 	"time"
 
 	"golang.org/x/net/http/httpguts"
+
+	"github.com/meshd/meshd/proxy/internal/hostport"
 )
 
 // Defaults of Transport's fields.
@@ -290,14 +292,7 @@ func (t *Transport) RoundTrip(req *http.Request) (*http.Response, error) {
 		closeBody(req)
 		return nil, errors.New("h1: request has no URL")
 	}
-	addr := req.URL.Host
-	if _, _, err := net.SplitHostPort(addr); err != nil {
-		port := "80"
-		if req.URL.Scheme == "https" {
-			port = "443"
-		}
-		addr = net.JoinHostPort(req.URL.Hostname(), port)
-	}
+	addr := hostport.DialAddr(req.URL)
 	hasBody := req.Body != nil && req.Body != http.NoBody
 	bp := getBuf()
 	defer putBuf(bp)

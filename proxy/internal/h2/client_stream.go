@@ -5,12 +5,13 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"strconv"
 	"sync"
 
 	"golang.org/x/net/http2"
+
+	"github.com/meshd/meshd/proxy/internal/hostport"
 )
 
 // clientBuffered is the shared contract of a body that knows what it holds.
@@ -82,14 +83,7 @@ func (t *Transport) roundTrip(req *http.Request) (*http.Response, error) {
 		clientCloseReqBody(req)
 		return nil, errors.New("h2: request has no URL")
 	}
-	addr := req.URL.Host
-	if _, _, err := net.SplitHostPort(addr); err != nil {
-		port := "80"
-		if req.URL.Scheme == "https" {
-			port = "443"
-		}
-		addr = net.JoinHostPort(req.URL.Hostname(), port)
-	}
+	addr := hostport.DialAddr(req.URL)
 	hl, err := clientCheckHeaders(req)
 	if err != nil {
 		clientCloseReqBody(req)
