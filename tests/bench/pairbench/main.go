@@ -166,7 +166,8 @@ func run(c config) error {
 		return err
 	}
 	defer os.RemoveAll(dir)
-	m := &mesh{dir: dir, bin: c.bin, fortio: c.fortio, meshdEnv: strings.Fields(c.meshdEnv), nginx: findNginx(c.nginx)}
+	m := &mesh{dir: dir, bin: c.bin, fortio: c.fortio, meshdEnv: strings.Fields(c.meshdEnv), nginx: findNginx(c.nginx),
+		profiling: c.profile || c.hold}
 	if c.bEnv != "" || c.bBin != "" {
 		m.bBin = c.bBin
 		if m.bBin == "" {
@@ -443,6 +444,7 @@ type mesh struct {
 	traces            *traceSink
 	pathSeq           atomic.Uint64 // the ids of the path load, one sequence per run
 	startReps         int
+	profiling         bool // sidecars serve Go profiles (-profile, -hold); off, they run with meshd's defaults
 	mu                sync.Mutex
 	procs             map[string]*exec.Cmd
 	ports             map[string]int
@@ -604,7 +606,10 @@ func (m *mesh) start(ctx context.Context) error {
 			"--sentry-address", fmt.Sprintf("127.0.0.1:%d", p["sentry"]),
 			"--trust-anchors-file", filepath.Join(sentryDir, "bundle.pem"),
 			"--token-file", tokFile, "--resolver", "static", "--resolver-config", staticFile,
-			"--log-level", "warn", "--enable-profiling", "--profile-port", strconv.Itoa(p[sc.id+"-prof"])}
+			"--log-level", "warn"}
+		if m.profiling {
+			args = append(args, "--enable-profiling", "--profile-port", strconv.Itoa(p[sc.id+"-prof"]))
+		}
 		if sc.appPort != "" {
 			args = append(args, "--app-port", sc.appPort, "--app-protocol", sc.proto)
 		}
