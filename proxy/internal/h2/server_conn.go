@@ -37,10 +37,10 @@ type serverConn struct {
 	srv      *Server
 	nc       net.Conn
 	br       *bufio.Reader
-	fr       *http2.Framer // reads by the reader goroutine, writes under wmu
-	meta     *metaReader   // decodes header blocks read from fr
-	ctx      context.Context
-	cancel   context.CancelFunc
+	fr       *http2.Framer   // reads by the reader goroutine, writes under wmu
+	meta     *metaReader     // decodes header blocks read from fr
+	ctx      context.Context // ConnContext's: the parent of the streams' contexts
+	stopCtx  func() bool     // ends the watch of a ctx that can end by itself (nil: none)
 	remote   string
 	tlsState *tls.ConnectionState
 	handlers sync.WaitGroup
@@ -122,7 +122,10 @@ func newServerConn(s *Server, c net.Conn, br *bufio.Reader) *serverConn {
 	if s.ConnContext != nil {
 		ctx = s.ConnContext(ctx, c)
 	}
-	sc.ctx, sc.cancel = context.WithCancel(ctx)
+	sc.ctx = ctx
+	if ctx.Done() != nil { // a ConnContext context that can end: it ends the streams
+		sc.stopCtx = context.AfterFunc(ctx, sc.cancelStreams)
+	}
 	return sc
 }
 
@@ -150,7 +153,9 @@ func (c *serverConn) serve() {
 		st.ctx.cancel()
 		st.body.fail(srvErrClientGone)
 	}
-	c.cancel()
+	if c.stopCtx != nil {
+		c.stopCtx()
+	}
 	c.wmu.Lock()
 	if c.werr == nil {
 		c.werr = net.ErrClosed
@@ -161,6 +166,20 @@ func (c *serverConn) serve() {
 	c.wmu.Unlock()
 	_ = c.nc.Close()
 	c.handlers.Wait()
+}
+
+// cancelStreams cancels the contexts of the streams open now (ConnContext's
+// context ended; the streams opened later are cancelled as they open).
+func (c *serverConn) cancelStreams() {
+	c.mu.Lock()
+	streams := make([]*serverStream, 0, len(c.streams))
+	for _, st := range c.streams {
+		streams = append(streams, st)
+	}
+	c.mu.Unlock()
+	for _, st := range streams {
+		st.ctx.cancel()
+	}
 }
 
 // readLoop reads the preface and then frames until an error.

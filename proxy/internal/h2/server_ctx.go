@@ -18,10 +18,12 @@ import (
 // context, two closures, the parent's done channel and its children map.
 // Its done channel is made only when someone asks for it.
 //
-// It does not hook onto its parent's cancellation: the connection cancels
-// every stream it still holds when it ends (serverConn.serve), and the
-// parent (the connection's context) ends only then. Values and the
-// deadline come from the parent.
+// Its parent is the connection's context (ConnContext's), from which the
+// values and the deadline come; it does not hook onto the parent's
+// cancellation itself: the connection cancels every stream it still holds
+// when it ends (serverConn.serve) and when a parent that can end does
+// (serverConn.cancelStreams). As the parent holds no cancelCtx of the
+// context package, context.Cause of a cancelled request is its Err.
 //
 // It implements AfterFunc, so contexts derived from it (context.WithTimeout
 // for a grpc-timeout) hook onto it without a goroutine of their own.

@@ -64,6 +64,9 @@ func TestServerContextCancelsTransport(t *testing.T) {
 			_, o.readErr = io.Copy(io.Discard, resp.Body)
 			resp.Body.Close()
 		}
+		if context.Cause(ctx) == nil {
+			t.Errorf("%s: context.Cause of the ended request context is nil", r.URL.Path)
+		}
 		select {
 		case <-derived.Done():
 			o.derived = true
@@ -310,4 +313,44 @@ func TestServerLowerKeyCache(t *testing.T) {
 			t.Fatalf("stream %d: %d of %d fields", id, got, n)
 		}
 	}
+}
+
+// TestServerConnContextEnds: a ConnContext context that ends by itself
+// ends the requests running under it and those opened after it ended.
+func TestServerConnContextEnds(t *testing.T) {
+	srvCheckLeaks(t)
+	cancels := make(chan context.CancelFunc, 1)
+	ended := make(chan string, 2)
+	ts := srvStart(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		select {
+		case <-r.Context().Done():
+			ended <- r.URL.Path
+		case <-time.After(5 * time.Second):
+			t.Errorf("%s: request context did not end", r.URL.Path)
+		}
+	}), false, func(s *Server) {
+		s.ConnContext = func(ctx context.Context, _ net.Conn) context.Context {
+			ctx, cancel := context.WithCancel(ctx)
+			cancels <- cancel
+			return ctx
+		}
+	})
+	rc := srvDialRaw(t, ts.addr)
+	rc.headers(1, true, ":method", "GET", ":scheme", "http", ":path", "/running", ":authority", "x")
+	cancel := <-cancels
+	time.Sleep(50 * time.Millisecond) // the handler runs
+	cancel()
+	if p := <-ended; p != "/running" {
+		t.Fatalf("ended: %s", p)
+	}
+	rc.headers(3, true, ":method", "GET", ":scheme", "http", ":path", "/later", ":authority", "x")
+	select {
+	case p := <-ended:
+		if p != "/later" {
+			t.Fatalf("ended: %s", p)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("a request opened after ConnContext's context ended still runs")
+	}
+	_ = rc.c.Close()
 }

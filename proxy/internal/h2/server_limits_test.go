@@ -508,7 +508,6 @@ func TestServerWindowAtTheTimeout(t *testing.T) {
 	defer b.Close()
 	const timeout = 50 * time.Millisecond
 	c := newServerConn(&Server{SendTimeout: timeout}, a, bufio.NewReader(a))
-	defer c.cancel()
 	st := &serverStream{conn: c, id: 1}
 	c.sendWin = 1 << 20
 

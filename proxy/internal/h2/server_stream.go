@@ -115,6 +115,9 @@ func (c *serverConn) processHeaders(f *http2.MetaHeadersFrame) error {
 	c.streams[id] = st
 	c.running++
 	c.mu.Unlock()
+	if c.stopCtx != nil && c.ctx.Err() != nil {
+		st.ctx.cancel() // ConnContext's context has ended
+	}
 	c.ctlStreams++ // a served request: more control frames are fair (a malformed one is not)
 	c.handlers.Add(1)
 	s.run(st)
