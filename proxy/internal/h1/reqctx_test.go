@@ -9,6 +9,8 @@ import (
 	"net/url"
 	"testing"
 	"time"
+
+	"github.com/meshd/meshd/proxy/internal/reqctx"
 )
 
 // TestServerClientGoneAbortsExchange: a handler proxying through a
@@ -120,45 +122,23 @@ func TestRequestContextEndsWithHandler(t *testing.T) {
 	}
 }
 
-// TestRequestContextParentEnds: a connection context that ends (ConnContext)
-// ends the requests' contexts under it, and values come from it.
-func TestRequestContextParentEnds(t *testing.T) {
-	type key struct{}
-	parent, cancel := context.WithCancel(context.WithValue(context.Background(), key{}, "v"))
-	var rc reqCtx
-	rc.init(parent)
-	if rc.Value(key{}) != "v" {
-		t.Fatalf("Value: %v", rc.Value(key{}))
-	}
-	if rc.Err() != nil {
-		t.Fatal(rc.Err())
-	}
-	cancel()
-	select {
-	case <-rc.Done():
-	case <-time.After(5 * time.Second):
-		t.Fatal("not ended 5 s after its parent")
-	}
-	if !errors.Is(rc.Err(), context.Canceled) {
-		t.Fatalf("Err %v", rc.Err())
-	}
-	rc.cancel() // again: nothing
-}
-
 // TestRequestContextAllocs: a request context under a connection context
 // that cannot end, and an exchange's watch of it, allocate nothing.
 func TestRequestContextAllocs(t *testing.T) {
 	parent := context.WithValue(context.Background(), struct{}{}, 1)
 	ex := &exchange{c: &conn{}}
-	rc := new(reqCtx) // a field of the request's response, in the server
+	rc := new(reqctx.Ctx) // a field of the request's response, in the server
 	n := testing.AllocsPerRun(100, func() {
-		*rc = reqCtx{}
-		rc.init(parent)
-		rc.watchExchange(ex)
-		if !rc.unwatchExchange(ex) {
+		*rc = reqctx.Ctx{}
+		rc.Init(parent)
+		ex.rctx = rc
+		if !rc.Watch(&ex.link, ex) {
+			t.Fatal("watch refused")
+		}
+		if !ex.stopWatch() {
 			t.Fatal("unwatch reported a fired watch")
 		}
-		rc.cancel()
+		rc.Cancel()
 	})
 	if n != 0 {
 		t.Fatalf("%v allocations, want 0", n)

@@ -21,6 +21,7 @@ import (
 	"golang.org/x/net/http/httpguts"
 
 	"github.com/meshd/meshd/proxy/internal/ascii"
+	"github.com/meshd/meshd/proxy/internal/reqctx"
 )
 
 // Defaults of Server's fields.
@@ -188,7 +189,7 @@ type srvConn struct {
 	wstate int32
 	wtimer *time.Timer
 	wdone  chan struct{}
-	rctx   *reqCtx // of the current request
+	rctx   *reqctx.Ctx // of the current request
 }
 
 // ServeConn serves c until the client closes it, an error, IdleTimeout or
@@ -333,8 +334,8 @@ func headBuffered(br *bufio.Reader) bool {
 func (c *srvConn) serveOne() (keep bool) {
 	// The request's context lives in its response: no allocation of its own.
 	w := &response{c: c, clen: -1}
-	w.ctx.init(c.ctx)
-	defer w.ctx.cancel()
+	w.ctx.Init(c.ctx)
+	defer w.ctx.Cancel()
 	req, body, err := readRequest(&w.ctx, c.br, c.srv.maxHeader(), c.srv.maxFields(), &w.hreq)
 	if d := c.deadline; !d.IsZero() && d.Sub(time.Now()) < c.srv.readHeaderTimeout() {
 		c.setDeadline(time.Time{}) // the header timeout's; the idle one is re-armed when idle
@@ -390,7 +391,7 @@ func (c *srvConn) serveOne() (keep bool) {
 		c.linger = true
 	}
 	c.stopWatch()
-	w.ctx.cancel()
+	w.ctx.Cancel()
 	c.rctx = nil
 	c.body = nil
 	w.finish()
@@ -543,7 +544,7 @@ func (c *srvConn) watch() {
 			break // bytes of a pipelined request: the client is there
 		}
 		if !isTimeout(err) {
-			rctx.cancel() // the client closed or reset the connection
+			rctx.Cancel() // the client closed or reset the connection
 			break
 		}
 		// The idle deadline passed while the handler runs (a long poll,
@@ -585,7 +586,7 @@ var errWriteAfterHandler = errors.New("h1: write to a response after its handler
 
 // response is the http.ResponseWriter of one request.
 type response struct {
-	ctx         reqCtx       // the request's context
+	ctx         reqctx.Ctx   // the request's context
 	hreq        http.Request // the request
 	c           *srvConn
 	req         *http.Request

@@ -18,6 +18,7 @@ import (
 	"golang.org/x/net/http/httpguts"
 
 	"github.com/meshd/meshd/proxy/internal/hostport"
+	"github.com/meshd/meshd/proxy/internal/reqctx"
 )
 
 // Defaults of Transport's fields.
@@ -276,8 +277,8 @@ type exchange struct {
 	req    *http.Request
 	br     atomic.Pointer[bufio.Reader] // while the exchange reads
 	stop   func() bool                  // stops the context watch
-	rctx   *reqCtx                      // or the reqCtx watching it
-	next   *exchange                    // in rctx's list, under its lock
+	rctx   *reqctx.Ctx                  // or the server request context watching it
+	link   reqctx.Link                  // in rctx's watch list
 	slot   respSlot                     // the answer and its body
 	done   atomic.Bool                  // the context watch fired
 	writer chan error                   // streamed body: the writer's result (nil: inline)
@@ -376,11 +377,13 @@ func replayable(req *http.Request) bool {
 // server (see the package doc).
 func (t *Transport) exchange(ctx context.Context, c *conn, req *http.Request, head []byte, stream bool, bodyRead *bool) (*http.Response, bool, error) {
 	ex := &exchange{t: t, c: c, req: req}
-	if rc, ok := ctx.(*reqCtx); ok {
-		// A Server's request context: the hook goes in place (if it has
-		// ended, ex is aborted now and stopWatch reports it fired).
+	if rc, ok := ctx.(*reqctx.Ctx); ok {
+		// A request context of our servers: the hook goes in place (if it
+		// has ended, ex is aborted now and stopWatch reports it fired).
 		ex.rctx = rc
-		rc.watchExchange(ex)
+		if !rc.Watch(&ex.link, ex) {
+			ex.Abort()
+		}
 	} else if ctx.Done() != nil {
 		ex.stop = context.AfterFunc(ctx, func() {
 			ex.done.Store(true)
@@ -480,10 +483,18 @@ func (ex *exchange) abort() {
 	ex.releaseReader()
 }
 
+// Abort is the context watch firing (reqctx.Aborter): the exchange is
+// marked cancelled and its connection closed, which ends its reads and
+// writes.
+func (ex *exchange) Abort() {
+	ex.done.Store(true)
+	ex.c.abort()
+}
+
 // stopWatch stops the context watch; false if it fired.
 func (ex *exchange) stopWatch() bool {
 	if ex.rctx != nil {
-		return ex.rctx.unwatchExchange(ex)
+		return ex.rctx.Unwatch(&ex.link)
 	}
 	return ex.stop == nil || ex.stop()
 }

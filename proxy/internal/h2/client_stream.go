@@ -12,6 +12,7 @@ import (
 	"golang.org/x/net/http2"
 
 	"github.com/meshd/meshd/proxy/internal/hostport"
+	"github.com/meshd/meshd/proxy/internal/reqctx"
 )
 
 // clientBuffered is the shared contract of a body that knows what it holds.
@@ -37,8 +38,8 @@ type clientStream struct {
 	wclosed    bool  // under cc.wmu: END_STREAM or RST_STREAM written
 	wreset     bool  // under cc.wmu: RST_STREAM written
 
-	watch     ctxWatch      // of the request's context
-	nextWatch *clientStream // in a streamCtx's watchers (under its mu)
+	watch ctxWatch    // of the request's context
+	link  reqctx.Link // in a server request context's watch list
 
 	mu       sync.Mutex
 	cond     sync.Cond
@@ -56,10 +57,10 @@ type clientStream struct {
 	finished bool // forgotten by the connection
 }
 
-// ctxWatch is a stream's watch of its request's context: in place on one
-// of our Server's request contexts, or context.AfterFunc's.
+// ctxWatch is a stream's watch of its request's context: in place on a
+// request context of our servers (reqctx), or context.AfterFunc's.
 type ctxWatch struct {
-	sctx *streamCtx
+	sctx *reqctx.Ctx
 	stop func() bool
 }
 
@@ -69,10 +70,18 @@ func (w ctxWatch) active() bool { return w.sctx != nil || w.stop != nil }
 func (w ctxWatch) end(cs *clientStream) {
 	switch {
 	case w.sctx != nil:
-		w.sctx.unwatch(cs)
+		w.sctx.Unwatch(&cs.link)
 	case w.stop != nil:
 		w.stop()
 	}
+}
+
+// Abort is the request context's end (reqctx.Aborter): the stream is
+// reset (RST_STREAM CANCEL, context.Canceled for the caller) from a
+// goroutine of its own, as the context may end on a server connection's
+// reader, which must not wait on this connection's writes.
+func (cs *clientStream) Abort() {
+	go cs.reset(http2.ErrCodeCancel, context.Canceled)
 }
 
 var clientBufPool = sync.Pool{New: func() any { b := make([]byte, 0, 16<<10); return &b }}
@@ -254,11 +263,11 @@ func (cc *clientConn) roundTrip(ctx context.Context, req *http.Request, hl uint3
 	if ended {
 		cs.sendFinished()
 	}
-	if sc, ok := ctx.(*streamCtx); ok { // our server's request: no allocation
+	if sc, ok := ctx.(*reqctx.Ctx); ok { // our servers' request: no allocation
 		cs.mu.Lock()
 		canceled := false
 		if cs.err == nil {
-			if sc.watch(cs) {
+			if sc.Watch(&cs.link, cs) {
 				cs.watch.sctx = sc
 			} else {
 				canceled = true

@@ -36,10 +36,11 @@
 // "HTTP/2.0", Host from :authority, RemoteAddr, TLS, ContentLength from
 // content-length or -1, a context with ConnContext's values, cancelled
 // when the handler returns, the client resets the stream or the connection
-// ends. That context and the request are fields of the stream (no
-// allocation of their own); the context implements AfterFunc, and this
-// package's Transport, sending a call on under it, registers its stream
-// there in place instead of through context.AfterFunc. A handler may hand a
+// ends. That context (a reqctx.Ctx, as the HTTP/1.1 server's) and the
+// request are fields of the stream (no allocation of their own); the
+// context implements AfterFunc, and this package's Transport, sending a
+// call on under such a context, registers its stream there in place
+// instead of through context.AfterFunc. A handler may hand a
 // forwarded answer's header map to the ResponseWriter as it is
 // (its AdoptHeader method). Trailers are
 // declared with a Trailer header or set with http.TrailerPrefix, as with

@@ -40,7 +40,6 @@ type serverConn struct {
 	fr       *http2.Framer   // reads by the reader goroutine, writes under wmu
 	meta     *metaReader     // decodes header blocks read from fr
 	ctx      context.Context // ConnContext's: the parent of the streams' contexts
-	stopCtx  func() bool     // ends the watch of a ctx that can end by itself (nil: none)
 	remote   string
 	tlsState *tls.ConnectionState
 	handlers sync.WaitGroup
@@ -123,9 +122,6 @@ func newServerConn(s *Server, c net.Conn, br *bufio.Reader) *serverConn {
 		ctx = s.ConnContext(ctx, c)
 	}
 	sc.ctx = ctx
-	if ctx.Done() != nil { // a ConnContext context that can end: it ends the streams
-		sc.stopCtx = context.AfterFunc(ctx, sc.cancelStreams)
-	}
 	return sc
 }
 
@@ -150,11 +146,8 @@ func (c *serverConn) serve() {
 	c.cond.Broadcast()
 	c.mu.Unlock()
 	for _, st := range streams {
-		st.ctx.cancel()
+		st.ctx.Cancel()
 		st.body.fail(srvErrClientGone)
-	}
-	if c.stopCtx != nil {
-		c.stopCtx()
 	}
 	c.wmu.Lock()
 	if c.werr == nil {
@@ -166,20 +159,6 @@ func (c *serverConn) serve() {
 	c.wmu.Unlock()
 	_ = c.nc.Close()
 	c.handlers.Wait()
-}
-
-// cancelStreams cancels the contexts of the streams open now (ConnContext's
-// context ended; the streams opened later are cancelled as they open).
-func (c *serverConn) cancelStreams() {
-	c.mu.Lock()
-	streams := make([]*serverStream, 0, len(c.streams))
-	for _, st := range c.streams {
-		streams = append(streams, st)
-	}
-	c.mu.Unlock()
-	for _, st := range streams {
-		st.ctx.cancel()
-	}
 }
 
 // readLoop reads the preface and then frames until an error.
@@ -499,7 +478,7 @@ func (c *serverConn) processReset(f *http2.RSTStreamFrame) error {
 	c.resetBudget--
 	over := c.resetBudget < 0
 	c.mu.Unlock()
-	st.ctx.cancel()
+	st.ctx.Cancel()
 	st.body.fail(srvErrStreamReset)
 	if over {
 		return srvConnErr{http2.ErrCodeEnhanceYourCalm, "too many streams reset"}
@@ -533,7 +512,7 @@ func (c *serverConn) streamError(se http2.StreamError) error {
 	}
 	c.mu.Unlock()
 	if st != nil {
-		st.ctx.cancel()
+		st.ctx.Cancel()
 		st.body.fail(srvErrStreamReset)
 	}
 	c.writeReset(se.StreamID, se.Code)

@@ -12,6 +12,8 @@ import (
 	"time"
 
 	"golang.org/x/net/http2"
+
+	"github.com/meshd/meshd/proxy/internal/reqctx"
 )
 
 // TestServerContextCancelsTransport: a proxy on our Server forwarding with
@@ -44,7 +46,7 @@ func TestServerContextCancelsTransport(t *testing.T) {
 	results := make(chan outcome, 4)
 	front := srvStart(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		ctx := r.Context()
-		if _, ok := ctx.(*streamCtx); !ok {
+		if _, ok := ctx.(*reqctx.Ctx); !ok {
 			t.Errorf("request context is %T, not the in-place one", ctx)
 		}
 		derived, cancelDerived := context.WithTimeout(ctx, time.Hour)
@@ -146,70 +148,6 @@ func TestServerContextCancelsTransport(t *testing.T) {
 	}
 	_ = rc.c.Close()
 }
-
-// TestStreamCtx: the watch list and AfterFunc registrations of a request
-// context, on their own.
-func TestStreamCtx(t *testing.T) {
-	parent := context.WithValue(context.Background(), srvTestKey{}, "v")
-	c := &streamCtx{parent: parent}
-	if c.Value(srvTestKey{}) != "v" || c.Err() != nil {
-		t.Fatalf("fresh context: value %v err %v", c.Value(srvTestKey{}), c.Err())
-	}
-	a, b := &clientStream{}, &clientStream{}
-	if !c.watch(a) || !c.watch(b) {
-		t.Fatal("watch refused on a live context")
-	}
-	if !c.unwatch(a) || c.unwatch(a) {
-		t.Fatal("unwatch: first should find it, the second not")
-	}
-	if c.watchers != b || b.nextWatch != nil {
-		t.Fatalf("watch list after unwatch: %p -> %p", c.watchers, b.nextWatch)
-	}
-	ran := make(chan struct{})
-	stop := c.AfterFunc(func() { close(ran) })
-	stopped := c.AfterFunc(func() { t.Error("a stopped AfterFunc ran") })
-	if !stopped() || stopped() {
-		t.Fatal("stop: first should stop it, the second not")
-	}
-	if !c.unwatch(b) {
-		t.Fatal("unwatch b")
-	}
-	done := c.Done()
-	c.cancel()
-	c.cancel()
-	select {
-	case <-done:
-	default:
-		t.Fatal("Done not closed by cancel")
-	}
-	select {
-	case <-ran:
-	case <-time.After(5 * time.Second):
-		t.Fatal("AfterFunc did not run")
-	}
-	if stop() {
-		t.Error("stop after the function ran reported stopping it")
-	}
-	if !errors.Is(c.Err(), context.Canceled) || c.watch(a) {
-		t.Fatalf("after cancel: err %v, watch accepted", c.Err())
-	}
-	late := make(chan struct{})
-	c.AfterFunc(func() { close(late) })
-	select {
-	case <-late:
-	case <-time.After(5 * time.Second):
-		t.Fatal("AfterFunc on a cancelled context did not run")
-	}
-	c2 := &streamCtx{parent: parent}
-	c2.cancel()
-	select {
-	case <-c2.Done(): // cancelled before anyone asked for the channel
-	default:
-		t.Fatal("Done of a cancelled context is not closed")
-	}
-}
-
-type srvTestKey struct{}
 
 // TestServerAdoptHeader: a handler passing an answer's header map on hands
 // it to the writer when its own header was never asked for, and the client

@@ -17,6 +17,8 @@ import (
 
 	"golang.org/x/net/http/httpguts"
 	"golang.org/x/net/http2"
+
+	"github.com/meshd/meshd/proxy/internal/reqctx"
 )
 
 // serverStream is one request of a connection: its state, request body and
@@ -26,7 +28,7 @@ type serverStream struct {
 	id   uint32
 	req  *http.Request // &reqv
 	reqv http.Request
-	ctx  streamCtx // the request's context
+	ctx  reqctx.Ctx // the request's context
 	body serverBody
 	resp serverResponse
 	url  url.URL     // the request's URL when its path needs no parsing
@@ -115,9 +117,6 @@ func (c *serverConn) processHeaders(f *http2.MetaHeadersFrame) error {
 	c.streams[id] = st
 	c.running++
 	c.mu.Unlock()
-	if c.stopCtx != nil && c.ctx.Err() != nil {
-		st.ctx.cancel() // ConnContext's context has ended
-	}
 	c.ctlStreams++ // a served request: more control frames are fair (a malformed one is not)
 	c.handlers.Add(1)
 	s.run(st)
@@ -241,7 +240,7 @@ func (c *serverConn) newRequest(st *serverStream, f *http2.MetaHeadersFrame) (*h
 		clen = int64(n)
 		st.declared = clen
 	}
-	st.ctx.parent = c.ctx
+	st.ctx.Init(c.ctx)   // ended by the handler's return, a reset or the connection's end
 	r := &http.Request{} // on the stack: the stream holds the one handed out
 	r.Method = method
 	r.URL = u
@@ -344,7 +343,7 @@ func (c *serverConn) runHandler(st *serverStream) {
 // endStream: the handler returned.
 func (c *serverConn) endStream(st *serverStream) {
 	st.resp.done = true
-	st.ctx.cancel()
+	st.ctx.Cancel()
 	if unread := st.body.close(); unread > 0 {
 		c.giveBack(int64(unread))
 	}
