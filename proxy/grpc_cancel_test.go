@@ -2,18 +2,13 @@ package proxy
 
 import (
 	"context"
-	"net"
 	"testing"
 	"time"
 
-	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/credentials/insecure"
 	testpb "google.golang.org/grpc/interop/grpc_testing"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
-
-	"github.com/meshd/meshd/proxy/appchannel"
 )
 
 // cancelApp blocks every UnaryCall until its context ends and reports that.
@@ -38,25 +33,8 @@ func (a cancelApp) UnaryCall(ctx context.Context, _ *testpb.SimpleRequest) (*tes
 // behind the callee sidecar, through both sidecars' HTTP/2 servers and
 // clients, and the client sees Canceled at once.
 func TestGRPCCancelReachesApp(t *testing.T) {
-	e := newEnv(t, nil)
-	l := listen(t)
 	app := cancelApp{started: make(chan struct{}, 1), ended: make(chan struct{}, 1)}
-	gs := grpc.NewServer()
-	testpb.RegisterTestServiceServer(gs, app)
-	go func() { _ = gs.Serve(l) }()
-	t.Cleanup(gs.Stop)
-	ch, err := appchannel.New(appchannel.Config{Protocol: appchannel.GRPC, Port: l.Addr().(*net.TCPAddr).Port})
-	if err != nil {
-		t.Fatal(err)
-	}
-	callee := startSidecar(t, e.ca, Config{Identity: mustIdentity(t, "grpcapp"), Resolver: e.res, App: ch})
-	e.res.set("grpcapp", callee.internal)
-	cc, err := grpc.NewClient(e.caller.grpcAddr, grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { cc.Close() })
-	cl := testpb.NewTestServiceClient(cc)
+	_, cl, _ := newGRPCEnvWith(t, app)
 	for _, deadline := range []bool{false, true} {
 		base := context.Background()
 		if deadline {

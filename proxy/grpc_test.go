@@ -103,10 +103,19 @@ func (grpcApp) FullDuplexCall(s grpc.BidiStreamingServer[testpb.StreamingOutputC
 
 func newGRPCEnv(t *testing.T) (*env, testpb.TestServiceClient) {
 	t.Helper()
+	e, cl, _ := newGRPCEnvWith(t, grpcApp{})
+	return e, cl
+}
+
+// newGRPCEnvWith is the caller sidecar of newEnv, a callee sidecar
+// ("grpcapp") in front of srv on grpc-go's server, and a grpc-go client of
+// the caller's gRPC port.
+func newGRPCEnvWith(t *testing.T, srv testpb.TestServiceServer) (*env, testpb.TestServiceClient, *sidecar) {
+	t.Helper()
 	e := newEnv(t, nil)
 	l := listen(t)
 	gs := grpc.NewServer()
-	testpb.RegisterTestServiceServer(gs, grpcApp{})
+	testpb.RegisterTestServiceServer(gs, srv)
 	go func() { _ = gs.Serve(l) }()
 	t.Cleanup(gs.Stop)
 	port := l.Addr().(*net.TCPAddr).Port
@@ -121,7 +130,7 @@ func newGRPCEnv(t *testing.T) (*env, testpb.TestServiceClient) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { cc.Close() })
-	return e, testpb.NewTestServiceClient(cc)
+	return e, testpb.NewTestServiceClient(cc), callee
 }
 
 func appCtx(t *testing.T) context.Context {

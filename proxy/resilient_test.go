@@ -2,20 +2,16 @@ package proxy
 
 import (
 	"context"
-	"net"
 	"net/http"
 	"sync/atomic"
 	"testing"
 	"time"
 
-	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/credentials/insecure"
 	testpb "google.golang.org/grpc/interop/grpc_testing"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 
-	"github.com/meshd/meshd/proxy/appchannel"
 	"github.com/meshd/meshd/proxy/resiliency"
 )
 
@@ -57,26 +53,9 @@ spec:
 	if err != nil {
 		t.Fatal(err)
 	}
-	e := newEnv(t, nil)
-	e.caller.p.SetResiliency(resiliency.New(spec))
 	app := &flakyGRPC{}
-	l := listen(t)
-	gs := grpc.NewServer()
-	testpb.RegisterTestServiceServer(gs, app)
-	go func() { _ = gs.Serve(l) }()
-	t.Cleanup(gs.Stop)
-	ch, err := appchannel.New(appchannel.Config{Protocol: appchannel.GRPC, Port: l.Addr().(*net.TCPAddr).Port})
-	if err != nil {
-		t.Fatal(err)
-	}
-	callee := startSidecar(t, e.ca, Config{Identity: mustIdentity(t, "grpcapp"), Resolver: e.res, App: ch})
-	e.res.set("grpcapp", callee.internal)
-	cc, err := grpc.NewClient(e.caller.grpcAddr, grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cc.Close()
-	c := testpb.NewTestServiceClient(cc)
+	e, c, callee := newGRPCEnvWith(t, app)
+	e.caller.p.SetResiliency(resiliency.New(spec))
 	ctx := func(d time.Duration) context.Context {
 		ctx, cancel := context.WithTimeout(context.Background(), d)
 		t.Cleanup(cancel)
