@@ -75,13 +75,12 @@ type serverConn struct {
 	// together leave in one write, as net/http's serve loop batches them.
 	flushers atomic.Int32
 
-	wmu   sync.Mutex // the writes: fr's writer, bw, henc, hbuf
-	bw    *bufio.Writer
-	henc  *hpack.Encoder
-	hbuf  bytes.Buffer
-	lower map[string]string // lowerKey's cache (wmu)
-	werr  error             // sticky write error
-	wdl   time.Time         // write deadline in force
+	wmu  sync.Mutex // the writes: fr's writer, bw, henc, hbuf
+	bw   *bufio.Writer
+	henc *hpack.Encoder
+	hbuf bytes.Buffer
+	werr error     // sticky write error
+	wdl  time.Time // write deadline in force
 
 	// A PING ack written while more frames were buffered waits in bw for
 	// the next flush: a gRPC client's BDP ping arrives right before its

@@ -405,29 +405,14 @@ func (c *serverConn) encodeFields(k string, vv []string) {
 	}
 }
 
-// srvMaxLowerCache bounds a connection's cache of lowercased header names.
-const srvMaxLowerCache = 64
-
-// lowerKey is the wire (lowercase) form of k (wmu held): the common names
-// from a table, others from the connection's cache, so an application's
-// own metadata keys are lowercased once per connection, not per answer.
+// lowerKey is the wire (lowercase) form of k: the common names from a
+// table, others from the package's bounded cache (clientLower's), so an
+// application's own metadata keys are lowercased once, not per answer.
 func (c *serverConn) lowerKey(k string) string {
 	if lk, ok := srvCommonLower[k]; ok {
 		return lk
 	}
-	if lk, ok := c.lower[k]; ok {
-		return lk
-	}
-	lk := srvLowerKey(k)
-	if lk != k {
-		if c.lower == nil {
-			c.lower = make(map[string]string)
-		}
-		if len(c.lower) < srvMaxLowerCache {
-			c.lower[k] = lk
-		}
-	}
-	return lk
+	return clientLower(k)
 }
 
 func (c *serverConn) encodeField(k, v string) {

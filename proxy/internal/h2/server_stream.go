@@ -627,19 +627,6 @@ var srvCommonCanonical = func() map[string]string {
 	return m
 }()
 
-// srvLowerKey is the lowercase (wire) form of a header name.
-func srvLowerKey(k string) string {
-	if lk, ok := srvCommonLower[k]; ok {
-		return lk
-	}
-	for i := 0; i < len(k); i++ {
-		if 'A' <= k[i] && k[i] <= 'Z' {
-			return strings.ToLower(k)
-		}
-	}
-	return k
-}
-
 // srvPlainPath reports whether path (starting with '/') holds only
 // unreserved characters and '/': url.ParseRequestURI would return a URL
 // with that Path and nothing else set.
