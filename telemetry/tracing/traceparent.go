@@ -29,15 +29,8 @@ func ParseTraceparent(s string) (trace.TraceID, trace.SpanID, trace.TraceFlags, 
 	if !ok || ver == 0xff || (ver == 0 && len(s) != traceparentLen) || (len(s) > traceparentLen && s[traceparentLen] != '-') {
 		return tid, sid, 0, false
 	}
-	for i := range tid {
-		if tid[i], ok = hexByte(s[3+2*i], s[4+2*i]); !ok {
-			return tid, sid, 0, false
-		}
-	}
-	for i := range sid {
-		if sid[i], ok = hexByte(s[36+2*i], s[37+2*i]); !ok {
-			return tid, sid, 0, false
-		}
+	if !decodeHex(tid[:], s[3:35]) || !decodeHex(sid[:], s[36:52]) {
+		return tid, sid, 0, false
 	}
 	flags, ok := hexByte(s[53], s[54])
 	if !ok || !tid.IsValid() || !sid.IsValid() {
@@ -93,18 +86,41 @@ func newTraceparent(tid trace.TraceID, sid trace.SpanID, flags trace.TraceFlags)
 	return p.v[:]
 }
 
+// hexVal maps a lower-case hex digit to its value and every other byte to
+// hexBad (W3C trace context allows lower case only).
+var hexVal = func() (t [256]byte) {
+	for i := range t {
+		t[i] = hexBad
+	}
+	for c := byte('0'); c <= '9'; c++ {
+		t[c] = c - '0'
+	}
+	for c := byte('a'); c <= 'f'; c++ {
+		t[c] = c - 'a' + 10
+	}
+	return t
+}()
+
+// hexBad marks a byte that is not a lower-case hex digit in hexVal.
+const hexBad = 0x10
+
 func hexByte(hi, lo byte) (byte, bool) {
-	h, ok1 := hexNibble(hi)
-	l, ok2 := hexNibble(lo)
-	return h<<4 | l, ok1 && ok2
+	h, l := hexVal[hi], hexVal[lo]
+	return h<<4 | l&0x0f, (h|l)&hexBad == 0
 }
 
-func hexNibble(c byte) (byte, bool) {
-	switch {
-	case c >= '0' && c <= '9':
-		return c - '0', true
-	case c >= 'a' && c <= 'f':
-		return c - 'a' + 10, true
+// decodeHex decodes the 2*len(dst) lower-case hex digits of s into dst;
+// false if any is not one. A table lookup per digit and one test at the
+// end: the traceparent of every call is parsed here.
+func decodeHex(dst []byte, s string) bool {
+	if len(s) != 2*len(dst) {
+		return false
 	}
-	return 0, false
+	var bad byte
+	for i := range dst {
+		h, l := hexVal[s[2*i]], hexVal[s[2*i+1]]
+		bad |= h | l
+		dst[i] = h<<4 | l&0x0f
+	}
+	return bad&hexBad == 0
 }

@@ -426,3 +426,36 @@ func TestPropagator(t *testing.T) {
 		t.Errorf("new trace: %v allocations, want 1", n)
 	}
 }
+
+func BenchmarkParseTraceparent(b *testing.B) {
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, _, _, ok := ParseTraceparent(parentTP); !ok {
+			b.Fatal("not parsed")
+		}
+	}
+}
+
+// FuzzHexLookup: the table decoder accepts exactly the lower-case hex
+// digits, with their values.
+func FuzzHexLookup(f *testing.F) {
+	f.Add(byte('0'), byte('f'))
+	f.Add(byte('F'), byte('g'))
+	f.Fuzz(func(t *testing.T, hi, lo byte) {
+		isHex := func(c byte) (byte, bool) {
+			switch {
+			case c >= '0' && c <= '9':
+				return c - '0', true
+			case c >= 'a' && c <= 'f':
+				return c - 'a' + 10, true
+			}
+			return 0, false
+		}
+		h, ok1 := isHex(hi)
+		l, ok2 := isHex(lo)
+		got, ok := hexByte(hi, lo)
+		if ok != (ok1 && ok2) || (ok && got != h<<4|l) {
+			t.Fatalf("hexByte(%q, %q) = %x %v", hi, lo, got, ok)
+		}
+	})
+}
