@@ -141,7 +141,7 @@ func clientEncodeHeaders(enc *hpack.Encoder, req *http.Request, hasBody bool) {
 			continue
 		}
 		for _, v := range vv {
-			_ = enc.WriteField(hpack.HeaderField{Name: name, Value: v, Sensitive: name == "authorization"})
+			_ = enc.WriteField(hpackField(name, v))
 		}
 	}
 	switch {

@@ -465,7 +465,7 @@ func (cs *clientStream) endRequest() error {
 	for k, vv := range cs.req.Trailer {
 		name := clientLower(k)
 		for _, v := range vv {
-			_ = cc.henc.WriteField(clientHF(name, v))
+			_ = cc.henc.WriteField(hpackField(name, v))
 		}
 	}
 	if err := cc.writeHeaderBlock(cs.id, cc.hbuf.Bytes(), true, maxFrame); err != nil {

@@ -10,7 +10,6 @@ import (
 
 	"golang.org/x/net/http/httpguts"
 	"golang.org/x/net/http2"
-	"golang.org/x/net/http2/hpack"
 )
 
 // serverResponse is the http.ResponseWriter of a stream. Its handler
@@ -416,7 +415,7 @@ func (c *serverConn) lowerKey(k string) string {
 }
 
 func (c *serverConn) encodeField(k, v string) {
-	_ = c.henc.WriteField(hpack.HeaderField{Name: k, Value: v})
+	_ = c.henc.WriteField(hpackField(k, v))
 }
 
 // writeBlockLocked writes hbuf as HEADERS and CONTINUATION frames (wmu
