@@ -122,4 +122,10 @@
 // (truncated past it, the connection ended when far past it). The decoded
 // frame and its field slice are reused by the next header block, so the
 // reader goroutine is done with a block before it reads on.
+//
+// Both encoders send a field whose value is new on every call (traceparent,
+// grpc-timeout, the common request and trace ids; authorization for
+// secrecy) as a literal that neither side indexes (hpackfield.go): such a
+// value would take a slot of the connection's dynamic table, evict a field
+// that repeats, and cost the peer's decoder the same insertion.
 package h2
