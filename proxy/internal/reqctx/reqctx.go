@@ -57,7 +57,12 @@ var _ interface {
 func (c *Ctx) Init(parent context.Context) {
 	c.parent = parent
 	if parent.Done() != nil {
-		c.stopP = context.AfterFunc(parent, c.Cancel)
+		// A parent that has already ended runs Cancel at once, on another
+		// goroutine, which reads stopP: store it under mu.
+		stop := context.AfterFunc(parent, c.Cancel)
+		c.mu.Lock()
+		c.stopP = stop
+		c.mu.Unlock()
 	}
 }
 
@@ -82,8 +87,8 @@ func (c *Ctx) Done() <-chan struct{} {
 // else context.Canceled.
 func (c *Ctx) Err() error {
 	if c.canceled.Load() {
-		if c.stopP != nil && c.parent.Err() != nil {
-			return c.parent.Err()
+		if err := c.parent.Err(); err != nil {
+			return err
 		}
 		return context.Canceled
 	}

@@ -128,3 +128,25 @@ func TestCtxAllocs(t *testing.T) {
 		t.Fatalf("%v allocations, want 0", n)
 	}
 }
+
+// A parent that has already ended (a request read after its connection's
+// context ended) ends the Ctx at once, from another goroutine, while Init
+// is still storing its watch: run under -race, this caught a data race.
+// Err is the parent's error.
+func TestCtxParentAlreadyEnded(t *testing.T) {
+	parent, cancel := context.WithDeadline(context.Background(), time.Now().Add(-time.Second))
+	defer cancel()
+	for range 200 {
+		var c Ctx
+		c.Init(parent)
+		select {
+		case <-c.Done():
+		case <-time.After(5 * time.Second):
+			t.Fatal("a Ctx under an ended parent did not end")
+		}
+		if err := c.Err(); !errors.Is(err, context.DeadlineExceeded) {
+			t.Fatalf("Err = %v, want the parent's %v", err, context.DeadlineExceeded)
+		}
+		c.Cancel()
+	}
+}
