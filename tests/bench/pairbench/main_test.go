@@ -9,6 +9,7 @@ import (
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -170,6 +171,33 @@ func TestSummary(t *testing.T) {
 		if !strings.Contains(md, want) {
 			t.Fatalf("markdown lacks %q:\n%s", want, md)
 		}
+	}
+}
+
+// TestSummaryDisagree: repetitions of a window far apart (one disturbed)
+// are named in the summary; ones close together are not.
+func TestSummaryDisagree(t *testing.T) {
+	rep := report{Results: []result{
+		{Protocol: "http", Mode: "fixed", Variant: "direct", Rep: 0, P99ms: 0.42},
+		{Protocol: "http", Mode: "fixed", Variant: "meshd", Rep: 0, P99ms: 1.6},
+		{Protocol: "http", Mode: "max", Variant: "meshd", Rep: 0, QPS: 11589},
+		{Protocol: "http", Mode: "fixed", Variant: "meshd", Rep: 1, P99ms: 2.4},
+		{Protocol: "http", Mode: "fixed", Variant: "direct", Rep: 1, P99ms: 4.32},
+		{Protocol: "http", Mode: "max", Variant: "meshd", Rep: 1, QPS: 6268},
+		{Protocol: "grpc", Mode: "max", Variant: "meshd", Rep: 0, QPS: 7000},
+	}}
+	rep.Summary = summarize(rep)
+	want := []string{"http fixed direct: p99 (ms) 0.42, 4.32", "http max meshd: req/s 11589, 6268"}
+	if !slices.Equal(rep.Summary.Disagree, want) {
+		t.Fatalf("disagree = %q, want %q", rep.Summary.Disagree, want)
+	}
+	md := summaryMarkdown(rep)
+	if !strings.Contains(md, "**Repetitions that disagree**") || !strings.Contains(md, "* http fixed direct: p99 (ms) 0.42, 4.32") {
+		t.Fatalf("markdown lacks the disagreements:\n%s", md)
+	}
+	rep.Results = rep.Results[:3]
+	if d := summarize(rep).Disagree; d != nil {
+		t.Fatalf("one repetition: disagree = %q", d)
 	}
 }
 

@@ -43,6 +43,64 @@ type summary struct {
 	Policy []comparison `json:"policy_tracing_vs_none"`
 	// AB: A is meshd, B meshd-b (-b-env, -b-bin), window beside window.
 	AB []comparison `json:"meshd_b_vs_meshd,omitempty"`
+	// Disagree names the windows whose repetitions disagree so much that
+	// one of them was disturbed (see disagreements).
+	Disagree []string `json:"repetitions_disagree,omitempty"`
+}
+
+// Repetitions of a window disagree when one's p99 at the fixed rate is
+// more than disagreeP99 times another's, or one's max rate more than
+// disagreeQPS times another's: on the bench VM a noise spell (another
+// guest, the host) does that, and with two repetitions the median is the
+// mean, so the spell decides the row.
+const (
+	disagreeP99 = 3.0
+	disagreeQPS = 1.5
+)
+
+// disagreements lists the windows (protocol, mode, variant) whose
+// repetitions disagree, with each repetition's figure, in the order of
+// rep.Results.
+func disagreements(results []result) []string {
+	type key struct{ proto, mode, variant string }
+	var order []key
+	vals := map[key][]float64{}
+	for _, r := range results {
+		k := key{r.Protocol, r.Mode, r.Variant}
+		v := r.P99ms
+		if r.Mode == "max" {
+			v = r.QPS
+		}
+		if _, ok := vals[k]; !ok {
+			order = append(order, k)
+		}
+		vals[k] = append(vals[k], v)
+	}
+	var out []string
+	for _, k := range order {
+		vs := vals[k]
+		lo, hi := vs[0], vs[0]
+		for _, v := range vs[1:] {
+			lo, hi = math.Min(lo, v), math.Max(hi, v)
+		}
+		limit, what := disagreeP99, "p99 (ms)"
+		if k.mode == "max" {
+			limit, what = disagreeQPS, "req/s"
+		}
+		if len(vs) < 2 || lo <= 0 || hi/lo <= limit {
+			continue
+		}
+		parts := make([]string, len(vs))
+		for i, v := range vs {
+			if k.mode == "max" {
+				parts[i] = fmt.Sprintf("%.0f", v)
+			} else {
+				parts[i] = fmt.Sprintf("%.3g", v)
+			}
+		}
+		out = append(out, fmt.Sprintf("%s %s %s: %s %s", k.proto, k.mode, k.variant, what, strings.Join(parts, ", ")))
+	}
+	return out
 }
 
 func ptr(v float64) *float64 { return &v }
@@ -103,7 +161,7 @@ func summarize(rep report) *summary {
 	anon := func(m memory) float64 { return m.RssAnonMB }
 	rss := func(m memory) float64 { return m.VmRSSMB }
 
-	s := &summary{}
+	s := &summary{Disagree: disagreements(rep.Results)}
 	add := func(name, unit string, d, n, m *float64) {
 		s.Peers = append(s.Peers, figure{Figure: name, Unit: unit, Daprd: d, Nginx: n, Meshd: m, VsNginx: ratio(m, n), VsDaprd: ratio(m, d)})
 	}
@@ -227,6 +285,12 @@ func summaryMarkdown(rep report) string {
 		b.WriteString("| figure | meshd | meshd-b | B / A |\n|---|---|---|---|\n")
 		for _, c := range s.AB {
 			fmt.Fprintf(&b, "| %s (%s) | %s | %s | %s |\n", c.Figure, c.Unit, fmtFig(c.A, c.Unit), fmtFig(c.B, c.Unit), fmtRatio(c.Ratio))
+		}
+	}
+	if len(s.Disagree) > 0 {
+		fmt.Fprintf(&b, "\n**Repetitions that disagree** (p99 more than %gx apart at the fixed rate, or req/s more than %gx at the max rate: a noise spell in one window, which decides a median of two; rows built on these windows need more -reps):\n\n", disagreeP99, disagreeQPS)
+		for _, d := range s.Disagree {
+			fmt.Fprintf(&b, "* %s\n", d)
 		}
 	}
 	fmt.Fprintf(&b, "\nOTLP export requests received from the tracing sidecars: %d\n", rep.TraceExports)
