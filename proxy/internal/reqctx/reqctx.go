@@ -11,6 +11,7 @@ import (
 type Ctx struct {
 	parent   context.Context
 	canceled atomic.Bool
+	err      error // set once, before canceled: the parent's error if it had ended, else context.Canceled
 	mu       sync.Mutex
 	done     chan struct{} // made by Done; closed on Cancel
 	hooks    *hook         // AfterFunc registrations, run on Cancel, then nil
@@ -83,14 +84,11 @@ func (c *Ctx) Done() <-chan struct{} {
 	return c.done
 }
 
-// Err is nil until c ends, then the parent's error if the parent ended,
-// else context.Canceled.
+// Err is nil until c ends, then the parent's error if the parent had
+// ended by then, else context.Canceled; it does not change after that.
 func (c *Ctx) Err() error {
 	if c.canceled.Load() {
-		if err := c.parent.Err(); err != nil {
-			return err
-		}
-		return context.Canceled
+		return c.err
 	}
 	return nil
 }
@@ -106,6 +104,10 @@ func (c *Ctx) Cancel() {
 	if c.canceled.Load() {
 		c.mu.Unlock()
 		return
+	}
+	c.err = context.Canceled
+	if err := c.parent.Err(); err != nil {
+		c.err = err
 	}
 	c.canceled.Store(true)
 	if c.done != nil {

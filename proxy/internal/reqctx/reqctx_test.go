@@ -150,3 +150,18 @@ func TestCtxParentAlreadyEnded(t *testing.T) {
 		c.Cancel()
 	}
 }
+
+// Once ended, Err stays what it was: a request context ended by its
+// handler's return reports context.Canceled even after its parent ends
+// with another error.
+func TestCtxErrStays(t *testing.T) {
+	parent, cancel := context.WithTimeout(context.Background(), 20*time.Millisecond)
+	defer cancel()
+	var c Ctx
+	c.Init(parent)
+	c.Cancel()
+	<-parent.Done()
+	if err := c.Err(); err != context.Canceled {
+		t.Fatalf("Err = %v after the parent ended, want context.Canceled as when it ended", err)
+	}
+}

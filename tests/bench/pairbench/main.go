@@ -343,19 +343,27 @@ func run(c config) error {
 	return nil
 }
 
-// medians is the median of every metric over the repetitions of each
-// (protocol, mode, variant), in the order of their first window.
-func medians(rs []result) []result {
-	type key struct{ p, m, v string }
-	var order []key
-	groups := map[key][]result{}
+// window names one measured window: its repetitions share it.
+type window struct{ p, m, v string }
+
+// byWindow groups results by window, the windows in the order of their
+// first result.
+func byWindow(rs []result) (order []window, groups map[window][]result) {
+	groups = map[window][]result{}
 	for _, r := range rs {
-		k := key{r.Protocol, r.Mode, r.Variant}
+		k := window{r.Protocol, r.Mode, r.Variant}
 		if _, ok := groups[k]; !ok {
 			order = append(order, k)
 		}
 		groups[k] = append(groups[k], r)
 	}
+	return order, groups
+}
+
+// medians is the median of every metric over the repetitions of each
+// (protocol, mode, variant), in the order of their first window.
+func medians(rs []result) []result {
+	order, groups := byWindow(rs)
 	out := make([]result, 0, len(order))
 	for _, k := range order {
 		g := groups[k]

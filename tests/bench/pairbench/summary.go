@@ -62,29 +62,22 @@ const (
 // repetitions disagree, with each repetition's figure, in the order of
 // rep.Results.
 func disagreements(results []result) []string {
-	type key struct{ proto, mode, variant string }
-	var order []key
-	vals := map[key][]float64{}
-	for _, r := range results {
-		k := key{r.Protocol, r.Mode, r.Variant}
-		v := r.P99ms
-		if r.Mode == "max" {
-			v = r.QPS
-		}
-		if _, ok := vals[k]; !ok {
-			order = append(order, k)
-		}
-		vals[k] = append(vals[k], v)
-	}
+	order, groups := byWindow(results)
 	var out []string
 	for _, k := range order {
-		vs := vals[k]
+		vs := make([]float64, len(groups[k]))
+		for i, r := range groups[k] {
+			vs[i] = r.P99ms
+			if k.m == "max" {
+				vs[i] = r.QPS
+			}
+		}
 		lo, hi := vs[0], vs[0]
 		for _, v := range vs[1:] {
 			lo, hi = math.Min(lo, v), math.Max(hi, v)
 		}
 		limit, what := disagreeP99, "p99 (ms)"
-		if k.mode == "max" {
+		if k.m == "max" {
 			limit, what = disagreeQPS, "req/s"
 		}
 		if len(vs) < 2 || lo <= 0 || hi/lo <= limit {
@@ -92,13 +85,13 @@ func disagreements(results []result) []string {
 		}
 		parts := make([]string, len(vs))
 		for i, v := range vs {
-			if k.mode == "max" {
+			if k.m == "max" {
 				parts[i] = fmt.Sprintf("%.0f", v)
 			} else {
 				parts[i] = fmt.Sprintf("%.3g", v)
 			}
 		}
-		out = append(out, fmt.Sprintf("%s %s %s: %s %s", k.proto, k.mode, k.variant, what, strings.Join(parts, ", ")))
+		out = append(out, fmt.Sprintf("%s %s %s: %s %s", k.p, k.m, k.v, what, strings.Join(parts, ", ")))
 	}
 	return out
 }
