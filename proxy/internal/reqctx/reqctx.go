@@ -106,8 +106,10 @@ func (c *Ctx) Cancel() {
 		return
 	}
 	c.err = context.Canceled
-	if err := c.parent.Err(); err != nil {
-		c.err = err
+	if c.parent != nil { // nil: never Init'ed
+		if err := c.parent.Err(); err != nil {
+			c.err = err
+		}
 	}
 	c.canceled.Store(true)
 	if c.done != nil {

@@ -165,3 +165,14 @@ func TestCtxErrStays(t *testing.T) {
 		t.Fatalf("Err = %v after the parent ended, want context.Canceled as when it ended", err)
 	}
 }
+
+// Cancel on a Ctx never Init'ed (an error path that ends a request before
+// it had a parent) ends it instead of panicking.
+func TestCtxCancelWithoutInit(t *testing.T) {
+	var c Ctx
+	c.Cancel()
+	if err := c.Err(); err != context.Canceled {
+		t.Fatalf("Err = %v, want context.Canceled", err)
+	}
+	<-c.Done()
+}
