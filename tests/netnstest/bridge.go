@@ -6,14 +6,8 @@ import (
 	"net"
 	"os"
 	"os/exec"
-	"runtime"
-	"strconv"
 	"strings"
-	"syscall"
 	"testing"
-	"time"
-
-	"golang.org/x/sys/unix"
 )
 
 // Net is several named network namespaces ("hosts") joined by a Linux
@@ -126,49 +120,10 @@ func (nt *Net) NetemAvailable() (bool, string) {
 	return true, ""
 }
 
-// DialContext connects from inside the host: the socket is made on an OS
-// thread switched into the host's namespace (a socket stays in the
-// namespace it was made in). For clients in the test process.
+// DialContext connects from inside the host (see DialIn). For clients in
+// the test process.
 func (h *Host) DialContext(ctx context.Context, network, addr string) (net.Conn, error) {
-	type res struct {
-		c   net.Conn
-		err error
-	}
-	ch := make(chan res, 1)
-	go func() {
-		// The thread goes into the host's namespace for the socket() call
-		// and back; if it cannot go back it is never reused (it ends
-		// locked, with this goroutine).
-		runtime.LockOSThread()
-		orig, err := os.Open(fmt.Sprintf("/proc/self/task/%d/ns/net", unix.Gettid()))
-		if err != nil {
-			runtime.UnlockOSThread()
-			ch <- res{nil, fmt.Errorf("netnstest: %w", err)}
-			return
-		}
-		defer orig.Close()
-		f, err := os.Open("/var/run/netns/" + h.NS)
-		if err != nil {
-			runtime.UnlockOSThread()
-			ch <- res{nil, fmt.Errorf("netnstest: %w", err)}
-			return
-		}
-		err = unix.Setns(int(f.Fd()), unix.CLONE_NEWNET)
-		f.Close()
-		if err != nil {
-			runtime.UnlockOSThread()
-			ch <- res{nil, fmt.Errorf("netnstest: setns %s: %w", h.NS, err)}
-			return
-		}
-		var d net.Dialer
-		c, err := d.DialContext(ctx, network, addr)
-		if unix.Setns(int(orig.Fd()), unix.CLONE_NEWNET) == nil {
-			runtime.UnlockOSThread()
-		}
-		ch <- res{c, err}
-	}()
-	r := <-ch
-	return r.c, r.err
+	return DialIn(h.NS)(ctx, network, addr)
 }
 
 func (nt *Net) remove(tb testing.TB) {
@@ -177,15 +132,8 @@ func (nt *Net) remove(tb testing.TB) {
 		nss = append(nss, h.NS)
 	}
 	for _, ns := range nss {
-		out, _ := exec.Command("ip", "netns", "pids", ns).Output()
-		for _, f := range strings.Fields(string(out)) {
-			if pid, err := strconv.Atoi(f); err == nil && pid > 1 && pid != os.Getpid() {
-				_ = syscall.Kill(pid, syscall.SIGCONT)
-				_ = syscall.Kill(pid, syscall.SIGKILL)
-			}
-		}
+		KillIn(ns)
 	}
-	time.Sleep(50 * time.Millisecond)
 	for _, ns := range nss {
 		if err := ip("netns", "del", ns); err != nil {
 			tb.Errorf("netnstest: cleanup: %v", err)

@@ -3,12 +3,9 @@ package netnstest
 import (
 	"fmt"
 	"os"
-	"os/exec"
 	"strconv"
 	"strings"
-	"syscall"
 	"testing"
-	"time"
 )
 
 // Hosts are two named network namespaces ("hosts") A and B joined by a veth
@@ -101,14 +98,8 @@ func baseName(p string) string {
 // left behind) and deletes them; the veth pair goes with them.
 func (h *Hosts) remove(tb testing.TB) {
 	for _, ns := range []string{h.A, h.B} {
-		out, _ := exec.Command("ip", "netns", "pids", ns).Output()
-		for _, f := range strings.Fields(string(out)) {
-			if pid, err := strconv.Atoi(f); err == nil && pid > 1 {
-				_ = syscall.Kill(pid, syscall.SIGKILL)
-			}
-		}
+		KillIn(ns)
 	}
-	time.Sleep(50 * time.Millisecond)
 	for _, ns := range []string{h.A, h.B} {
 		if err := ip("netns", "del", ns); err != nil {
 			tb.Errorf("netnstest: cleanup: %v", err)

@@ -34,14 +34,12 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"strconv"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
-	"golang.org/x/sys/unix"
 	authenticationv1 "k8s.io/api/authentication/v1"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -272,13 +270,9 @@ func (c *cluster) podNet(name, ip string, obj *corev1.Pod) *pod {
 	host, peer := fmt.Sprintf("mh%s%d", c.id, c.nPods), fmt.Sprintf("mp%s%d", c.id, c.nPods)
 	run(t, "ip", "netns", "add", p.netns)
 	t.Cleanup(func() {
-		out, _ := exec.Command("ip", "netns", "pids", p.netns).Output()
-		for _, f := range strings.Fields(string(out)) {
-			if pid, err := strconv.Atoi(f); err == nil && pid > 1 {
-				_ = unix.Kill(pid, unix.SIGKILL)
-			}
-		}
-		time.Sleep(50 * time.Millisecond)
+		// Never the test process itself: a dial into the pod may have left
+		// its main thread there (see netnstest.DialIn).
+		netnstest.KillIn(p.netns)
 		_ = exec.Command("ip", "netns", "del", p.netns).Run()
 	})
 	run(t, "ip", "link", "add", host, "type", "veth", "peer", "name", peer, "netns", p.netns)
@@ -433,35 +427,6 @@ func (c *cluster) volumes(ctx context.Context, obj *corev1.Pod, sc corev1.Contai
 	return fixed
 }
 
-// dialIn dials from inside network namespace ns (a socket keeps the
-// namespace it was made in): the app's own view of 127.0.0.1.
-func dialIn(ns string) func(ctx context.Context, network, addr string) (net.Conn, error) {
-	return func(ctx context.Context, network, addr string) (net.Conn, error) {
-		type res struct {
-			c   net.Conn
-			err error
-		}
-		ch := make(chan res, 1)
-		go func() {
-			runtime.LockOSThread() // never unlocked: the thread ends with the goroutine
-			f, err := os.Open("/run/netns/" + ns)
-			if err != nil {
-				ch <- res{nil, err}
-				return
-			}
-			defer f.Close()
-			if err := unix.Setns(int(f.Fd()), unix.CLONE_NEWNET); err != nil {
-				ch <- res{nil, err}
-				return
-			}
-			c, err := (&net.Dialer{}).DialContext(ctx, network, addr)
-			ch <- res{c, err}
-		}()
-		r := <-ch
-		return r.c, r.err
-	}
-}
-
 type answer struct {
 	Name            string `json:"name"`
 	CallerAppID     string `json:"callerAppId"`
@@ -593,7 +558,7 @@ func caller(frontend *pod) func() (answer, error) {
 			httpPort = e.Value
 		}
 	}
-	client := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{DialContext: dialIn(frontend.netns), DisableKeepAlives: true}}
+	client := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{DialContext: netnstest.DialIn(frontend.netns), DisableKeepAlives: true}}
 	return func() (answer, error) {
 		resp, err := client.Get("http://127.0.0.1:" + httpPort + "/v1.0/invoke/orders/method/who")
 		if err != nil {
