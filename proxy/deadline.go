@@ -3,7 +3,6 @@ package proxy
 import (
 	"context"
 	"net/http"
-	"strconv"
 	"time"
 
 	"github.com/meshd/meshd/proxy/resiliency"
@@ -22,8 +21,10 @@ func (p *Proxy) callTimeout(r *http.Request, isGRPC bool) time.Duration {
 		timeout = d
 	}
 	if isGRPC {
-		if d, ok := parseGRPCTimeout(r.Header["Grpc-Timeout"]); ok && (timeout == 0 || d < timeout) {
-			timeout = d
+		if v := r.Header["Grpc-Timeout"]; len(v) == 1 {
+			if d, ok := resiliency.ParseGRPCTimeout(v[0]); ok && (timeout == 0 || d < timeout) {
+				timeout = d
+			}
 		}
 	}
 	return timeout
@@ -55,32 +56,12 @@ func inboundDeadline(r *http.Request) (context.Context, context.CancelFunc) {
 
 func noCancel() {}
 
-// parseGRPCTimeout parses a grpc-timeout header value ("100m", "5S").
-func parseGRPCTimeout(v []string) (time.Duration, bool) {
-	if len(v) != 1 || len(v[0]) < 2 || len(v[0]) > 9 {
-		return 0, false
-	}
-	s := v[0]
-	n, err := strconv.ParseInt(s[:len(s)-1], 10, 64)
-	if err != nil || n < 0 {
-		return 0, false
-	}
-	var unit time.Duration
-	switch s[len(s)-1] {
-	case 'H':
-		unit = time.Hour
-	case 'M':
-		unit = time.Minute
-	case 'S':
-		unit = time.Second
-	case 'm':
-		unit = time.Millisecond
-	case 'u':
-		unit = time.Microsecond
-	case 'n':
-		unit = time.Nanosecond
-	default:
-		return 0, false
-	}
-	return time.Duration(n) * unit, true
+// deadlinePassed reports whether ctx's deadline is behind us, also before
+// ctx's timer has run: a gRPC app resets the stream when its copy of the
+// same deadline passes (RST_STREAM CANCEL), and on a busy sidecar that
+// reset may be read before the timer fires. The call then failed by its
+// deadline, not by the app.
+func deadlinePassed(ctx context.Context) bool {
+	dl, ok := ctx.Deadline()
+	return ok && !time.Now().Before(dl)
 }

@@ -247,7 +247,7 @@ func (p *Proxy) serveInbound(w http.ResponseWriter, r *http.Request) {
 		if r.Context().Err() != nil {
 			return
 		}
-		if ctx.Err() != nil {
+		if ctx.Err() != nil || deadlinePassed(ctx) {
 			writeError(w, isGRPC, http.StatusGatewayTimeout, ErrCodeTimeout, "app "+p.cfg.Identity.AppID+": deadline of the call passed")
 			return
 		}

@@ -1,6 +1,7 @@
 package resiliency
 
 import (
+	"math"
 	"strconv"
 	"time"
 )
@@ -47,4 +48,44 @@ func FormatGRPCTimeout(d time.Duration) string {
 		}
 	}
 	return strconv.FormatInt(int64(d/time.Hour), 10) + "H"
+}
+
+// ParseGRPCTimeout parses a grpc-timeout value ("100m", "5S": at most 8
+// digits and a unit, H M S m u n); false for anything else. Values beyond
+// time.Duration's range (above ~292 years) are its maximum, as grpc-go
+// reads them, never a negative duration.
+func ParseGRPCTimeout(s string) (time.Duration, bool) {
+	if len(s) < 2 || len(s) > 9 {
+		return 0, false
+	}
+	for i := 0; i < len(s)-1; i++ {
+		if s[i] < '0' || s[i] > '9' {
+			return 0, false
+		}
+	}
+	n, err := strconv.ParseInt(s[:len(s)-1], 10, 64)
+	if err != nil {
+		return 0, false
+	}
+	var unit time.Duration
+	switch s[len(s)-1] {
+	case 'H':
+		unit = time.Hour
+	case 'M':
+		unit = time.Minute
+	case 'S':
+		unit = time.Second
+	case 'm':
+		unit = time.Millisecond
+	case 'u':
+		unit = time.Microsecond
+	case 'n':
+		unit = time.Nanosecond
+	default:
+		return 0, false
+	}
+	if n > math.MaxInt64/int64(unit) {
+		return math.MaxInt64, true
+	}
+	return time.Duration(n) * unit, true
 }

@@ -2,7 +2,39 @@ package resiliency
 
 import (
 	"testing"
+	"time"
 )
+
+// FuzzParseGRPCTimeout: any grpc-timeout value parses to a duration that is
+// not negative, or is refused; what it parses to formats back into a value
+// that parses to at most it and no less than 8 digits allow
+// (FormatGRPCTimeout rounds down to 8 digits of its unit; zero is sent as
+// 1n, the smallest deadline there is).
+func FuzzParseGRPCTimeout(f *testing.F) {
+	for _, s := range []string{"100m", "5S", "99999999H", "0n", "1", "x", "+1S", "18446744073709551615n", "99999999H", "2562048H", "2562047H"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		d, ok := ParseGRPCTimeout(s)
+		if !ok {
+			return
+		}
+		if d < 0 {
+			t.Fatalf("ParseGRPCTimeout(%q) = %v", s, d)
+		}
+		if d == 0 {
+			return
+		}
+		back, ok := ParseGRPCTimeout(FormatGRPCTimeout(d))
+		allowed := d / 1e7
+		if d >= 1e8*time.Minute {
+			allowed = time.Hour // only hours are left
+		}
+		if !ok || back > d || back < d-allowed {
+			t.Fatalf("ParseGRPCTimeout(%q) = %v, formatted %q, parsed back %v %v", s, d, FormatGRPCTimeout(d), back, ok)
+		}
+	})
+}
 
 func FuzzParse(f *testing.F) {
 	f.Add([]byte(daprDocsExample))

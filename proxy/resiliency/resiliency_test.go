@@ -1,6 +1,7 @@
 package resiliency
 
 import (
+	"math"
 	"os"
 	"path/filepath"
 	"strings"
@@ -356,6 +357,19 @@ func TestDeadlineHeaders(t *testing.T) {
 	for d, want := range map[time.Duration]string{50 * time.Millisecond: "50000000n", 2 * time.Second: "2000000u", 30 * time.Minute: "1800000m", 0: "1n"} {
 		if got := FormatGRPCTimeout(d); got != want {
 			t.Errorf("FormatGRPCTimeout(%v) = %q, want %q", d, got, want)
+		}
+	}
+	for _, tc := range []struct {
+		in   string
+		want time.Duration
+		ok   bool
+	}{{"100m", 100 * time.Millisecond, true}, {"5S", 5 * time.Second, true}, {"2H", 2 * time.Hour, true}, {"99999999n", 99999999, true},
+		{"0u", 0, true}, {"1M", time.Minute, true}, {"7", 0, false}, {"m", 0, false}, {"", 0, false}, {"+5S", 0, false}, {"-5S", 0, false},
+		{"123456789S", 0, false}, {"5s", 0, false}, {"1 m", 0, false}, {"5SS", 0, false},
+		{"99999999H", math.MaxInt64, true}, {"2562047H", 2562047 * time.Hour, true}, {"99999999M", 99999999 * time.Minute, true}} {
+		got, ok := ParseGRPCTimeout(tc.in)
+		if got != tc.want || ok != tc.ok {
+			t.Errorf("ParseGRPCTimeout(%q) = %v, %v; want %v, %v", tc.in, got, ok, tc.want, tc.ok)
 		}
 	}
 }

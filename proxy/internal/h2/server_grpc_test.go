@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/meshd/meshd/proxy/resiliency"
 	"golang.org/x/net/http2"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
@@ -90,13 +91,34 @@ func (a *srvGRPCApp) FullDuplexCall(ss grpc.BidiStreamingServer[testpb.Streaming
 // role, with a client nobody here wrote.
 func srvProxy(tr *http2.Transport, backend string) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		out, _ := http.NewRequestWithContext(r.Context(), r.Method, "http://"+backend+r.URL.RequestURI(), r.Body)
+		ctx := r.Context()
+		// The call's deadline, as the sidecar keeps it: the backend resets
+		// the stream when its own copy of it passes (RST_STREAM CANCEL),
+		// which may reach this proxy before the client's reset does.
+		var deadline time.Time
+		if v := r.Header["Grpc-Timeout"]; len(v) == 1 {
+			if d, ok := resiliency.ParseGRPCTimeout(v[0]); ok {
+				deadline = time.Now().Add(d)
+				var cancel context.CancelFunc
+				ctx, cancel = context.WithDeadline(ctx, deadline)
+				defer cancel()
+			}
+		}
+		out, _ := http.NewRequestWithContext(ctx, r.Method, "http://"+backend+r.URL.RequestURI(), r.Body)
 		out.Header = r.Header.Clone()
 		out.ContentLength = r.ContentLength
 		resp, err := tr.RoundTrip(out)
 		if err != nil {
 			if r.Context().Err() != nil {
 				panic(http.ErrAbortHandler) // the client reset the call
+			}
+			if !deadline.IsZero() && !time.Now().Before(deadline) {
+				// As the sidecar answers: DEADLINE_EXCEEDED, trailers-only.
+				w.Header()["Content-Type"] = []string{"application/grpc"}
+				w.Header()["Grpc-Status"] = []string{"4"}
+				w.Header()["Grpc-Message"] = []string{"deadline exceeded"}
+				w.WriteHeader(http.StatusOK)
+				return
 			}
 			w.WriteHeader(http.StatusBadGateway)
 			return
