@@ -348,6 +348,10 @@ func (p *Proxy) Serve(ctx context.Context, ls Listeners, grace time.Duration) er
 					BodyReadTimeout:   p.cfg.BodyReadTimeout,
 					Refusal:           refusal,
 					Log:               p.log,
+					// The handlers keep no request header past their
+					// return: forward's exchange and the policy input
+					// end with the call; the app callback copies it.
+					ReuseHeader: true,
 				}
 				if internal && !p.cfg.Insecure {
 					hs.ConnContext = connContext

@@ -21,7 +21,10 @@
 // ends when the handler returns, as net/http's does; a Transport exchange
 // made under it hooks onto it in place instead of through
 // context.AfterFunc. A proxy handler can hand an answer's header map to the
-// ResponseWriter as it is (its AdoptHeader method) instead of copying it.
+// ResponseWriter as it is (its AdoptHeader method) instead of copying it,
+// and, if it keeps no request header past its return (Server.ReuseHeader),
+// a connection parses each request's header into the last one's map and
+// values array, cleared.
 //
 // Framing is strict (RFC 9112 §6): Content-Length together with
 // Transfer-Encoding, conflicting or malformed lengths, any coding but a lone

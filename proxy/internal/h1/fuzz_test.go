@@ -3,9 +3,11 @@ package h1
 import (
 	"bufio"
 	"bytes"
+	"context"
 	"io"
 	"net/http"
 	"reflect"
+	"strings"
 	"testing"
 )
 
@@ -104,8 +106,22 @@ func FuzzReadRequest(f *testing.F) {
 	}
 	f.Fuzz(func(t *testing.T, data []byte) {
 		ours, err := ReadRequest(bufio.NewReaderSize(bytes.NewReader(data), 16), 4096)
+		// A connection's second request, in the first one's header map
+		// (Server.ReuseHeader), reads the same.
+		var hb headerBuf
+		prev := "GET / HTTP/1.1\r\nHost: p\r\nX-Old: 1\r\nX-A: old\r\nX-A: older\r\n\r\n"
+		if _, _, perr := readRequest(context.Background(), bufio.NewReader(strings.NewReader(prev)), 4096, -1, nil, &hb); perr != nil || hb.h == nil {
+			t.Fatalf("the first request: %v, kept map %v", perr, hb.h != nil)
+		}
+		again, _, rerr := readRequest(context.Background(), bufio.NewReaderSize(bytes.NewReader(data), 16), 4096, -1, nil, &hb)
+		if (err == nil) != (rerr == nil) {
+			t.Fatalf("ReadRequest error %v, in a reused header map %v; input %q", err, rerr, data)
+		}
 		if err != nil {
 			return
+		}
+		if !reflect.DeepEqual(ours.Header, again.Header) {
+			t.Fatalf("header read into a reused map %q, fresh %q; input %q", again.Header, ours.Header, data)
 		}
 		obody, err := io.ReadAll(io.LimitReader(ours.Body, int64(len(data))+1))
 		if err != nil {

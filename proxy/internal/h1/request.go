@@ -50,15 +50,15 @@ func badRequest(reason string) error { return &requestError{http.StatusBadReques
 // bytes) an error. Exported for the fuzz test and for tools; it bounds no
 // number of header fields.
 func ReadRequest(br *bufio.Reader, maxHeader int) (*http.Request, error) {
-	req, _, err := readRequest(context.Background(), br, maxHeader, -1, nil)
+	req, _, err := readRequest(context.Background(), br, maxHeader, -1, nil, nil)
 	return req, err
 }
 
 // readRequest also returns the request's body when it has one. More than
 // maxFields header fields (negative: no bound) is refused with 431. The
 // request is made in *dst (a field of the server's response) when dst is
-// not nil.
-func readRequest(ctx context.Context, br *bufio.Reader, maxHeader, maxFields int, dst *http.Request) (*http.Request, *reqBody, error) {
+// not nil; its header goes into hb's map when hb is not nil.
+func readRequest(ctx context.Context, br *bufio.Reader, maxHeader, maxFields int, dst *http.Request, hb *headerBuf) (*http.Request, *reqBody, error) {
 	sp := getBuf()
 	defer putBuf(sp)
 	var spansArr [32]lineSpan
@@ -121,7 +121,7 @@ func readRequest(ctx context.Context, br *bufio.Reader, maxHeader, maxFields int
 		Proto:      "HTTP/1.1",
 		ProtoMajor: 1,
 		ProtoMinor: minor,
-		Header:     headerOf(blk, s, spans),
+		Header:     headerInto(hb, blk, s, spans),
 	}
 	if minor == 0 {
 		req.Proto = "HTTP/1.0"

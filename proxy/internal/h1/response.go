@@ -144,8 +144,40 @@ func readHead(br *bufio.Reader, budget *int, slot *respSlot) (*http.Response, er
 // copy is s: values (and uncommon keys) are substrings of s, common keys
 // interned, all values in one backing array.
 func headerOf(blk []byte, s string, spans []lineSpan) http.Header {
-	h := make(http.Header, len(spans))
-	vals := make([]string, len(spans))
+	return headerInto(nil, blk, s, spans)
+}
+
+// headerBuf is a header map and its values' backing array, kept by a
+// server connection from one request to the next (Server.ReuseHeader).
+type headerBuf struct {
+	h    http.Header
+	vals []string
+}
+
+// maxReusedFields bounds the heads whose map a connection keeps: clearing
+// a map costs in proportion to its size, and one odd request must not make
+// every later one pay for it.
+const maxReusedFields = 32
+
+// headerInto is headerOf into hb's map and values when hb is not nil
+// (cleared first; made when hb has none or too small a values array).
+func headerInto(hb *headerBuf, blk []byte, s string, spans []lineSpan) http.Header {
+	var h http.Header
+	var vals []string
+	if hb != nil && hb.h != nil && len(spans) <= cap(hb.vals) {
+		h, vals = hb.h, hb.vals[:len(spans)]
+		clear(h)
+		clear(hb.vals[len(spans):cap(hb.vals)]) // no earlier head kept alive
+	} else {
+		n := len(spans)
+		if hb != nil {
+			n = max(n, 16) // room for the next, longer head
+		}
+		h, vals = make(http.Header, len(spans)), make([]string, len(spans), n)
+		if hb != nil && len(spans) <= maxReusedFields {
+			hb.h, hb.vals = h, vals
+		}
+	}
 	for i, f := range spans {
 		k, ok := commonKeys[string(blk[f.ks:f.ke])]
 		if !ok {

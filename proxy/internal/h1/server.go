@@ -82,6 +82,14 @@ type Server struct {
 	ConnContext func(ctx context.Context, c net.Conn) context.Context
 	// Log receives handler panics and refused requests (nil: discarded).
 	Log *slog.Logger
+	// ReuseHeader is the handler's promise that it keeps neither a
+	// request's Header map nor any of its value slices once it has
+	// returned (nor does anything it started): a connection then parses
+	// its next request's header into the same map and values array,
+	// cleared, instead of new ones (three allocations fewer per request).
+	// Values are strings and stay valid; only the map and the slices are
+	// reused. Heads with more than 32 fields get fresh ones.
+	ReuseHeader bool
 
 	mu       sync.Mutex
 	conns    map[*srvConn]struct{}
@@ -190,6 +198,7 @@ type srvConn struct {
 	wtimer *time.Timer
 	wdone  chan struct{}
 	rctx   *reqctx.Ctx // of the current request
+	hdr    headerBuf   // Server.ReuseHeader: the last request's header map
 }
 
 // ServeConn serves c until the client closes it, an error, IdleTimeout or
@@ -336,7 +345,11 @@ func (c *srvConn) serveOne() (keep bool) {
 	w := &response{c: c, clen: -1}
 	w.ctx.Init(c.ctx)
 	defer w.ctx.Cancel()
-	req, body, err := readRequest(&w.ctx, c.br, c.srv.maxHeader(), c.srv.maxFields(), &w.hreq)
+	var hb *headerBuf
+	if c.srv.ReuseHeader {
+		hb = &c.hdr // the handler of the last request has returned
+	}
+	req, body, err := readRequest(&w.ctx, c.br, c.srv.maxHeader(), c.srv.maxFields(), &w.hreq, hb)
 	if d := c.deadline; !d.IsZero() && d.Sub(time.Now()) < c.srv.readHeaderTimeout() {
 		c.setDeadline(time.Time{}) // the header timeout's; the idle one is re-armed when idle
 	}

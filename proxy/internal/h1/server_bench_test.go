@@ -13,6 +13,7 @@ import (
 // shape) against this package's Server and, side by side, net/http's
 // server, with the same handler and a raw client on loopback. It reports
 // the server's share of allocations per request (the client does none).
+// h1-reuse is this package's Server with ReuseHeader.
 func BenchmarkServer(b *testing.B) {
 	body := strings.Repeat("x", 1024)
 	handler := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -23,15 +24,15 @@ func BenchmarkServer(b *testing.B) {
 		_, _ = w.Write(buf[:n])
 	})
 	req := []byte("POST /echo HTTP/1.1\r\nHost: bench\r\nContent-Type: application/octet-stream\r\nContent-Length: 1024\r\nTraceparent: 00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01\r\n\r\n" + body)
-	for _, impl := range []string{"h1", "nethttp"} {
+	for _, impl := range []string{"h1", "h1-reuse", "nethttp"} {
 		b.Run(impl, func(b *testing.B) {
 			l, err := net.Listen("tcp", "127.0.0.1:0")
 			if err != nil {
 				b.Fatal(err)
 			}
 			defer l.Close()
-			if impl == "h1" {
-				s := &Server{Handler: handler}
+			if impl != "nethttp" {
+				s := &Server{Handler: handler, ReuseHeader: impl == "h1-reuse"}
 				defer s.Close()
 				go func() {
 					for {

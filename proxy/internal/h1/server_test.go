@@ -8,6 +8,9 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"reflect"
+	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -684,5 +687,71 @@ func TestServerWatchOutlivesIdleTimeout(t *testing.T) {
 	_ = c.c.Close()
 	if err := <-canceled; !errors.Is(err, context.Canceled) {
 		t.Fatal(err)
+	}
+}
+
+// TestServerReuseHeader: with ReuseHeader a connection's next request gets
+// the last one's header map back, holding only its own fields: none of the
+// last request's (also ones the handler added), the same values whatever
+// the order and repetition of keys, and a head with more fields than the
+// kept array, or than a kept map may hold, is parsed whole (Host is not a
+// field of r.Header, as in net/http). Without it every request gets a map
+// of its own and sees the same.
+func TestServerReuseHeader(t *testing.T) {
+	type seen struct {
+		h   string
+		ptr uintptr
+	}
+	for _, reuse := range []bool{true, false} {
+		t.Run(fmt.Sprint("reuse=", reuse), func(t *testing.T) {
+			got := make(chan seen, 16)
+			h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				keys := make([]string, 0, len(r.Header))
+				for k, v := range r.Header {
+					keys = append(keys, k+"="+strings.Join(v, ","))
+				}
+				slices.Sort(keys)
+				got <- seen{strings.Join(keys, " "), reflect.ValueOf(r.Header).Pointer()}
+				r.Header["X-Added-By-Handler"] = []string{"1"} // must not reach the next request
+				r.Header["X-A"] = append(r.Header["X-A"], "appended")
+				w.WriteHeader(http.StatusNoContent)
+			})
+			addr, _ := startServer(t, h, func(s *Server) { s.ReuseHeader = reuse })
+			c := dialRaw(t, addr)
+			var many strings.Builder
+			var wantMany []string
+			for i := range 40 {
+				fmt.Fprintf(&many, "X-F%02d: v%d\r\n", i, i)
+				wantMany = append(wantMany, fmt.Sprintf("X-F%02d=v%d", i, i))
+			}
+					slices.Sort(wantMany)
+			steps := []struct{ head, want string }{
+				{"X-A: 1\r\nX-B: 2\r\nX-A: 3\r\n", "X-A=1,3 X-B=2"},
+				{"X-C: 4\r\n", "X-C=4"},
+				{"X-A: 5\r\nX-A: 6\r\nX-A: 7\r\nX-D: 8\r\n", "X-A=5,6,7 X-D=8"},
+				{many.String(), strings.Join(wantMany, " ")},
+				{"X-E: 9\r\n", "X-E=9"},
+				{"", ""},
+			}
+			var ptrs []uintptr
+			for i, st := range steps {
+				c.send("GET /" + strconv.Itoa(i) + " HTTP/1.1\r\nHost: h\r\n" + st.head + "\r\n")
+				if resp, _ := c.read("GET"); resp.StatusCode != http.StatusNoContent {
+					t.Fatalf("request %d: status %d", i, resp.StatusCode)
+				}
+				s := <-got
+				if s.h != st.want {
+					t.Errorf("request %d: the handler saw header %q, want %q", i, s.h, st.want)
+				}
+				ptrs = append(ptrs, s.ptr)
+			}
+			// The first three fit the kept map: one map for them when
+			// reusing. The 40-field head is too big to keep, so the map
+			// made after it is kept for the last two.
+			sameMap := ptrs[0] == ptrs[1] && ptrs[1] == ptrs[2]
+			if reuse && (!sameMap || ptrs[4] != ptrs[5]) {
+				t.Errorf("ReuseHeader: header maps %x, want the first three and the last two the same", ptrs)
+			}
+		})
 	}
 }
