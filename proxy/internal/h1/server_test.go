@@ -724,7 +724,7 @@ func TestServerReuseHeader(t *testing.T) {
 				fmt.Fprintf(&many, "X-F%02d: v%d\r\n", i, i)
 				wantMany = append(wantMany, fmt.Sprintf("X-F%02d=v%d", i, i))
 			}
-					slices.Sort(wantMany)
+			slices.Sort(wantMany)
 			steps := []struct{ head, want string }{
 				{"X-A: 1\r\nX-B: 2\r\nX-A: 3\r\n", "X-A=1,3 X-B=2"},
 				{"X-C: 4\r\n", "X-C=4"},
