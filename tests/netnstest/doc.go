@@ -16,4 +16,11 @@
 // with the MULTICAST flag and a 224.0.0.0/4 route, and runs the scenario.
 // Where no namespace can be made (not root), Run skips the test with a
 // message that says so.
+//
+// Named namespaces (NewHosts, NewNet, or a test's own "ip netns add") are
+// entered from the test process with DialIn, which makes a socket on a
+// thread switched into the namespace and back, and emptied with KillIn,
+// which kills what runs there except the calling process: a thread that
+// could not switch back stays in the namespace, and when it is the main
+// thread the whole process is listed in it.
 package netnstest
