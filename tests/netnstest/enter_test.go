@@ -12,6 +12,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/meshd/meshd/internal/freeport"
 )
 
 // envKillInChild makes the test binary, started inside a namespace, call
@@ -118,7 +120,10 @@ func TestKillInSparesItsCaller(t *testing.T) {
 // namespace, and no thread of the test process stays there afterwards.
 func TestDialInReturnsItsThread(t *testing.T) {
 	ns := scratchNS(t)
-	port := freePort(t)
+	port, err := freeport.Take() // free here too: the check below needs that
+	if err != nil {
+		t.Fatal(err)
+	}
 	self, err := os.Executable()
 	if err != nil {
 		t.Fatal(err)
@@ -187,16 +192,4 @@ func inodeOf(t *testing.T, path string) string {
 		t.Fatal(err)
 	}
 	return "net:[" + strings.TrimSpace(string(out)) + "]"
-}
-
-// freePort picks a port with nothing on it in the test's own namespace
-// (the listener goes into the scratch namespace on the same number).
-func freePort(t *testing.T) int {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
 }
